@@ -1,0 +1,219 @@
+//! The `Backend` trait: what the engine asks of a generator (candle, mock), and what each one
+//! can do. A request that needs a capability the backend lacks is refused before any work.
+
+use std::ops::ControlFlow;
+
+use serde::{Deserialize, Serialize};
+
+use crate::models::catalog::{EntryKind, ModelDefaults, ModelRef};
+use crate::request::{DeviceChoice, LoraSpec, Plan, Precision, SamplerKind};
+
+/// What a backend can do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[allow(clippy::struct_excessive_bools)]
+pub struct Capabilities {
+    /// Image to image.
+    pub img2img: bool,
+    /// A negative prompt (an unconditional pass with text).
+    pub negative_prompt: bool,
+    /// Seeded, reproducible noise.
+    pub seeds: bool,
+    /// Samplers other than the model's default.
+    pub custom_schedulers: bool,
+    /// LoRA adapters.
+    pub lora: bool,
+    /// ControlNet conditioning.
+    pub controlnet: bool,
+    /// Upscaling.
+    pub upscaling: bool,
+}
+
+impl Capabilities {
+    /// Every capability the plan needs that this backend lacks, as user-facing names.
+    pub fn missing_for(&self, plan: &Plan) -> Vec<&'static str> {
+        let mut missing = Vec::new();
+        if plan.request.init_image.is_some() && !self.img2img {
+            missing.push("img2img (--init-image)");
+        }
+        if !self.negative_prompt && plan.items.iter().any(|item| !item.negative.is_empty()) {
+            missing.push("negative prompt");
+        }
+        if !self.seeds {
+            missing.push("seeds");
+        }
+        if !self.custom_schedulers
+            && plan.items.iter().any(|item| item.scheduler.is_some_and(|s| s != SamplerKind::Default))
+        {
+            missing.push("custom schedulers (--scheduler)");
+        }
+        let needs_lora = !plan.request.loras.is_empty()
+            || plan.items.iter().any(|item| matches!(item.model.kind, EntryKind::Lora { .. }));
+        if needs_lora && !self.lora {
+            missing.push("LoRA adapters");
+        }
+        missing
+    }
+}
+
+/// Progress while a model loads or downloads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadProgress {
+    /// What is happening ("downloading unet/diffusion_pytorch_model.fp16.safetensors").
+    pub message: String,
+    /// Fraction done, when known.
+    pub fraction: Option<f32>,
+}
+
+/// A model ready to generate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedModel {
+    /// Native settings (from the model's own config when the backend reads it).
+    pub defaults: ModelDefaults,
+    /// Hub id or path.
+    pub model_id: String,
+    /// Hub commit, when known.
+    pub revision: Option<String>,
+    /// Seconds spent loading (0 when it came from the cache).
+    pub load_s: f64,
+}
+
+/// Everything one image needs, fully resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateParams {
+    /// Prompt with the profile applied.
+    pub prompt: String,
+    /// Negative prompt with the profile applied.
+    pub negative: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Denoising steps.
+    pub steps: u32,
+    /// CFG scale; ≤ 1 means no unconditional pass.
+    pub cfg: f32,
+    /// Sampler (`Default` = the model config's).
+    pub sampler: SamplerKind,
+    /// Seed of this image.
+    pub seed: u64,
+    /// img2img source, already at `width`×`height`.
+    pub init_image: Option<image::RgbImage>,
+    /// img2img strength.
+    pub strength: f32,
+    /// Truncate prompts at 77 tokens instead of chunking.
+    pub truncate_prompt: bool,
+    /// Return the latent handed to the VAE.
+    pub save_latent: bool,
+    /// LoRA adapters.
+    pub loras: Vec<LoraSpec>,
+    /// Compute a preview each step.
+    pub want_preview: bool,
+}
+
+/// A small RGB8 picture of the current latents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preview {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Row-major RGB8.
+    pub rgb: Vec<u8>,
+}
+
+/// Sent after every denoising step.
+#[derive(Debug)]
+pub struct StepUpdate<'a> {
+    /// Steps completed, from 1.
+    pub step: usize,
+    /// Steps in all.
+    pub steps: usize,
+    /// The newest preview, when asked for.
+    pub preview: Option<&'a Preview>,
+}
+
+/// Where the time went, in seconds (the CLI's `--json` `timings`, the window's figures).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    /// Model load (0 when cached).
+    pub load_s: f64,
+    /// Prompt encoding.
+    pub encode_s: f64,
+    /// Each denoising step.
+    pub steps_s: Vec<f64>,
+    /// VAE decode.
+    pub decode_s: f64,
+    /// The whole image.
+    pub total_s: f64,
+}
+
+/// A finished image.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    /// The image.
+    pub image: image::RgbImage,
+    /// The latent handed to the VAE decoder as safetensors bytes (key `latent_tensor`).
+    pub latent_safetensors: Option<Vec<u8>>,
+    /// The sampler that ran (`Default` resolved).
+    pub sampler: SamplerKind,
+    /// Noise source label (see `storage::metadata::NOISE_SOURCE_TORCH_CPU`).
+    pub noise_source: String,
+    /// Precision label (`f32`, `f16`, `bf16`).
+    pub dtype: String,
+    /// What was done that the metadata should say (prompt chunking, OOM fallback…).
+    pub notes: Vec<String>,
+    /// Where the time went.
+    pub timings: Timings,
+}
+
+/// Why a backend call ended without an image.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The step callback asked to stop.
+    #[error("cancelled")]
+    Cancelled,
+    /// The device ran out of memory (after any fallbacks the backend tried).
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
+    /// The model or request uses something this backend does not support.
+    #[error("not supported: {0}")]
+    Unsupported(String),
+    /// Anything else, with its context.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A generator the engine can drive. One lives on the engine thread and owns its models.
+pub trait Backend: Send {
+    /// `candle` or `mock`.
+    fn name(&self) -> &'static str;
+
+    /// What this backend can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Human label of the device in use (`cpu`, `cuda:0 (NVIDIA H200)`).
+    fn device_label(&self) -> String;
+
+    /// Makes `model` ready on `device` (from its cache when possible).
+    ///
+    /// # Errors
+    /// Missing files, unsafe weights, unsupported layouts, device errors.
+    fn load(
+        &mut self,
+        model: &ModelRef,
+        device: DeviceChoice,
+        dtype: Option<Precision>,
+        on_progress: &mut dyn FnMut(LoadProgress),
+    ) -> Result<LoadedModel, BackendError>;
+
+    /// Makes one image with the model last loaded. `on_step` is called after every step;
+    /// returning `Break` stops within that step with [`BackendError::Cancelled`].
+    ///
+    /// # Errors
+    /// Cancelled, out of memory, or a failure with its context.
+    fn generate(
+        &mut self,
+        params: &GenerateParams,
+        on_step: &mut dyn FnMut(StepUpdate<'_>) -> ControlFlow<()>,
+    ) -> Result<Generated, BackendError>;
+}

@@ -1,0 +1,13 @@
+//! SDXL Image Lab: a native lab for Stable Diffusion XL.
+//!
+//! One engine serves the desktop window (`ui`, feature `gui`) and the command line (`cli`).
+//! See `ARCHITECTURE.md` for the map.
+
+pub mod cli;
+pub mod diffusion;
+pub mod engine;
+pub mod models;
+pub mod request;
+pub mod storage;
+#[cfg(feature = "gui")]
+pub mod ui;

@@ -1,0 +1,450 @@
+//! One validated request for every front end, and its expansion into a plan.
+//!
+//! The window and the CLI both build a [`Request`]; [`Request::validate`] checks it against the
+//! profiles and the model catalog (no file I/O here), and [`plan::build_plan`] turns it into an
+//! ordered, model-major list of [`plan::WorkItem`]s.
+
+pub mod plan;
+pub mod profiles;
+pub mod sampler;
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::PathBuf;
+
+pub use plan::{Plan, WorkItem, build_plan};
+pub use profiles::{Profile, Profiles, RAW_PROFILE};
+pub use sampler::SamplerKind;
+
+use crate::models::catalog::Catalog;
+
+/// Which sweep a request runs. One enum, so both sweeps can never be on at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sweep {
+    /// One model, one profile.
+    #[default]
+    None,
+    /// Every profile (including `None (raw)`) on the selected model.
+    AllProfiles,
+    /// Every catalog model × every profile.
+    AllModelsAllProfiles,
+}
+
+impl Sweep {
+    /// The short name used in run-folder names and logs.
+    pub fn slug(self) -> &'static str {
+        match self {
+            Self::None => "single",
+            Self::AllProfiles => "all-profiles",
+            Self::AllModelsAllProfiles => "all-models-all-profiles",
+        }
+    }
+
+    /// Builds the sweep from the two user-facing switches.
+    ///
+    /// # Errors
+    /// Both switches on is refused, naming both.
+    pub fn from_switches(all_profiles: bool, all_models: bool) -> Result<Self, RequestError> {
+        match (all_profiles, all_models) {
+            (false, false) => Ok(Self::None),
+            (true, false) => Ok(Self::AllProfiles),
+            (false, true) => Ok(Self::AllModelsAllProfiles),
+            (true, true) => Err(RequestError::new(
+                "all_profiles/all_models",
+                "--all-profiles (RUN_ALL_PROFILES) and --all-models (RUN_ALL_MODELS) exclude each other; \
+                 --all-models already runs every profile on every model",
+            )),
+        }
+    }
+}
+
+/// txt2img or img2img; derived from whether an init image is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Text to image.
+    Txt2img,
+    /// Image to image.
+    Img2img,
+}
+
+impl Mode {
+    /// `txt2img` / `img2img`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Txt2img => "txt2img",
+            Self::Img2img => "img2img",
+        }
+    }
+}
+
+/// Where the numerics run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceChoice {
+    /// CUDA, then Metal, then CPU.
+    #[default]
+    Auto,
+    /// The CPU.
+    Cpu,
+    /// CUDA device N.
+    Cuda(usize),
+    /// Apple Metal.
+    Metal,
+}
+
+impl DeviceChoice {
+    /// Parses `auto|cpu|cuda|cuda:N|metal`.
+    ///
+    /// # Errors
+    /// The message names the accepted forms.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let lower = text.trim().to_ascii_lowercase();
+        match lower.as_str() {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "metal" => Ok(Self::Metal),
+            "cuda" => Ok(Self::Cuda(0)),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Self::Cuda)
+                .ok_or_else(|| format!("unknown device {text:?}; valid: auto, cpu, cuda:N, metal")),
+        }
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+            Self::Metal => f.write_str("metal"),
+        }
+    }
+}
+
+/// Floating-point precision of the UNet and text encoders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit float (the CPU default).
+    F32,
+    /// IEEE half.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+impl Precision {
+    /// Parses `f32|f16|bf16`.
+    ///
+    /// # Errors
+    /// The message names the accepted values.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(Self::F32),
+            "f16" | "fp16" | "float16" => Ok(Self::F16),
+            "bf16" | "bfloat16" => Ok(Self::Bf16),
+            _ => Err(format!("unknown dtype {text:?}; valid: f32, f16, bf16")),
+        }
+    }
+}
+
+/// A LoRA adapter to apply: a file or hub id, and its weight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoraSpec {
+    /// A `.safetensors` file or a hub repo id.
+    pub source: String,
+    /// Scale of the adapter (default 1.0).
+    pub weight: f32,
+}
+
+impl LoraSpec {
+    /// Parses `FILE_OR_HUB_ID[:WEIGHT]`.
+    ///
+    /// # Errors
+    /// A weight that is not a finite number.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if let Some((source, weight)) = text.rsplit_once(':')
+            && !weight.contains(['/', '\\'])
+            && !source.is_empty()
+        {
+            let weight: f32 = weight
+                .parse()
+                .map_err(|_| format!("--lora {text:?}: weight {weight:?} is not a number"))?;
+            if !weight.is_finite() {
+                return Err(format!("--lora {text:?}: weight must be finite"));
+            }
+            return Ok(Self { source: source.to_owned(), weight });
+        }
+        Ok(Self { source: text.to_owned(), weight: 1.0 })
+    }
+}
+
+/// Limits on user settings. Anything outside is refused, never clamped.
+pub mod limits {
+    /// Smallest width/height in pixels.
+    pub const MIN_SIZE_PX: u32 = 64;
+    /// Largest width/height in pixels.
+    pub const MAX_SIZE_PX: u32 = 4096;
+    /// Width and height must be multiples of this.
+    pub const SIZE_MULTIPLE_PX: u32 = 8;
+    /// Most denoising steps.
+    pub const MAX_STEPS: u32 = 500;
+    /// Largest CFG scale.
+    pub const MAX_CFG: f32 = 50.0;
+    /// Most images in one batch.
+    pub const MAX_BATCH: u32 = 64;
+    /// Most characters in a prompt.
+    pub const MAX_PROMPT_CHARS: usize = 20_000;
+}
+
+/// Everything a user can ask for: the same type for the window, the CLI and env-var mode.
+///
+/// `None` means "not set by the user": the profile's default applies, then the model's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Request {
+    /// Model key: catalog display name, hub id, local folder or `.safetensors` file.
+    pub model: String,
+    /// The prompt, before the profile suffix.
+    pub prompt: String,
+    /// The negative prompt, before the profile suffix.
+    pub negative: String,
+    /// Style profile name.
+    pub profile: String,
+    /// Sampler; `None` = profile default, then model default.
+    pub scheduler: Option<SamplerKind>,
+    /// Width in pixels; `None` = model native.
+    pub width: Option<u32>,
+    /// Height in pixels; `None` = model native.
+    pub height: Option<u32>,
+    /// Denoising steps.
+    pub steps: Option<u32>,
+    /// Classifier-free guidance scale.
+    pub cfg: Option<f32>,
+    /// Images per (model, profile) item; image i uses seed + i.
+    pub batch: u32,
+    /// Base seed; `None` = a random one, recorded.
+    pub seed: Option<u64>,
+    /// img2img source image.
+    pub init_image: Option<PathBuf>,
+    /// img2img strength in [0, 1].
+    pub strength: f32,
+    /// Which sweep to run.
+    pub sweep: Sweep,
+    /// LoRA adapters.
+    pub loras: Vec<LoraSpec>,
+    /// Also save the latent handed to the VAE as `.latent` (safetensors).
+    pub save_latent: bool,
+    /// Truncate prompts at 77 tokens (diffusers) instead of chunking (A1111/ComfyUI).
+    pub truncate_prompt: bool,
+    /// Device to run on.
+    pub device: DeviceChoice,
+    /// Precision; `None` = f32 on CPU, f16 on GPU.
+    pub dtype: Option<Precision>,
+}
+
+impl Default for Request {
+    fn default() -> Self {
+        Self {
+            model: crate::models::catalog::DEFAULT_MODEL.to_owned(),
+            prompt: String::new(),
+            negative: String::new(),
+            profile: RAW_PROFILE.to_owned(),
+            scheduler: None,
+            width: None,
+            height: None,
+            steps: None,
+            cfg: None,
+            batch: 1,
+            seed: None,
+            init_image: None,
+            strength: 0.75,
+            sweep: Sweep::None,
+            loras: Vec::new(),
+            save_latent: false,
+            truncate_prompt: false,
+            device: DeviceChoice::Auto,
+            dtype: None,
+        }
+    }
+}
+
+/// A bad field in a request: names the field, says what is wrong.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct RequestError {
+    /// The field, as the CLI spells it (`width`, `init_image`, ...).
+    pub field: String,
+    /// What is wrong and, where it helps, the valid values.
+    pub message: String,
+}
+
+impl RequestError {
+    /// A new error for `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}
+
+impl Request {
+    /// txt2img or img2img.
+    pub fn mode(&self) -> Mode {
+        if self.init_image.is_some() { Mode::Img2img } else { Mode::Txt2img }
+    }
+
+    /// Checks every field that needs no file access: ranges, names, the sweep.
+    ///
+    /// # Errors
+    /// The first bad field, named.
+    pub fn validate(&self, profiles: &Profiles, catalog: &Catalog) -> Result<(), RequestError> {
+        if self.prompt.chars().count() > limits::MAX_PROMPT_CHARS {
+            return Err(RequestError::new(
+                "prompt",
+                format!("longer than {} characters", limits::MAX_PROMPT_CHARS),
+            ));
+        }
+        if self.negative.chars().count() > limits::MAX_PROMPT_CHARS {
+            return Err(RequestError::new(
+                "negative",
+                format!("longer than {} characters", limits::MAX_PROMPT_CHARS),
+            ));
+        }
+        for (field, value) in [("width", self.width), ("height", self.height)] {
+            if let Some(px) = value {
+                validate_size(field, px)?;
+            }
+        }
+        if let Some(steps) = self.steps
+            && !(1..=limits::MAX_STEPS).contains(&steps)
+        {
+            return Err(RequestError::new(
+                "steps",
+                format!("{steps} is outside 1..={}", limits::MAX_STEPS),
+            ));
+        }
+        if let Some(cfg) = self.cfg
+            && !(cfg.is_finite() && (0.0..=limits::MAX_CFG).contains(&cfg))
+        {
+            return Err(RequestError::new(
+                "cfg",
+                format!("{cfg} is outside 0..={} (0 or 1 disables guidance)", limits::MAX_CFG),
+            ));
+        }
+        if !(1..=limits::MAX_BATCH).contains(&self.batch) {
+            return Err(RequestError::new(
+                "batch",
+                format!("{} is outside 1..={}", self.batch, limits::MAX_BATCH),
+            ));
+        }
+        if !(self.strength.is_finite() && (0.0..=1.0).contains(&self.strength)) {
+            return Err(RequestError::new(
+                "strength",
+                format!("{} is outside [0, 1]", self.strength),
+            ));
+        }
+        if let Some(seed) = self.seed
+            && seed > MAX_SEED
+        {
+            return Err(RequestError::new(
+                "seed",
+                format!("{seed} is larger than {MAX_SEED}"),
+            ));
+        }
+        if profiles.get(&self.profile).is_none() {
+            return Err(RequestError::new(
+                "profile",
+                format!("unknown profile {:?}; valid: {}", self.profile, profiles.names().join(", ")),
+            ));
+        }
+        if self.sweep != Sweep::AllModelsAllProfiles {
+            catalog
+                .resolve(&self.model)
+                .map_err(|message| RequestError::new("model", message))?;
+        }
+        Ok(())
+    }
+}
+
+/// Largest seed: seeds are 64-bit in metadata, and the torch generator takes any u64.
+pub const MAX_SEED: u64 = u64::MAX;
+
+fn validate_size(field: &str, px: u32) -> Result<(), RequestError> {
+    if !(limits::MIN_SIZE_PX..=limits::MAX_SIZE_PX).contains(&px) {
+        return Err(RequestError::new(
+            field,
+            format!("{px} is outside {}..={}", limits::MIN_SIZE_PX, limits::MAX_SIZE_PX),
+        ));
+    }
+    if px % limits::SIZE_MULTIPLE_PX != 0 {
+        return Err(RequestError::new(
+            field,
+            format!("{px} is not a multiple of {}", limits::SIZE_MULTIPLE_PX),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok_request() -> Request {
+        Request { prompt: "a cat".into(), ..Request::default() }
+    }
+
+    fn check(req: &Request) -> Result<(), RequestError> {
+        req.validate(&Profiles::builtin(), &Catalog::builtin())
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        check(&ok_request()).expect("valid");
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let cases: Vec<(Request, &str)> = vec![
+            (Request { width: Some(1001), ..ok_request() }, "width"),
+            (Request { height: Some(8), ..ok_request() }, "height"),
+            (Request { steps: Some(0), ..ok_request() }, "steps"),
+            (Request { cfg: Some(-1.0), ..ok_request() }, "cfg"),
+            (Request { cfg: Some(f32::NAN), ..ok_request() }, "cfg"),
+            (Request { batch: 0, ..ok_request() }, "batch"),
+            (Request { strength: 1.5, ..ok_request() }, "strength"),
+            (Request { profile: "Nope".into(), ..ok_request() }, "profile"),
+            (Request { model: "not a model".into(), ..ok_request() }, "model"),
+        ];
+        for (req, field) in cases {
+            let err = check(&req).expect_err(field);
+            assert_eq!(err.field, field, "{err}");
+        }
+    }
+
+    #[test]
+    fn both_sweeps_refused_naming_both() {
+        let err = Sweep::from_switches(true, true).expect_err("both");
+        assert!(err.message.contains("--all-profiles") && err.message.contains("--all-models"));
+    }
+
+    #[test]
+    fn lora_spec_parses_weight() {
+        assert_eq!(
+            LoraSpec::parse("nerijs/pixel-art-xl:0.8"),
+            Ok(LoraSpec { source: "nerijs/pixel-art-xl".into(), weight: 0.8 })
+        );
+        assert_eq!(LoraSpec::parse("a.safetensors").map(|l| l.weight), Ok(1.0));
+        assert!(LoraSpec::parse("a.safetensors:x").is_err());
+    }
+
+    #[test]
+    fn device_parses() {
+        assert_eq!(DeviceChoice::parse("cuda:1"), Ok(DeviceChoice::Cuda(1)));
+        assert_eq!(DeviceChoice::parse("CPU"), Ok(DeviceChoice::Cpu));
+        assert!(DeviceChoice::parse("tpu").is_err());
+    }
+}

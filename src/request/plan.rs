@@ -1,0 +1,216 @@
+//! Expanding a request into an ordered list of work items.
+//!
+//! Plans are model-major (a sweep loads each model once), and every seed is fixed here, so the
+//! same request always makes the same plan.
+
+use chrono::{DateTime, Local};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+use super::{Profiles, Request, RequestError, SamplerKind, Sweep};
+use crate::models::catalog::{Catalog, ModelRef};
+use crate::storage::naming::slug;
+
+/// One (model, profile) combination of a plan, with its batch of seeds. Every finished item
+/// gets exactly one jobs-log line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkItem {
+    /// Position in the plan, from 0.
+    pub index: usize,
+    /// The model to load.
+    pub model: ModelRef,
+    /// Style profile name.
+    pub profile: String,
+    /// The prompt with the profile's suffix applied.
+    pub prompt: String,
+    /// The negative prompt with the profile's negative suffix applied.
+    pub negative: String,
+    /// Sampler from the user, else the profile; `None` = the model's default.
+    pub scheduler: Option<SamplerKind>,
+    /// Width from the user; `None` = the model's native width.
+    pub width: Option<u32>,
+    /// Height from the user; `None` = the model's native height.
+    pub height: Option<u32>,
+    /// Steps from the user, else the profile; `None` = the model's default.
+    pub steps: Option<u32>,
+    /// CFG from the user, else the profile; `None` = the model's default.
+    pub cfg: Option<f32>,
+    /// One seed per image: base + i.
+    pub seeds: Vec<u64>,
+    /// Folder for this item's images, relative to the output root (empty = the root).
+    pub out_dir: PathBuf,
+}
+
+/// A validated request expanded into work items.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The request as the user gave it (with the chosen seed filled in).
+    pub request: Request,
+    /// The seed of image 0 of every item.
+    pub seed_base: u64,
+    /// The sweep folder, relative to the output root, for sweeps.
+    pub run_dir: Option<PathBuf>,
+    /// Items in run order: model-major.
+    pub items: Vec<WorkItem>,
+}
+
+impl Plan {
+    /// How many images the plan makes.
+    pub fn image_count(&self) -> usize {
+        self.items.iter().map(|item| item.seeds.len()).sum()
+    }
+}
+
+/// How many images a request would make, for the window's sweep choice (no validation).
+pub fn image_count(sweep: Sweep, batch: u32, profiles: &Profiles, catalog: &Catalog) -> usize {
+    let per_item = batch as usize;
+    match sweep {
+        Sweep::None => per_item,
+        Sweep::AllProfiles => profiles.all().len() * per_item,
+        Sweep::AllModelsAllProfiles => catalog.sweep_models().len() * profiles.all().len() * per_item,
+    }
+}
+
+/// A random seed for a request that gave none (32-bit, as A1111 and ComfyUI show them).
+pub fn random_seed() -> u64 {
+    u64::from(fastrand::u32(..))
+}
+
+/// Validates `request` and expands it. `now` names sweep folders; `pick_seed` is called once
+/// when the request has no seed.
+///
+/// # Errors
+/// A bad field, named (see [`Request::validate`]).
+pub fn build_plan(
+    request: &Request,
+    profiles: &Profiles,
+    catalog: &Catalog,
+    now: DateTime<Local>,
+    pick_seed: impl FnOnce() -> u64,
+) -> Result<Plan, RequestError> {
+    request.validate(profiles, catalog)?;
+    let seed_base = request.seed.unwrap_or_else(pick_seed);
+    let seeds: Vec<u64> = (0..u64::from(request.batch))
+        .map(|i| {
+            seed_base.checked_add(i).ok_or_else(|| {
+                RequestError::new("seed", format!("{seed_base} + batch overflows 64 bits"))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+
+    let models: Vec<ModelRef> = match request.sweep {
+        Sweep::AllModelsAllProfiles => catalog.sweep_models(),
+        Sweep::None | Sweep::AllProfiles => vec![
+            catalog.resolve(&request.model).map_err(|message| RequestError::new("model", message))?,
+        ],
+    };
+    let chosen_profiles: Vec<&super::Profile> = match request.sweep {
+        Sweep::None => {
+            vec![profiles.get(&request.profile).ok_or_else(|| {
+                RequestError::new("profile", format!("unknown profile {:?}", request.profile))
+            })?]
+        }
+        Sweep::AllProfiles | Sweep::AllModelsAllProfiles => profiles.all().iter().collect(),
+    };
+    let run_dir = (request.sweep != Sweep::None)
+        .then(|| PathBuf::from(format!("{}_{}", now.format("%Y%m%d-%H%M%S"), request.sweep.slug())));
+
+    let mut items = Vec::with_capacity(models.len() * chosen_profiles.len());
+    for model in &models {
+        let out_dir = run_dir
+            .as_ref()
+            .map_or_else(PathBuf::new, |dir| dir.join(slug(&model.display_name, 64, "model")));
+        for profile in &chosen_profiles {
+            items.push(WorkItem {
+                index: items.len(),
+                model: model.clone(),
+                profile: profile.name.clone(),
+                prompt: profile.apply_prompt(&request.prompt),
+                negative: profile.apply_negative(&request.negative),
+                scheduler: request.scheduler.or(profile.default_scheduler),
+                width: request.width,
+                height: request.height,
+                steps: request.steps.or(profile.default_steps),
+                cfg: request.cfg.or(profile.default_cfg),
+                seeds: seeds.clone(),
+                out_dir: out_dir.clone(),
+            });
+        }
+    }
+    let mut request = request.clone();
+    request.seed = Some(seed_base);
+    Ok(Plan { request, seed_base, run_dir, items })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn now() -> DateTime<Local> {
+        Local.with_ymd_and_hms(2026, 11, 23, 9, 30, 5).single().expect("valid time")
+    }
+
+    fn plan(request: &Request) -> Plan {
+        build_plan(request, &Profiles::builtin(), &Catalog::builtin(), now(), || 1234).expect("plan")
+    }
+
+    #[test]
+    fn single_run_uses_seed_base_plus_i() {
+        let plan = plan(&Request { prompt: "cat".into(), batch: 3, seed: Some(40), ..Request::default() });
+        assert_eq!(plan.items.len(), 1);
+        assert_eq!(plan.items[0].seeds, vec![40, 41, 42]);
+        assert_eq!(plan.items[0].out_dir, PathBuf::new());
+        assert_eq!(plan.run_dir, None);
+    }
+
+    #[test]
+    fn missing_seed_is_picked_once_and_recorded() {
+        let plan = plan(&Request { prompt: "cat".into(), batch: 2, ..Request::default() });
+        assert_eq!(plan.seed_base, 1234);
+        assert_eq!(plan.request.seed, Some(1234));
+        assert_eq!(plan.items[0].seeds, vec![1234, 1235]);
+    }
+
+    #[test]
+    fn sweep_counts_and_order_are_model_major() {
+        let profiles = Profiles::builtin();
+        let catalog = Catalog::builtin();
+        let all_profiles = plan(&Request { sweep: Sweep::AllProfiles, batch: 2, ..Request::default() });
+        assert_eq!(all_profiles.items.len(), profiles.all().len());
+        assert_eq!(all_profiles.image_count(), 2 * profiles.all().len());
+        assert!(all_profiles.items.iter().any(|i| i.profile == super::super::RAW_PROFILE));
+        assert_eq!(
+            image_count(Sweep::AllProfiles, 2, &profiles, &catalog),
+            all_profiles.image_count()
+        );
+
+        let all = plan(&Request { sweep: Sweep::AllModelsAllProfiles, ..Request::default() });
+        let models = catalog.sweep_models().len();
+        assert_eq!(all.items.len(), models * profiles.all().len());
+        // Model-major: each model's items are contiguous.
+        let mut seen = Vec::new();
+        for item in &all.items {
+            if seen.last() != Some(&item.model.display_name) {
+                assert!(!seen.contains(&item.model.display_name), "model loaded twice");
+                seen.push(item.model.display_name.clone());
+            }
+        }
+        assert_eq!(seen.len(), models);
+        let run_dir = all.run_dir.expect("sweep folder");
+        assert_eq!(run_dir, PathBuf::from("20261123-093005_all-models-all-profiles"));
+        assert_eq!(all.items[0].out_dir, run_dir.join("sdxl-base-1-0"));
+    }
+
+    #[test]
+    fn user_settings_beat_profile_defaults() {
+        let profiles = Profiles::builtin();
+        let photoreal = profiles.get("Photoreal").expect("profile");
+        let base = Request { prompt: "cat".into(), profile: "Photoreal".into(), ..Request::default() };
+        let from_profile = plan(&base);
+        assert_eq!(from_profile.items[0].scheduler, photoreal.default_scheduler);
+        assert!(from_profile.items[0].prompt.starts_with("cat, photorealistic"));
+        let user = plan(&Request { scheduler: Some(SamplerKind::Ddim), ..base });
+        assert_eq!(user.items[0].scheduler, Some(SamplerKind::Ddim));
+    }
+}

@@ -1,0 +1,108 @@
+//! Image metadata: what the lab writes into every PNG and reads back from any tool's PNGs.
+//!
+//! Written: a `parameters` chunk in AUTOMATIC1111's infotext form (read by Civitai and the
+//! common readers) and an iTXt `imagelab` chunk with the complete [`GenerationInfo`] as JSON,
+//! from which a run can be repeated exactly.
+
+pub mod infotext;
+pub mod png_io;
+
+use serde::{Deserialize, Serialize};
+
+use crate::request::{LoraSpec, Mode, SamplerKind};
+
+/// The noise source whose seeds reproduce PyTorch's CPU generator (and diffusers/ComfyUI).
+pub const NOISE_SOURCE_TORCH_CPU: &str = "torch-cpu";
+
+/// Everything needed to make an image again; stored as JSON in the `imagelab` chunk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GenerationInfo {
+    /// Prompt as sent to the encoders (profile suffix applied).
+    pub prompt: String,
+    /// Negative prompt as sent (profile suffix applied).
+    pub negative: String,
+    /// The prompt the user typed.
+    pub user_prompt: String,
+    /// The negative prompt the user typed.
+    pub user_negative: String,
+    /// Style profile name.
+    pub profile: String,
+    /// Model display name.
+    pub model: String,
+    /// Hub id or path.
+    pub model_id: String,
+    /// Hub commit the weights came from, when known.
+    pub model_revision: Option<String>,
+    /// The sampler that ran (never `Default`: resolved from the model's config).
+    pub sampler: SamplerKind,
+    /// The sampler the user asked for (may be `Default`).
+    pub requested_sampler: SamplerKind,
+    /// Denoising steps.
+    pub steps: u32,
+    /// CFG scale.
+    pub cfg: f32,
+    /// Seed of this image.
+    pub seed: u64,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// txt2img or img2img.
+    pub mode: Mode,
+    /// img2img strength.
+    pub strength: Option<f32>,
+    /// img2img source file, as given.
+    pub init_image: Option<String>,
+    /// Noise source (see [`NOISE_SOURCE_TORCH_CPU`]).
+    pub noise_source: String,
+    /// LoRA adapters applied.
+    pub loras: Vec<LoraSpec>,
+    /// Prompts truncated at 77 tokens instead of chunked.
+    pub truncate_prompt: bool,
+    /// Precision the UNet ran in.
+    pub dtype: String,
+    /// Device label.
+    pub device: String,
+    /// `imagelab x.y.z`.
+    pub version: String,
+    /// What the run had to do that a re-run should know (prompt chunking, OOM ladder…).
+    pub notes: Vec<String>,
+}
+
+impl Default for GenerationInfo {
+    fn default() -> Self {
+        Self {
+            prompt: String::new(),
+            negative: String::new(),
+            user_prompt: String::new(),
+            user_negative: String::new(),
+            profile: crate::request::RAW_PROFILE.to_owned(),
+            model: String::new(),
+            model_id: String::new(),
+            model_revision: None,
+            sampler: SamplerKind::Euler,
+            requested_sampler: SamplerKind::Default,
+            steps: 30,
+            cfg: 7.0,
+            seed: 0,
+            width: 1024,
+            height: 1024,
+            mode: Mode::Txt2img,
+            strength: None,
+            init_image: None,
+            noise_source: NOISE_SOURCE_TORCH_CPU.to_owned(),
+            loras: Vec::new(),
+            truncate_prompt: false,
+            dtype: "f32".to_owned(),
+            device: "cpu".to_owned(),
+            version: version_string(),
+            notes: Vec::new(),
+        }
+    }
+}
+
+/// `imagelab <crate version>`, as written in `Version:`.
+pub fn version_string() -> String {
+    format!("imagelab {}", env!("CARGO_PKG_VERSION"))
+}
