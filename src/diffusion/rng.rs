@@ -87,6 +87,20 @@ impl TorchGenerator {
         data
     }
 
+    /// `torch.randn(shape, generator=g, dtype=float32)` as a tensor on `device` (drawn on the
+    /// CPU, as diffusers' `randn_tensor` draws with a CPU generator, then moved).
+    ///
+    /// # Errors
+    /// Tensor errors.
+    pub fn randn_tensor(
+        &mut self,
+        shape: &candle_core::Shape,
+        device: &candle_core::Device,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        let values = self.randn(shape.elem_count());
+        candle_core::Tensor::from_vec(values, shape.clone(), device)
+    }
+
     /// torch's scalar normal (`at::normal_distribution<double>`): Box–Muller on two 53-bit
     /// uniforms, caching the second value as torch does.
     fn scalar_normal(&mut self) -> f32 {

@@ -106,11 +106,11 @@ impl DeviceChoice {
             "cpu" => Ok(Self::Cpu),
             "metal" => Ok(Self::Metal),
             "cuda" => Ok(Self::Cuda(0)),
-            other => other
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
-                .map(Self::Cuda)
-                .ok_or_else(|| format!("unknown device {text:?}; valid: auto, cpu, cuda:N, metal")),
+            other => {
+                other.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(Self::Cuda).ok_or_else(
+                    || format!("unknown device {text:?}; valid: auto, cpu, cuda:N, metal"),
+                )
+            }
         }
     }
 }
@@ -350,21 +350,20 @@ impl Request {
         if let Some(seed) = self.seed
             && seed > MAX_SEED
         {
-            return Err(RequestError::new(
-                "seed",
-                format!("{seed} is larger than {MAX_SEED}"),
-            ));
+            return Err(RequestError::new("seed", format!("{seed} is larger than {MAX_SEED}")));
         }
         if profiles.get(&self.profile).is_none() {
             return Err(RequestError::new(
                 "profile",
-                format!("unknown profile {:?}; valid: {}", self.profile, profiles.names().join(", ")),
+                format!(
+                    "unknown profile {:?}; valid: {}",
+                    self.profile,
+                    profiles.names().join(", ")
+                ),
             ));
         }
         if self.sweep != Sweep::AllModelsAllProfiles {
-            catalog
-                .resolve(&self.model)
-                .map_err(|message| RequestError::new("model", message))?;
+            catalog.resolve(&self.model).map_err(|message| RequestError::new("model", message))?;
         }
         Ok(())
     }

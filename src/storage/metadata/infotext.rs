@@ -31,10 +31,8 @@ pub fn format(info: &GenerationInfo) -> String {
         text.push_str(&info.negative);
     }
     let (sampler, schedule) = info.sampler.a1111_sampler_and_schedule();
-    let mut fields: Vec<(&str, String)> = vec![
-        ("Steps", info.steps.to_string()),
-        ("Sampler", sampler.to_owned()),
-    ];
+    let mut fields: Vec<(&str, String)> =
+        vec![("Steps", info.steps.to_string()), ("Sampler", sampler.to_owned())];
     if let Some(schedule) = schedule {
         fields.push(("Schedule type", schedule.to_owned()));
     }
@@ -51,8 +49,11 @@ pub fn format(info: &GenerationInfo) -> String {
         fields.push(("Style profile", info.profile.clone()));
     }
     if !info.loras.is_empty() {
-        let loras: Vec<String> =
-            info.loras.iter().map(|l| format!("{}: {}", l.source, format_number(l.weight))).collect();
+        let loras: Vec<String> = info
+            .loras
+            .iter()
+            .map(|l| format!("{}: {}", l.source, format_number(l.weight)))
+            .collect();
         fields.push(("Lora weights", loras.join(", ")));
     }
     fields.push(("RNG", rng_label(&info.noise_source).to_owned()));

@@ -18,6 +18,9 @@ pub enum PngError {
     /// The decoder refused (not a PNG, truncated, corrupt).
     #[error("not a readable PNG: {0}")]
     Decode(#[from] png::DecodingError),
+    /// The settings could not be serialised.
+    #[error("settings JSON: {0}")]
+    Json(#[from] serde_json::Error),
     /// Pixel buffer and size disagree.
     #[error("image buffer holds {actual} bytes, {width}x{height} RGB needs {expected}")]
     BufferSize {
@@ -37,7 +40,12 @@ pub enum PngError {
 ///
 /// # Errors
 /// A buffer of the wrong size or an encoder failure.
-pub fn encode_png(width: u32, height: u32, rgb: &[u8], info: &GenerationInfo) -> Result<Vec<u8>, PngError> {
+pub fn encode_png(
+    width: u32,
+    height: u32,
+    rgb: &[u8],
+    info: &GenerationInfo,
+) -> Result<Vec<u8>, PngError> {
     let expected = width as usize * height as usize * 3;
     if rgb.len() != expected {
         return Err(PngError::BufferSize { width, height, expected, actual: rgb.len() });
@@ -53,12 +61,8 @@ pub fn encode_png(width: u32, height: u32, rgb: &[u8], info: &GenerationInfo) ->
         } else {
             encoder.add_itxt_chunk(PARAMETERS_KEY.to_owned(), parameters)?;
         }
-        let json = serde_json::to_string(info).map_err(|err| {
-            png::EncodingError::Format(png::FormatErrorKind::from_message(err.to_string()))
-        });
-        if let Ok(json) = json {
-            encoder.add_itxt_chunk(IMAGELAB_KEY.to_owned(), json)?;
-        }
+        let json = serde_json::to_string(info).map_err(PngError::Json)?;
+        encoder.add_itxt_chunk(IMAGELAB_KEY.to_owned(), json)?;
         let mut writer = encoder.write_header()?;
         writer.write_image_data(rgb)?;
         writer.finish()?;
