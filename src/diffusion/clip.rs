@@ -119,11 +119,21 @@ impl ClipTextModel {
             "quick_gelu" => Activation::QuickGelu,
             "gelu" => Activation::Gelu,
             other => {
-                return Err(DiffusionError::config("hidden_act", format!("{other:?} is not quick_gelu or gelu"), config_path));
+                return Err(DiffusionError::config(
+                    "hidden_act",
+                    format!("{other:?} is not quick_gelu or gelu"),
+                    config_path,
+                ));
             }
         };
         let hidden = config.hidden_size;
-        let text = vb.pp("text_model");
+        // Hub checkpoints nest the model under `text_model.`; transformers 5 saves a bare
+        // CLIPTextModel without it. Both load.
+        let text = if vb.contains_tensor("text_model.embeddings.token_embedding.weight") {
+            vb.pp("text_model")
+        } else {
+            vb.clone()
+        };
         let embeddings = text.pp("embeddings");
         let ln = |vb: VarBuilder| candle_nn::layer_norm(hidden, config.layer_norm_eps, vb);
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
@@ -148,7 +158,11 @@ impl ClipTextModel {
             _ => None,
         };
         Ok(Self {
-            token_embedding: candle_nn::embedding(config.vocab_size, hidden, embeddings.pp("token_embedding"))?,
+            token_embedding: candle_nn::embedding(
+                config.vocab_size,
+                hidden,
+                embeddings.pp("token_embedding"),
+            )?,
             position_embedding: embeddings
                 .get((config.max_position_embeddings, hidden), "position_embedding.weight")?,
             layers,
@@ -250,7 +264,9 @@ impl ClipTextModel {
 
 fn causal_mask(seq_len: usize, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
     let data: Vec<f32> = (0..seq_len)
-        .flat_map(|row| (0..seq_len).map(move |col| if col > row { f32::NEG_INFINITY } else { 0.0 }))
+        .flat_map(|row| {
+            (0..seq_len).map(move |col| if col > row { f32::NEG_INFINITY } else { 0.0 })
+        })
         .collect();
     Tensor::from_vec(data, (seq_len, seq_len), device)?.to_dtype(dtype)
 }

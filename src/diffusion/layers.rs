@@ -9,7 +9,12 @@ use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
 ///
 /// # Errors
 /// Missing weights.
-pub fn conv_same(in_channels: usize, out_channels: usize, kernel: usize, vb: VarBuilder) -> Result<Conv2d> {
+pub fn conv_same(
+    in_channels: usize,
+    out_channels: usize,
+    kernel: usize,
+    vb: VarBuilder,
+) -> Result<Conv2d> {
     let config = Conv2dConfig { padding: (kernel - 1) / 2, ..Conv2dConfig::default() };
     candle_nn::conv2d(in_channels, out_channels, kernel, config, vb)
 }
@@ -58,7 +63,13 @@ impl ResnetBlock {
         let conv_shortcut = if in_channels == out_channels {
             None
         } else {
-            Some(candle_nn::conv2d(in_channels, out_channels, 1, Conv2dConfig::default(), vb.pp("conv_shortcut"))?)
+            Some(candle_nn::conv2d(
+                in_channels,
+                out_channels,
+                1,
+                Conv2dConfig::default(),
+                vb.pp("conv_shortcut"),
+            )?)
         };
         Ok(Self {
             norm1: candle_nn::group_norm(groups, in_channels, eps, vb.pp("norm1"))?,
@@ -110,7 +121,10 @@ impl Downsample {
     /// Missing weights.
     pub fn new(channels: usize, padding: usize, vb: VarBuilder) -> Result<Self> {
         let config = Conv2dConfig { padding, stride: 2, ..Conv2dConfig::default() };
-        Ok(Self { conv: candle_nn::conv2d(channels, channels, 3, config, vb.pp("conv"))?, pad_right_bottom: padding == 0 })
+        Ok(Self {
+            conv: candle_nn::conv2d(channels, channels, 3, config, vb.pp("conv"))?,
+            pad_right_bottom: padding == 0,
+        })
     }
 
     /// Halves height and width.
@@ -209,7 +223,11 @@ impl Attention {
     ) -> Result<Self> {
         let inner = heads * head_dim;
         let legacy = !vb.contains_tensor("to_q.weight") && vb.contains_tensor("query.weight");
-        let names = if legacy { ["query", "key", "value", "proj_attn"] } else { ["to_q", "to_k", "to_v", "to_out.0"] };
+        let names = if legacy {
+            ["query", "key", "value", "proj_attn"]
+        } else {
+            ["to_q", "to_k", "to_v", "to_out.0"]
+        };
         let make = |input: usize, name: &str| {
             if qkv_bias {
                 candle_nn::linear(input, inner, vb.pp(name))

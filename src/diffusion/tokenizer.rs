@@ -18,8 +18,7 @@ use super::error::{DiffusionError, Result, read_json, read_text};
 const BOS: &str = "<|startoftext|>";
 const EOS: &str = "<|endoftext|>";
 /// CLIP's pre-tokenisation: contractions, letter runs, single digits, other-symbol runs.
-const CLIP_PATTERN: &str =
-    r"'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
+const CLIP_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
 
 /// How prompts longer than one window are handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -51,6 +50,9 @@ pub struct ClipTokenizer {
     merge_ranks: HashMap<(String, String), usize>,
     byte_chars: [char; 256],
     pattern: Regex,
+    /// Special tokens (BOS, EOS, pad, unk) by text, longest first: transformers splits them
+    /// out before BPE wherever they appear (so tokenizer_2's pad `!` is always its own token).
+    specials: Vec<(String, u32)>,
     bos_id: u32,
     eos_id: u32,
     pad_id: u32,
@@ -89,13 +91,27 @@ impl ClipTokenizer {
         };
         let lookup = |name: &str, text: &str| -> Result<u32> {
             vocab.get(text).copied().ok_or_else(|| {
-                DiffusionError::config(name, format!("{text:?} is not in the vocabulary"), &vocab_path)
+                DiffusionError::config(
+                    name,
+                    format!("{text:?} is not in the vocabulary"),
+                    &vocab_path,
+                )
             })
         };
-        let bos_id = lookup("bos_token", &token("bos_token", BOS))?;
-        let eos_id = lookup("eos_token", &token("eos_token", EOS))?;
-        let pad_id = lookup("pad_token", &token("pad_token", EOS))?;
-        let unk_id = lookup("unk_token", &token("unk_token", EOS))?;
+        let mut specials = Vec::new();
+        let mut special = |name: &str, default: &str| -> Result<u32> {
+            let text = token(name, default);
+            let id = lookup(name, &text)?;
+            if !specials.iter().any(|(known, _)| *known == text) {
+                specials.push((text, id));
+            }
+            Ok(id)
+        };
+        let bos_id = special("bos_token", BOS)?;
+        let eos_id = special("eos_token", EOS)?;
+        let pad_id = special("pad_token", EOS)?;
+        let unk_id = special("unk_token", EOS)?;
+        specials.sort_by_key(|(text, _)| std::cmp::Reverse(text.len()));
         // CLIP's text encoders have 77 positions; some configs carry a huge sentinel instead.
         let max_length = config
             .get("model_max_length")
@@ -128,6 +144,7 @@ impl ClipTokenizer {
             merge_ranks,
             byte_chars: byte_to_unicode(),
             pattern,
+            specials,
             bos_id,
             eos_id,
             pad_id,
@@ -158,9 +175,9 @@ impl ClipTokenizer {
         let collapsed = collapse_whitespace(&normalized);
         let normalized = if self.lowercase { collapsed.to_lowercase() } else { collapsed };
         let mut ids = Vec::new();
-        for (segment, special) in split_special(&normalized) {
+        for (segment, special) in split_special(&normalized, &self.specials) {
             if let Some(id) = special {
-                ids.push(if id == 0 { self.bos_id } else { self.eos_id });
+                ids.push(id);
                 continue;
             }
             for piece in self.pattern.find_iter(segment) {
@@ -241,7 +258,9 @@ impl ClipTokenizer {
             let right = symbols.remove(index + 1);
             symbols[index].push_str(&right);
         }
-        ids.extend(symbols.iter().map(|symbol| self.vocab.get(symbol).copied().unwrap_or(self.unk_id)));
+        ids.extend(
+            symbols.iter().map(|symbol| self.vocab.get(symbol).copied().unwrap_or(self.unk_id)),
+        );
     }
 }
 
@@ -273,17 +292,24 @@ fn collapse_whitespace(text: &str) -> String {
     out
 }
 
-/// Splits out `<|startoftext|>` (Some(0)) and `<|endoftext|>` (Some(1)), which the tokenizer
-/// treats as single special tokens wherever they appear.
-fn split_special(text: &str) -> Vec<(&str, Option<u8>)> {
+/// Splits out the special tokens (`specials`, longest first), which the tokenizer treats as
+/// single tokens wherever they appear.
+fn split_special<'text>(
+    text: &'text str,
+    specials: &[(String, u32)],
+) -> Vec<(&'text str, Option<u32>)> {
     let mut parts = Vec::new();
     let mut rest = text;
     loop {
-        let next = [(BOS, 0u8), (EOS, 1u8)]
-            .iter()
-            .filter_map(|&(marker, id)| rest.find(marker).map(|at| (at, marker, id)))
-            .min_by_key(|&(at, _, _)| at);
-        let Some((at, marker, id)) = next else {
+        let mut next: Option<(usize, usize, u32)> = None;
+        for (marker, id) in specials {
+            if let Some(at) = rest.find(marker.as_str())
+                && next.is_none_or(|(best, _, _)| at < best)
+            {
+                next = Some((at, marker.len(), *id));
+            }
+        }
+        let Some((at, length, id)) = next else {
             if !rest.is_empty() {
                 parts.push((rest, None));
             }
@@ -292,8 +318,8 @@ fn split_special(text: &str) -> Vec<(&str, Option<u8>)> {
         if at > 0 {
             parts.push((&rest[..at], None));
         }
-        parts.push((marker, Some(id)));
-        rest = &rest[at + marker.len()..];
+        parts.push((&rest[at..at + length], Some(id)));
+        rest = &rest[at + length..];
     }
 }
 
@@ -340,14 +366,23 @@ mod tests {
     #[test]
     fn matches_transformers_ids_exactly() {
         let recorded = recorded();
-        let prompts: Vec<String> = serde_json::from_value(recorded["prompts"].clone()).expect("prompts");
+        let prompts: Vec<String> =
+            serde_json::from_value(recorded["prompts"].clone()).expect("prompts");
         for name in ["tokenizer_clip", "sdxl_tiny/tokenizer", "sdxl_tiny/tokenizer_2"] {
-            let tokenizer = ClipTokenizer::from_folder(&fixtures().join(name)).expect("tokenizer loads");
+            let tokenizer =
+                ClipTokenizer::from_folder(&fixtures().join(name)).expect("tokenizer loads");
             let padded = ids(&recorded[name]["padded_77"]);
             let untruncated = ids(&recorded[name]["untruncated"]);
-            assert_eq!(u64::from(tokenizer.pad_id()), recorded[name]["pad_token_id"].as_u64().expect("pad id"));
+            assert_eq!(
+                u64::from(tokenizer.pad_id()),
+                recorded[name]["pad_token_id"].as_u64().expect("pad id")
+            );
             for (index, prompt) in prompts.iter().enumerate() {
-                assert_eq!(tokenizer.encode_padded(prompt), padded[index], "{name} padded {prompt:?}");
+                assert_eq!(
+                    tokenizer.encode_padded(prompt),
+                    padded[index],
+                    "{name} padded {prompt:?}"
+                );
                 let mut full = vec![tokenizer.bos_id];
                 full.extend(tokenizer.encode(prompt));
                 full.push(tokenizer.eos_id);
@@ -358,7 +393,8 @@ mod tests {
 
     #[test]
     fn long_prompts_are_chunked_or_truncated_and_say_so() {
-        let tokenizer = ClipTokenizer::from_folder(&fixtures().join("tokenizer_clip")).expect("tokenizer");
+        let tokenizer =
+            ClipTokenizer::from_folder(&fixtures().join("tokenizer_clip")).expect("tokenizer");
         let prompt = "red ".repeat(100);
         let chunked = tokenizer.tokenize(&prompt, LongPromptMode::Chunk);
         assert_eq!(chunked.token_count, 100);

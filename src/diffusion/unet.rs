@@ -13,7 +13,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::{DiffusionError, Result, read_json};
-use super::layers::{Attention, Downsample, ResnetBlock, ResnetShape, Upsample, conv_same, timestep_embedding};
+use super::layers::{
+    Attention, Downsample, ResnetBlock, ResnetShape, Upsample, conv_same, timestep_embedding,
+};
 use super::weights::{component_weights, mmap_var_builder};
 
 /// A config value written either once for all blocks or once per block.
@@ -217,16 +219,36 @@ struct SpatialTransformer {
 }
 
 impl SpatialTransformer {
-    fn new(channels: usize, heads: usize, layers: usize, context_dim: usize, config: &UNetConfig, vb: VarBuilder) -> Result<Self> {
+    fn new(
+        channels: usize,
+        heads: usize,
+        layers: usize,
+        context_dim: usize,
+        config: &UNetConfig,
+        vb: VarBuilder,
+    ) -> Result<Self> {
         let projection = |name: &str| -> Result<Projection> {
             Ok(if config.use_linear_projection {
                 Projection::Linear(candle_nn::linear(channels, channels, vb.pp(name))?)
             } else {
-                Projection::Conv(candle_nn::conv2d(channels, channels, 1, Conv2dConfig::default(), vb.pp(name))?)
+                Projection::Conv(candle_nn::conv2d(
+                    channels,
+                    channels,
+                    1,
+                    Conv2dConfig::default(),
+                    vb.pp(name),
+                )?)
             })
         };
         let blocks = (0..layers)
-            .map(|index| TransformerBlock::new(channels, heads, context_dim, vb.pp(format!("transformer_blocks.{index}"))))
+            .map(|index| {
+                TransformerBlock::new(
+                    channels,
+                    heads,
+                    context_dim,
+                    vb.pp(format!("transformer_blocks.{index}")),
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             norm: candle_nn::group_norm(config.norm_num_groups, channels, 1e-6, vb.pp("norm"))?,
@@ -239,7 +261,8 @@ impl SpatialTransformer {
     fn forward(&self, x: &Tensor, context: &Tensor) -> Result<Tensor> {
         let (batch, channels, height, width) = x.dims4()?;
         let normed = self.norm.forward(x)?;
-        let to_tokens = |t: &Tensor| t.permute((0, 2, 3, 1))?.reshape((batch, height * width, channels));
+        let to_tokens =
+            |t: &Tensor| t.permute((0, 2, 3, 1))?.reshape((batch, height * width, channels));
         let mut hidden = match &self.proj_in {
             Projection::Linear(linear) => linear.forward(&to_tokens(&normed)?)?,
             Projection::Conv(conv) => to_tokens(&conv.forward(&normed)?)?,
@@ -247,7 +270,8 @@ impl SpatialTransformer {
         for block in &self.blocks {
             hidden = block.forward(&hidden, context)?;
         }
-        let to_image = |t: &Tensor| t.reshape((batch, height, width, channels))?.permute((0, 3, 1, 2));
+        let to_image =
+            |t: &Tensor| t.reshape((batch, height, width, channels))?.permute((0, 3, 1, 2));
         let out = match &self.proj_out {
             Projection::Linear(linear) => to_image(&linear.forward(&hidden)?)?,
             Projection::Conv(conv) => conv.forward(&to_image(&hidden)?.contiguous()?)?,
@@ -319,14 +343,22 @@ impl UNet2DConditionModel {
     pub fn new(config: UNetConfig, vb: VarBuilder, dtype: DType, path: &Path) -> Result<Self> {
         for (field, allowed) in UNSUPPORTED_UNLESS {
             if let Some(value) = config.rest.get(*field) {
-                let is_allowed = value.to_string() == *allowed || (allowed == &"false" && value.is_null());
+                let is_allowed =
+                    value.to_string().as_str() == *allowed || (*allowed == "false" && value.is_null());
                 if !is_allowed {
-                    return Err(DiffusionError::config(*field, format!("{value} is not supported (only {allowed})"), path));
+                    return Err(DiffusionError::config(
+                        *field,
+                        format!("{value} is not supported (only {allowed})"),
+                        path,
+                    ));
                 }
             }
         }
         let levels = config.block_out_channels.len();
-        if config.down_block_types.len() != levels || config.up_block_types.len() != levels || levels == 0 {
+        if config.down_block_types.len() != levels
+            || config.up_block_types.len() != levels
+            || levels == 0
+        {
             return Err(DiffusionError::config(
                 "down_block_types/up_block_types",
                 format!("need one entry per block_out_channels ({levels})"),
@@ -336,7 +368,11 @@ impl UNet2DConditionModel {
         let channels = &config.block_out_channels;
         let layers_per_block = config.layers_per_block.expand(levels, "layers_per_block", path)?;
         let cross = config.cross_attention_dim.expand(levels, "cross_attention_dim", path)?;
-        let transformer_layers = config.transformer_layers_per_block.expand(levels, "transformer_layers_per_block", path)?;
+        let transformer_layers = config.transformer_layers_per_block.expand(
+            levels,
+            "transformer_layers_per_block",
+            path,
+        )?;
         let heads = match &config.num_attention_heads {
             Some(heads) => heads.expand(levels, "num_attention_heads", path)?,
             None => config.attention_head_dim.expand(levels, "attention_head_dim", path)?,
@@ -344,7 +380,11 @@ impl UNet2DConditionModel {
         let reverse_transformer_layers = match &config.reverse_transformer_layers_per_block {
             Some(layers) if layers.len() == levels => layers.clone(),
             Some(_) => {
-                return Err(DiffusionError::config("reverse_transformer_layers_per_block", "needs one entry per level", path));
+                return Err(DiffusionError::config(
+                    "reverse_transformer_layers_per_block",
+                    "needs one entry per level",
+                    path,
+                ));
             }
             None => transformer_layers.iter().rev().copied().collect(),
         };
@@ -361,7 +401,11 @@ impl UNet2DConditionModel {
             match name {
                 "DownBlock2D" | "UpBlock2D" => Ok(false),
                 "CrossAttnDownBlock2D" | "CrossAttnUpBlock2D" => Ok(true),
-                other => Err(DiffusionError::config(field, format!("block type {other:?} is not supported"), path)),
+                other => Err(DiffusionError::config(
+                    field,
+                    format!("block type {other:?} is not supported"),
+                    path,
+                )),
             }
         };
 
@@ -376,7 +420,10 @@ impl UNet2DConditionModel {
             let mut attentions = Vec::new();
             for layer in 0..layers_per_block[index] {
                 let input = if layer == 0 { input_channels } else { output_channels };
-                resnets.push(ResnetBlock::new(shape(input, output_channels), block.pp(format!("resnets.{layer}")))?);
+                resnets.push(ResnetBlock::new(
+                    shape(input, output_channels),
+                    block.pp(format!("resnets.{layer}")),
+                )?);
                 if with_attention {
                     attentions.push(SpatialTransformer::new(
                         output_channels,
@@ -389,7 +436,11 @@ impl UNet2DConditionModel {
                 }
             }
             let downsample = if index + 1 < levels {
-                Some(Downsample::new(output_channels, config.downsample_padding, block.pp("downsamplers.0"))?)
+                Some(Downsample::new(
+                    output_channels,
+                    config.downsample_padding,
+                    block.pp("downsamplers.0"),
+                )?)
             } else {
                 None
             };
@@ -423,7 +474,11 @@ impl UNet2DConditionModel {
             }
             None => None,
             Some(other) => {
-                return Err(DiffusionError::config("mid_block_type", format!("{other:?} is not supported"), path));
+                return Err(DiffusionError::config(
+                    "mid_block_type",
+                    format!("{other:?} is not supported"),
+                    path,
+                ));
             }
         };
 
@@ -445,7 +500,10 @@ impl UNet2DConditionModel {
             for layer in 0..layers {
                 let skip = if layer + 1 == layers { input_channels } else { output_channels };
                 let input = if layer == 0 { previous_output } else { output_channels };
-                resnets.push(ResnetBlock::new(shape(input + skip, output_channels), block.pp(format!("resnets.{layer}")))?);
+                resnets.push(ResnetBlock::new(
+                    shape(input + skip, output_channels),
+                    block.pp(format!("resnets.{layer}")),
+                )?);
                 if with_attention {
                     attentions.push(SpatialTransformer::new(
                         output_channels,
@@ -457,7 +515,11 @@ impl UNet2DConditionModel {
                     )?);
                 }
             }
-            let upsample = if index + 1 < levels { Some(Upsample::new(output_channels, block.pp("upsamplers.0"))?) } else { None };
+            let upsample = if index + 1 < levels {
+                Some(Upsample::new(output_channels, block.pp("upsamplers.0"))?)
+            } else {
+                None
+            };
             up.push(Level { resnets, attentions, downsample: None, upsample });
         }
 
@@ -481,20 +543,43 @@ impl UNet2DConditionModel {
                 ))
             }
             Some(other) => {
-                return Err(DiffusionError::config("addition_embed_type", format!("{other:?} is not supported"), path));
+                return Err(DiffusionError::config(
+                    "addition_embed_type",
+                    format!("{other:?} is not supported"),
+                    path,
+                ));
             }
         };
 
         Ok(Self {
-            conv_in: conv_same(config.in_channels, channels[0], config.conv_in_kernel, vb.pp("conv_in"))?,
-            time_linear_1: candle_nn::linear(channels[0], time_dim, vb.pp("time_embedding.linear_1"))?,
+            conv_in: conv_same(
+                config.in_channels,
+                channels[0],
+                config.conv_in_kernel,
+                vb.pp("conv_in"),
+            )?,
+            time_linear_1: candle_nn::linear(
+                channels[0],
+                time_dim,
+                vb.pp("time_embedding.linear_1"),
+            )?,
             time_linear_2: candle_nn::linear(time_dim, time_dim, vb.pp("time_embedding.linear_2"))?,
             add_embedding,
             down,
             mid,
             up,
-            conv_norm_out: candle_nn::group_norm(config.norm_num_groups, channels[0], config.norm_eps, vb.pp("conv_norm_out"))?,
-            conv_out: conv_same(channels[0], config.out_channels, config.conv_out_kernel, vb.pp("conv_out"))?,
+            conv_norm_out: candle_nn::group_norm(
+                config.norm_num_groups,
+                channels[0],
+                config.norm_eps,
+                vb.pp("conv_norm_out"),
+            )?,
+            conv_out: conv_same(
+                channels[0],
+                config.out_channels,
+                config.conv_out_kernel,
+                vb.pp("conv_out"),
+            )?,
             config,
             dtype,
         })
@@ -513,14 +598,21 @@ impl UNet2DConditionModel {
     /// Width `add_embedding` expects from the pooled text embedding.
     pub fn pooled_width(&self) -> Option<usize> {
         let (_, _, time_embed_dim) = self.add_embedding.as_ref()?;
-        self.config.projection_class_embeddings_input_dim.map(|dim| dim.saturating_sub(6 * time_embed_dim))
+        self.config
+            .projection_class_embeddings_input_dim
+            .map(|dim| dim.saturating_sub(6 * time_embed_dim))
     }
 
     /// Predicts the noise for `sample` (B, C, h, w) at `timestep`.
     ///
     /// # Errors
     /// Shape mismatches; missing SDXL conditioning.
-    pub fn forward(&self, sample: &Tensor, timestep: f64, conditioning: UNetConditioning<'_>) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        sample: &Tensor,
+        timestep: f64,
+        conditioning: UNetConditioning<'_>,
+    ) -> Result<Tensor> {
         let device = sample.device().clone();
         let batch = sample.dim(0)?;
         let dtype = self.dtype;
@@ -536,18 +628,31 @@ impl UNet2DConditionModel {
             &device,
         )?
         .to_dtype(dtype)?;
-        let mut emb = self.time_linear_2.forward(&candle_nn::ops::silu(&self.time_linear_1.forward(&time_features)?)?)?;
+        let mut emb = self
+            .time_linear_2
+            .forward(&candle_nn::ops::silu(&self.time_linear_1.forward(&time_features)?)?)?;
         if let Some((linear_1, linear_2, time_embed_dim)) = &self.add_embedding {
-            let (Some(text_embeds), Some(time_ids)) = (conditioning.text_embeds, conditioning.time_ids) else {
+            let (Some(text_embeds), Some(time_ids)) =
+                (conditioning.text_embeds, conditioning.time_ids)
+            else {
                 return Err(DiffusionError::InvalidRequest(
-                    "this UNet (addition_embed_type text_time) needs text_embeds and time_ids".to_owned(),
+                    "this UNet (addition_embed_type text_time) needs text_embeds and time_ids"
+                        .to_owned(),
                 ));
             };
             let ids: Vec<f32> = time_ids.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-            let id_features = timestep_embedding(&ids, *time_embed_dim, self.config.flip_sin_to_cos, self.config.freq_shift, &device)?
-                .reshape((batch, ()))?;
-            let add_embeds = Tensor::cat(&[&text_embeds.to_dtype(DType::F32)?, &id_features], 1)?.to_dtype(dtype)?;
-            let augment = linear_2.forward(&candle_nn::ops::silu(&linear_1.forward(&add_embeds)?)?)?;
+            let id_features = timestep_embedding(
+                &ids,
+                *time_embed_dim,
+                self.config.flip_sin_to_cos,
+                self.config.freq_shift,
+                &device,
+            )?
+            .reshape((batch, ()))?;
+            let add_embeds = Tensor::cat(&[&text_embeds.to_dtype(DType::F32)?, &id_features], 1)?
+                .to_dtype(dtype)?;
+            let augment =
+                linear_2.forward(&candle_nn::ops::silu(&linear_1.forward(&add_embeds)?)?)?;
             emb = (emb + augment)?;
         }
 
@@ -575,7 +680,9 @@ impl UNet2DConditionModel {
         }
         for level in &self.up {
             for (index, resnet) in level.resnets.iter().enumerate() {
-                let skip = skips.pop().ok_or_else(|| DiffusionError::Unsupported("UNet skip connections do not match".to_owned()))?;
+                let skip = skips.pop().ok_or_else(|| {
+                    DiffusionError::Unsupported("UNet skip connections do not match".to_owned())
+                })?;
                 hidden = resnet.forward(&Tensor::cat(&[&hidden, &skip], 1)?, Some(&emb))?;
                 if let Some(attention) = level.attentions.get(index) {
                     hidden = attention.forward(&hidden, &context)?;

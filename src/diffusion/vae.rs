@@ -102,7 +102,12 @@ impl MidBlock {
         };
         let attention = if config.mid_block_add_attention {
             let attn = vb.pp("attentions.0");
-            let norm = candle_nn::group_norm(config.norm_num_groups, channels, VAE_EPS, attn.pp("group_norm"))?;
+            let norm = candle_nn::group_norm(
+                config.norm_num_groups,
+                channels,
+                VAE_EPS,
+                attn.pp("group_norm"),
+            )?;
             Some((norm, Attention::new(channels, channels, 1, channels, true, attn)?))
         } else {
             None
@@ -222,7 +227,10 @@ impl AutoencoderKl {
             let mut resnets = Vec::new();
             for layer in 0..config.layers_per_block {
                 let input = if layer == 0 { previous } else { out };
-                resnets.push(ResnetBlock::new(shape(input, out), block.pp(format!("resnets.{layer}")))?);
+                resnets.push(ResnetBlock::new(
+                    shape(input, out),
+                    block.pp(format!("resnets.{layer}")),
+                )?);
             }
             let downsample = if index + 1 < levels {
                 Some(Downsample::new(out, 0, block.pp("downsamplers.0"))?)
@@ -242,19 +250,31 @@ impl AutoencoderKl {
             let mut resnets = Vec::new();
             for layer in 0..=config.layers_per_block {
                 let input = if layer == 0 { previous } else { out };
-                resnets.push(ResnetBlock::new(shape(input, out), block.pp(format!("resnets.{layer}")))?);
+                resnets.push(ResnetBlock::new(
+                    shape(input, out),
+                    block.pp(format!("resnets.{layer}")),
+                )?);
             }
-            let upsample =
-                if index + 1 < levels { Some(Upsample::new(out, block.pp("upsamplers.0"))?) } else { None };
+            let upsample = if index + 1 < levels {
+                Some(Upsample::new(out, block.pp("upsamplers.0"))?)
+            } else {
+                None
+            };
             decoder_levels.push(Level { resnets, downsample: None, upsample });
             previous = out;
         }
-        let one_by_one = |input, output, vb| candle_nn::conv2d(input, output, 1, Conv2dConfig::default(), vb);
+        let one_by_one =
+            |input, output, vb| candle_nn::conv2d(input, output, 1, Conv2dConfig::default(), vb);
         Ok(Self {
             encoder_conv_in: conv_same(config.in_channels, channels[0], 3, encoder.pp("conv_in"))?,
             encoder_levels,
             encoder_mid: MidBlock::new(top, &config, encoder.pp("mid_block"))?,
-            encoder_norm_out: candle_nn::group_norm(groups, top, VAE_EPS, encoder.pp("conv_norm_out"))?,
+            encoder_norm_out: candle_nn::group_norm(
+                groups,
+                top,
+                VAE_EPS,
+                encoder.pp("conv_norm_out"),
+            )?,
             encoder_conv_out: conv_same(top, 2 * latent, 3, encoder.pp("conv_out"))?,
             quant_conv: if config.use_quant_conv {
                 Some(one_by_one(2 * latent, 2 * latent, vb.pp("quant_conv"))?)
@@ -269,8 +289,18 @@ impl AutoencoderKl {
             decoder_conv_in: conv_same(latent, top, 3, decoder.pp("conv_in"))?,
             decoder_mid: MidBlock::new(top, &config, decoder.pp("mid_block"))?,
             decoder_levels,
-            decoder_norm_out: candle_nn::group_norm(groups, channels[0], VAE_EPS, decoder.pp("conv_norm_out"))?,
-            decoder_conv_out: conv_same(channels[0], config.out_channels, 3, decoder.pp("conv_out"))?,
+            decoder_norm_out: candle_nn::group_norm(
+                groups,
+                channels[0],
+                VAE_EPS,
+                decoder.pp("conv_norm_out"),
+            )?,
+            decoder_conv_out: conv_same(
+                channels[0],
+                config.out_channels,
+                3,
+                decoder.pp("conv_out"),
+            )?,
             config,
             dtype,
         })

@@ -35,10 +35,18 @@ pub fn component_weights(folder: &Path, stem: &str, prefer_fp16: bool) -> Result
 /// # Errors
 /// Unreadable or malformed files.
 #[allow(unsafe_code)]
-pub fn mmap_var_builder(files: &[PathBuf], dtype: DType, device: &Device) -> Result<VarBuilder<'static>> {
+pub fn mmap_var_builder(
+    files: &[PathBuf],
+    dtype: DType,
+    device: &Device,
+) -> Result<VarBuilder<'static>> {
     for file in files {
         if file.extension().and_then(|ext| ext.to_str()) != Some("safetensors") {
-            return Err(DiffusionError::config("weights", "only .safetensors files are loaded", file));
+            return Err(DiffusionError::config(
+                "weights",
+                "only .safetensors files are loaded",
+                file,
+            ));
         }
     }
     // SAFETY: the files are mapped read-only; safetensors headers are validated by candle
@@ -46,6 +54,10 @@ pub fn mmap_var_builder(files: &[PathBuf], dtype: DType, device: &Device) -> Res
     // truncates or rewrites a model file while it is loaded, which model folders never expect.
     let builder = unsafe { VarBuilder::from_mmaped_safetensors(files, dtype, device) };
     builder.map_err(|err| {
-        DiffusionError::config("weights", err.to_string(), files.first().map_or(Path::new(""), PathBuf::as_path))
+        DiffusionError::config(
+            "weights",
+            err.to_string(),
+            files.first().map_or(Path::new(""), PathBuf::as_path),
+        )
     })
 }
