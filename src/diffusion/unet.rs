@@ -343,8 +343,8 @@ impl UNet2DConditionModel {
     pub fn new(config: UNetConfig, vb: VarBuilder, dtype: DType, path: &Path) -> Result<Self> {
         for (field, allowed) in UNSUPPORTED_UNLESS {
             if let Some(value) = config.rest.get(*field) {
-                let is_allowed =
-                    value.to_string().as_str() == *allowed || (*allowed == "false" && value.is_null());
+                let is_allowed = value.to_string().as_str() == *allowed
+                    || (*allowed == "false" && value.is_null());
                 if !is_allowed {
                     return Err(DiffusionError::config(
                         *field,
