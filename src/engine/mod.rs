@@ -6,6 +6,7 @@
 //! after each event.
 
 pub mod backend;
+pub mod candle_backend;
 pub mod font;
 pub mod mock;
 pub mod protocol;
