@@ -80,3 +80,27 @@ pub fn dtype_label(dtype: DType) -> &'static str {
         _ => "f32",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_runs_f32_and_refuses_half_precision() {
+        let cpu = select_device(DeviceChoice::Cpu).expect("cpu");
+        assert_eq!(device_label(&cpu), "cpu");
+        assert_eq!(select_dtype(&cpu, None).expect("default"), DType::F32);
+        assert!(select_dtype(&cpu, Some(Precision::F16)).is_err());
+        // Auto always yields a device (the CPU when no GPU is present or compiled in).
+        assert!(select_device(DeviceChoice::Auto).is_ok());
+    }
+
+    #[test]
+    fn gpu_requests_without_the_feature_name_it() {
+        if candle_core::utils::cuda_is_available() {
+            return;
+        }
+        let err = select_device(DeviceChoice::Cuda(0)).expect_err("no cuda");
+        assert!(err.to_string().contains("--features cuda"), "{err}");
+    }
+}

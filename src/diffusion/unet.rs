@@ -704,3 +704,46 @@ impl UNet2DConditionModel {
         Ok(self.conv_out.forward(&hidden)?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture_config() -> (std::path::PathBuf, serde_json::Map<String, Value>) {
+        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/diffusion/sdxl_tiny/unet/config.json");
+        let text = std::fs::read_to_string(&path).expect("config");
+        (path, serde_json::from_str(&text).expect("json"))
+    }
+
+    fn build(config: serde_json::Map<String, Value>, path: &Path) -> Result<UNet2DConditionModel> {
+        let config: UNetConfig = serde_json::from_value(Value::Object(config)).expect("parses");
+        let vb = VarBuilder::zeros(DType::F32, &Device::Cpu);
+        UNet2DConditionModel::new(config, vb, DType::F32, path)
+    }
+
+    #[test]
+    fn unsupported_options_are_refused_naming_the_field() {
+        let (path, mut config) = fixture_config();
+        config.insert("class_embed_type".to_owned(), Value::String("timestep".to_owned()));
+        let err = build(config, &path).expect_err("refused");
+        assert!(err.to_string().contains("class_embed_type"), "{err}");
+
+        let (path, mut config) = fixture_config();
+        config.insert(
+            "down_block_types".to_owned(),
+            serde_json::json!(["DownBlock2D", "SimpleCrossAttnDownBlock2D"]),
+        );
+        let err = build(config, &path).expect_err("refused");
+        assert!(err.to_string().contains("SimpleCrossAttnDownBlock2D"), "{err}");
+    }
+
+    #[test]
+    fn sdxl_config_builds_with_text_time_and_its_pooled_width() {
+        let (path, config) = fixture_config();
+        let unet = build(config, &path).expect("builds");
+        assert!(unet.needs_text_time());
+        // projection_class_embeddings_input_dim 64 = 6 time ids × 8 + pooled 16.
+        assert_eq!(unet.pooled_width(), Some(16));
+    }
+}

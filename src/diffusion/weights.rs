@@ -61,3 +61,26 @@ pub fn mmap_var_builder(
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fp16_variant_is_preferred_only_when_asked_and_bin_files_are_never_picked() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        std::fs::write(folder.path().join("diffusion_pytorch_model.bin"), b"pickle")
+            .expect("write");
+        let missing = component_weights(folder.path(), "diffusion_pytorch_model", false);
+        assert!(missing.expect_err("no safetensors").to_string().contains("only .safetensors"));
+        std::fs::write(folder.path().join("diffusion_pytorch_model.safetensors"), b"x")
+            .expect("write");
+        std::fs::write(folder.path().join("diffusion_pytorch_model.fp16.safetensors"), b"x")
+            .expect("write");
+        let full =
+            component_weights(folder.path(), "diffusion_pytorch_model", false).expect("full");
+        assert!(full.ends_with("diffusion_pytorch_model.safetensors"));
+        let half = component_weights(folder.path(), "diffusion_pytorch_model", true).expect("half");
+        assert!(half.ends_with("diffusion_pytorch_model.fp16.safetensors"));
+    }
+}
