@@ -106,7 +106,7 @@ impl ClipTextModel {
         let config_path = folder.join("config.json");
         let config: ClipTextConfig = read_json("text encoder config", &config_path)?;
         let weights = component_weights(folder, "model", prefer_fp16)?;
-        let vb = mmap_var_builder(&[weights], dtype, device)?;
+        let vb = mmap_var_builder(&weights, dtype, device)?;
         Self::new(config, vb, &config_path)
     }
 

@@ -331,7 +331,7 @@ impl UNet2DConditionModel {
         let config_path = folder.join("config.json");
         let config: UNetConfig = read_json("UNet config", &config_path)?;
         let weights = component_weights(folder, "diffusion_pytorch_model", prefer_fp16)?;
-        let vb = mmap_var_builder(&[weights], dtype, device)?;
+        let vb = mmap_var_builder(&weights, dtype, device)?;
         Self::new(config, vb, dtype, &config_path)
     }
 

@@ -197,7 +197,7 @@ impl AutoencoderKl {
             return Err(DiffusionError::config("block_out_channels", "is empty", &config_path));
         }
         let weights = component_weights(folder, "diffusion_pytorch_model", prefer_fp16)?;
-        let vb = mmap_var_builder(&[weights], dtype, device)?;
+        let vb = mmap_var_builder(&weights, dtype, device)?;
         Self::new(config, vb, dtype)
     }
 

@@ -6,21 +6,27 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 
-use super::error::{DiffusionError, Result};
+use super::error::{DiffusionError, Result, read_json};
 
-/// The weights file of a diffusers component folder: `<stem>.fp16.safetensors` when
-/// `prefer_fp16` and it exists, else `<stem>.safetensors`. Pickled `.bin` files are never
+/// The weights files of a diffusers component folder: `<stem>.fp16.safetensors` when
+/// `prefer_fp16` and it exists, else `<stem>.safetensors`; either may be sharded
+/// (`<name>.safetensors.index.json` listing the shards). Pickled `.bin` files are never
 /// considered.
 ///
 /// # Errors
-/// Neither file exists (the message names both).
-pub fn component_weights(folder: &Path, stem: &str, prefer_fp16: bool) -> Result<PathBuf> {
-    let full = folder.join(format!("{stem}.safetensors"));
-    let half = folder.join(format!("{stem}.fp16.safetensors"));
-    let candidates: &[&PathBuf] = if prefer_fp16 { &[&half, &full] } else { &[&full, &half] };
-    for candidate in candidates {
-        if candidate.is_file() {
-            return Ok((*candidate).clone());
+/// No weights (the message names what was looked for), or a malformed shard index.
+pub fn component_weights(folder: &Path, stem: &str, prefer_fp16: bool) -> Result<Vec<PathBuf>> {
+    let full = format!("{stem}.safetensors");
+    let half = format!("{stem}.fp16.safetensors");
+    let names = if prefer_fp16 { [&half, &full] } else { [&full, &half] };
+    for name in names {
+        let single = folder.join(name);
+        if single.is_file() {
+            return Ok(vec![single]);
+        }
+        let index_path = folder.join(format!("{name}.index.json"));
+        if index_path.is_file() {
+            return shards_from_index(folder, &index_path);
         }
     }
     Err(DiffusionError::config(
@@ -28,6 +34,43 @@ pub fn component_weights(folder: &Path, stem: &str, prefer_fp16: bool) -> Result
         format!("no {stem}.safetensors or {stem}.fp16.safetensors (only .safetensors are loaded)"),
         folder,
     ))
+}
+
+/// The distinct shard files named by a `*.safetensors.index.json` `weight_map`, in order.
+fn shards_from_index(folder: &Path, index_path: &Path) -> Result<Vec<PathBuf>> {
+    let index: serde_json::Value = read_json("weights index", index_path)?;
+    let Some(map) = index.get("weight_map").and_then(serde_json::Value::as_object) else {
+        return Err(DiffusionError::config("weight_map", "missing or not an object", index_path));
+    };
+    let mut shards: Vec<PathBuf> = Vec::new();
+    for file in map.values() {
+        let Some(name) = file.as_str() else {
+            return Err(DiffusionError::config(
+                "weight_map",
+                "values must be file names",
+                index_path,
+            ));
+        };
+        if name.contains('/') || name.contains('\\') || !name.ends_with(".safetensors") {
+            return Err(DiffusionError::config(
+                "weight_map",
+                format!("{name:?} is not a .safetensors shard here"),
+                index_path,
+            ));
+        }
+        let shard = folder.join(name);
+        if !shards.contains(&shard) {
+            shards.push(shard);
+        }
+    }
+    if let Some(missing) = shards.iter().find(|shard| !shard.is_file()) {
+        return Err(DiffusionError::config(
+            "weight_map",
+            "lists a shard that is not there",
+            missing,
+        ));
+    }
+    Ok(shards)
 }
 
 /// A `VarBuilder` over memory-mapped safetensors files, converting to `dtype` on `device`.
@@ -79,8 +122,25 @@ mod tests {
             .expect("write");
         let full =
             component_weights(folder.path(), "diffusion_pytorch_model", false).expect("full");
-        assert!(full.ends_with("diffusion_pytorch_model.safetensors"));
+        assert!(full[0].ends_with("diffusion_pytorch_model.safetensors"));
         let half = component_weights(folder.path(), "diffusion_pytorch_model", true).expect("half");
-        assert!(half.ends_with("diffusion_pytorch_model.fp16.safetensors"));
+        assert!(half[0].ends_with("diffusion_pytorch_model.fp16.safetensors"));
+    }
+
+    #[test]
+    fn sharded_weights_are_found_through_their_index() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let index = r#"{"weight_map": {"a": "model-00001-of-00002.safetensors",
+            "b": "model-00002-of-00002.safetensors", "c": "model-00001-of-00002.safetensors"}}"#;
+        std::fs::write(folder.path().join("model.safetensors.index.json"), index).expect("write");
+        std::fs::write(folder.path().join("model-00001-of-00002.safetensors"), b"x")
+            .expect("write");
+        let missing =
+            component_weights(folder.path(), "model", false).expect_err("shard 2 missing");
+        assert!(missing.to_string().contains("model-00002-of-00002"), "{missing}");
+        std::fs::write(folder.path().join("model-00002-of-00002.safetensors"), b"x")
+            .expect("write");
+        let shards = component_weights(folder.path(), "model", false).expect("shards");
+        assert_eq!(shards.len(), 2);
     }
 }
