@@ -114,7 +114,9 @@ fn schedules_match_diffusers_for_1_to_50_steps() {
             }
         }
     }
-    eprintln!("schedules: worst timestep error {worst_timestep:e}, worst sigma rel {worst_sigma:e}");
+    eprintln!(
+        "schedules: worst timestep error {worst_timestep:e}, worst sigma rel {worst_sigma:e}"
+    );
 }
 
 fn max_rel_error(ours: &Tensor, reference: &Tensor) -> f64 {

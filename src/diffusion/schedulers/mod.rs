@@ -291,3 +291,80 @@ pub fn img2img_start_index(steps: usize, strength: f64, order: usize) -> usize {
     let init_timestep = ((steps as f64 * strength.clamp(0.0, 1.0)).floor() as usize).min(steps);
     (steps - init_timestep) * order
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(class: &str, karras: bool) -> SchedulerConfig {
+        SchedulerConfig {
+            class_name: Some(class.into()),
+            use_karras_sigmas: Some(karras),
+            ..SchedulerConfig::default()
+        }
+    }
+
+    #[test]
+    fn default_resolves_to_the_configured_class() {
+        let cases = [
+            ("EulerDiscreteScheduler", false, SamplerKind::Euler),
+            ("EulerAncestralDiscreteScheduler", false, SamplerKind::EulerA),
+            ("DPMSolverMultistepScheduler", false, SamplerKind::Dpmpp2m),
+            ("DPMSolverMultistepScheduler", true, SamplerKind::Dpmpp2mKarras),
+            ("DPMSolverSDEScheduler", true, SamplerKind::DpmppSdeKarras),
+            ("UniPCMultistepScheduler", false, SamplerKind::UniPc),
+            ("DDIMScheduler", false, SamplerKind::Ddim),
+            ("LMSDiscreteScheduler", false, SamplerKind::Lms),
+            ("HeunDiscreteScheduler", false, SamplerKind::Heun),
+        ];
+        for (class, karras, kind) in cases {
+            let resolved =
+                resolve_default_with_warning(SamplerKind::Default, &config(class, karras));
+            assert_eq!(resolved, ResolvedSampler { kind, warning: None }, "{class}");
+        }
+        // Explicit kinds are never overridden by the config.
+        let cfg = config("DDIMScheduler", false);
+        assert_eq!(resolve_default(SamplerKind::Heun, &cfg), SamplerKind::Heun);
+    }
+
+    #[test]
+    fn unknown_class_falls_back_to_euler_with_a_warning() {
+        let resolved =
+            resolve_default_with_warning(SamplerKind::Default, &config("PNDMScheduler", false));
+        assert_eq!(resolved.kind, SamplerKind::Euler);
+        assert!(resolved.warning.as_deref().is_some_and(|w| w.contains("PNDMScheduler")));
+        let built = build(SamplerKind::Default, &config("PNDMScheduler", false), 4).expect("euler");
+        assert_eq!(built.timesteps().len(), 4);
+    }
+
+    #[test]
+    fn sampler_names_set_diffusers_overrides() {
+        let cfg = config("EulerDiscreteScheduler", true);
+        let (class, built) = class_and_config(SamplerKind::Dpmpp2m, &cfg);
+        assert_eq!(class, SchedulerClass::DpmSolverMultistep);
+        assert_eq!(built.algorithm_type, Some(AlgorithmType::DpmSolverPlusPlus));
+        assert_eq!((built.solver_order, built.use_karras_sigmas), (Some(2), Some(false)));
+        let (_, built) = class_and_config(SamplerKind::Dpmpp2mKarras, &cfg);
+        assert_eq!(built.use_karras_sigmas, Some(true));
+        let (class, built) = class_and_config(SamplerKind::Default, &cfg);
+        assert_eq!((class, built), (SchedulerClass::EulerDiscrete, cfg));
+    }
+
+    #[test]
+    fn img2img_start_index_matches_diffusers_get_timesteps() {
+        // steps 30, strength 0.6: ⌊18⌋ steps remain, start at 12 (×2 for two-stage samplers).
+        assert_eq!(img2img_start_index(30, 0.6, 1), 12);
+        assert_eq!(img2img_start_index(30, 0.6, 2), 24);
+        assert_eq!(img2img_start_index(4, 1.0, 1), 0);
+        assert_eq!(img2img_start_index(4, 0.1, 1), 4);
+    }
+
+    #[test]
+    fn zero_steps_and_bad_configs_are_errors() {
+        let cfg = SchedulerConfig::default();
+        assert!(build(SamplerKind::Euler, &cfg, 0).is_err());
+        let cfg = SchedulerConfig { use_beta_sigmas: Some(true), ..SchedulerConfig::default() };
+        let err = build(SamplerKind::Euler, &cfg, 10).err().expect("unsupported");
+        assert!(err.to_string().contains("use_beta_sigmas"), "{err}");
+    }
+}
