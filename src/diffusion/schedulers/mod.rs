@@ -283,6 +283,57 @@ pub fn build_class(
     })
 }
 
+/// A sigma schedule chosen independently of the sampler, as A1111 ≥ 1.9's "Schedule type" does.
+/// Applied the way diffusers would: `from_config(…, use_karras_sigmas=True)` or
+/// `use_exponential_sigmas=True` on the sampler's class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SigmaSchedule {
+    /// Whatever the sampler and the model's config give (A1111's "Automatic").
+    #[default]
+    Automatic,
+    /// Karras et al.'s ρ = 7 spacing.
+    Karras,
+    /// Even spacing in log-sigma.
+    Exponential,
+}
+
+impl SigmaSchedule {
+    /// A1111's `Schedule type` name.
+    pub fn a1111_name(self) -> &'static str {
+        match self {
+            Self::Automatic => "Automatic",
+            Self::Karras => "Karras",
+            Self::Exponential => "Exponential",
+        }
+    }
+}
+
+/// [`build`] with a sigma schedule chosen independently of the sampler.
+///
+/// # Errors
+/// As [`build`]; a Karras or exponential schedule on a class diffusers gives no such option
+/// (Euler a, DDIM) is an error naming the class.
+pub fn build_with_schedule(
+    kind: SamplerKind,
+    schedule: SigmaSchedule,
+    cfg: &SchedulerConfig,
+    steps: usize,
+) -> Result<Box<dyn Scheduler>> {
+    let (class, mut cfg) = class_and_config(kind, cfg);
+    if schedule != SigmaSchedule::Automatic {
+        if matches!(class, SchedulerClass::EulerAncestralDiscrete | SchedulerClass::Ddim) {
+            candle_core::bail!(
+                "schedule type {} is not available for {} (diffusers has no such option)",
+                schedule.a1111_name(),
+                class.class_name()
+            );
+        }
+        cfg.use_karras_sigmas = Some(schedule == SigmaSchedule::Karras);
+        cfg.use_exponential_sigmas = Some(schedule == SigmaSchedule::Exponential);
+    }
+    build_class(class, &cfg, steps)
+}
+
 /// The index img2img starts at, as diffusers' SDXL img2img pipeline computes it:
 /// `t_start · order` with `t_start = steps − min(⌊steps · strength⌋, steps)`. The pipeline
 /// calls `add_noise(…, index)` and then steps from `index` to the end of `timesteps()`.
@@ -357,6 +408,22 @@ mod tests {
         assert_eq!(img2img_start_index(30, 0.6, 2), 24);
         assert_eq!(img2img_start_index(4, 1.0, 1), 0);
         assert_eq!(img2img_start_index(4, 0.1, 1), 4);
+    }
+
+    #[test]
+    fn schedule_type_switches_sigmas_like_diffusers_flags() {
+        let cfg = config("EulerDiscreteScheduler", false);
+        let karras = build_with_schedule(SamplerKind::Euler, SigmaSchedule::Karras, &cfg, 12)
+            .expect("karras euler");
+        let mut flagged = cfg.clone();
+        flagged.use_karras_sigmas = Some(true);
+        let reference = build(SamplerKind::Euler, &flagged, 12).expect("flagged");
+        assert_eq!(karras.sigmas(), reference.sigmas());
+        let plain = build(SamplerKind::Euler, &cfg, 12).expect("plain");
+        assert_ne!(karras.sigmas(), plain.sigmas());
+        assert!(
+            build_with_schedule(SamplerKind::Ddim, SigmaSchedule::Exponential, &cfg, 12).is_err()
+        );
     }
 
     #[test]
