@@ -67,7 +67,27 @@ VPRED = dict(SDXL, **{
     "rescale_betas_zero_snr": True,
     "timestep_spacing": "linspace",
 })
-CONFIGS = {"sdxl": SDXL, "turbo": TURBO, "vpred": VPRED}
+# Edge cases of the config keys the fine-tunes use: EDM-style continuous timesteps,
+# log-linear interpolation, sigma_min final sigma, v-prediction.
+EDGE_VPRED = dict(SDXL, **{
+    "prediction_type": "v_prediction",
+    "interpolation_type": "log_linear",
+    "final_sigmas_type": "sigma_min",
+    "timestep_type": "continuous",
+    "timestep_spacing": "trailing",
+})
+# Cosine betas, sample prediction, DDIM's clipping and alpha-to-one, a log-SNR clip.
+EDGE_COSINE = {
+    "_class_name": "DDIMScheduler",
+    "beta_schedule": "squaredcos_cap_v2",
+    "prediction_type": "sample",
+    "timestep_spacing": "linspace",
+    "clip_sample": True,
+    "set_alpha_to_one": True,
+    "lambda_min_clipped": -5.1,
+}
+CONFIGS = {"sdxl": SDXL, "turbo": TURBO, "vpred": VPRED, "edge_vpred": EDGE_VPRED,
+           "edge_cosine": EDGE_COSINE}
 
 # CLI name -> (class, overrides), as imagelab's `build` maps them.
 SAMPLERS = {
@@ -89,10 +109,23 @@ SAMPLERS = {
     "ddim": (DDIMScheduler, {}),
     "unipc": (UniPCMultistepScheduler, {}),
     "unipc_3": (UniPCMultistepScheduler, {"solver_order": 3}),
+    "unipc_karras": (UniPCMultistepScheduler, {"use_karras_sigmas": True}),
+    "lms_karras": (LMSDiscreteScheduler, {"use_karras_sigmas": True}),
 }
-# Samplers whose full 1..50 schedules are recorded (the rest only in trajectories).
-SCHEDULE_SAMPLERS = ["euler", "euler_karras", "euler_a", "heun", "dpmpp_2m", "dpmpp_2m_karras",
-                     "dpmpp_sde_karras", "lms", "ddim", "unipc"]
+# Which samplers each config exercises (schedules, trajectories) and at which step counts.
+MAIN = ["euler", "euler_karras", "euler_a", "heun", "dpmpp_2m", "dpmpp_2m_karras",
+        "dpmpp_sde_karras", "lms", "ddim", "unipc"]
+PLAN = {
+    "sdxl": (MAIN, range(1, 51), list(SAMPLERS)),
+    "turbo": (MAIN, range(1, 51), list(SAMPLERS)),
+    "vpred": (MAIN, range(1, 51), list(SAMPLERS)),
+    "edge_vpred": (["euler", "dpmpp_2m", "unipc", "heun", "lms"], [1, 2, 3, 7, 20],
+                   ["euler", "dpmpp_2m", "unipc", "heun", "lms"]),
+    "edge_cosine": (["ddim", "dpmpp_2m_karras", "euler_exponential", "unipc_karras",
+                     "lms_karras", "dpmpp_3m"], [1, 2, 3, 7, 20],
+                    ["ddim", "dpmpp_2m_karras", "euler_exponential", "unipc_karras",
+                     "lms_karras", "dpmpp_3m"]),
+}
 
 SHAPE = (1, 4, 5, 5)  # 100 values: exercises torch's n % 16 != 0 tail in randn.
 
@@ -113,9 +146,10 @@ def schedules():
     out = {}
     for name, config in CONFIGS.items():
         out[name] = {}
-        for sampler in SCHEDULE_SAMPLERS:
+        samplers, step_counts, _ = PLAN[name]
+        for sampler in samplers:
             entries = []
-            for steps in range(1, 51):
+            for steps in step_counts:
                 s = make(config, sampler, steps)
                 sigmas = getattr(s, "sigmas", None)
                 entries.append({
@@ -147,7 +181,7 @@ def trajectories():
     meta = []
     data_gen = torch.Generator().manual_seed(1234)
     for name, config in CONFIGS.items():
-        for sampler in SAMPLERS:
+        for sampler in PLAN[name][2]:
             for mode, steps, strength in (("txt2img", 7, None), ("img2img", 8, 0.6),
                                            ("turbo1", 1, None)):
                 if mode == "turbo1" and name != "turbo":
@@ -172,6 +206,10 @@ def trajectories():
                     tensors[f"{key}.noised"] = x.clone()
                 else:
                     start = 0
+                    # Index-based stepping, as imagelab's API does; diffusers' timestep lookup
+                    # would pick the second of repeated timesteps (cosine + Karras repeats 998).
+                    if hasattr(s, "set_begin_index"):
+                        s.set_begin_index(0)
                     tensors[f"{key}.noise"] = noise
                     x = noise * s.init_noise_sigma
                 timesteps = s.timesteps[start:]
