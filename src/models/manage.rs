@@ -478,6 +478,20 @@ fn to_hex(bytes: &[u8]) -> String {
     })
 }
 
+/// The sha256 of `data` in lower-case hex: the name of an LFS blob in the hub cache.
+pub fn sha256_hex(data: &[u8]) -> String {
+    to_hex(&sha2::Sha256::digest(data))
+}
+
+/// The git blob id of `data` (`sha1("blob <len>\0" + data)`): the name of a small non-LFS
+/// blob in the hub cache.
+pub fn git_blob_sha1(data: &[u8]) -> String {
+    let mut hasher = Sha1::new();
+    hasher.update(format!("blob {}\0", data.len()).as_bytes());
+    hasher.update(data);
+    to_hex(&hasher.finalize())
+}
+
 /// `models verify` for people: problems first, then a summary per repo.
 pub fn format_verify(reports: &[RepoVerification]) -> String {
     let mut out = String::new();
