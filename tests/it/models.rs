@@ -56,7 +56,7 @@ fn sdxl_repo_files() -> Vec<(String, Vec<u8>)> {
         files.push((format!("{component}/config.json"), json("{}")));
         files.push((
             format!("{component}/{stem}.safetensors"),
-            tiny_safetensors(&["conv_in.weight", "conv_in.bias"]),
+            tiny_safetensors(&[&format!("{component}.conv_in.weight"), "conv_in.bias"]),
         ));
     }
     // Like the real repo: the UNet also ships an fp16 variant (the VAE here does not), and a
@@ -406,4 +406,174 @@ fn blob_names_match_the_hub_conventions() {
         sha256_hex(b"abc"),
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
+}
+
+/// A local stand-in for huggingface.co speaking the part of the protocol hf-hub 0.4 uses:
+/// `GET /api/models/<id>/revision/main` (file list + commit) and ranged
+/// `GET /<id>/resolve/main/<file>` answers with `etag`/`x-linked-etag`, `x-repo-commit` and
+/// `content-range`. Every request line and its Range header are recorded.
+struct FakeHubServer {
+    endpoint: String,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+fn start_fake_hub(repo_id: &'static str, files: Vec<(String, Vec<u8>)>) -> FakeHubServer {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = std::sync::Arc::clone(&requests);
+    let files: HashMap<String, Vec<u8>> = files.into_iter().collect();
+    std::thread::Builder::new()
+        .name("fake-hub".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut request_line = String::new();
+                reader.read_line(&mut request_line).expect("request");
+                let path = request_line.split_whitespace().nth(1).unwrap_or("").to_owned();
+                let mut range = None;
+                loop {
+                    let mut header = String::new();
+                    reader.read_line(&mut header).expect("header");
+                    if header.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((name, value)) = header.split_once(':')
+                        && name.eq_ignore_ascii_case("range")
+                    {
+                        range = Some(value.trim().to_owned());
+                    }
+                }
+                log.lock().expect("log").push(format!("{path} {}", range.clone().unwrap_or_default()));
+                let (status, headers, body) = if path == format!("/api/models/{repo_id}/revision/main") {
+                    let siblings: Vec<_> = files.keys().map(|f| serde_json::json!({"rfilename": f})).collect();
+                    let body = serde_json::json!({"sha": REVISION, "siblings": siblings}).to_string();
+                    ("200 OK", String::new(), body.into_bytes())
+                } else if let Some(data) = path.strip_prefix(&format!("/{repo_id}/resolve/main/")).and_then(|f| files.get(f)) {
+                    let spec = range.unwrap_or_else(|| "bytes=0-".to_owned());
+                    let (start, end) = spec.trim_start_matches("bytes=").split_once('-').expect("range");
+                    let start: usize = start.parse().expect("start");
+                    let end: usize = if end.is_empty() { data.len() - 1 } else { end.parse().expect("end") };
+                    let lfs = path.ends_with(".safetensors") || path.ends_with(".bin");
+                    let etag = if lfs { format!("x-linked-etag: \"{}\"\r\n", sha256_hex(data)) } else { String::new() };
+                    let headers = format!(
+                        "{etag}etag: \"{}\"\r\nx-repo-commit: {REVISION}\r\ncontent-range: bytes {start}-{end}/{}\r\n",
+                        git_blob_sha1(data),
+                        data.len()
+                    );
+                    ("206 Partial Content", headers, data[start..=end].to_vec())
+                } else {
+                    ("404 Not Found", String::new(), b"not found".to_vec())
+                };
+                let head = format!("HTTP/1.1 {status}\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n", body.len());
+                let _ = stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(&body));
+            }
+        })
+        .expect("server thread");
+    FakeHubServer { endpoint, requests }
+}
+
+#[test]
+fn online_fetch_downloads_only_needed_safetensors_and_resumes_partial_blobs() {
+    let files = sdxl_repo_files();
+    let server = start_fake_hub(SDXL_ID, files.clone());
+    let hub = FakeHub::new();
+    let online = HubConfig {
+        offline: false,
+        endpoint: server.endpoint.clone(),
+        retries: 0,
+        ..hub.config.clone()
+    };
+
+    // An interrupted earlier download of the VAE weights: the first 10 bytes in `<etag>.part`.
+    let (_, vae) =
+        files.iter().find(|(f, _)| f == "vae/diffusion_pytorch_model.safetensors").expect("vae");
+    let blobs = hub.repo_dir(SDXL_ID).join("blobs");
+    std::fs::create_dir_all(&blobs).expect("blobs");
+    std::fs::write(blobs.join(format!("{}.part", sha256_hex(vae))), &vae[..10]).expect("part");
+
+    let mut events = Vec::new();
+    let model = Catalog::builtin().resolve("SDXL Base 1.0").expect("catalog");
+    let resolved =
+        resolve_pipeline(&model, &online, WeightVariant::Fp16, &mut |e| events.push(e.clone()))
+            .expect("online");
+    let unet = resolved.component("unet").expect("unet");
+    assert_eq!(unet.variant.as_deref(), Some("fp16"));
+    assert_eq!(resolved.revision.as_deref(), Some(REVISION));
+
+    let requests = server.requests.lock().expect("log").clone();
+    let downloads: Vec<&String> =
+        requests.iter().filter(|r| r.contains("/resolve/") && !r.ends_with("bytes=0-0")).collect();
+    assert!(requests.iter().all(|r| !r.contains(".bin")), "{requests:#?}");
+    assert!(
+        requests.iter().all(|r| !r.contains("unet/diffusion_pytorch_model.safetensors")),
+        "fp16 chosen: {requests:#?}"
+    );
+    assert!(
+        downloads.iter().any(|r| r.ends_with("vae/diffusion_pytorch_model.safetensors bytes=10-")),
+        "resumed: {downloads:#?}"
+    );
+    let vae_path = &resolved.component("vae").expect("vae").weights[0];
+    assert_eq!(&std::fs::read(vae_path).expect("vae"), vae, "resumed file is whole");
+    assert!(events.iter().any(|e| matches!(e, imagelab::models::hub::DownloadEvent::Finished { repo_file } if repo_file == "unet/diffusion_pytorch_model.fp16.safetensors")));
+
+    // Second run: everything cached, only the file list is asked for.
+    let before = requests.len();
+    resolve_pipeline(&model, &online, WeightVariant::Fp16, &mut |_| {}).expect("again");
+    let again = server.requests.lock().expect("log")[before..].to_vec();
+    assert!(again.iter().all(|r| r.starts_with("/api/")), "{again:#?}");
+
+    // What hf-hub wrote is a cache the offline path and verify read as Python's.
+    let offline =
+        resolve_pipeline(&model, &hub.config, WeightVariant::Fp16, &mut |_| {}).expect("offline");
+    assert_eq!(offline, resolved);
+    let reports = verify(&Catalog::builtin(), &hub.config, WeightVariant::Fp16, &mut |_, _| {});
+    assert!(reports[0].is_healthy(), "{reports:#?}");
+    assert!(reports[0].files.iter().all(|f| f.status == FileStatus::Ok), "{reports:#?}");
+}
+
+#[test]
+fn prefetch_online_fetches_a_lora_file_and_lists_it_cached() {
+    let lora = tiny_safetensors(&["lora_unet_mid_block_attentions_0_proj_in.lora_down.weight"]);
+    let files = vec![
+        ("pixel-art-xl.safetensors".to_owned(), lora.clone()),
+        ("README.md".to_owned(), b"# Pixel Art XL".to_vec()),
+        ("pixel-art-xl.ckpt".to_owned(), b"pickle".to_vec()),
+    ];
+    let server = start_fake_hub("nerijs/pixel-art-xl", files);
+    let hub = FakeHub::new();
+    let online = HubConfig {
+        offline: false,
+        endpoint: server.endpoint.clone(),
+        retries: 0,
+        ..hub.config.clone()
+    };
+    let mut progress = Vec::new();
+    let outcomes = prefetch(
+        &Catalog::builtin(),
+        &["Pixel Art XL".to_owned()],
+        &online,
+        WeightVariant::Fp16,
+        &mut |name, e| {
+            progress.push((name.to_owned(), e.clone()));
+        },
+    )
+    .expect("known name");
+    assert_eq!(outcomes[0].error, None);
+    assert_eq!(
+        (outcomes[0].files_downloaded, outcomes[0].bytes_downloaded),
+        (1, lora.len() as u64)
+    );
+    assert!(progress.iter().all(|(name, _)| name == "Pixel Art XL"));
+    let requests = server.requests.lock().expect("log").clone();
+    assert!(
+        requests.iter().all(|r| !r.contains(".ckpt") && !r.contains("README")),
+        "{requests:#?}"
+    );
+    let listings = list_models(&Catalog::builtin(), &hub.config, WeightVariant::Fp16);
+    let pixel = listings.iter().find(|l| l.display_name == "Pixel Art XL").expect("listed");
+    assert_eq!(pixel.state, CacheState::Cached);
+    assert_eq!(pixel.kind, "lora");
 }
