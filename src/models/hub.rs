@@ -240,6 +240,16 @@ pub struct ResolvedPipeline {
     pub components: Vec<ResolvedComponent>,
 }
 
+impl ResolvedComponent {
+    /// The file of this component with this name (`config.json`, `vocab.json`…), if used.
+    pub fn file(&self, file_name: &str) -> Option<&Path> {
+        self.files
+            .iter()
+            .map(PathBuf::as_path)
+            .find(|f| f.file_name().is_some_and(|n| n == file_name))
+    }
+}
+
 impl ResolvedPipeline {
     /// The component with this name.
     pub fn component(&self, name: &str) -> Option<&ResolvedComponent> {
@@ -519,12 +529,7 @@ fn no_model_index(root: &Path, listing: &BTreeSet<String>, origin: &Origin<'_>) 
         let path = root.join(file);
         return match classify_safetensors(&path) {
             Ok(SafetensorsKind::Lora) => ModelError::NotSupportedYet { what: "LoRA adapter".to_owned(), path },
-            Ok(SafetensorsKind::Checkpoint(family)) => {
-                match super::layout::Layout::SingleFile(path, family).require_diffusers() {
-                    Err(err) => err,
-                    Ok(_) => unreachable_layout(root),
-                }
-            }
+            Ok(SafetensorsKind::Checkpoint(family)) => super::layout::single_file_not_supported(path, family),
             Ok(SafetensorsKind::Other) => ModelError::UnknownLayout {
                 reason: "no model_index.json, and the .safetensors file is neither a checkpoint nor a LoRA".to_owned(),
                 path,
@@ -537,10 +542,6 @@ fn no_model_index(root: &Path, listing: &BTreeSet<String>, origin: &Origin<'_>) 
         return unsafe_weights(&root.display().to_string(), &pickles);
     }
     origin.missing(root, "model_index.json".to_owned())
-}
-
-fn unreachable_layout(root: &Path) -> ModelError {
-    ModelError::UnknownLayout { reason: "unexpected layout".to_owned(), path: root.to_path_buf() }
 }
 
 /// Resolves a model to a diffusers pipeline on disk, downloading what is missing when online.

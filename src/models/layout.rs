@@ -86,6 +86,17 @@ impl Layout {
     }
 }
 
+/// The error for a single-file checkpoint until that support lands.
+pub fn single_file_not_supported(path: PathBuf, family: CheckpointFamily) -> ModelError {
+    ModelError::NotSupportedYet {
+        what: format!(
+            "single-file {} checkpoint (original Stability key names)",
+            family_label(family)
+        ),
+        path,
+    }
+}
+
 fn family_label(family: CheckpointFamily) -> &'static str {
     match family {
         CheckpointFamily::Sdxl => "SDXL",

@@ -150,6 +150,7 @@ fn offline_cache_resolves_by_hub_id_and_by_catalog_name() {
     let unet = by_name.component("unet").expect("unet");
     assert_eq!(unet.weights, [snapshot.join("unet/diffusion_pytorch_model.fp16.safetensors")]);
     assert_eq!(unet.variant.as_deref(), Some("fp16"));
+    assert_eq!(unet.file("config.json"), Some(snapshot.join("unet/config.json").as_path()));
     let vae = by_name.component("vae").expect("vae");
     assert_eq!(
         vae.weights,
