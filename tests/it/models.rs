@@ -578,3 +578,59 @@ fn prefetch_online_fetches_a_lora_file_and_lists_it_cached() {
     assert_eq!(pixel.state, CacheState::Cached);
     assert_eq!(pixel.kind, "lora");
 }
+
+/// Reference: `tools/reference/model_variant_files.py` asks diffusers 0.42.1's
+/// `variant_compatible_siblings` which weight files it loads from each listing; our plan must
+/// choose the same files (exact set equality). Where diffusers refuses `variant="fp16"`
+/// because no file has it, imagelab deliberately falls back to full precision.
+#[test]
+fn weight_choice_matches_diffusers() {
+    use imagelab::models::hub::plan_pipeline;
+    let cases: Vec<serde_json::Value> = serde_json::from_str(
+        &std::fs::read_to_string(imagelab_fixture("variant_files.json")).expect("fixture"),
+    )
+    .expect("json");
+    let model_index: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(imagelab_fixture("sdxl_model_index.json")).expect("fixture"),
+    )
+    .expect("json");
+    assert_eq!(cases.len(), 6);
+    for case in cases {
+        let listing: std::collections::BTreeSet<String> = case["files"]
+            .as_array()
+            .expect("files")
+            .iter()
+            .map(|f| f.as_str().expect("name").to_owned())
+            .collect();
+        let prefer =
+            if case["variant"].is_null() { WeightVariant::Full } else { WeightVariant::Fp16 };
+        let chosen = |prefer| -> Vec<String> {
+            let plan = plan_pipeline(&model_index, &listing, prefer).expect("plan");
+            let mut files: Vec<String> = plan
+                .into_iter()
+                .filter(|c| {
+                    c.name.starts_with("unet")
+                        || c.name.starts_with("vae")
+                        || c.name.starts_with("text_encoder")
+                })
+                .flat_map(|c| c.files)
+                .filter(|f| !f.ends_with("/config.json"))
+                .collect();
+            files.sort();
+            files
+        };
+        match case["expected"].as_array() {
+            Some(expected) => {
+                let expected: Vec<&str> =
+                    expected.iter().map(|f| f.as_str().expect("name")).collect();
+                assert_eq!(chosen(prefer), expected, "case {}", case["case"]);
+            }
+            None => assert_eq!(
+                chosen(prefer),
+                chosen(WeightVariant::Full),
+                "fallback in case {}",
+                case["case"]
+            ),
+        }
+    }
+}
