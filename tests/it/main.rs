@@ -3,4 +3,6 @@
 mod cli;
 mod engine;
 mod models;
+mod rng;
+mod schedulers;
 mod util;
