@@ -67,7 +67,9 @@ pub trait Scheduler: Send {
     fn scale_model_input(&self, sample: &Tensor, step_index: usize) -> Result<Tensor>;
 
     /// diffusers' `step`: the sample after the call at `step_index`. Ancestral and SDE samplers
-    /// draw their noise from `generator` in diffusers' order.
+    /// draw their noise from `generator` in diffusers' order. Computed in float32 (as diffusers
+    /// upcasts), returned in `model_output`'s dtype. Stateful samplers (multistep history,
+    /// Heun's and DPM++ SDE's stages) expect the calls in order from the start index.
     ///
     /// # Errors
     /// Tensor errors.
@@ -295,16 +297,54 @@ pub enum SigmaSchedule {
     Karras,
     /// Even spacing in log-sigma.
     Exponential,
+    /// Timesteps counted down evenly from the last training step (A1111's "SGM Uniform"); built
+    /// as diffusers' equivalent, `timestep_spacing = "trailing"` (A1111 spaces over [0, 999] with
+    /// `linspace`, which differs by under one training step).
+    SgmUniform,
 }
 
 impl SigmaSchedule {
+    /// Every schedule, in the order menus show them.
+    pub const ALL: [Self; 4] = [Self::Automatic, Self::Karras, Self::Exponential, Self::SgmUniform];
+
     /// A1111's `Schedule type` name.
     pub fn a1111_name(self) -> &'static str {
         match self {
             Self::Automatic => "Automatic",
             Self::Karras => "Karras",
             Self::Exponential => "Exponential",
+            Self::SgmUniform => "SGM Uniform",
         }
+    }
+
+    /// The CLI name (`karras`, `sgm_uniform`, …).
+    pub fn cli_name(self) -> &'static str {
+        match self {
+            Self::Automatic => "automatic",
+            Self::Karras => "karras",
+            Self::Exponential => "exponential",
+            Self::SgmUniform => "sgm_uniform",
+        }
+    }
+
+    /// Parses a CLI or A1111 name, case-insensitively.
+    ///
+    /// # Errors
+    /// The message lists the valid CLI names.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let wanted = text.trim();
+        Self::ALL
+            .into_iter()
+            .find(|schedule| {
+                schedule.cli_name().eq_ignore_ascii_case(wanted)
+                    || schedule.a1111_name().eq_ignore_ascii_case(wanted)
+            })
+            .ok_or_else(|| {
+                format!(
+                    "unknown schedule type {wanted:?}; valid: {}",
+                    Self::ALL.map(Self::cli_name).join(", ")
+                )
+            })
     }
 }
 
@@ -320,7 +360,11 @@ pub fn build_with_schedule(
     steps: usize,
 ) -> Result<Box<dyn Scheduler>> {
     let (class, mut cfg) = class_and_config(kind, cfg);
-    if schedule != SigmaSchedule::Automatic {
+    if schedule == SigmaSchedule::SgmUniform {
+        cfg.timestep_spacing = Some(TimestepSpacing::Trailing);
+        cfg.use_karras_sigmas = Some(false);
+        cfg.use_exponential_sigmas = Some(false);
+    } else if schedule != SigmaSchedule::Automatic {
         if matches!(class, SchedulerClass::EulerAncestralDiscrete | SchedulerClass::Ddim) {
             candle_core::bail!(
                 "schedule type {} is not available for {} (diffusers has no such option)",
@@ -424,6 +468,14 @@ mod tests {
         assert!(
             build_with_schedule(SamplerKind::Ddim, SigmaSchedule::Exponential, &cfg, 12).is_err()
         );
+        let sgm = build_with_schedule(SamplerKind::Euler, SigmaSchedule::SgmUniform, &cfg, 4)
+            .expect("sgm uniform");
+        assert_eq!(sgm.timesteps(), [999.0, 749.0, 499.0, 249.0]);
+        for schedule in SigmaSchedule::ALL {
+            assert_eq!(SigmaSchedule::parse(schedule.a1111_name()), Ok(schedule));
+            assert_eq!(SigmaSchedule::parse(schedule.cli_name()), Ok(schedule));
+        }
+        assert!(SigmaSchedule::parse("polyexponential").is_err());
     }
 
     #[test]

@@ -18,7 +18,9 @@ use crate::diffusion::rng::TorchGenerator;
 /// UniPC's `B(h)` variants (`solver_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Variant {
+    /// `B(h) = h`.
     Bh1,
+    /// `B(h) = eʰ − 1` (diffusers' default).
     Bh2,
 }
 
