@@ -1,4 +1,9 @@
 //! Integration tests: one binary, one module per area.
 
+mod cli;
 mod diffusion;
+mod engine;
+mod models;
+mod rng;
+mod schedulers;
 mod util;

@@ -22,7 +22,9 @@ use crate::diffusion::rng::TorchGenerator;
 /// The two ways diffusers' DPM-Solver combines the history (`solver_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SolverType {
+    /// The midpoint rule on the second-order difference (diffusers' default).
     Midpoint,
+    /// Heun's rule on the second-order difference.
     Heun,
 }
 

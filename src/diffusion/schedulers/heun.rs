@@ -32,12 +32,16 @@ pub struct HeunDiscrete {
     first_stage: Option<FirstStage>,
 }
 
+/// Per-step timesteps, sigmas (float64, without the final zero), float32 log training sigmas
+/// and the spacing.
+pub(crate) type BaseSchedule = (Vec<f64>, Vec<f64>, Vec<f32>, TimestepSpacing);
+
 /// The sigma-parameterised schedule Heun and DPM++ SDE share before their stage doubling:
 /// per-step timesteps (float64) and sigmas (float64, without the final zero).
 pub(crate) fn two_stage_base_schedule(
     cfg: &SchedulerConfig,
     steps: usize,
-) -> std::result::Result<(Vec<f64>, Vec<f64>, Vec<f32>, TimestepSpacing), SchedulerError> {
+) -> std::result::Result<BaseSchedule, SchedulerError> {
     let cumprod = alphas_cumprod(cfg, BetaDefaults::STABLE_DIFFUSION, ZeroSnr::Ignored)?;
     let train = train_sigmas(&cumprod);
     let logs = log_sigmas(&train);

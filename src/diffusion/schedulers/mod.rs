@@ -67,7 +67,9 @@ pub trait Scheduler: Send {
     fn scale_model_input(&self, sample: &Tensor, step_index: usize) -> Result<Tensor>;
 
     /// diffusers' `step`: the sample after the call at `step_index`. Ancestral and SDE samplers
-    /// draw their noise from `generator` in diffusers' order.
+    /// draw their noise from `generator` in diffusers' order. Computed in float32 (as diffusers
+    /// upcasts), returned in `model_output`'s dtype. Stateful samplers (multistep history,
+    /// Heun's and DPM++ SDE's stages) expect the calls in order from the start index.
     ///
     /// # Errors
     /// Tensor errors.
@@ -283,6 +285,99 @@ pub fn build_class(
     })
 }
 
+/// A sigma schedule chosen independently of the sampler, as A1111 ≥ 1.9's "Schedule type" does.
+/// Applied the way diffusers would: `from_config(…, use_karras_sigmas=True)` or
+/// `use_exponential_sigmas=True` on the sampler's class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SigmaSchedule {
+    /// Whatever the sampler and the model's config give (A1111's "Automatic").
+    #[default]
+    Automatic,
+    /// Karras et al.'s ρ = 7 spacing.
+    Karras,
+    /// Even spacing in log-sigma.
+    Exponential,
+    /// Timesteps counted down evenly from the last training step (A1111's "SGM Uniform"); built
+    /// as diffusers' equivalent, `timestep_spacing = "trailing"` (A1111 spaces over [0, 999] with
+    /// `linspace`, which differs by under one training step).
+    SgmUniform,
+}
+
+impl SigmaSchedule {
+    /// Every schedule, in the order menus show them.
+    pub const ALL: [Self; 4] = [Self::Automatic, Self::Karras, Self::Exponential, Self::SgmUniform];
+
+    /// A1111's `Schedule type` name.
+    pub fn a1111_name(self) -> &'static str {
+        match self {
+            Self::Automatic => "Automatic",
+            Self::Karras => "Karras",
+            Self::Exponential => "Exponential",
+            Self::SgmUniform => "SGM Uniform",
+        }
+    }
+
+    /// The CLI name (`karras`, `sgm_uniform`, …).
+    pub fn cli_name(self) -> &'static str {
+        match self {
+            Self::Automatic => "automatic",
+            Self::Karras => "karras",
+            Self::Exponential => "exponential",
+            Self::SgmUniform => "sgm_uniform",
+        }
+    }
+
+    /// Parses a CLI or A1111 name, case-insensitively.
+    ///
+    /// # Errors
+    /// The message lists the valid CLI names.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let wanted = text.trim();
+        Self::ALL
+            .into_iter()
+            .find(|schedule| {
+                schedule.cli_name().eq_ignore_ascii_case(wanted)
+                    || schedule.a1111_name().eq_ignore_ascii_case(wanted)
+            })
+            .ok_or_else(|| {
+                format!(
+                    "unknown schedule type {wanted:?}; valid: {}",
+                    Self::ALL.map(Self::cli_name).join(", ")
+                )
+            })
+    }
+}
+
+/// [`build`] with a sigma schedule chosen independently of the sampler.
+///
+/// # Errors
+/// As [`build`]; a Karras or exponential schedule on a class diffusers gives no such option
+/// (Euler a, DDIM) is an error naming the class.
+pub fn build_with_schedule(
+    kind: SamplerKind,
+    schedule: SigmaSchedule,
+    cfg: &SchedulerConfig,
+    steps: usize,
+) -> Result<Box<dyn Scheduler>> {
+    let (class, mut cfg) = class_and_config(kind, cfg);
+    if schedule == SigmaSchedule::SgmUniform {
+        cfg.timestep_spacing = Some(TimestepSpacing::Trailing);
+        cfg.use_karras_sigmas = Some(false);
+        cfg.use_exponential_sigmas = Some(false);
+    } else if schedule != SigmaSchedule::Automatic {
+        if matches!(class, SchedulerClass::EulerAncestralDiscrete | SchedulerClass::Ddim) {
+            candle_core::bail!(
+                "schedule type {} is not available for {} (diffusers has no such option)",
+                schedule.a1111_name(),
+                class.class_name()
+            );
+        }
+        cfg.use_karras_sigmas = Some(schedule == SigmaSchedule::Karras);
+        cfg.use_exponential_sigmas = Some(schedule == SigmaSchedule::Exponential);
+    }
+    build_class(class, &cfg, steps)
+}
+
 /// The index img2img starts at, as diffusers' SDXL img2img pipeline computes it:
 /// `t_start · order` with `t_start = steps − min(⌊steps · strength⌋, steps)`. The pipeline
 /// calls `add_noise(…, index)` and then steps from `index` to the end of `timesteps()`.
@@ -290,4 +385,105 @@ pub fn img2img_start_index(steps: usize, strength: f64, order: usize) -> usize {
     #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let init_timestep = ((steps as f64 * strength.clamp(0.0, 1.0)).floor() as usize).min(steps);
     (steps - init_timestep) * order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(class: &str, karras: bool) -> SchedulerConfig {
+        SchedulerConfig {
+            class_name: Some(class.into()),
+            use_karras_sigmas: Some(karras),
+            ..SchedulerConfig::default()
+        }
+    }
+
+    #[test]
+    fn default_resolves_to_the_configured_class() {
+        let cases = [
+            ("EulerDiscreteScheduler", false, SamplerKind::Euler),
+            ("EulerAncestralDiscreteScheduler", false, SamplerKind::EulerA),
+            ("DPMSolverMultistepScheduler", false, SamplerKind::Dpmpp2m),
+            ("DPMSolverMultistepScheduler", true, SamplerKind::Dpmpp2mKarras),
+            ("DPMSolverSDEScheduler", true, SamplerKind::DpmppSdeKarras),
+            ("UniPCMultistepScheduler", false, SamplerKind::UniPc),
+            ("DDIMScheduler", false, SamplerKind::Ddim),
+            ("LMSDiscreteScheduler", false, SamplerKind::Lms),
+            ("HeunDiscreteScheduler", false, SamplerKind::Heun),
+        ];
+        for (class, karras, kind) in cases {
+            let resolved =
+                resolve_default_with_warning(SamplerKind::Default, &config(class, karras));
+            assert_eq!(resolved, ResolvedSampler { kind, warning: None }, "{class}");
+        }
+        // Explicit kinds are never overridden by the config.
+        let cfg = config("DDIMScheduler", false);
+        assert_eq!(resolve_default(SamplerKind::Heun, &cfg), SamplerKind::Heun);
+    }
+
+    #[test]
+    fn unknown_class_falls_back_to_euler_with_a_warning() {
+        let resolved =
+            resolve_default_with_warning(SamplerKind::Default, &config("PNDMScheduler", false));
+        assert_eq!(resolved.kind, SamplerKind::Euler);
+        assert!(resolved.warning.as_deref().is_some_and(|w| w.contains("PNDMScheduler")));
+        let built = build(SamplerKind::Default, &config("PNDMScheduler", false), 4).expect("euler");
+        assert_eq!(built.timesteps().len(), 4);
+    }
+
+    #[test]
+    fn sampler_names_set_diffusers_overrides() {
+        let cfg = config("EulerDiscreteScheduler", true);
+        let (class, built) = class_and_config(SamplerKind::Dpmpp2m, &cfg);
+        assert_eq!(class, SchedulerClass::DpmSolverMultistep);
+        assert_eq!(built.algorithm_type, Some(AlgorithmType::DpmSolverPlusPlus));
+        assert_eq!((built.solver_order, built.use_karras_sigmas), (Some(2), Some(false)));
+        let (_, built) = class_and_config(SamplerKind::Dpmpp2mKarras, &cfg);
+        assert_eq!(built.use_karras_sigmas, Some(true));
+        let (class, built) = class_and_config(SamplerKind::Default, &cfg);
+        assert_eq!((class, built), (SchedulerClass::EulerDiscrete, cfg));
+    }
+
+    #[test]
+    fn img2img_start_index_matches_diffusers_get_timesteps() {
+        // steps 30, strength 0.6: ⌊18⌋ steps remain, start at 12 (×2 for two-stage samplers).
+        assert_eq!(img2img_start_index(30, 0.6, 1), 12);
+        assert_eq!(img2img_start_index(30, 0.6, 2), 24);
+        assert_eq!(img2img_start_index(4, 1.0, 1), 0);
+        assert_eq!(img2img_start_index(4, 0.1, 1), 4);
+    }
+
+    #[test]
+    fn schedule_type_switches_sigmas_like_diffusers_flags() {
+        let cfg = config("EulerDiscreteScheduler", false);
+        let karras = build_with_schedule(SamplerKind::Euler, SigmaSchedule::Karras, &cfg, 12)
+            .expect("karras euler");
+        let mut flagged = cfg.clone();
+        flagged.use_karras_sigmas = Some(true);
+        let reference = build(SamplerKind::Euler, &flagged, 12).expect("flagged");
+        assert_eq!(karras.sigmas(), reference.sigmas());
+        let plain = build(SamplerKind::Euler, &cfg, 12).expect("plain");
+        assert_ne!(karras.sigmas(), plain.sigmas());
+        assert!(
+            build_with_schedule(SamplerKind::Ddim, SigmaSchedule::Exponential, &cfg, 12).is_err()
+        );
+        let sgm = build_with_schedule(SamplerKind::Euler, SigmaSchedule::SgmUniform, &cfg, 4)
+            .expect("sgm uniform");
+        assert_eq!(sgm.timesteps(), [999.0, 749.0, 499.0, 249.0]);
+        for schedule in SigmaSchedule::ALL {
+            assert_eq!(SigmaSchedule::parse(schedule.a1111_name()), Ok(schedule));
+            assert_eq!(SigmaSchedule::parse(schedule.cli_name()), Ok(schedule));
+        }
+        assert!(SigmaSchedule::parse("polyexponential").is_err());
+    }
+
+    #[test]
+    fn zero_steps_and_bad_configs_are_errors() {
+        let cfg = SchedulerConfig::default();
+        assert!(build(SamplerKind::Euler, &cfg, 0).is_err());
+        let cfg = SchedulerConfig { use_beta_sigmas: Some(true), ..SchedulerConfig::default() };
+        let err = build(SamplerKind::Euler, &cfg, 10).err().expect("unsupported");
+        assert!(err.to_string().contains("use_beta_sigmas"), "{err}");
+    }
 }

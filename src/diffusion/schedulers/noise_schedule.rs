@@ -205,10 +205,11 @@ pub(crate) fn alphas_cumprod(
         betas = rescale_zero_terminal_snr(&betas);
     }
     let mut cumprod = cumprod_f32(&betas.iter().map(|beta| 1.0 - beta).collect::<Vec<_>>());
-    if rescale && zero_snr == ZeroSnr::RescaleAndPin {
-        if let Some(last) = cumprod.last_mut() {
-            *last = 2f32.powi(-24);
-        }
+    if rescale
+        && zero_snr == ZeroSnr::RescaleAndPin
+        && let Some(last) = cumprod.last_mut()
+    {
+        *last = 2f32.powi(-24);
     }
     Ok(cumprod)
 }

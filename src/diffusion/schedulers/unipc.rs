@@ -18,7 +18,9 @@ use crate::diffusion::rng::TorchGenerator;
 /// UniPC's `B(h)` variants (`solver_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Variant {
+    /// `B(h) = h`.
     Bh1,
+    /// `B(h) = eʰ − 1` (diffusers' default).
     Bh2,
 }
 
@@ -293,10 +295,11 @@ fn solve(mut matrix: Vec<Vec<f32>>, mut rhs: Vec<f32>) -> Result<Vec<f32>> {
         }
         matrix.swap(column, pivot);
         rhs.swap(column, pivot);
+        let pivot_row = matrix[column].clone();
         for row in column + 1..size {
-            let factor = matrix[row][column] / matrix[column][column];
-            for k in column..size {
-                matrix[row][k] -= factor * matrix[column][k];
+            let factor = matrix[row][column] / pivot_row[column];
+            for (entry, pivot_entry) in matrix[row][column..].iter_mut().zip(&pivot_row[column..]) {
+                *entry -= factor * pivot_entry;
             }
             rhs[row] -= factor * rhs[column];
         }
@@ -340,10 +343,11 @@ impl Scheduler for UniPcMultistep {
         let (model_output, mut sample) = (f32(model_output)?, f32(sample)?);
         let converted =
             self.convert_model_output(&model_output, &sample, sigma_at(&self.sigmas, step_index)?)?;
-        if step_index > 0 && !self.disable_corrector.contains(&(step_index - 1)) {
-            if let Some((last_sample, last_order)) = &self.last {
-                sample = self.corrector(step_index, &converted, last_sample, *last_order)?;
-            }
+        if step_index > 0
+            && !self.disable_corrector.contains(&(step_index - 1))
+            && let Some((last_sample, last_order)) = &self.last
+        {
+            sample = self.corrector(step_index, &converted, last_sample, *last_order)?;
         }
         self.model_outputs.push(converted);
         if self.model_outputs.len() > self.solver_order {
