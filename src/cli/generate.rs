@@ -7,10 +7,12 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, report};
+use crate::engine::candle_backend::{CandleBackend, FolderResolver};
 use crate::engine::{
-    Backend, Engine, EngineConfig, Event, mock::MockBackend, no_waker, prepare_plan,
+    Backend, Engine, EngineConfig, Event, LoadProgress, mock::MockBackend, no_waker, prepare_plan,
 };
 use crate::models::catalog::{Catalog, DEFAULT_MODEL};
+use crate::models::hub::{DownloadEvent, HubConfig, WeightVariant, resolve_pipeline};
 use crate::request::{
     DeviceChoice, LoraSpec, Precision, Profiles, RAW_PROFILE, Request, SamplerKind, Sweep,
 };
@@ -189,11 +191,42 @@ fn usage_error(message: &str) -> u8 {
 pub fn make_backend(choice: BackendChoice) -> Result<Box<dyn Backend>, String> {
     match choice {
         BackendChoice::Mock => Ok(Box::new(MockBackend::from_env(Duration::ZERO)?)),
-        BackendChoice::Candle => {
-            Err("the candle backend is not available in this build yet; use --backend mock"
-                .to_owned())
-        }
+        BackendChoice::Candle => Ok(Box::new(CandleBackend::new(Some(hub_resolver())))),
     }
+}
+
+/// Resolves hub models to a local snapshot folder through the Hugging Face cache (downloading
+/// only what the pipeline needs unless `HF_HUB_OFFLINE=1`), reporting downloads as load progress.
+fn hub_resolver() -> FolderResolver {
+    let config = HubConfig::from_env();
+    // GPU builds load `*.fp16.safetensors` when a repo has them; CPU builds run in f32.
+    let prefer = if cfg!(any(feature = "cuda", feature = "metal")) {
+        WeightVariant::Fp16
+    } else {
+        WeightVariant::Full
+    };
+    Box::new(move |model, on_progress| {
+        let mut on_download = |event: &DownloadEvent| match event {
+            DownloadEvent::Started { repo_file, .. } => {
+                on_progress(LoadProgress {
+                    message: format!("downloading {repo_file}"),
+                    fraction: None,
+                });
+            }
+            DownloadEvent::Progress { repo_file, done_bytes, total_bytes } if *total_bytes > 0 => {
+                #[allow(clippy::cast_precision_loss)]
+                let fraction = (*done_bytes as f64 / *total_bytes as f64) as f32;
+                on_progress(LoadProgress {
+                    message: format!("downloading {repo_file}"),
+                    fraction: Some(fraction),
+                });
+            }
+            _ => {}
+        };
+        resolve_pipeline(model, &config, prefer, &mut on_download)
+            .map(|pipeline| pipeline.root)
+            .map_err(|err| err.to_string())
+    })
 }
 
 /// Runs a headless request to the end: validate, generate, report. Returns the exit code.

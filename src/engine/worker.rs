@@ -489,7 +489,7 @@ impl Worker {
                 }
             };
             let result = self.backend.generate(&params, &mut on_step);
-            let generated = match result {
+            let mut generated = match result {
                 Ok(generated) => generated,
                 Err(BackendError::Cancelled) => {
                     return ItemOutcome::Cancelled(interrupt.unwrap_or(Interrupt::CancelJob));
@@ -499,6 +499,9 @@ impl Worker {
                     return ItemOutcome::Failed;
                 }
             };
+            if image_index == 0 {
+                generated.timings.load_s = loaded.load_s;
+            }
             record.scheduler = generated.sampler.cli_name().to_owned();
             let info = GenerationInfo {
                 prompt: item.prompt.clone(),

@@ -187,7 +187,7 @@ impl LoraSpec {
 /// Limits on user settings. Anything outside is refused, never clamped.
 pub mod limits {
     /// Smallest width/height in pixels.
-    pub const MIN_SIZE_PX: u32 = 64;
+    pub const MIN_SIZE_PX: u32 = 16;
     /// Largest width/height in pixels.
     pub const MAX_SIZE_PX: u32 = 4096;
     /// Width and height must be multiples of this.

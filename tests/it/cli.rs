@@ -141,7 +141,7 @@ fn bad_input_exits_2_naming_the_field() {
     let unwritable = a_file.join("sub");
     let cases: Vec<(Vec<String>, &str)> = vec![
         (vec!["--width".into(), "1001".into()], "width"),
-        (vec!["--height".into(), "32".into()], "height"),
+        (vec!["--height".into(), "8".into()], "height"),
         (vec!["--steps".into(), "0".into()], "steps"),
         (vec!["--cfg".into(), "-1".into()], "cfg"),
         (

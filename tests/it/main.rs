@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one module per area.
 
+mod candle_cli;
 mod cli;
 mod diffusion;
 mod engine;
