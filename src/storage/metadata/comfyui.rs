@@ -528,3 +528,173 @@ impl<'a> TextWalk<'a> {
         text
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::SamplerKind;
+
+    /// ComfyUI's default workflow, as its API format writes it.
+    pub(crate) const DEFAULT_WORKFLOW: &str = r#"{
+        "3": {"inputs": {"seed": 156680208700286, "steps": 20, "cfg": 8, "sampler_name": "euler",
+              "scheduler": "normal", "denoise": 1, "model": ["4", 0], "positive": ["6", 0],
+              "negative": ["7", 0], "latent_image": ["5", 0]}, "class_type": "KSampler",
+              "_meta": {"title": "KSampler"}},
+        "4": {"inputs": {"ckpt_name": "sd_xl_base_1.0.safetensors"},
+              "class_type": "CheckpointLoaderSimple"},
+        "5": {"inputs": {"width": 1024, "height": 1024, "batch_size": 1},
+              "class_type": "EmptyLatentImage"},
+        "6": {"inputs": {"text": "beautiful scenery nature glass bottle landscape",
+              "clip": ["4", 1]}, "class_type": "CLIPTextEncode"},
+        "7": {"inputs": {"text": "text, watermark", "clip": ["4", 1]},
+              "class_type": "CLIPTextEncode"},
+        "8": {"inputs": {"samples": ["3", 0], "vae": ["4", 2]}, "class_type": "VAEDecode"},
+        "9": {"inputs": {"filename_prefix": "ComfyUI", "images": ["8", 0]},
+              "class_type": "SaveImage"}
+    }"#;
+
+    #[test]
+    fn reads_the_default_workflow() {
+        let found = recover_from_prompt(DEFAULT_WORKFLOW).expect("reads");
+        assert_eq!(found.source, Source::Comfyui);
+        assert_eq!(found.prompt, "beautiful scenery nature glass bottle landscape");
+        assert_eq!(found.negative, "text, watermark");
+        assert_eq!(found.seed, Some(156_680_208_700_286));
+        assert_eq!((found.steps, found.cfg), (Some(20), Some(8.0)));
+        assert_eq!((found.width, found.height), (Some(1024), Some(1024)));
+        assert_eq!(found.sampler, Some(SamplerKind::Euler));
+        assert_eq!(found.model, "sd_xl_base_1.0.safetensors");
+        assert_eq!(found.strength, None);
+        assert!(found.warnings.is_empty(), "{:?}", found.warnings);
+    }
+
+    #[test]
+    fn base_plus_refiner_with_lora_primitives_and_sdxl_encoders() {
+        let graph = r#"{
+            "10": {"class_type": "KSamplerAdvanced", "inputs": {"add_noise": "enable",
+                   "noise_seed": ["30", 0], "steps": 30, "cfg": 6.5, "sampler_name": "dpmpp_2m",
+                   "scheduler": "karras", "start_at_step": 0, "end_at_step": 24,
+                   "return_with_leftover_noise": "enable", "model": ["41", 0],
+                   "positive": ["20", 0], "negative": ["21", 0], "latent_image": ["5", 0]}},
+            "11": {"class_type": "KSamplerAdvanced", "inputs": {"add_noise": "disable",
+                   "noise_seed": ["30", 0], "steps": 30, "cfg": 6.5, "sampler_name": "dpmpp_2m",
+                   "scheduler": "karras", "start_at_step": 24, "end_at_step": 10000,
+                   "return_with_leftover_noise": "disable", "model": ["42", 0],
+                   "positive": ["22", 0], "negative": ["23", 0], "latent_image": ["10", 0]}},
+            "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 896, "height": 1152,
+                  "batch_size": 1}},
+            "20": {"class_type": "CLIPTextEncodeSDXL", "inputs": {"width": 4096, "height": 4096,
+                   "crop_w": 0, "crop_h": 0, "target_width": 896, "target_height": 1152,
+                   "text_g": ["31", 0], "text_l": ["31", 0], "clip": ["41", 1]}},
+            "21": {"class_type": "CLIPTextEncodeSDXL", "inputs": {"text_g": "blurry",
+                   "text_l": "blurry", "clip": ["41", 1]}},
+            "22": {"class_type": "CLIPTextEncodeSDXLRefiner", "inputs": {"ascore": 6,
+                   "width": 896, "height": 1152, "text": ["31", 0], "clip": ["42", 1]}},
+            "23": {"class_type": "ConditioningCombine", "inputs": {
+                   "conditioning_1": ["24", 0], "conditioning_2": ["25", 0]}},
+            "24": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["42", 1]}},
+            "25": {"class_type": "CLIPTextEncode", "inputs": {"text": "lowres", "clip": ["42", 1]}},
+            "30": {"class_type": "PrimitiveInt", "inputs": {"value": 987654321}},
+            "31": {"class_type": "PrimitiveStringMultiline", "inputs": {"value": "a red fox,\nsnow"}},
+            "40": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sdxl_base.safetensors"}},
+            "41": {"class_type": "LoraLoader", "inputs": {"lora_name": "pixel-art-xl.safetensors",
+                   "strength_model": 0.8, "strength_clip": 1.0, "model": ["40", 0], "clip": ["40", 1]}},
+            "42": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sdxl_refiner.safetensors"}},
+            "50": {"class_type": "VAEDecode", "inputs": {"samples": ["11", 0], "vae": ["42", 2]}},
+            "51": {"class_type": "SaveImage", "inputs": {"images": ["50", 0], "filename_prefix": "x"}},
+            "52": {"class_type": "VAEDecode", "inputs": {"samples": ["10", 0], "vae": ["40", 2]}},
+            "53": {"class_type": "PreviewImage", "inputs": {"images": ["52", 0]}}
+        }"#;
+        let found = recover_from_prompt(graph).expect("reads");
+        // The sampler reaching SaveImage is the refiner pass (node 11).
+        assert_eq!(
+            found.extra.get("sampler node").map(String::as_str),
+            Some("11 (KSamplerAdvanced)")
+        );
+        assert_eq!(found.seed, Some(987_654_321));
+        assert_eq!(found.prompt, "a red fox,\nsnow");
+        assert_eq!(found.negative, "blurry, lowres");
+        assert_eq!(found.model, "sdxl_refiner.safetensors");
+        assert_eq!(found.sampler, Some(SamplerKind::Dpmpp2mKarras));
+        assert_eq!((found.width, found.height), (Some(896), Some(1152)));
+        let joined = found.warnings.join("\n");
+        assert!(joined.contains("2 samplers") && joined.contains("multi-pass"), "{joined}");
+        assert!(joined.contains("steps 24"), "{joined}");
+        // The base pass, read on its own, has the LoRA on its model path.
+        let base_only = graph.replace(r#""images": ["50", 0]"#, r#""images": ["52", 0]"#);
+        let base = recover_from_prompt(&base_only).expect("reads");
+        assert_eq!(base.model, "sdxl_base.safetensors");
+        assert_eq!(
+            base.loras,
+            vec![LoraSpec { source: "pixel-art-xl.safetensors".into(), weight: 0.8 }]
+        );
+    }
+
+    #[test]
+    fn img2img_and_sampler_custom_advanced() {
+        let graph = r#"{
+            "1": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["2", 0],
+                  "guider": ["3", 0], "sampler": ["4", 0], "sigmas": ["5", 0],
+                  "latent_image": ["6", 0]}},
+            "2": {"class_type": "RandomNoise", "inputs": {"noise_seed": 42}},
+            "3": {"class_type": "CFGGuider", "inputs": {"cfg": 5.5, "model": ["9", 0],
+                  "positive": ["7", 0], "negative": ["8", 0]}},
+            "4": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler_ancestral"}},
+            "5": {"class_type": "BasicScheduler", "inputs": {"scheduler": "normal", "steps": 12,
+                  "denoise": 0.6, "model": ["9", 0]}},
+            "6": {"class_type": "VAEEncode", "inputs": {"pixels": ["10", 0], "vae": ["9", 2]}},
+            "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "oil painting", "clip": ["9", 1]}},
+            "8": {"class_type": "ConditioningZeroOut", "inputs": {"conditioning": ["7", 0]}},
+            "9": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "dreamshaper.safetensors"}},
+            "10": {"class_type": "LoadImage", "inputs": {"image": "photo.png"}},
+            "11": {"class_type": "VAEDecode", "inputs": {"samples": ["1", 0], "vae": ["9", 2]}},
+            "12": {"class_type": "SaveImage", "inputs": {"images": ["11", 0]}}
+        }"#;
+        let found = recover_from_prompt(graph).expect("reads");
+        assert_eq!(found.seed, Some(42));
+        assert_eq!((found.steps, found.cfg), (Some(12), Some(5.5)));
+        assert_eq!(found.sampler, Some(SamplerKind::EulerA));
+        assert_eq!(found.strength, Some(0.6));
+        assert_eq!(found.prompt, "oil painting");
+        assert_eq!(found.negative, "");
+        assert_eq!(found.model, "dreamshaper.safetensors");
+    }
+
+    #[test]
+    fn cycles_and_dangling_links_end_with_warnings() {
+        let graph = r#"{
+            "1": {"class_type": "KSampler", "inputs": {"seed": ["9", 0], "steps": 20, "cfg": 7,
+                  "sampler_name": "heun", "scheduler": "normal", "model": ["2", 0],
+                  "positive": ["3", 0], "negative": ["404", 0], "latent_image": ["4", 0]}},
+            "2": {"class_type": "LoraLoader", "inputs": {"lora_name": "x", "model": ["2", 0]}},
+            "3": {"class_type": "ConditioningSetArea", "inputs": {"conditioning": ["3", 0]}},
+            "4": {"class_type": "LatentUpscale", "inputs": {"samples": ["5", 0]}},
+            "5": {"class_type": "LatentBlend", "inputs": {"samples1": ["4", 0]}},
+            "9": {"class_type": "Seed", "inputs": {"seed": ["9", 0]}},
+            "6": {"class_type": "VAEDecode", "inputs": {"samples": ["1", 0], "vae": ["6", 0]}},
+            "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 0]}}
+        }"#;
+        let found = recover_from_prompt(graph).expect("still a result");
+        assert_eq!(found.sampler, Some(SamplerKind::Heun));
+        assert_eq!(found.seed, None);
+        assert_eq!(found.prompt, "");
+        let joined = found.warnings.join("\n");
+        assert!(joined.contains("positive prompt could not be traced"), "{joined}");
+        assert!(joined.contains("loops"), "{joined}");
+        assert!(joined.contains("model unknown"), "{joined}");
+    }
+
+    #[test]
+    fn non_graphs_are_errors() {
+        for text in [
+            "",
+            "[]",
+            "{}",
+            "{\"1\": 5}",
+            "{\"1\": {\"class_type\": \"CheckpointLoaderSimple\"}}",
+            "{\"a\":",
+        ] {
+            assert!(recover_from_prompt(text).is_err(), "{text:?}");
+        }
+    }
+}
