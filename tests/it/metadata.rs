@@ -310,3 +310,55 @@ fn damaged_and_foreign_files_are_clear_errors() {
     let err = recover_file(&fixtures().join("outside_reader.json")).expect_err("not png");
     assert!(err.to_string().ends_with("outside_reader.json"), "{err}");
 }
+
+fn png_with_text(chunks: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut out, 1, 1);
+        encoder.set_color(png::ColorType::Rgb);
+        for (key, text) in chunks {
+            encoder.add_itxt_chunk((*key).into(), (*text).into()).expect("itxt");
+        }
+        encoder.write_header().expect("header").write_image_data(&[0, 0, 0]).expect("data");
+    }
+    out
+}
+
+#[test]
+fn broken_sources_fall_back_with_warnings() {
+    let infotext =
+        "a cat\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 5, Size: 64x64, RNG: CPU";
+    for (key, broken) in [
+        ("imagelab", "{\"seed\": 1, \"sampler\": "),
+        ("imagelab", "{\"unrelated\": true}"),
+        ("invokeai_metadata", "[\"not an object\"]"),
+        ("prompt", "{\"1\": {\"class_type\": \"KSampler\", \"inputs\": {\"seed\": [\"1\", 0]}}}"),
+    ] {
+        let found = recover(&png_with_text(&[(key, broken), ("parameters", infotext)]))
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
+        assert_eq!(found.source, Source::Automatic1111, "{key}");
+        assert_eq!(found.seed, Some(5));
+        assert!(
+            found.warnings.iter().any(|w| w.contains(key) || w.contains("ComfyUI")),
+            "{key}: {:?}",
+            found.warnings
+        );
+        // Alone, the broken chunk is a clear error naming it.
+        let err = recover(&png_with_text(&[(key, broken)])).expect_err(key);
+        assert!(err.to_string().contains(key), "{err}");
+    }
+}
+
+#[test]
+fn enormous_infotext_is_read_in_bounded_time() {
+    // 6 MB of prompt and a 1 MB parameter line full of unclosed quotes.
+    let prompt = "word, ".repeat(1_000_000);
+    let params = "Steps: 20, Sampler: Euler, Seed: 1, ".to_owned() + &"kk: \"x, ".repeat(130_000);
+    let text = format!("{prompt}\n{params}");
+    let started = std::time::Instant::now();
+    let found = recover(&png_with_text(&[("parameters", &text)])).expect("reads");
+    assert_eq!(found.steps, Some(20));
+    assert_eq!(found.prompt.len(), prompt.trim_end().len());
+    // Linear work: well under a second in release, a few seconds in an unoptimised test build.
+    assert!(started.elapsed().as_secs() < 20, "{:?}", started.elapsed());
+}

@@ -481,7 +481,7 @@ impl<'a> TextWalk<'a> {
                         node.class
                     ));
                 }
-                (!parts.is_empty()).then(|| parts.join(", "))
+                (!parts.is_empty()).then(|| parts.join(", ").chars().take(MAX_TEXT_CHARS).collect())
             }
             _ => {
                 // Pass-through nodes (ControlNet apply, area, timestep range…).

@@ -143,13 +143,19 @@ fn is_key_char(c: char) -> bool {
 pub fn find_param_pairs(line: &str) -> Vec<(String, String)> {
     let chars: Vec<char> = line.chars().collect();
     let n = chars.len();
-    // closing[i]: where a quoted body starting at i ends (index of its closing quote).
-    let mut closing: Vec<Option<usize>> = vec![None; n + 2];
+    // closing[i]: where a quoted body starting at i ends (index of its closing quote), or
+    // NO_CLOSE; u32 keeps this table at 4 bytes a character for megabyte lines.
+    const NO_CLOSE: u32 = u32::MAX;
+    if u32::try_from(n).is_err() {
+        return Vec::new();
+    }
+    let mut closing: Vec<u32> = vec![NO_CLOSE; n + 2];
     for i in (0..n).rev() {
         closing[i] = match chars[i] {
-            '"' => Some(i),
+            // n fits in u32 (checked above), so every index does.
+            '"' => i as u32,
             '\\' if i + 1 < n && chars[i + 1] != '\n' => closing[i + 2],
-            '\\' => None,
+            '\\' => NO_CLOSE,
             _ => closing[i + 1],
         };
     }
@@ -178,7 +184,8 @@ pub fn find_param_pairs(line: &str) -> Vec<(String, String)> {
         }
         let quoted_end = (value_start < n && chars[value_start] == '"')
             .then(|| closing[value_start + 1])
-            .flatten()
+            .filter(|&close| close != NO_CLOSE)
+            .map(|close| close as usize)
             .filter(|&close| {
                 close > value_start + 1 && (close + 1 == n || chars[close + 1] == ',')
             });

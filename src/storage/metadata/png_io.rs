@@ -400,6 +400,73 @@ mod tests {
         }
     }
 
+    fn png_with_chunks(build: impl FnOnce(&mut png::Encoder<'_, &mut Vec<u8>>)) -> Vec<u8> {
+        let mut out = Vec::new();
+        {
+            let mut encoder = png::Encoder::new(&mut out, 1, 1);
+            encoder.set_color(png::ColorType::Rgb);
+            build(&mut encoder);
+            let mut writer = encoder.write_header().expect("header");
+            writer.write_image_data(&[1, 2, 3]).expect("data");
+        }
+        out
+    }
+
+    #[test]
+    fn compression_bombs_and_enormous_text_are_bounded() {
+        // 64 MiB of text compresses to ~64 KiB; it must be refused, not inflated.
+        let bytes = png_with_chunks(|e| {
+            e.add_ztxt_chunk("parameters".into(), "a".repeat(64 << 20)).expect("ztxt");
+            e.add_text_chunk("small".into(), "kept".into()).expect("text");
+        });
+        let found = scan_text_chunks(&bytes).expect("scan");
+        assert_eq!(found.keywords(), vec!["small"]);
+        assert!(found.warnings[0].contains("limit"), "{:?}", found.warnings);
+        // Under the limit, large text is read in full.
+        let text = "b".repeat(MAX_CHUNK_TEXT_BYTES - 1);
+        let bytes =
+            png_with_chunks(|e| e.add_itxt_chunk("big".into(), text.clone()).expect("itxt"));
+        assert_eq!(scan_text_chunks(&bytes).expect("scan").get("big"), Some(text.as_str()));
+    }
+
+    #[test]
+    fn wrong_encodings_are_read_with_warnings() {
+        // UTF-8 bytes in a tEXt chunk (PNG says Latin-1): read as UTF-8, with a warning.
+        let mut bytes =
+            png_with_chunks(|e| e.add_text_chunk("k".into(), "AAAAAA".into()).expect("t"));
+        let at = bytes.windows(6).position(|w| w == b"AAAAAA").expect("text");
+        bytes[at..at + 6].copy_from_slice(
+            "Käse".as_bytes()[..5].iter().chain(b"!").copied().collect::<Vec<u8>>().as_slice(),
+        );
+        fix_crc(&mut bytes, at);
+        let found = scan_text_chunks(&bytes).expect("scan");
+        assert_eq!(found.get("k"), Some("Käse!"));
+        assert!(found.warnings[0].contains("UTF-8"), "{:?}", found.warnings);
+        // Invalid UTF-8 in iTXt: replaced, with a warning.
+        let mut bytes = png_with_chunks(|e| e.add_itxt_chunk("k".into(), "AB".into()).expect("i"));
+        let at = bytes.windows(2).position(|w| w == b"AB").expect("text");
+        bytes[at] = 0xFF;
+        fix_crc(&mut bytes, at);
+        let found = scan_text_chunks(&bytes).expect("scan");
+        assert_eq!(found.get("k"), Some("\u{FFFD}B"));
+        assert!(found.warnings[0].contains("not valid UTF-8"), "{:?}", found.warnings);
+    }
+
+    /// Recomputes the CRC of the chunk holding byte `at`.
+    fn fix_crc(bytes: &mut [u8], at: usize) {
+        let mut start = 8;
+        loop {
+            let length =
+                u32::from_be_bytes(bytes[start..start + 4].try_into().expect("4")) as usize;
+            if at < start + 12 + length {
+                let crc = crc32fast::hash(&bytes[start + 4..start + 8 + length]);
+                bytes[start + 8 + length..start + 12 + length].copy_from_slice(&crc.to_be_bytes());
+                return;
+            }
+            start += 12 + length;
+        }
+    }
+
     #[test]
     fn corrupted_text_chunk_is_skipped_with_warning() {
         let (mut bytes, _, _) = sample_png();

@@ -216,12 +216,12 @@ pub fn recover_from_chunks(text: &PngText) -> Result<Recovered, MetadataError> {
     let mut last_error = None;
 
     if let Some(json) = text.get(IMAGELAB_KEY) {
-        match serde_json::from_str::<GenerationInfo>(json) {
+        match parse_generation_info(json) {
             Ok(info) => return Ok(finish(Recovered::from_generation_info(info), pending_warnings)),
             Err(err) => {
                 pending_warnings
                     .push(format!("imagelab chunk is not valid ({err}); read the next source"));
-                last_error = Some(unreadable(IMAGELAB_KEY, err.to_string()));
+                last_error = Some(unreadable(IMAGELAB_KEY, err));
             }
         }
     }
@@ -235,7 +235,14 @@ pub fn recover_from_chunks(text: &PngText) -> Result<Recovered, MetadataError> {
         }
     }
     if let Some(json) = text.get(comfyui::PROMPT_KEY) {
-        match comfyui::recover_from_prompt(json) {
+        let found = comfyui::recover_from_prompt(json).and_then(|found| {
+            if found.prompt.is_empty() && found.seed.is_none() {
+                Err(format!("yields neither a prompt nor a seed ({})", found.warnings.join("; ")))
+            } else {
+                Ok(found)
+            }
+        });
+        match found {
             Ok(found) => return Ok(finish(found, pending_warnings)),
             Err(reason) => {
                 pending_warnings.push(format!("ComfyUI prompt graph unreadable: {reason}"));
@@ -268,6 +275,16 @@ pub fn recover_from_chunks(text: &PngText) -> Result<Recovered, MetadataError> {
             keywords: if keywords.is_empty() { "none".to_owned() } else { keywords.join(", ") },
         }
     }))
+}
+
+/// Our JSON chunk. Every field has a default, so an object must at least name the seed and the
+/// sampler to count as ours: anything else in a chunk called `imagelab` is not trusted.
+fn parse_generation_info(json: &str) -> Result<GenerationInfo, String> {
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|err| err.to_string())?;
+    if !(value.get("seed").is_some() && value.get("sampler").is_some()) {
+        return Err("not a generation record (no seed and sampler)".to_owned());
+    }
+    serde_json::from_value(value).map_err(|err| err.to_string())
 }
 
 fn unreadable(chunk: &str, reason: String) -> MetadataError {
