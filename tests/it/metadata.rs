@@ -362,3 +362,30 @@ fn enormous_infotext_is_read_in_bounded_time() {
     // Linear work: well under a second in release, a few seconds in an unoptimised test build.
     assert!(started.elapsed().as_secs() < 20, "{:?}", started.elapsed());
 }
+
+#[test]
+fn brace_prompts_are_infotext_not_fooocus_json() {
+    let text = "{red|blue} car\nSteps: 20, Sampler: Euler, CFG scale: 7, Seed: 9, Wildcard: {x}";
+    let found = recover(&png_with_text(&[("parameters", text)])).expect("reads");
+    assert_eq!(found.source, Source::Automatic1111);
+    assert_eq!(found.prompt, "{red|blue} car");
+    assert_eq!(found.seed, Some(9));
+    assert!(found.warnings.iter().any(|w| w.contains("Fooocus JSON")), "{:?}", found.warnings);
+}
+
+#[test]
+fn human_format_of_our_image() {
+    let found = recover(&read_fixture("imagelab_img2img_unicode.png")).expect("reads");
+    let text = format_human(&found);
+    for expected in [
+        "Source:          imagelab (exact: --from reproduces it)",
+        "Prompt:          ein Kätzchen im Schnee, 猫\n                 zweite Zeile: mit Doppelpunkt",
+        "Model:           Juggernaut XL",
+        "Sampler:         Euler a (euler_a)  [written: Euler a]",
+        "Steps: 25  CFG: 5.5  Seed: 4294967295  Size: 8x8",
+        "Mode:            img2img, strength 0.6",
+        "LoRA:            nerijs/pixel-art-xl (weight 0.8)",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+}

@@ -252,22 +252,30 @@ pub fn recover_from_chunks(text: &PngText) -> Result<Recovered, MetadataError> {
     }
     if let Some(parameters) = text.get(PARAMETERS_KEY) {
         let scheme = text.get(fooocus::SCHEME_KEY);
-        let found = if fooocus::looks_like_json(parameters) {
-            fooocus::recover_from_json(parameters)
-        } else {
-            let parsed = infotext::parse_generation_parameters(parameters);
-            if scheme.is_some() || fooocus::is_fooocus_infotext(&parsed) {
-                let mut found = a1111::recover_from_parsed(&parsed, Source::Fooocus);
-                fooocus::note_a1111_scheme(&mut found);
-                Ok(found)
-            } else {
-                Ok(a1111::recover_from_parsed(&parsed, Source::Automatic1111))
+        // Infotext always parses (at worst into a prompt), so `parameters` never fails: JSON
+        // that is not Fooocus' object is read as infotext with a warning.
+        let json =
+            fooocus::looks_like_json(parameters).then(|| fooocus::recover_from_json(parameters));
+        let found = match json {
+            Some(Ok(found)) => found,
+            other => {
+                if let Some(Err(reason)) = other {
+                    pending_warnings.push(format!(
+                        "parameters looks like Fooocus JSON but is not ({reason}); read as A1111 \
+                         infotext"
+                    ));
+                }
+                let parsed = infotext::parse_generation_parameters(parameters);
+                if scheme.is_some() || fooocus::is_fooocus_infotext(&parsed) {
+                    let mut found = a1111::recover_from_parsed(&parsed, Source::Fooocus);
+                    fooocus::note_a1111_scheme(&mut found);
+                    found
+                } else {
+                    a1111::recover_from_parsed(&parsed, Source::Automatic1111)
+                }
             }
         };
-        match found {
-            Ok(found) => return Ok(finish(found, pending_warnings)),
-            Err(reason) => last_error = Some(unreadable(PARAMETERS_KEY, reason)),
-        }
+        return Ok(finish(found, pending_warnings));
     }
     Err(last_error.unwrap_or_else(|| {
         let keywords = text.keywords();
