@@ -15,10 +15,12 @@ use super::GenerationInfo;
 use crate::request::{Mode, SamplerKind};
 
 /// Quotes a value when it holds `,`, `:`, a quote or a line break: JSON string syntax, non-ASCII
-/// kept as is (A1111's `quote` with `ensure_ascii=False`; we also quote `"` so that a value that
-/// happens to start and end with a quote is not unquoted by the reader).
+/// kept as is (A1111's `quote` with `ensure_ascii=False`). We also quote values with a `"` (so a
+/// value that happens to start and end with one is not unquoted by the reader) or with
+/// whitespace at either end (which the reader would strip), so every value reads back exactly.
 pub fn quote_value(value: &str) -> String {
-    if value.contains([',', ':', '"', '\n']) {
+    let padded = value.starts_with(is_py_space) || value.ends_with(is_py_space);
+    if padded || value.contains([',', ':', '"', '\n']) {
         // A string always serialises; the fallback only keeps the function total.
         serde_json::to_string(value).unwrap_or_else(|_| format!("\"{value}\""))
     } else {
@@ -319,6 +321,7 @@ mod tests {
         assert_eq!(quote_value("a, b"), "\"a, b\"");
         assert_eq!(quote_value("x: \"y\""), "\"x: \\\"y\\\"\"");
         assert_eq!(quote_value("Kätzchen, 猫"), "\"Kätzchen, 猫\"");
+        assert_eq!(quote_value(" padded\t"), "\" padded\\t\"");
     }
 
     #[test]
@@ -326,6 +329,7 @@ mod tests {
         let info = GenerationInfo {
             profile: "Odd, \"quoted\": profile".into(),
             model: "C:\\models\\x.safetensors".into(),
+            version: " imagelab 0.1.0 ".into(),
             ..sample_info()
         };
         let parsed = parse_generation_parameters(&format(&info));
@@ -333,6 +337,7 @@ mod tests {
         assert_eq!(parsed.negative, "blurry");
         assert_eq!(parsed.get("Style profile"), Some("Odd, \"quoted\": profile"));
         assert_eq!(parsed.get("Model"), Some("C:\\models\\x.safetensors"));
+        assert_eq!(parsed.get("Version"), Some(" imagelab 0.1.0 "));
         assert_eq!(parsed.get("Size-1"), Some("1024"));
         assert_eq!(parsed.get("Size-2"), Some("1024"));
         assert_eq!(parsed.get("Schedule type"), Some("Karras"));
