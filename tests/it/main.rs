@@ -8,3 +8,5 @@ mod models;
 mod rng;
 mod schedulers;
 mod util;
+
+mod metadata;

@@ -3,9 +3,24 @@
 //! Written: a `parameters` chunk in AUTOMATIC1111's infotext form (read by Civitai and the
 //! common readers) and an iTXt `imagelab` chunk with the complete [`GenerationInfo`] as JSON,
 //! from which a run can be repeated exactly.
+//!
+//! Read: [`recover`] turns the metadata of our own PNGs, AUTOMATIC1111's, ComfyUI's, InvokeAI's
+//! and Fooocus' into one [`Recovered`] request (what `imagelab info` prints and
+//! `generate --from` re-runs), keeping what it cannot map as text and saying what differs.
 
+pub mod a1111;
+pub mod comfyui;
+pub mod fooocus;
+pub mod foreign_samplers;
 pub mod infotext;
+pub mod invokeai;
 pub mod png_io;
+mod recover;
+mod values;
+
+pub use recover::{
+    MetadataError, Recovered, Source, format_human, recover, recover_file, recover_from_chunks,
+};
 
 use serde::{Deserialize, Serialize};
 
