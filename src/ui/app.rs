@@ -415,11 +415,11 @@ impl eframe::App for LabApp {
                 control_action = Some(action);
             }
         });
-        egui::Panel::bottom("log").resizable(true).default_size(110.0).show(ui, |ui| {
+        egui::Panel::bottom("log").resizable(true).min_size(110.0).show(ui, |ui| {
             self.log.ui(ui);
         });
         let mut gallery_action = None;
-        egui::Panel::right("gallery").default_size(420.0).show(ui, |ui| {
+        egui::Panel::right("gallery").min_size(420.0).show(ui, |ui| {
             gallery_action = self.gallery.ui(ui, &mut self.thumbnails);
         });
         let mut queue_action = None;

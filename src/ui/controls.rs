@@ -93,7 +93,7 @@ impl ControlsPanel {
     fn model_ui(&mut self, ui: &mut egui::Ui, cx: &ControlsContext<'_>) {
         let form = &mut self.form;
         let before = form.model.clone();
-        ui.label("Model");
+        let label = ui.label("Model");
         egui::ComboBox::from_id_salt("model")
             .selected_text(form.model.clone())
             .width(240.0)
@@ -107,11 +107,13 @@ impl ControlsPanel {
                     };
                     ui.selectable_value(&mut form.model, entry.display_name.clone(), text);
                 }
-            });
+            })
+            .response
+            .labelled_by(label.id);
         if form.model != before {
             form.apply_model_defaults(cx.catalog);
         }
-        ui.label("Profile");
+        let label = ui.label("Profile");
         egui::ComboBox::from_id_salt("profile")
             .selected_text(form.profile.clone())
             .width(240.0)
@@ -123,14 +125,16 @@ impl ControlsPanel {
                             profile.prompt_suffix, profile.negative_suffix
                         ));
                 }
-            });
+            })
+            .response
+            .labelled_by(label.id);
         if let Some(profile) = cx.profiles.get(&form.profile)
             && !profile.prompt_suffix.is_empty()
         {
             ui.small(format!("+ {}", profile.prompt_suffix))
                 .on_hover_text(format!("negative + {}", profile.negative_suffix));
         }
-        ui.label("Scheduler");
+        let label = ui.label("Scheduler");
         let scheduler_text =
             form.scheduler.map_or("Profile / model default", SamplerKind::gui_name);
         egui::ComboBox::from_id_salt("scheduler")
@@ -141,7 +145,9 @@ impl ControlsPanel {
                 for kind in SamplerKind::ALL {
                     ui.selectable_value(&mut form.scheduler, Some(kind), kind.gui_name());
                 }
-            });
+            })
+            .response
+            .labelled_by(label.id);
     }
 
     fn prompt_ui(&mut self, ui: &mut egui::Ui) {
@@ -179,18 +185,20 @@ impl ControlsPanel {
         }
         let step = limits::SIZE_MULTIPLE_PX;
         ui.horizontal(|ui| {
-            ui.label("W");
+            let label = ui.label("W");
             ui.add(
                 egui::DragValue::new(&mut form.width_px)
                     .range(limits::MIN_SIZE_PX..=limits::MAX_SIZE_PX)
                     .speed(step),
-            );
-            ui.label("H");
+            )
+            .labelled_by(label.id);
+            let label = ui.label("H");
             ui.add(
                 egui::DragValue::new(&mut form.height_px)
                     .range(limits::MIN_SIZE_PX..=limits::MAX_SIZE_PX)
                     .speed(step),
-            );
+            )
+            .labelled_by(label.id);
         });
         form.width_px -= form.width_px % step;
         form.height_px -= form.height_px % step;
@@ -199,24 +207,28 @@ impl ControlsPanel {
     fn sampling_ui(&mut self, ui: &mut egui::Ui, last_seed: Option<u64>) {
         let form = &mut self.form;
         egui::Grid::new("sampling").num_columns(2).show(ui, |ui| {
-            ui.label("Steps");
-            ui.add(egui::DragValue::new(&mut form.steps).range(1..=limits::MAX_STEPS));
+            let label = ui.label("Steps");
+            ui.add(egui::DragValue::new(&mut form.steps).range(1..=limits::MAX_STEPS))
+                .labelled_by(label.id);
             ui.end_row();
-            ui.label("CFG");
-            ui.add(egui::DragValue::new(&mut form.cfg).range(0.0..=limits::MAX_CFG).speed(0.1));
+            let label = ui.label("CFG");
+            ui.add(egui::DragValue::new(&mut form.cfg).range(0.0..=limits::MAX_CFG).speed(0.1))
+                .labelled_by(label.id);
             ui.end_row();
-            ui.label("Batch");
-            ui.add(egui::DragValue::new(&mut form.batch).range(1..=limits::MAX_BATCH));
+            let label = ui.label("Batch");
+            ui.add(egui::DragValue::new(&mut form.batch).range(1..=limits::MAX_BATCH))
+                .labelled_by(label.id);
             ui.end_row();
-            ui.label("Seed");
+            let label = ui.label("Seed");
             ui.horizontal(|ui| {
-                ui.add_enabled(!form.random_seed, egui::DragValue::new(&mut form.seed));
-                if ui.button("🎲").on_hover_text("a new random seed").clicked() {
+                ui.add_enabled(!form.random_seed, egui::DragValue::new(&mut form.seed))
+                    .labelled_by(label.id);
+                if ui.button("Dice").on_hover_text("a new random seed").clicked() {
                     form.seed = crate::request::plan::random_seed();
                     form.random_seed = false;
                 }
                 if ui
-                    .add_enabled(last_seed.is_some(), egui::Button::new("♻"))
+                    .add_enabled(last_seed.is_some(), egui::Button::new("Reuse last"))
                     .on_hover_text("reuse the last seed")
                     .clicked()
                     && let Some(seed) = last_seed
@@ -234,7 +246,7 @@ impl ControlsPanel {
         let form = &mut self.form;
         ui.collapsing("img2img", |ui| {
             ui.horizontal(|ui| {
-                if ui.button("Choose image…").clicked()
+                if ui.button("Choose image...").clicked()
                     && let Some(path) = rfd::FileDialog::new()
                         .add_filter("images", &["png", "jpg", "jpeg", "webp"])
                         .pick_file()
@@ -266,10 +278,10 @@ impl ControlsPanel {
     fn device_ui(&mut self, ui: &mut egui::Ui) {
         let form = &mut self.form;
         ui.horizontal(|ui| {
-            ui.label("Device");
-            egui::ComboBox::from_id_salt("device").selected_text(form.device.to_string()).show_ui(
-                ui,
-                |ui| {
+            let label = ui.label("Device");
+            egui::ComboBox::from_id_salt("device")
+                .selected_text(form.device.to_string())
+                .show_ui(ui, |ui| {
                     for device in [
                         DeviceChoice::Auto,
                         DeviceChoice::Cpu,
@@ -278,8 +290,9 @@ impl ControlsPanel {
                     ] {
                         ui.selectable_value(&mut form.device, device, device.to_string());
                     }
-                },
-            );
+                })
+                .response
+                .labelled_by(label.id);
         });
     }
 

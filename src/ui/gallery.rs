@@ -111,10 +111,15 @@ impl GalleryPanel {
                             )
                             .selected(self.selected.as_ref() == Some(&entry.path)),
                         ),
-                        None => ui.add_sized([THUMB_POINTS, THUMB_POINTS], egui::Button::new("…")),
+                        None => {
+                            ui.add_sized([THUMB_POINTS, THUMB_POINTS], egui::Button::new("..."))
+                        }
                     };
-                    let response =
-                        response.on_hover_text(if starred { format!("★ {name}") } else { name });
+                    let response = response.on_hover_text(if starred {
+                        format!("{name} (favourite)")
+                    } else {
+                        name
+                    });
                     if response.clicked() {
                         self.selected = Some(entry.path.clone());
                     }
@@ -138,7 +143,7 @@ impl GalleryPanel {
             ui.vertical(|ui| {
                 ui.label(&entry.relative);
                 let starred = self.favorites.contains(&entry.relative);
-                let star = if starred { "★ Favourite" } else { "☆ Favourite" };
+                let star = if starred { "Favourite: yes" } else { "Favourite: no" };
                 if ui.selectable_label(starred, star).clicked() {
                     action = Some(GalleryAction::SetFavorite(entry.relative.clone(), !starred));
                 }

@@ -64,12 +64,13 @@ impl LogPanel {
         ui.strong("Log");
         egui::ScrollArea::vertical().id_salt("log").stick_to_bottom(true).show(ui, |ui| {
             for line in &self.lines {
-                let text = format!("{} {}", line.time, line.text);
-                match line.severity {
+                let text = line.text.as_str();
+                let response = match line.severity {
                     Severity::Info => ui.label(text),
                     Severity::Warning => ui.colored_label(ui.visuals().warn_fg_color, text),
                     Severity::Error => ui.colored_label(ui.visuals().error_fg_color, text),
                 };
+                response.on_hover_text(&line.time);
             }
         });
     }

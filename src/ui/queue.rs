@@ -78,11 +78,11 @@ impl QueuePanel {
             for entry in self.jobs.iter().rev().take(50) {
                 ui.horizontal(|ui| {
                     let state = match entry.state {
-                        JobState::Pending => "⏳ pending",
-                        JobState::Running => "▶ running",
-                        JobState::Done => "✔ done",
-                        JobState::Failed => "⚠ failed",
-                        JobState::Cancelled => "✖ cancelled",
+                        JobState::Pending => "pending",
+                        JobState::Running => "running",
+                        JobState::Done => "done",
+                        JobState::Failed => "FAILED",
+                        JobState::Cancelled => "cancelled",
                     };
                     ui.label(format!(
                         "#{} {state} · {} img · {}",
