@@ -67,7 +67,7 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub steps: Option<u32>,
     /// Classifier-free guidance scale (≤ 1: no negative pass).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub cfg: Option<f32>,
     /// Base seed; image i of a batch uses seed + i. Default: random, recorded.
     #[arg(long)]
@@ -82,7 +82,7 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub init_image: Option<PathBuf>,
     /// img2img strength in [0, 1].
-    #[arg(long, default_value_t = 0.75)]
+    #[arg(long, default_value_t = 0.75, allow_negative_numbers = true)]
     pub strength: f32,
     /// Output root.
     #[arg(long, env = "IMAGELAB_OUTPUT_DIR", default_value = DEFAULT_OUTPUT_DIR)]

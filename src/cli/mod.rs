@@ -5,6 +5,7 @@
 
 pub mod env_mode;
 pub mod generate;
+pub mod models;
 mod report;
 
 use std::process::ExitCode;
@@ -32,6 +33,8 @@ pub struct Cli {
 pub enum CliCommand {
     /// Generate images headless (same engine, files and log as the window).
     Generate(Box<generate::GenerateArgs>),
+    /// The model catalog against the local Hugging Face cache: list, prefetch, verify.
+    Models(models::ModelsArgs),
     /// Open the window.
     #[cfg(feature = "gui")]
     Gui,
@@ -53,6 +56,7 @@ pub fn main() -> ExitCode {
     };
     let code = match cli.command {
         Some(CliCommand::Generate(args)) => generate::run_args(*args),
+        Some(CliCommand::Models(args)) => models::run(&args),
         #[cfg(feature = "gui")]
         Some(CliCommand::Gui) | None => crate::ui::run_window(),
         #[cfg(not(feature = "gui"))]

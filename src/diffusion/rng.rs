@@ -77,7 +77,7 @@ impl TorchGenerator {
             normal_fill_16(&mut data[start..start + 16]);
             start += 16;
         }
-        if n % 16 != 0 {
+        if !n.is_multiple_of(16) {
             let tail = n - 16;
             for value in &mut data[tail..] {
                 *value = self.uniform_f32();

@@ -220,7 +220,8 @@ fn render(params: &GenerateParams, model: &str, sampler: SamplerKind) -> RgbImag
     let accent = color_of(params.seed, 3);
     let mut img = RgbImage::from_fn(width, height, |x, y| {
         let t = y as f32 / height.max(1) as f32;
-        let wave = ((x as f32 / width.max(1) as f32) * 6.283 * 2.0 + t * 9.0).sin() * 0.08;
+        let wave =
+            ((x as f32 / width.max(1) as f32) * std::f32::consts::TAU * 2.0 + t * 9.0).sin() * 0.08;
         let mut px = [0u8; 3];
         for c in 0..3 {
             let base = f32::from(top[c]) * (1.0 - t) + f32::from(bottom[c]) * t;

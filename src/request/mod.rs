@@ -347,11 +347,6 @@ impl Request {
                 format!("{} is outside [0, 1]", self.strength),
             ));
         }
-        if let Some(seed) = self.seed
-            && seed > MAX_SEED
-        {
-            return Err(RequestError::new("seed", format!("{seed} is larger than {MAX_SEED}")));
-        }
         if profiles.get(&self.profile).is_none() {
             return Err(RequestError::new(
                 "profile",
@@ -369,9 +364,6 @@ impl Request {
     }
 }
 
-/// Largest seed: seeds are 64-bit in metadata, and the torch generator takes any u64.
-pub const MAX_SEED: u64 = u64::MAX;
-
 fn validate_size(field: &str, px: u32) -> Result<(), RequestError> {
     if !(limits::MIN_SIZE_PX..=limits::MAX_SIZE_PX).contains(&px) {
         return Err(RequestError::new(
@@ -379,7 +371,7 @@ fn validate_size(field: &str, px: u32) -> Result<(), RequestError> {
             format!("{px} is outside {}..={}", limits::MIN_SIZE_PX, limits::MAX_SIZE_PX),
         ));
     }
-    if px % limits::SIZE_MULTIPLE_PX != 0 {
+    if !px.is_multiple_of(limits::SIZE_MULTIPLE_PX) {
         return Err(RequestError::new(
             field,
             format!("{px} is not a multiple of {}", limits::SIZE_MULTIPLE_PX),
