@@ -263,14 +263,12 @@ impl LabApp {
                 self.gallery.add_session_image(image.path, relative);
             }
             Event::ItemSaved { record, .. } => {
+                let first = record.paths.first().map_or("", String::as_str);
+                let more = record.paths.len().saturating_sub(1);
+                let more = if more > 0 { format!(" and {more} more") } else { String::new() };
                 self.log.push(
                     Severity::Info,
-                    format!(
-                        "saved {} ({} · {})",
-                        record.paths.join(", "),
-                        record.model,
-                        record.profile
-                    ),
+                    format!("saved {first}{more} ({} / {})", record.model, record.profile),
                 );
             }
             Event::ItemFailed { error, record, .. } => {

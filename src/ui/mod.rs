@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use crate::cli::generate::{BackendChoice, DEFAULT_OUTPUT_DIR, make_backend};
 use crate::engine::mock::MockBackend;
+use crate::models::Catalog;
+use crate::models::hub::HubConfig;
 
 pub use app::{AppConfig, LabApp};
 
@@ -66,7 +68,18 @@ pub fn run_window() -> u8 {
     let result = eframe::run_native(
         "imagelab",
         options,
-        Box::new(move |cc| Ok(Box::new(LabApp::new(cc, config)))),
+        Box::new(move |cc| {
+            let mut app = LabApp::new(cc, config);
+            let ctx = cc.egui_ctx.clone();
+            let waker = std::sync::Arc::new(move || ctx.request_repaint());
+            let status = model_status::HubCacheStatus::spawn(
+                Catalog::builtin(),
+                HubConfig::from_env(),
+                waker,
+            );
+            app.set_model_status(Box::new(status));
+            Ok(Box::new(app))
+        }),
     );
     match result {
         Ok(()) => super::cli::EXIT_OK,

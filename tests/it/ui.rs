@@ -16,6 +16,8 @@ use imagelab::ui::queue::JobState;
 use imagelab::ui::settings::{FormSettings, STORAGE_KEY};
 use imagelab::ui::{AppConfig, LabApp};
 
+use crate::util;
+
 const WINDOW: [f32; 2] = [1400.0, 900.0];
 /// Longest a mock job may take here (2-core CI, debug build).
 const JOB_TIMEOUT: Duration = Duration::from_secs(60);
@@ -250,4 +252,112 @@ fn idle_window_snapshot() {
         return;
     }
     harness.snapshot("ui_idle_window");
+}
+
+/// Frame time of the UI thread (`logic` + `ui` + tessellation; rendering excluded) while the
+/// mock generates with a preview every step. Figures go to docs/PERFORMANCE.md.
+/// `cargo test --test it ui::frame_time -- --ignored --nocapture`
+#[test]
+#[ignore = "measurement, run by hand"]
+fn frame_time_while_generating() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let form = FormSettings {
+        width_px: 512,
+        height_px: 512,
+        steps: 1000,
+        batch: 2,
+        prompt: "a lighthouse at dusk".into(),
+        ..small_form()
+    };
+    let mut harness = harness(out.path(), Duration::from_millis(2), form);
+    harness.get_by_label("Generate").click();
+    harness.run_steps(1);
+    step_until(&mut harness, "the job to run", |app| app.watch.progress.is_some());
+    let mut frame_ms: Vec<f64> = Vec::new();
+    let measuring = Instant::now();
+    while measuring.elapsed() < Duration::from_secs(5) {
+        let frame = Instant::now();
+        harness.step();
+        frame_ms.push(frame.elapsed().as_secs_f64() * 1000.0);
+        std::thread::sleep(Duration::from_millis(4));
+    }
+    let previews = harness.state().watch.previews_shown;
+    frame_ms.sort_by(f64::total_cmp);
+    let at = |q: f64| frame_ms[((frame_ms.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "frames {} · previews shown {previews} · p50 {:.2} ms · p99 {:.2} ms · max {:.2} ms",
+        frame_ms.len(),
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    );
+    assert!(previews > 10, "the mock was generating during the measurement");
+    assert!(at(0.99) <= 16.0, "p99 frame time {:.2} ms is over 16 ms", at(0.99));
+}
+
+/// Captures of the real app rendered through wgpu into `screenshots/` (generating, gallery,
+/// sweep). `cargo test --test it ui::screenshots -- --ignored`
+#[test]
+#[ignore = "writes screenshots/, run by hand"]
+fn screenshots() {
+    let dir = util::repo_root().join("screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshots/");
+    let save = |harness: &mut Harness<'_, LabApp>, name: &str| {
+        let Some(image) = render_or_skip(harness) else { return };
+        let path = dir.join(name);
+        image::DynamicImage::ImageRgba8(image).to_rgb8().save(&path).expect("save screenshot");
+        let bytes = std::fs::metadata(&path).expect("written").len();
+        assert!(bytes < 300_000, "{name} is {bytes} bytes");
+    };
+    let out = tempfile::tempdir().expect("tempdir");
+    let form = FormSettings {
+        width_px: 512,
+        height_px: 512,
+        steps: 30,
+        batch: 6,
+        prompt: "a lighthouse at dusk, volumetric fog".into(),
+        ..small_form()
+    };
+    // Gallery: a finished batch, one image opened large.
+    let mut harness = make_harness(out.path(), Duration::ZERO, form.clone());
+    harness.get_by_label("Generate").click();
+    harness.run_steps(1);
+    step_until(&mut harness, "the batch", |app| {
+        app.gallery.entries.len() == 6 && app.gallery.entries.iter().all(|e| e.info.is_some())
+    });
+    let first = harness.state().gallery.entries[0].path.clone();
+    harness.state_mut().gallery.selected = Some(first);
+    harness.run_steps(3);
+    save(&mut harness, "gallery.png");
+    drop(harness);
+    // Generating: mid-run, with the live preview and progress.
+    let mut harness = harness_slow(out.path(), form);
+    harness.get_by_label("Generate").click();
+    harness.run_steps(1);
+    step_until(&mut harness, "step 12", |app| {
+        app.watch.progress.as_ref().is_some_and(|progress| progress.step >= 12)
+    });
+    harness.run_steps(1);
+    save(&mut harness, "generating.png");
+    eframe::App::on_exit(harness.state_mut());
+    drop(harness);
+    // Sweep: every model x every profile, waiting for confirmation.
+    let sweep_form = FormSettings { prompt: "a lighthouse at dusk".into(), ..small_form() };
+    let mut harness = make_harness(out.path(), Duration::ZERO, sweep_form);
+    step_until(&mut harness, "the folder's thumbnails", |app| {
+        app.gallery.entries.len() == 6 && app.gallery.entries.iter().all(|e| e.info.is_some())
+    });
+    harness.get_by_role_and_label(Role::RadioButton, "All models × all profiles").click();
+    harness.run_steps(1);
+    harness.get_by_label("Generate").click();
+    harness.run_steps(3);
+    save(&mut harness, "sweep.png");
+}
+
+fn harness_slow(out: &Path, form: FormSettings) -> Harness<'static, LabApp> {
+    make_harness(out, Duration::from_millis(80), form)
+}
+
+fn make_harness(out: &Path, step_delay: Duration, form: FormSettings) -> Harness<'static, LabApp> {
+    harness(out, step_delay, form)
 }
