@@ -361,3 +361,71 @@ fn harness_slow(out: &Path, form: FormSettings) -> Harness<'static, LabApp> {
 fn make_harness(out: &Path, step_delay: Duration, form: FormSettings) -> Harness<'static, LabApp> {
     harness(out, step_delay, form)
 }
+
+/// A file dropped on the window, as winit hands it over.
+#[derive(Debug)]
+struct DroppedPath(std::path::PathBuf);
+
+impl egui::DroppedFile for DroppedPath {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|err| err.to_string())
+    }
+}
+
+#[test]
+fn dropping_our_png_restores_its_settings() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let info = imagelab::storage::metadata::GenerationInfo {
+        prompt: "a fox, cinematic still".into(),
+        user_prompt: "a fox".into(),
+        profile: "None (raw)".into(),
+        model: "SDXL Base 1.0".into(),
+        steps: 22,
+        cfg: 5.5,
+        seed: 987_654,
+        width: 832,
+        height: 1216,
+        ..Default::default()
+    };
+    let png = out.path().join("dropped.png");
+    let rgb = vec![128_u8; 8 * 8 * 3];
+    std::fs::write(&png, png_io::encode_png(8, 8, &rgb, &info).expect("encode")).expect("write");
+    let mut harness = harness(out.path(), Duration::ZERO, FormSettings::default());
+    harness.input_mut().dropped_files.push(std::sync::Arc::new(DroppedPath(png)));
+    harness.run_steps(2);
+    let form = &harness.state().controls.form;
+    assert_eq!((form.prompt.as_str(), form.model.as_str()), ("a fox", "SDXL Base 1.0"));
+    assert_eq!((form.steps, form.cfg, form.seed, form.random_seed), (22, 5.5, 987_654, false));
+    assert_eq!((form.width_px, form.height_px), (832, 1216));
+}
+
+#[test]
+fn gallery_stars_a_favourite_and_restores_settings() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut harness = harness(out.path(), Duration::ZERO, small_form());
+    type_prompt(&mut harness, "a blue door");
+    harness.get_by_label("Generate").click();
+    harness.run_steps(1);
+    step_until(&mut harness, "the thumbnail", |app| {
+        app.gallery.entries.first().is_some_and(|entry| entry.info.is_some())
+    });
+    let relative = harness.state().gallery.entries[0].relative.clone();
+    let thumbnail_name = relative.rsplit('/').next().expect("name").to_owned();
+    harness.get_by_role_and_label(Role::Button, &thumbnail_name).click();
+    harness.run_steps(2);
+    harness.get_by_label("Favourite: no").click_accesskit();
+    harness.run_steps(2);
+    let favorites = std::fs::read_to_string(out.path().join("favorites.txt")).expect("favorites");
+    assert_eq!(favorites, format!("{relative}\n"));
+    harness.get_by_label("Favourite: yes");
+    // Change the form, then take the image's settings back.
+    harness.state_mut().controls.form.prompt = "something else".into();
+    harness.state_mut().controls.form.seed = 1;
+    harness.get_by_label("Use these settings").click();
+    harness.run_steps(2);
+    let form = &harness.state().controls.form;
+    assert_eq!((form.prompt.as_str(), form.seed), ("a blue door", 1234));
+}
