@@ -284,9 +284,13 @@ impl LabApp {
                 );
             }
             Event::JobFinished { job, summary } => {
+                // A job dropped from the queue reports no items at all.
                 let state = if summary.failed > 0 {
                     JobState::Failed
-                } else if summary.cancelled > 0 {
+                } else if summary.cancelled > 0
+                    || summary.items == 0
+                    || summary.done < summary.items
+                {
                     JobState::Cancelled
                 } else {
                     JobState::Done

@@ -429,3 +429,46 @@ fn gallery_stars_a_favourite_and_restores_settings() {
     let form = &harness.state().controls.form;
     assert_eq!((form.prompt.as_str(), form.seed), ("a blue door", 1234));
 }
+
+#[test]
+fn skip_moves_on_and_clear_queue_drops_pending_jobs() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let form = FormSettings { steps: 400, batch: 2, ..small_form() };
+    let mut harness = harness(out.path(), Duration::from_millis(10), form);
+    harness.get_by_label("Generate").click();
+    harness.run_steps(1);
+    harness.get_by_label("Generate").click();
+    harness.run_steps(1);
+    assert_eq!(harness.state().queue.jobs.len(), 2);
+    step_until(&mut harness, "job 1 to run", |app| {
+        app.watch.progress.as_ref().is_some_and(|progress| progress.job == 1 && progress.step >= 1)
+    });
+    harness.get_by_label("Clear queue").click();
+    harness.run_steps(1);
+    step_until(&mut harness, "job 2 dropped", |app| app.queue.jobs[1].state == JobState::Cancelled);
+    // Skip stops the running item (both images of its batch), and the job ends.
+    harness.get_by_label("Skip").click();
+    harness.run_steps(1);
+    step_until(&mut harness, "job 1 to end", |app| app.queue.jobs[0].state != JobState::Running);
+    assert_eq!(harness.state().queue.jobs[0].state, JobState::Cancelled);
+    let log = jobs_log::read_all(out.path()).expect("jobs log");
+    assert_eq!(log.records.len(), 1, "job 2 never started: {:?}", log.records);
+    assert_eq!((log.records[0].job, log.records[0].status), (1, ItemStatus::Cancelled));
+}
+
+#[test]
+fn a_bad_request_is_an_error_toast_naming_the_field() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let missing = out.path().join("no-such-image.png");
+    let form = FormSettings { init_image: Some(missing), ..small_form() };
+    let mut harness = harness(out.path(), Duration::ZERO, form);
+    harness.get_by_label("Generate").click();
+    // The click lands in frame 1; the toast's area sizes itself in frame 2 and shows after.
+    harness.run_steps(4);
+    assert!(harness.state().queue.jobs.is_empty(), "nothing submitted");
+    let errors: Vec<_> = harness.state().log.errors().map(|line| line.text.clone()).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].starts_with("init_image: "), "{errors:?}");
+    // Shown twice: in the log panel and as a toast.
+    assert_eq!(harness.get_all_by_label_contains("init_image: ").count(), 2);
+}
