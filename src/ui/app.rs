@@ -208,6 +208,12 @@ impl LabApp {
             let Ok(event) = engine.events().try_recv() else { break };
             self.on_event(ctx, event);
         }
+        for message in self.model_status.take_messages() {
+            match message {
+                Ok(text) => self.log.push(Severity::Info, text),
+                Err(text) => self.log.push(Severity::Error, text),
+            }
+        }
         for loaded in self.thumbnails.drain(ctx, THUMBNAIL_BUDGET) {
             match loaded {
                 Loaded::Thumbnail { path, info, .. } => {
@@ -434,6 +440,12 @@ impl eframe::App for LabApp {
         match control_action {
             Some(ControlAction::Generate) => self.generate(),
             Some(ControlAction::Cancel) => self.cancel_running(),
+            Some(ControlAction::Download(model)) => {
+                match self.model_status.start_download(&model) {
+                    Ok(()) => self.log.push(Severity::Info, format!("{model}: downloading")),
+                    Err(err) => self.log.push(Severity::Error, err),
+                }
+            }
             Some(ControlAction::Skip) => {
                 if let Some(engine) = &self.engine
                     && let Err(err) = engine.skip_current()

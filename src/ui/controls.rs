@@ -5,7 +5,7 @@ use crate::models::catalog::Catalog;
 use crate::request::plan::image_count;
 use crate::request::{DeviceChoice, Profiles, SamplerKind, Sweep, limits};
 
-use super::model_status::ModelStatusSource;
+use super::model_status::{ModelAvailability, ModelStatusSource};
 use super::settings::{FormSettings, aspect_presets};
 use super::thumbnails::ThumbnailLoader;
 
@@ -13,8 +13,10 @@ use super::thumbnails::ThumbnailLoader;
 pub const CONFIRM_ABOVE_IMAGES: usize = 50;
 
 /// What the user asked for in this panel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlAction {
+    /// Download this model (catalog display name).
+    Download(String),
     /// Generate with the current form (confirmed if it was a large sweep).
     Generate,
     /// Cancel the running job.
@@ -58,7 +60,7 @@ impl ControlsPanel {
     pub fn ui(&mut self, ui: &mut egui::Ui, cx: &mut ControlsContext<'_>) -> Option<ControlAction> {
         let mut action = None;
         egui::ScrollArea::vertical().show(ui, |ui| {
-            self.model_ui(ui, cx);
+            let download = self.model_ui(ui, cx);
             self.prompt_ui(ui);
             self.size_ui(ui, cx.catalog);
             self.sampling_ui(ui, cx.last_seed);
@@ -66,7 +68,7 @@ impl ControlsPanel {
             self.device_ui(ui);
             self.sweep_ui(ui, cx.profiles, cx.catalog);
             ui.separator();
-            action = self.run_buttons_ui(ui, cx);
+            action = self.run_buttons_ui(ui, cx).or(download);
         });
         if let Some(images) = self.confirming_images {
             action = action.or(self.confirm_ui(ui.ctx(), images));
@@ -90,7 +92,8 @@ impl ControlsPanel {
         }
     }
 
-    fn model_ui(&mut self, ui: &mut egui::Ui, cx: &ControlsContext<'_>) {
+    fn model_ui(&mut self, ui: &mut egui::Ui, cx: &ControlsContext<'_>) -> Option<ControlAction> {
+        let mut action = None;
         let form = &mut self.form;
         let before = form.model.clone();
         let label = ui.label("Model");
@@ -112,6 +115,21 @@ impl ControlsPanel {
             .labelled_by(label.id);
         if form.model != before {
             form.apply_model_defaults(cx.catalog);
+        }
+        match cx.model_status.availability(&form.model) {
+            ModelAvailability::NotDownloaded | ModelAvailability::Partial => {
+                if ui.button("Download").on_hover_text("fetch it now, not on first use").clicked() {
+                    action = Some(ControlAction::Download(form.model.clone()));
+                }
+            }
+            ModelAvailability::Downloading(fraction) => {
+                let bar = match fraction {
+                    Some(fraction) => egui::ProgressBar::new(fraction).show_percentage(),
+                    None => egui::ProgressBar::new(0.0).animate(true),
+                };
+                ui.add(bar.text("downloading"));
+            }
+            ModelAvailability::Cached | ModelAvailability::Unknown => {}
         }
         let label = ui.label("Profile");
         egui::ComboBox::from_id_salt("profile")
@@ -148,6 +166,7 @@ impl ControlsPanel {
             })
             .response
             .labelled_by(label.id);
+        action
     }
 
     fn prompt_ui(&mut self, ui: &mut egui::Ui) {
