@@ -3,5 +3,7 @@
 mod cli;
 mod engine;
 mod models;
+mod rng;
+mod schedulers;
 mod ui;
 mod util;
