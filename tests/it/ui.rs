@@ -416,6 +416,9 @@ fn gallery_stars_a_favourite_and_restores_settings() {
     let thumbnail_name = relative.rsplit('/').next().expect("name").to_owned();
     harness.get_by_role_and_label(Role::Button, &thumbnail_name).click();
     harness.run_steps(2);
+    // Through AccessKit: kittest's simulated pointer click on this label right after the
+    // thumbnail click is not taken, while a real pointer click in the window under Xvfb
+    // (xdotool) stars and un-stars it; not yet understood.
     harness.get_by_label("Favourite: no").click_accesskit();
     harness.run_steps(2);
     let favorites = std::fs::read_to_string(out.path().join("favorites.txt")).expect("favorites");
