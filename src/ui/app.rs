@@ -241,14 +241,22 @@ impl LabApp {
             }
             Event::ItemStarted { job, item, items, model, profile, images } => {
                 self.queue.set_state(job, JobState::Running);
-                let loading = self.watch.progress.take().and_then(|p| p.loading);
+                let previous = self.watch.progress.take().filter(|p| p.job == job);
+                let job_images = self
+                    .queue
+                    .jobs
+                    .iter()
+                    .find(|entry| entry.job == job)
+                    .map_or(images, |entry| entry.images);
                 self.watch.progress = Some(JobProgress {
                     job,
                     label: format!("#{job} · {model} · {profile}"),
                     item,
                     items,
                     images_in_item: images,
-                    loading,
+                    loading: previous.as_ref().and_then(|p| p.loading.clone()),
+                    job_images,
+                    job_images_saved: previous.map_or(0, |p| p.job_images_saved),
                     ..JobProgress::default()
                 });
             }
@@ -263,7 +271,10 @@ impl LabApp {
                 progress.loading = None;
             }
             Event::Preview { preview, .. } => self.watch.set_preview(ctx, &preview),
-            Event::ImageSaved { image, .. } => {
+            Event::ImageSaved { job, image, .. } => {
+                if let Some(progress) = self.watch.progress.as_mut().filter(|p| p.job == job) {
+                    progress.job_images_saved += 1;
+                }
                 let relative = relative_path(&self.output_root, &image.path);
                 self.thumbnails.request(&image.path);
                 self.gallery.add_session_image(image.path, relative);

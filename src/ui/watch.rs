@@ -26,16 +26,25 @@ pub struct JobProgress {
     pub it_per_s: f32,
     /// Model loading message and fraction, while loading.
     pub loading: Option<(String, Option<f32>)>,
+    /// Images the whole job makes (every item of a sweep).
+    pub job_images: usize,
+    /// Images of the job already saved.
+    pub job_images_saved: usize,
 }
 
 impl JobProgress {
-    /// Seconds left for the running item: its remaining steps at the current speed.
+    /// Seconds left for the job: the steps left on this image, then every image not yet
+    /// started (the whole sweep) at the current speed; model loads are not counted.
     pub fn eta_secs(&self) -> Option<f32> {
         if self.it_per_s <= 0.0 || self.steps == 0 {
             return None;
         }
-        let images_left = self.images_in_item.saturating_sub(self.image + 1);
-        let steps_left = self.steps.saturating_sub(self.step) + images_left * self.steps;
+        let images_after_this = if self.job_images > 0 {
+            self.job_images.saturating_sub(self.job_images_saved + 1)
+        } else {
+            self.images_in_item.saturating_sub(self.image + 1)
+        };
+        let steps_left = self.steps.saturating_sub(self.step) + images_after_this * self.steps;
         Some(steps_left as f32 / self.it_per_s)
     }
 }
@@ -131,6 +140,7 @@ mod tests {
     #[test]
     fn eta_counts_the_rest_of_the_batch() {
         let progress = JobProgress {
+            job: 1,
             step: 5,
             steps: 20,
             image: 0,
@@ -140,6 +150,9 @@ mod tests {
         };
         // 15 steps left on this image + 20 on the next, at 5 it/s.
         assert_eq!(progress.eta_secs(), Some(7.0));
+        // In a sweep of 6 images with 3 saved: this one and 2 more.
+        let sweep = JobProgress { job_images: 6, job_images_saved: 3, ..progress };
+        assert_eq!(sweep.eta_secs(), Some((15.0 + 2.0 * 20.0) / 5.0));
         assert_eq!(JobProgress::default().eta_secs(), None);
     }
 }
