@@ -49,15 +49,21 @@ pub fn config_from_env() -> Result<AppConfig, String> {
     Ok(AppConfig { output_root, backend, notice })
 }
 
-/// Opens the window; returns the process exit code.
+/// Opens the window with the backend and output folder from the environment (see
+/// [`config_from_env`]); returns the process exit code.
 pub fn run_window() -> u8 {
-    let config = match config_from_env() {
-        Ok(config) => config,
+    match config_from_env() {
+        Ok(config) => run_window_with(config),
         Err(err) => {
             eprintln!("error: {err}");
-            return super::cli::EXIT_USAGE;
+            super::cli::EXIT_USAGE
         }
-    };
+    }
+}
+
+/// Opens the window with a given backend and output folder (for `imagelab gui` flags);
+/// returns the process exit code.
+pub fn run_window_with(config: AppConfig) -> u8 {
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("SDXL Image Lab")
