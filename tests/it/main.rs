@@ -7,6 +7,7 @@ mod engine;
 mod models;
 mod rng;
 mod schedulers;
+mod ui;
 mod util;
 
 mod metadata;
