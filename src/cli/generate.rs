@@ -116,6 +116,10 @@ pub struct GenerateArgs {
     /// Truncate prompts at 77 tokens (diffusers) instead of chunking them (A1111, ComfyUI).
     #[arg(long)]
     pub truncate: bool,
+    /// Re-run the settings stored in this PNG (ours exactly; A1111, ComfyUI, InvokeAI, Fooocus
+    /// as closely as they map); any other flag given overrides the image.
+    #[arg(long)]
+    pub from: Option<PathBuf>,
 }
 
 /// Everything a headless run needs, from flags or from the environment.
@@ -171,8 +175,19 @@ impl GenerateArgs {
     }
 }
 
-/// Runs `imagelab generate` with parsed flags.
-pub fn run_args(args: GenerateArgs) -> u8 {
+/// Runs `imagelab generate` with parsed flags (`matches` tells which flags were typed, so
+/// they override `--from`).
+pub fn run_args(mut args: GenerateArgs, matches: &clap::ArgMatches) -> u8 {
+    if let Some(file) = args.from.clone() {
+        match super::info::apply_from(&file, &mut args, matches) {
+            Ok(notes) => {
+                for note in notes {
+                    eprintln!("note: {note}");
+                }
+            }
+            Err(err) => return usage_error(&err),
+        }
+    }
     match args.into_options() {
         Ok(options) => run(&options),
         Err(err) => usage_error(&err.to_string()),

@@ -5,12 +5,13 @@
 
 pub mod env_mode;
 pub mod generate;
+pub mod info;
 pub mod models;
 mod report;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Exit code: every item done.
 pub const EXIT_OK: u8 = 0;
@@ -33,6 +34,14 @@ pub struct Cli {
 pub enum CliCommand {
     /// Generate images headless (same engine, files and log as the window).
     Generate(Box<generate::GenerateArgs>),
+    /// The settings stored in an image (ours, A1111, ComfyUI, InvokeAI, Fooocus).
+    Info {
+        /// A PNG file.
+        file: std::path::PathBuf,
+        /// One JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// The model catalog against the local Hugging Face cache: list, prefetch, verify.
     Models(models::ModelsArgs),
     /// Open the window.
@@ -47,15 +56,23 @@ pub fn main() -> ExitCode {
     if args.len() <= 1 && env_mode::is_requested() {
         return ExitCode::from(env_mode::run());
     }
-    let cli = match Cli::try_parse_from(&args) {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches_from(&args)
+        .and_then(|matches| Cli::from_arg_matches(&matches).map(|cli| (cli, matches)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(err) => {
             let _ = err.print();
             return ExitCode::from(if err.use_stderr() { EXIT_USAGE } else { EXIT_OK });
         }
     };
     let code = match cli.command {
-        Some(CliCommand::Generate(args)) => generate::run_args(*args),
+        Some(CliCommand::Generate(args)) => {
+            let empty = clap::ArgMatches::default();
+            let sub = matches.subcommand_matches("generate").unwrap_or(&empty);
+            generate::run_args(*args, sub)
+        }
+        Some(CliCommand::Info { file, json }) => info::run(&file, json),
         Some(CliCommand::Models(args)) => models::run(&args),
         #[cfg(feature = "gui")]
         Some(CliCommand::Gui) | None => crate::ui::run_window(),

@@ -87,33 +87,18 @@ impl Inbox {
             }
             Command::Cancel(job) if Some(job) == running => Some(Interrupt::CancelJob),
             Command::Cancel(job) => {
-                let before = self.pending.len();
-                self.pending.retain(|(pending, _)| *pending != job);
-                if self.pending.len() != before {
-                    self.stats.cancelled += 1;
-                    self.emit(Event::JobFinished {
-                        job,
-                        summary: JobSummary {
-                            errors: vec!["cancelled before it started".into()],
-                            ..JobSummary::default()
-                        },
-                    });
+                let index = self.pending.iter().position(|(pending, _)| *pending == job);
+                if let Some((_, plan)) = index.and_then(|index| self.pending.remove(index)) {
+                    self.drop_pending(job, &plan, "cancelled before it started");
                     self.emit_stats();
                 }
                 None
             }
             Command::SkipCurrent => running.map(|_| Interrupt::Skip),
             Command::ClearQueue => {
-                let dropped: Vec<JobId> = self.pending.drain(..).map(|(job, _)| job).collect();
-                for job in dropped {
-                    self.stats.cancelled += 1;
-                    self.emit(Event::JobFinished {
-                        job,
-                        summary: JobSummary {
-                            errors: vec!["removed from the queue".into()],
-                            ..JobSummary::default()
-                        },
-                    });
+                let dropped: Vec<(JobId, Box<Plan>)> = self.pending.drain(..).collect();
+                for (job, plan) in dropped {
+                    self.drop_pending(job, &plan, "removed from the queue");
                 }
                 self.emit_stats();
                 None
@@ -123,6 +108,21 @@ impl Inbox {
                 Some(Interrupt::Shutdown)
             }
         }
+    }
+
+    /// Reports a job that never started: every item counted as cancelled.
+    fn drop_pending(&mut self, job: JobId, plan: &Plan, why: &str) {
+        self.stats.cancelled += 1;
+        let items = plan.items.len();
+        self.emit(Event::JobFinished {
+            job,
+            summary: JobSummary {
+                items,
+                cancelled: items,
+                errors: vec![why.to_owned()],
+                ..JobSummary::default()
+            },
+        });
     }
 
     /// Applies every command waiting, without blocking; the strongest interrupt wins.

@@ -335,3 +335,116 @@ fn hostile_prompts_stay_inside_the_output_folder() {
     }
     assert_eq!(pngs_below(&out).len(), 5);
 }
+
+#[test]
+fn from_reproduces_our_image_exactly_and_flags_override() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = dir.path().join("first");
+    let model = crate::util::repo_root().join("tests/fixtures/diffusion/sdxl_tiny");
+    let output = imagelab()
+        .args(["generate", "--backend", "candle", "--device", "cpu", "--model"])
+        .arg(&model)
+        .args([
+            "--prompt",
+            "a cat, at night",
+            "--negative",
+            "blurry",
+            "--profile",
+            "Watercolor",
+            "--width",
+            "64",
+            "--height",
+            "48",
+            "--steps",
+            "3",
+            "--cfg",
+            "4.5",
+            "--seed",
+            "77",
+            "--scheduler",
+            "dpmpp_2m_karras",
+            "--out",
+        ])
+        .arg(&first)
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let original = pngs_below(&first).remove(0);
+
+    let again = dir.path().join("again");
+    let output = imagelab()
+        .args(["generate", "--from"])
+        .arg(&original)
+        .args(["--device", "cpu", "--out"])
+        .arg(&again)
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let rerun = pngs_below(&again).remove(0);
+    let pixels = |p: &Path| image::open(p).expect("png").to_rgb8().into_raw();
+    assert_eq!(pixels(&original), pixels(&rerun), "bit-for-bit from the metadata");
+    let strip = |s: String| s.replace(env!("CARGO_PKG_VERSION"), "");
+    assert_eq!(strip(parameters_of(&original)), strip(parameters_of(&rerun)));
+
+    let other = dir.path().join("other");
+    let output = imagelab()
+        .args(["generate", "--backend", "mock", "--from"])
+        .arg(&original)
+        .args(["--seed", "78", "--out"])
+        .arg(&other)
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let params = parameters_of(&pngs_below(&other)[0]);
+    assert!(params.contains("Seed: 78") && params.contains("Size: 64x48"), "{params}");
+    assert!(
+        params.contains("Schedule type: Karras") && params.contains("Style profile: Watercolor"),
+        "{params}"
+    );
+}
+
+#[test]
+fn info_reads_other_tools_and_from_runs_the_closest_equivalent() {
+    let fixtures = crate::util::repo_root().join("tests/fixtures/metadata");
+    for (file, source) in [
+        ("a1111_sdxl_hires.png", "automatic1111"),
+        ("comfyui_sdxl.png", "comfyui"),
+        ("invokeai_sdxl.png", "invokeai"),
+        ("fooocus_json_scheme.png", "fooocus"),
+        ("imagelab_txt2img.png", "imagelab"),
+    ] {
+        let output =
+            imagelab().args(["info", "--json"]).arg(fixtures.join(file)).output().expect("runs");
+        assert_eq!(output.status.code(), Some(0), "{file}: {}", stderr(&output));
+        let info: serde_json::Value = serde_json::from_str(&stdout(&output)).expect("json");
+        assert_eq!(info["source"], source, "{file}: {info}");
+        assert!(info["prompt"].as_str().is_some_and(|p| !p.is_empty()), "{file}: {info}");
+        assert!(
+            info["seed"].as_u64().is_some() && info["steps"].as_u64().is_some(),
+            "{file}: {info}"
+        );
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a1111 = fixtures.join("a1111_sdxl_hires.png");
+    let output = imagelab()
+        .args(["generate", "--backend", "mock", "--width", "64", "--height", "64", "--from"])
+        .arg(&a1111)
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stderr(&output).contains("closest equivalent"), "{}", stderr(&output));
+    let info: serde_json::Value = serde_json::from_str(&stdout(
+        &imagelab().args(["info", "--json"]).arg(&a1111).output().expect("runs"),
+    ))
+    .expect("json");
+    let params = parameters_of(&pngs_below(dir.path())[0]);
+    assert!(params.contains(&format!("Seed: {}", info["seed"])), "{params}");
+    assert!(params.contains(&format!("Steps: {},", info["steps"])), "{params}");
+
+    let output =
+        imagelab().args(["info"]).arg(dir.path().join("missing.png")).output().expect("runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("missing.png"), "{}", stderr(&output));
+}

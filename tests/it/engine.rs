@@ -271,6 +271,13 @@ fn clear_queue_and_cancel_pending() {
         if let Ok(Event::JobFinished { job, summary }) =
             engine.events().recv_timeout(Duration::from_millis(100))
         {
+            if job != first {
+                assert_eq!(
+                    (summary.items, summary.cancelled),
+                    (1, 1),
+                    "dropped jobs count their items"
+                );
+            }
             finished.push((job, summary.done));
         }
     }
