@@ -14,35 +14,13 @@ pub fn repo_root() -> PathBuf {
 /// triggers, no mock failure injection, no instance id.
 pub fn imagelab() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_imagelab"));
-    for var in [
-        "PROMPT",
-        "HEADLESS",
-        "NEGATIVE_PROMPT",
-        "MODEL_KEY",
-        "STYLE_PROFILE",
-        "MODE",
-        "WIDTH",
-        "HEIGHT",
-        "STEPS",
-        "GUIDANCE",
-        "BATCH_SIZE",
-        "SEED",
-        "SCHEDULER",
-        "INIT_IMAGE_PATH",
-        "IMG2IMG_STRENGTH",
-        "RUN_ALL_PROFILES",
-        "RUN_ALL_MODELS",
-        "IMAGELAB_BACKEND",
-        "IMAGELAB_OUTPUT_DIR",
-        "IMAGELAB_DEVICE",
-        "IMAGELAB_DTYPE",
-        "IMAGELAB_JSON",
-        "INSTANCE_ID",
+    let mock_vars = [
         "IMAGELAB_MOCK_STEP_MS",
         "IMAGELAB_MOCK_FAIL_MODEL",
         "IMAGELAB_MOCK_FAIL_PROMPT",
         "IMAGELAB_PROFILES",
-    ] {
+    ];
+    for var in imagelab::cli::env_mode::VARIABLES.iter().chain(&mock_vars) {
         command.env_remove(var);
     }
     command.current_dir(repo_root());
