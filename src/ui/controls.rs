@@ -113,6 +113,24 @@ impl ControlsPanel {
             })
             .response
             .labelled_by(label.id);
+        // Any local diffusers folder or hub id works too (the engine detects the layout).
+        ui.horizontal(|ui| {
+            let label = ui.label("Path or hub id");
+            ui.add(
+                egui::TextEdit::singleline(&mut form.model)
+                    .desired_width(150.0)
+                    .hint_text("folder or org/name"),
+            )
+            .labelled_by(label.id);
+            if ui
+                .button("Folder...")
+                .on_hover_text("a diffusers folder (model_index.json)")
+                .clicked()
+                && let Some(folder) = rfd::FileDialog::new().pick_folder()
+            {
+                form.model = folder.display().to_string();
+            }
+        });
         if form.model != before {
             form.apply_model_defaults(cx.catalog);
         }

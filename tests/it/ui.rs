@@ -475,3 +475,56 @@ fn a_bad_request_is_an_error_toast_naming_the_field() {
     // Shown twice: in the log panel and as a toast.
     assert_eq!(harness.get_all_by_label_contains("init_image: ").count(), 2);
 }
+
+/// The window on the candle backend with a diffusers folder (the tiny SDXL fixture): the image
+/// it saves is the one diffusers made for the same settings (8-bit pixels within 1 level).
+#[test]
+fn candle_backend_in_the_window_matches_diffusers() {
+    let root = util::repo_root().join("tests/fixtures/diffusion");
+    let out = tempfile::tempdir().expect("tempdir");
+    let form = FormSettings {
+        model: root.join("sdxl_tiny").display().to_string(),
+        width_px: 64,
+        height_px: 64,
+        steps: 5,
+        cfg: 5.0,
+        random_seed: false,
+        seed: 42,
+        ..FormSettings::default()
+    };
+    let out_dir = out.path().to_owned();
+    let mut harness = Harness::builder().with_size(WINDOW).build_eframe(move |cc| {
+        let config = AppConfig {
+            output_root: out_dir,
+            backend: Box::new(imagelab::engine::candle_backend::CandleBackend::default()),
+            notice: None,
+        };
+        LabApp::with_form(&cc.egui_ctx, config, form)
+    });
+    let path_field = harness.get_by_role_and_label(Role::TextInput, "Path or hub id");
+    assert!(path_field.value().is_some_and(|v| v.ends_with("sdxl_tiny")), "the folder is shown");
+    type_prompt(&mut harness, "a photo of an astronaut riding a horse on mars");
+    harness.get_by_label("Generate").click();
+    harness.run_steps(1);
+    step_until(&mut harness, "the candle job", |app| {
+        app.queue
+            .jobs
+            .first()
+            .is_some_and(|job| !matches!(job.state, JobState::Pending | JobState::Running))
+    });
+    assert_eq!(
+        harness.state().queue.jobs[0].state,
+        JobState::Done,
+        "{:?}",
+        harness.state().log.lines
+    );
+    let log = jobs_log::read_all(out.path()).expect("jobs log");
+    let ours = image::open(out.path().join(&log.records[0].paths[0])).expect("png").to_rgb8();
+    let bytes =
+        std::fs::read(root.join("refs/sdxl_tiny/reference.safetensors")).expect("reference");
+    let reference = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    let theirs = reference.tensor("txt2img_cfg5_zero_neg.image_u8").expect("image_u8");
+    let worst =
+        ours.as_raw().iter().zip(theirs.data()).map(|(a, b)| a.abs_diff(*b)).max().unwrap_or(0);
+    assert!(worst <= 1, "pixels differ by {worst} levels");
+}
