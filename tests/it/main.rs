@@ -6,5 +6,6 @@ mod diffusion;
 mod engine;
 mod models;
 mod rng;
+mod sampler_pipeline;
 mod schedulers;
 mod util;
