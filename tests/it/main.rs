@@ -6,6 +6,7 @@ mod diffusion;
 mod engine;
 mod models;
 mod rng;
+mod sampler_pipeline;
 mod schedulers;
 mod ui;
 mod util;
