@@ -22,6 +22,8 @@ use super::schedulers::{self, Scheduler, SchedulerConfig};
 use super::tokenizer::{ClipTokenizer, LongPromptMode};
 use super::unet::{UNet2DConditionModel, UNetConditioning};
 use super::vae::AutoencoderKl;
+use super::weights::component_weights;
+use crate::models::cache::ByteSize;
 use crate::request::sampler::SamplerKind;
 
 /// Which family the folder is.
@@ -143,6 +145,50 @@ pub struct DiffusionPipeline {
     device: Device,
     dtype: DType,
     folder: PathBuf,
+    /// Bytes of the loaded weights (every tensor in the dtype it was loaded in).
+    weight_bytes: u64,
+}
+
+/// Bytes of the tensors in safetensors `files` once loaded as `dtype` (read from the headers:
+/// element counts × the element size of `dtype`; nothing else is read).
+fn safetensors_bytes(files: &[PathBuf], dtype: DType) -> Result<u64> {
+    use std::io::Read;
+    let mut total = 0u64;
+    for file in files {
+        let header_error =
+            |what: String| DiffusionError::config("safetensors header", what, file.as_path());
+        let mut reader = std::fs::File::open(file).map_err(|err| header_error(err.to_string()))?;
+        let mut length = [0u8; 8];
+        reader.read_exact(&mut length).map_err(|err| header_error(err.to_string()))?;
+        let length = u64::from_le_bytes(length);
+        let mut header = Vec::new();
+        reader
+            .take(length)
+            .read_to_end(&mut header)
+            .map_err(|err| header_error(err.to_string()))?;
+        let header: Value =
+            serde_json::from_slice(&header).map_err(|err| header_error(err.to_string()))?;
+        let Some(entries) = header.as_object() else {
+            return Err(header_error("not a JSON object".to_owned()));
+        };
+        for (name, entry) in entries {
+            if name == "__metadata__" {
+                continue;
+            }
+            let elements: u64 = entry
+                .get("shape")
+                .and_then(Value::as_array)
+                .map_or(0, |shape| shape.iter().filter_map(Value::as_u64).product());
+            total += elements * dtype.size_in_bytes() as u64;
+        }
+    }
+    Ok(total)
+}
+
+impl ByteSize for DiffusionPipeline {
+    fn byte_size(&self) -> u64 {
+        self.weight_bytes
+    }
 }
 
 impl DiffusionPipeline {
@@ -180,6 +226,7 @@ impl DiffusionPipeline {
         };
         let mut tokenizers = Vec::new();
         let mut text_encoders = Vec::new();
+        let mut weight_bytes = 0u64;
         for (tokenizer, encoder) in component_names {
             if index.get(*encoder).and_then(|entry| entry.get(0)).is_none_or(Value::is_null) {
                 return Err(DiffusionError::config(
@@ -189,6 +236,10 @@ impl DiffusionPipeline {
                 ));
             }
             tokenizers.push(ClipTokenizer::from_folder(&folder.join(tokenizer))?);
+            weight_bytes += safetensors_bytes(
+                &component_weights(&folder.join(encoder), "model", prefer_fp16)?,
+                dtype,
+            )?;
             text_encoders.push(ClipTextModel::load(
                 &folder.join(encoder),
                 dtype,
@@ -197,6 +248,10 @@ impl DiffusionPipeline {
             )?);
         }
         let unet = UNet2DConditionModel::load(&folder.join("unet"), dtype, device, prefer_fp16)?;
+        weight_bytes += safetensors_bytes(
+            &component_weights(&folder.join("unet"), "diffusion_pytorch_model", prefer_fp16)?,
+            dtype,
+        )?;
         let vae_config: super::vae::VaeConfig =
             read_json("VAE config", &folder.join("vae/config.json"))?;
         let vae_dtype = if vae_config.force_upcast { DType::F32 } else { dtype };
@@ -205,6 +260,14 @@ impl DiffusionPipeline {
             vae_dtype,
             device,
             prefer_fp16 && vae_dtype != DType::F32,
+        )?;
+        weight_bytes += safetensors_bytes(
+            &component_weights(
+                &folder.join("vae"),
+                "diffusion_pytorch_model",
+                prefer_fp16 && vae_dtype != DType::F32,
+            )?,
+            vae_dtype,
         )?;
         let scheduler_path = folder.join("scheduler/scheduler_config.json");
         let scheduler_config =
@@ -233,7 +296,13 @@ impl DiffusionPipeline {
             device: device.clone(),
             dtype,
             folder: folder.to_path_buf(),
+            weight_bytes,
         })
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     /// SDXL or SD.

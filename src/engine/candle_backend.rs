@@ -4,9 +4,15 @@
 //! It loads diffusers folders from disk. Hub ids are turned into a local snapshot folder by the
 //! resolver the engine passes in (the `models` layer owns the hub cache); without one, only
 //! local folders load.
+//!
+//! Loaded pipelines stay in a [`ModelCache`] keyed by (model source, device, precision) within
+//! a byte budget (`IMAGELAB_MODEL_CACHE_MB`; unset or 0 keeps only the newest pipeline, the
+//! old behaviour, because an SDXL pipeline is 5–7 GB and a second one rarely fits a desktop
+//! GPU). Switching back to a cached model is immediate: `load_s` is 0 and nothing is read.
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Device;
@@ -19,6 +25,7 @@ use crate::diffusion::DiffusionError;
 use crate::diffusion::device::{device_label, dtype_label, select_device, select_dtype};
 use crate::diffusion::pipeline::{DiffusionPipeline, GenerationRequest};
 use crate::diffusion::tokenizer::LongPromptMode;
+use crate::models::cache::{CacheStats, ModelCache};
 use crate::models::catalog::{EntryKind, ModelDefaults, ModelRef, ModelSource};
 use crate::request::{DeviceChoice, Precision};
 use crate::storage::metadata::NOISE_SOURCE_TORCH_CPU;
@@ -27,18 +34,52 @@ use crate::storage::metadata::NOISE_SOURCE_TORCH_CPU;
 pub type FolderResolver =
     Box<dyn FnMut(&ModelRef, &mut dyn FnMut(LoadProgress)) -> Result<PathBuf, String> + Send>;
 
-/// The candle backend. Keeps one pipeline loaded.
+/// Environment variable: the model cache budget in MiB (0 or unset: keep only the newest).
+pub const MODEL_CACHE_MB_ENV: &str = "IMAGELAB_MODEL_CACHE_MB";
+
+/// What a cached pipeline is keyed by: the same source on another device or in another
+/// precision is another set of tensors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineKey {
+    /// Where the model comes from.
+    pub source: ModelSource,
+    /// The device asked for.
+    pub device: DeviceChoice,
+    /// The precision asked for (`None`: the device's default).
+    pub dtype: Option<Precision>,
+}
+
+/// The candle backend. Keeps loaded pipelines in an LRU cache; generates with the current one.
 pub struct CandleBackend {
     resolver: Option<FolderResolver>,
-    loaded: Option<(ModelRef, DeviceChoice, Option<Precision>, DiffusionPipeline)>,
+    cache: ModelCache<PipelineKey, DiffusionPipeline>,
+    current: Option<(PipelineKey, Arc<DiffusionPipeline>)>,
     device: Option<Device>,
 }
 
 impl std::fmt::Debug for CandleBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CandleBackend")
-            .field("loaded", &self.loaded.as_ref().map(|(model, ..)| &model.display_name))
+            .field("current", &self.current.as_ref().map(|(key, _)| &key.source))
+            .field("cache", &self.cache.stats())
             .finish_non_exhaustive()
+    }
+}
+
+/// A MiB count from environment variable `name`; `None` when unset, empty or not a number
+/// (logged, so a typo is not silently ignored).
+fn env_mebibytes(name: &str) -> Option<u64> {
+    let text = std::env::var(name).ok()?;
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    match text.parse::<u64>() {
+        Ok(mebibytes) => Some(mebibytes.saturating_mul(1024 * 1024)),
+        Err(err) => {
+            tracing::warn!(variable = name, value = text, %err, "ignored: not a whole number of MiB");
+            None
+        }
     }
 }
 
@@ -49,9 +90,24 @@ impl Default for CandleBackend {
 }
 
 impl CandleBackend {
-    /// A backend that resolves hub models with `resolver` (local folders load without it).
+    /// A backend that resolves hub models with `resolver` (local folders load without it),
+    /// with the cache budget from `IMAGELAB_MODEL_CACHE_MB`.
     pub fn new(resolver: Option<FolderResolver>) -> Self {
-        Self { resolver, loaded: None, device: None }
+        let cache_budget = env_mebibytes(MODEL_CACHE_MB_ENV).unwrap_or(0);
+        Self { resolver, cache: ModelCache::new(cache_budget), current: None, device: None }
+    }
+
+    /// The same backend with a model cache budget of `bytes` (0: keep only the newest).
+    #[must_use]
+    pub fn with_cache_budget(mut self, bytes: u64) -> Self {
+        self.cache = ModelCache::new(bytes);
+        self.current = None;
+        self
+    }
+
+    /// The model cache's counters (hits, misses, evictions, bytes).
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
     }
 
     fn folder_for(
@@ -143,19 +199,22 @@ impl Backend for CandleBackend {
         on_progress: &mut dyn FnMut(LoadProgress),
     ) -> Result<LoadedModel, BackendError> {
         let started = Instant::now();
-        if let Some((loaded, loaded_device, loaded_dtype, pipeline)) = &self.loaded
-            && loaded == model
-            && *loaded_device == device
-            && *loaded_dtype == dtype
-        {
+        let key = PipelineKey { source: model.source.clone(), device, dtype };
+        if let Some(pipeline) = self.cache.get(&key) {
+            let defaults = native_defaults(&pipeline, model.defaults, pipeline.folder());
+            on_progress(LoadProgress {
+                message: format!("{} is already loaded", model.display_name),
+                fraction: Some(1.0),
+            });
+            self.device = Some(pipeline.device().clone());
+            self.current = Some((key, pipeline));
             return Ok(LoadedModel {
-                defaults: native_defaults(pipeline, model.defaults, pipeline.folder()),
+                defaults,
                 model_id: model.model_id(),
                 revision: None,
                 load_s: 0.0,
             });
         }
-        self.loaded = None;
         let folder = self.folder_for(model, on_progress)?;
         let candle_device = select_device(device).map_err(backend_error)?;
         let candle_dtype = select_dtype(&candle_device, dtype).map_err(backend_error)?;
@@ -163,6 +222,12 @@ impl Backend for CandleBackend {
             message: format!("loading {} ({})", model.display_name, dtype_label(candle_dtype)),
             fraction: None,
         });
+        // The cache holds the previous pipeline if the budget allows; with no budget it is
+        // dropped before loading, so two pipelines are never in memory at once.
+        self.current = None;
+        if self.cache.stats().budget_bytes == 0 {
+            self.cache.evict_all_except(None);
+        }
         let pipeline = DiffusionPipeline::load(&folder, &candle_device, candle_dtype)
             .map_err(backend_error)?;
         let defaults = native_defaults(&pipeline, model.defaults, &folder);
@@ -171,7 +236,8 @@ impl Backend for CandleBackend {
             fraction: Some(1.0),
         });
         self.device = Some(candle_device);
-        self.loaded = Some((model.clone(), device, dtype, pipeline));
+        let pipeline = self.cache.insert(key.clone(), pipeline);
+        self.current = Some((key, pipeline));
         Ok(LoadedModel {
             defaults,
             model_id: model.model_id(),
@@ -185,7 +251,7 @@ impl Backend for CandleBackend {
         params: &GenerateParams,
         on_step: &mut dyn FnMut(StepUpdate<'_>) -> ControlFlow<()>,
     ) -> Result<Generated, BackendError> {
-        let Some((_, _, _, pipeline)) = &self.loaded else {
+        let Some((_, pipeline)) = &self.current else {
             return Err(BackendError::Failed("candle: generate before load".to_owned()));
         };
         if !params.loras.is_empty() {
@@ -257,8 +323,12 @@ mod tests {
     use crate::request::sampler::SamplerKind;
 
     fn tiny_sdxl() -> ModelRef {
+        fixture_model("sdxl_tiny")
+    }
+
+    fn fixture_model(name: &str) -> ModelRef {
         let folder =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/diffusion/sdxl_tiny");
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/diffusion").join(name);
         ModelRef {
             display_name: "tiny".to_owned(),
             source: ModelSource::LocalDir(folder),
@@ -308,5 +378,45 @@ mod tests {
         assert_eq!(tensors["latent_tensor"].dims(), &[1, 4, 32, 32]);
         let cancelled = backend.generate(&params, &mut |_| ControlFlow::Break(()));
         assert!(matches!(cancelled, Err(BackendError::Cancelled)));
+    }
+
+    /// Load A, load B, back to A: with room for both, A comes from the cache (a hit, no load,
+    /// `load_s == 0`); with a budget below A + B, B's load evicts A and A loads again.
+    #[test]
+    fn switching_back_to_a_cached_model_is_a_hit_and_a_small_budget_evicts() {
+        let (model_a, model_b) = (fixture_model("sdxl_tiny"), fixture_model("sd15_tiny"));
+        let load = |backend: &mut CandleBackend, model: &ModelRef| {
+            backend.load(model, DeviceChoice::Cpu, None, &mut |_| {}).expect("load")
+        };
+        let mut roomy = CandleBackend::default().with_cache_budget(u64::MAX);
+        let first_a = load(&mut roomy, &model_a);
+        assert!(first_a.load_s > 0.0);
+        let size_a = roomy.cache_stats().used_bytes;
+        // The tiny SDXL fixture's f32 tensors, from its safetensors headers.
+        assert!(size_a > 100_000, "{size_a}");
+        load(&mut roomy, &model_b);
+        let again_a = load(&mut roomy, &model_a);
+        assert_eq!(again_a.load_s, 0.0);
+        assert_eq!(again_a.defaults.width, first_a.defaults.width);
+        let stats = roomy.cache_stats();
+        assert_eq!((stats.hits, stats.misses, stats.evictions, stats.entries), (1, 2, 0, 2));
+        let size_b = stats.used_bytes - size_a;
+        assert!(size_b > 0);
+
+        let mut tight = CandleBackend::default().with_cache_budget(size_a + size_b - 1);
+        load(&mut tight, &model_a);
+        load(&mut tight, &model_b);
+        let reloaded_a = load(&mut tight, &model_a);
+        assert!(reloaded_a.load_s > 0.0, "A was evicted, so it loads again");
+        let stats = tight.cache_stats();
+        assert_eq!((stats.hits, stats.misses, stats.evictions, stats.entries), (0, 3, 2, 1));
+
+        // The default budget (0) keeps only the newest, and the same model again is a hit.
+        let mut newest_only = CandleBackend::default().with_cache_budget(0);
+        load(&mut newest_only, &model_a);
+        assert_eq!(load(&mut newest_only, &model_a).load_s, 0.0);
+        load(&mut newest_only, &model_b);
+        let stats = newest_only.cache_stats();
+        assert_eq!((stats.hits, stats.evictions, stats.entries), (1, 1, 1));
     }
 }
