@@ -132,6 +132,21 @@ impl GenerationOutput {
     }
 }
 
+/// How the final latents are decoded to pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VaeDecode {
+    /// The whole image at once.
+    #[default]
+    Full,
+    /// In overlapping tiles ([`DiffusionPipeline::decode_tiled`]), sizes in latent pixels.
+    Tiled {
+        /// Tile side.
+        tile_latent_px: usize,
+        /// Overlap between neighbouring tiles.
+        overlap: usize,
+    },
+}
+
 /// A loaded diffusers pipeline.
 #[derive(Debug)]
 pub struct DiffusionPipeline {
@@ -437,10 +452,24 @@ impl DiffusionPipeline {
     ///
     /// # Errors
     /// Invalid sizes or strength, cancellation ([`DiffusionError::Cancelled`]), tensor errors.
-    #[allow(clippy::too_many_lines)]
     pub fn generate(
         &self,
         request: &GenerationRequest,
+        on_step: &mut dyn FnMut(StepProgress<'_>) -> ControlFlow<()>,
+    ) -> Result<GenerationOutput> {
+        self.generate_with_decode(request, VaeDecode::Full, on_step)
+    }
+
+    /// [`Self::generate`] with a choice of VAE decode (tiled: the out-of-memory ladder's last
+    /// rung).
+    ///
+    /// # Errors
+    /// As [`Self::generate`]; a tiled decode also refuses an overlap not below the tile.
+    #[allow(clippy::too_many_lines)]
+    pub fn generate_with_decode(
+        &self,
+        request: &GenerationRequest,
+        vae_decode: VaeDecode,
         on_step: &mut dyn FnMut(StepProgress<'_>) -> ControlFlow<()>,
     ) -> Result<GenerationOutput> {
         let scale = self.vae_scale_factor();
@@ -544,7 +573,12 @@ impl DiffusionPipeline {
         }
 
         let decode_started = Instant::now();
-        let image_tensor = self.decode(&latents)?;
+        let image_tensor = match vae_decode {
+            VaeDecode::Full => self.decode(&latents)?,
+            VaeDecode::Tiled { tile_latent_px, overlap } => {
+                self.decode_tiled(&latents, tile_latent_px, overlap)?
+            }
+        };
         let image = tensor_to_image(&image_tensor)?;
         Ok(GenerationOutput {
             image,

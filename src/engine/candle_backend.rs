@@ -9,6 +9,12 @@
 //! a byte budget (`IMAGELAB_MODEL_CACHE_MB`; unset or 0 keeps only the newest pipeline, the
 //! old behaviour, because an SDXL pipeline is 5–7 GB and a second one rarely fits a desktop
 //! GPU). Switching back to a cached model is immediate: `load_s` is 0 and nothing is read.
+//!
+//! Generation walks the models layer's out-of-memory ladder ([`crate::models::oom`]): with a
+//! memory budget (`IMAGELAB_MEMORY_BUDGET_MB`; unset: none) the first rung whose estimate
+//! ([`CandleBackend::estimate_bytes`]) fits is planned before anything is allocated; on a real
+//! allocation failure the next rung is tried (freeing other cached models, smaller sizes with
+//! the aspect ratio kept, then a tiled VAE decode). What was done is a note on the result.
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -23,10 +29,13 @@ use super::backend::{
 };
 use crate::diffusion::DiffusionError;
 use crate::diffusion::device::{device_label, dtype_label, select_device, select_dtype};
+use crate::diffusion::pipeline::VaeDecode;
 use crate::diffusion::pipeline::{DiffusionPipeline, GenerationRequest};
 use crate::diffusion::tokenizer::LongPromptMode;
-use crate::models::cache::{CacheStats, ModelCache};
+use crate::diffusion::unet::PerBlock;
+use crate::models::cache::{ByteSize, CacheStats, ModelCache};
 use crate::models::catalog::{EntryKind, ModelDefaults, ModelRef, ModelSource};
+use crate::models::oom::{Attempt, VAE_TILE_PX, is_out_of_memory, next_rung, plan_within_budget};
 use crate::request::{DeviceChoice, Precision};
 use crate::storage::metadata::NOISE_SOURCE_TORCH_CPU;
 
@@ -36,6 +45,9 @@ pub type FolderResolver =
 
 /// Environment variable: the model cache budget in MiB (0 or unset: keep only the newest).
 pub const MODEL_CACHE_MB_ENV: &str = "IMAGELAB_MODEL_CACHE_MB";
+
+/// Environment variable: the memory budget for one generation in MiB (unset: no budget).
+pub const MEMORY_BUDGET_MB_ENV: &str = "IMAGELAB_MEMORY_BUDGET_MB";
 
 /// What a cached pipeline is keyed by: the same source on another device or in another
 /// precision is another set of tensors.
@@ -55,6 +67,11 @@ pub struct CandleBackend {
     cache: ModelCache<PipelineKey, DiffusionPipeline>,
     current: Option<(PipelineKey, Arc<DiffusionPipeline>)>,
     device: Option<Device>,
+    memory_budget: Option<u64>,
+    vae_tile_px: u32,
+    /// Tests only: this many attempts fail as if the allocator had run out of memory.
+    #[cfg(test)]
+    simulated_out_of_memory: u32,
 }
 
 impl std::fmt::Debug for CandleBackend {
@@ -94,7 +111,84 @@ impl CandleBackend {
     /// with the cache budget from `IMAGELAB_MODEL_CACHE_MB`.
     pub fn new(resolver: Option<FolderResolver>) -> Self {
         let cache_budget = env_mebibytes(MODEL_CACHE_MB_ENV).unwrap_or(0);
-        Self { resolver, cache: ModelCache::new(cache_budget), current: None, device: None }
+        Self {
+            resolver,
+            cache: ModelCache::new(cache_budget),
+            current: None,
+            device: None,
+            memory_budget: env_mebibytes(MEMORY_BUDGET_MB_ENV),
+            vae_tile_px: VAE_TILE_PX,
+            #[cfg(test)]
+            simulated_out_of_memory: 0,
+        }
+    }
+
+    /// The same backend with a memory budget of `bytes` per generation (`None`: no budget).
+    #[must_use]
+    pub fn with_memory_budget(mut self, bytes: Option<u64>) -> Self {
+        self.memory_budget = bytes;
+        self
+    }
+
+    /// The same backend with tiled VAE decodes in tiles of `pixels` (default
+    /// [`VAE_TILE_PX`]); tiles overlap by a quarter, as in diffusers.
+    #[must_use]
+    pub fn with_vae_tile_px(mut self, pixels: u32) -> Self {
+        self.vae_tile_px = pixels.max(1);
+        self
+    }
+
+    /// The estimated peak memory of `attempt` with the current pipeline (`None` before load).
+    ///
+    /// The models layer's SDXL estimate ([`crate::models::oom::estimate_sdxl_bytes`]),
+    /// generalised to the loaded pipeline, so that it equals it for SDXL base and scales for
+    /// other (and the tiny test) pipelines:
+    /// - weights: the tensor bytes of the current pipeline, plus every other cached pipeline
+    ///   unless the attempt frees the cache;
+    /// - UNet: per pass (×2 with CFG), latent pixels × 12.5·`block_out_channels[0]` channels
+    ///   (4000 for SDXL's 320) plus one attention score matrix, heads × tokens², at the first
+    ///   cross-attention level (SDXL: 10 heads at 1/2 of the latent side), in the UNet dtype;
+    /// - VAE decode: output pixels × 6·`block_out_channels[0]` channels (768 for SDXL's 128)
+    ///   plus the mid-block attention over all latent pixels, in the VAE dtype; tiled: one tile;
+    /// - total: weights + the larger of the two activation peaks (they do not overlap).
+    pub fn estimate_bytes(&self, attempt: &Attempt, with_cfg: bool) -> Option<u64> {
+        let (key, pipeline) = self.current.as_ref()?;
+        let pipeline_bytes = pipeline.byte_size();
+        let others = if attempt.caches_freed {
+            0
+        } else {
+            let cached = self.cache.stats().used_bytes;
+            if self.cache.contains(key) { cached.saturating_sub(pipeline_bytes) } else { cached }
+        };
+        let scale = pipeline.vae_scale_factor().max(1) as u64;
+        let (width, height) = (u64::from(attempt.width), u64::from(attempt.height));
+        let latent_px = (width / scale) * (height / scale);
+        let unet = pipeline.unet().config();
+        let unet_element = pipeline.dtype().size_in_bytes() as u64;
+        let first_channels = unet.block_out_channels.first().copied().unwrap_or(0) as u64;
+        let attention_level =
+            unet.down_block_types.iter().position(|kind| kind.contains("CrossAttn")).unwrap_or(0);
+        let heads = per_block(
+            unet.num_attention_heads.as_ref().unwrap_or(&unet.attention_head_dim),
+            attention_level,
+        ) as u64;
+        let tokens = latent_px >> (2 * attention_level);
+        let passes = if with_cfg { 2 } else { 1 };
+        let unet_bytes =
+            passes * (latent_px * first_channels * 25 / 2 + heads * tokens * tokens) * unet_element;
+        let vae = pipeline.vae();
+        let vae_channels = vae.config().block_out_channels.first().copied().unwrap_or(0) as u64;
+        let tile = u64::from(self.vae_tile_px);
+        let (decode_w, decode_h) = if attempt.tiled_vae_decode {
+            (width.min(tile), height.min(tile))
+        } else {
+            (width, height)
+        };
+        let decode_px = decode_w * decode_h;
+        let decode_latent_px = decode_px / (scale * scale);
+        let vae_bytes = (decode_px * 6 * vae_channels + decode_latent_px * decode_latent_px)
+            * vae.dtype().size_in_bytes() as u64;
+        Some(pipeline_bytes + others + unet_bytes.max(vae_bytes))
     }
 
     /// The same backend with a model cache budget of `bytes` (0: keep only the newest).
@@ -143,12 +237,20 @@ fn backend_error(err: DiffusionError) -> BackendError {
         DiffusionError::Unsupported(message) => BackendError::Unsupported(message),
         other => {
             let message = other.to_string();
-            if message.to_ascii_lowercase().contains("out of memory") {
+            if is_out_of_memory(&message) {
                 BackendError::OutOfMemory(message)
             } else {
                 BackendError::Failed(message)
             }
         }
+    }
+}
+
+/// The value of a per-block setting at down block `index` (the last one when shorter).
+fn per_block(setting: &PerBlock<usize>, index: usize) -> usize {
+    match setting {
+        PerBlock::One(value) => *value,
+        PerBlock::Each(values) => values.get(index).or(values.last()).copied().unwrap_or(1),
     }
 }
 
@@ -251,18 +353,82 @@ impl Backend for CandleBackend {
         params: &GenerateParams,
         on_step: &mut dyn FnMut(StepUpdate<'_>) -> ControlFlow<()>,
     ) -> Result<Generated, BackendError> {
-        let Some((_, pipeline)) = &self.current else {
+        let Some((key, _)) = &self.current else {
             return Err(BackendError::Failed("candle: generate before load".to_owned()));
         };
+        let key = key.clone();
         if !params.loras.is_empty() {
             return Err(BackendError::Unsupported("LoRA adapters (candle backend)".to_owned()));
         }
         let started = Instant::now();
+        let (requested_w, requested_h) = (params.width, params.height);
+        let with_cfg = params.cfg > 1.0;
+        let mut attempt = match self.memory_budget {
+            None => Attempt::first(requested_w, requested_h),
+            Some(budget) => plan_within_budget(requested_w, requested_h, budget, |attempt| {
+                self.estimate_bytes(attempt, with_cfg).unwrap_or(0)
+            })
+            .map_err(|err| {
+                BackendError::OutOfMemory(format!(
+                    "{err} (raise {MEMORY_BUDGET_MB_ENV} or ask for a smaller image)"
+                ))
+            })?,
+        };
+        loop {
+            if attempt.caches_freed {
+                let freed = self.cache.evict_all_except(Some(&key));
+                tracing::info!(freed_bytes = freed, "out-of-memory ladder freed the model cache");
+            }
+            match self.generate_attempt(params, &attempt, on_step) {
+                Ok(mut generated) => {
+                    let note = attempt.describe(requested_w, requested_h);
+                    if !note.is_empty() {
+                        generated.notes.push(note);
+                    }
+                    generated.timings.total_s = started.elapsed().as_secs_f64();
+                    return Ok(generated);
+                }
+                Err(BackendError::OutOfMemory(message)) => {
+                    let Some(next) = next_rung(requested_w, requested_h, &attempt) else {
+                        return Err(BackendError::OutOfMemory(format!(
+                            "{message} (every rung of the out-of-memory ladder was tried, down \
+                             to {}x{} with a tiled VAE decode)",
+                            attempt.width, attempt.height
+                        )));
+                    };
+                    tracing::warn!(%message, next = %next.describe(requested_w, requested_h), "out of memory; trying the next rung");
+                    attempt = next;
+                }
+                Err(other) => return Err(other),
+            }
+        }
+    }
+}
+
+impl CandleBackend {
+    /// One try at `params` with the size and measures of `attempt`.
+    fn generate_attempt(
+        &mut self,
+        params: &GenerateParams,
+        attempt: &Attempt,
+        on_step: &mut dyn FnMut(StepUpdate<'_>) -> ControlFlow<()>,
+    ) -> Result<Generated, BackendError> {
+        #[cfg(test)]
+        if self.simulated_out_of_memory > 0 {
+            self.simulated_out_of_memory -= 1;
+            return Err(backend_error(DiffusionError::Tensor(candle_core::Error::Msg(
+                "simulated DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")".to_owned(),
+            ))));
+        }
+        let Some((_, pipeline)) = &self.current else {
+            return Err(BackendError::Failed("candle: generate before load".to_owned()));
+        };
+        let started = Instant::now();
         let request = GenerationRequest {
             prompt: params.prompt.clone(),
             negative: params.negative.clone(),
-            width: params.width as usize,
-            height: params.height as usize,
+            width: attempt.width as usize,
+            height: attempt.height as usize,
             steps: params.steps as usize,
             cfg: f64::from(params.cfg),
             sampler: params.sampler,
@@ -276,8 +442,14 @@ impl Backend for CandleBackend {
             },
             want_preview: params.want_preview,
         };
+        let vae_decode = if attempt.tiled_vae_decode {
+            let tile_latent_px = (self.vae_tile_px as usize / pipeline.vae_scale_factor()).max(2);
+            VaeDecode::Tiled { tile_latent_px, overlap: tile_latent_px / 4 }
+        } else {
+            VaeDecode::Full
+        };
         let output = pipeline
-            .generate(&request, &mut |progress| {
+            .generate_with_decode(&request, vae_decode, &mut |progress| {
                 let preview = progress.preview.map(|image| Preview {
                     width: image.width(),
                     height: image.height(),
@@ -418,5 +590,122 @@ mod tests {
         load(&mut newest_only, &model_b);
         let stats = newest_only.cache_stats();
         assert_eq!((stats.hits, stats.evictions, stats.entries), (1, 1, 1));
+    }
+
+    fn small_params(width: u32, height: u32) -> GenerateParams {
+        GenerateParams {
+            prompt: "a red cube".to_owned(),
+            negative: String::new(),
+            width,
+            height,
+            steps: 2,
+            cfg: 5.0,
+            sampler: SamplerKind::Default,
+            seed: 5,
+            init_image: None,
+            strength: 1.0,
+            truncate_prompt: false,
+            save_latent: false,
+            loras: Vec::new(),
+            want_preview: false,
+        }
+    }
+
+    /// Two tiny pipelines cached (SD 1.5 then SDXL, the current one), 32-px VAE tiles.
+    fn two_models_cached() -> CandleBackend {
+        let mut backend = CandleBackend::default().with_cache_budget(u64::MAX).with_vae_tile_px(32);
+        for name in ["sd15_tiny", "sdxl_tiny"] {
+            backend.load(&fixture_model(name), DeviceChoice::Cpu, None, &mut |_| {}).expect("load");
+        }
+        backend
+    }
+
+    fn run(
+        backend: &mut CandleBackend,
+        params: &GenerateParams,
+    ) -> Result<Generated, BackendError> {
+        backend.generate(params, &mut |_| ControlFlow::Continue(()))
+    }
+
+    /// A budget of exactly a rung's estimate picks that rung (each rung needs less than the one
+    /// before): the saved image has the rung's size, the note says what was done, freeing the
+    /// cache leaves only the current model, and below the last rung the error says so. The
+    /// tiled rung decodes the same latents as the 64×64 rung, in tiles: close but not equal.
+    #[test]
+    fn memory_budgets_force_each_rung_of_the_ladder() {
+        use crate::models::oom::{Rung, ladder};
+        let params = small_params(128, 128);
+        let probe = two_models_cached();
+        let rungs = ladder(128, 128);
+        let needs: Vec<u64> =
+            rungs.iter().map(|rung| probe.estimate_bytes(rung, true).expect("loaded")).collect();
+        assert!(needs.windows(2).all(|pair| pair[1] < pair[0]), "{needs:?}");
+        let mut images = Vec::new();
+        for (rung, need) in rungs.iter().zip(&needs) {
+            let mut backend = two_models_cached().with_memory_budget(Some(*need));
+            let generated = run(&mut backend, &params).expect("a rung fits");
+            assert_eq!(generated.image.dimensions(), (rung.width, rung.height), "{rung:?}");
+            let note = rung.describe(128, 128);
+            let oom_notes: Vec<&String> =
+                generated.notes.iter().filter(|n| n.starts_with("out of memory")).collect();
+            if rung.rung == Rung::AsRequested {
+                assert!(oom_notes.is_empty(), "{oom_notes:?}");
+            } else {
+                assert_eq!(oom_notes, [&note], "{rung:?}");
+            }
+            let expected_entries = if rung.caches_freed { 1 } else { 2 };
+            assert_eq!(backend.cache_stats().entries, expected_entries, "{rung:?}");
+            images.push(generated.image);
+        }
+        assert!(images[5].as_raw() != images[4].as_raw(), "the tiled rung must decode in tiles");
+        let mean_levels = images[5]
+            .as_raw()
+            .iter()
+            .zip(images[4].as_raw())
+            .map(|(a, b)| f64::from(a.abs_diff(*b)))
+            .sum::<f64>()
+            / images[4].as_raw().len() as f64;
+        assert!(mean_levels < 5.0, "tiled vs full decode: mean {mean_levels} levels of 255");
+
+        let mut starved = two_models_cached().with_memory_budget(Some(needs[5] - 1));
+        match run(&mut starved, &params) {
+            Err(BackendError::OutOfMemory(message)) => {
+                assert!(message.contains("64x64") && message.contains("budget"), "{message}");
+            }
+            other => panic!("expected out of memory, got {:?}", other.map(|g| g.notes)),
+        }
+    }
+
+    /// Allocation failures step down the ladder: two failures (as requested, then after freeing
+    /// the cache) leave the 3/4 size with the aspect ratio kept; failing every rung ends with a
+    /// clear out-of-memory error.
+    #[test]
+    fn allocation_failures_step_down_the_ladder() {
+        let params = small_params(256, 128);
+        let mut backend = two_models_cached();
+        backend.simulated_out_of_memory = 2;
+        let generated = run(&mut backend, &params).expect("third rung runs");
+        assert_eq!(generated.image.dimensions(), (192, 96));
+        assert!(
+            generated.notes.contains(
+                &"out of memory fallback: freed the model cache, reduced size to 192x96 \
+                  (requested 256x128)"
+                    .to_owned()
+            ),
+            "{:?}",
+            generated.notes
+        );
+        assert_eq!(backend.cache_stats().entries, 1, "the other model was freed");
+        assert_eq!(backend.simulated_out_of_memory, 0);
+
+        backend.simulated_out_of_memory = 100;
+        match run(&mut backend, &params) {
+            Err(BackendError::OutOfMemory(message)) => {
+                assert!(message.contains("every rung"), "{message}");
+            }
+            other => panic!("expected out of memory, got {:?}", other.map(|g| g.notes)),
+        }
+        let rungs_tried = 100 - backend.simulated_out_of_memory;
+        assert_eq!(rungs_tried as usize, crate::models::oom::ladder(256, 128).len());
     }
 }

@@ -346,6 +346,7 @@ impl Worker {
             device: self.backend.device_label(),
             status: ItemStatus::Done,
             job,
+            notes: Vec::new(),
         };
         let outcome = self.generate_item(job, plan, item, &mut record, summary);
         record.timestamp = chrono::Local::now().to_rfc3339();
@@ -503,6 +504,11 @@ impl Worker {
                 generated.timings.load_s = loaded.load_s;
             }
             record.scheduler = generated.sampler.cli_name().to_owned();
+            for note in &generated.notes {
+                if !record.notes.contains(note) {
+                    record.notes.push(note.clone());
+                }
+            }
             let info = GenerationInfo {
                 prompt: item.prompt.clone(),
                 negative: item.negative.clone(),

@@ -72,6 +72,10 @@ pub struct JobRecord {
     /// Engine job number within the writing process.
     #[serde(default)]
     pub job: u64,
+    /// What the backend did differently from the request (e.g. an out-of-memory fallback to a
+    /// smaller size), once per distinct note over the item's images.
+    #[serde(default)]
+    pub notes: Vec<String>,
 }
 
 fn default_status() -> ItemStatus {
@@ -199,6 +203,7 @@ mod tests {
             device: "cpu".into(),
             status: ItemStatus::Done,
             job: 1,
+            notes: Vec::new(),
         }
     }
 

@@ -149,3 +149,65 @@ fn hub_id_resolves_offline_from_a_cache_and_names_missing_files() {
     assert!(err.contains("model_index.json") && err.contains("imagelab models prefetch"), "{err}");
     assert!(pngs_below(Path::new(&out)).is_empty());
 }
+
+/// Issue 5: `IMAGELAB_MEMORY_BUDGET_MB` too small for 128×128 on the tiny SDXL pipeline makes
+/// the CLI plan the 3/4 rung before allocating: the PNG on disk is 96×96, and the note saying
+/// so is in the PNG's imagelab chunk and in the jobs log. The budget is the first whole MiB at
+/// or above the library's estimate for 96×96, checked to be below the estimate for 128×128.
+#[test]
+fn memory_budget_shrinks_the_image_and_says_so_in_png_and_jobs_log() {
+    use imagelab::engine::backend::Backend;
+    use imagelab::engine::candle_backend::CandleBackend;
+    use imagelab::models::oom::ladder;
+
+    let folder = crate::util::repo_root().join("tests/fixtures/diffusion/sdxl_tiny");
+    let mut probe = CandleBackend::new(None);
+    let model = imagelab::models::catalog::ModelRef {
+        display_name: "tiny".to_owned(),
+        source: imagelab::models::catalog::ModelSource::LocalDir(folder.clone()),
+        kind: imagelab::models::catalog::EntryKind::Pipeline,
+        defaults: imagelab::models::catalog::ModelDefaults::SDXL,
+    };
+    probe.load(&model, imagelab::request::DeviceChoice::Cpu, None, &mut |_| {}).expect("load");
+    let rungs = ladder(128, 128);
+    let need = |index: usize| probe.estimate_bytes(&rungs[index], true).expect("loaded");
+    let mebibyte = 1024 * 1024;
+    let budget_mb = need(2).div_ceil(mebibyte);
+    assert!(budget_mb * mebibyte < need(0), "the budget must exclude 128x128");
+    assert_eq!((rungs[2].width, rungs[2].height), (96, 96));
+
+    let out = tempfile::tempdir().expect("tempdir");
+    let output = imagelab()
+        .args(["generate", "--backend", "candle", "--device", "cpu", "--model"])
+        .arg(&folder)
+        .args(["--prompt", "a red cube", "--steps", "2", "--cfg", "5", "--seed", "7"])
+        .args(["--width", "128", "--height", "128", "--out"])
+        .arg(out.path())
+        .env("IMAGELAB_MEMORY_BUDGET_MB", budget_mb.to_string())
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let pngs = pngs_below(out.path());
+    assert_eq!(pngs.len(), 1);
+    let image = image::open(&pngs[0]).expect("png");
+    assert_eq!((image.width(), image.height()), (96, 96));
+    let note = rungs[2].describe(128, 128);
+    assert_eq!(
+        note,
+        "out of memory fallback: freed the model cache, reduced size to 96x96 (requested 128x128)"
+    );
+    let bytes = std::fs::read(&pngs[0]).expect("png bytes");
+    let info = imagelab::storage::metadata::png_io::read_generation_info(&bytes)
+        .expect("imagelab chunk")
+        .expect("present");
+    assert!(info.notes.contains(&note), "{:?}", info.notes);
+    let logs: Vec<_> = crate::util::files_below(out.path())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    let log = std::fs::read_to_string(&logs[0]).expect("jobs log");
+    let record: serde_json::Value =
+        serde_json::from_str(log.lines().last().expect("a line")).expect("json line");
+    assert_eq!(record["notes"], serde_json::json!([note]), "{log}");
+}
