@@ -11,7 +11,6 @@ use crate::engine::{Backend, Engine, EngineConfig, Event, JobId, prepare_plan, r
 use crate::models::catalog::Catalog;
 use crate::request::Profiles;
 use crate::storage::favorites;
-use crate::storage::metadata::png_io;
 
 use super::controls::{ControlAction, ControlsContext, ControlsPanel};
 use super::gallery::{GalleryAction, GalleryPanel};
