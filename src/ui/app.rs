@@ -11,7 +11,6 @@ use crate::engine::{Backend, Engine, EngineConfig, Event, JobId, prepare_plan, r
 use crate::models::catalog::Catalog;
 use crate::request::Profiles;
 use crate::storage::favorites;
-use crate::storage::metadata::png_io;
 
 use super::controls::{ControlAction, ControlsContext, ControlsPanel};
 use super::gallery::{GalleryAction, GalleryPanel};
@@ -362,12 +361,28 @@ impl LabApp {
                 return;
             }
         };
-        match png_io::read_generation_info(&bytes) {
-            Ok(Some(info)) => {
-                self.controls.form.restore_from(&info);
+        match crate::storage::metadata::recover(&bytes) {
+            Ok(found) if found.generation.is_some() => {
+                if let Some(info) = &found.generation {
+                    self.controls.form.restore_from(info);
+                }
                 self.log.push(Severity::Info, format!("settings restored from {}", path.display()));
             }
-            Ok(None) | Err(_) => {
+            Ok(found) => {
+                let catalog = Catalog::builtin();
+                for note in self.controls.form.restore_from_foreign(&found, &catalog) {
+                    self.log.push(Severity::Warning, note);
+                }
+                self.log.push(
+                    Severity::Info,
+                    format!(
+                        "settings restored from a {} image: {}",
+                        found.source.display_name(),
+                        path.display()
+                    ),
+                );
+            }
+            Err(_) => {
                 if image::guess_format(&bytes).is_ok() {
                     self.controls.form.init_image = Some(path.to_owned());
                     self.log.push(Severity::Info, format!("img2img source: {}", path.display()));

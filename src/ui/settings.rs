@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::models::catalog::{Catalog, DEFAULT_MODEL, ModelDefaults};
 use crate::request::{DeviceChoice, RAW_PROFILE, Request, SamplerKind, Sweep};
-use crate::storage::metadata::GenerationInfo;
+use crate::storage::metadata::{GenerationInfo, Recovered};
 
 /// The key under which the form is stored in eframe's storage.
 pub const STORAGE_KEY: &str = "imagelab.form";
@@ -125,7 +125,10 @@ impl FormSettings {
         if !info.profile.is_empty() {
             self.profile = info.profile.clone();
         }
-        if !info.model.is_empty() {
+        // A local folder is found again by its path; hub models by their catalog name or id.
+        if !info.model_id.is_empty() && std::path::Path::new(&info.model_id).exists() {
+            self.model = info.model_id.clone();
+        } else if !info.model.is_empty() {
             self.model = info.model.clone();
         }
         self.scheduler = Some(info.requested_sampler);
@@ -144,6 +147,49 @@ impl FormSettings {
         }
         self.init_image = info.init_image.as_ref().map(PathBuf::from);
         self.sweep = Sweep::None;
+    }
+}
+
+impl FormSettings {
+    /// Takes what another tool's image says (A1111, ComfyUI, InvokeAI, Fooocus): the fields that
+    /// map; the model only when the catalog knows it. Returns what could not be taken, for the log.
+    pub fn restore_from_foreign(&mut self, found: &Recovered, catalog: &Catalog) -> Vec<String> {
+        let mut notes = found.warnings.clone();
+        self.prompt.clone_from(&found.prompt);
+        self.negative.clone_from(&found.negative);
+        self.profile = crate::request::RAW_PROFILE.to_owned();
+        if let Some(seed) = found.seed {
+            self.seed = seed;
+            self.random_seed = false;
+        }
+        if let Some(steps) = found.steps {
+            self.steps = steps;
+        }
+        if let Some(cfg) = found.cfg {
+            self.cfg = cfg;
+        }
+        if let (Some(width), Some(height)) = (found.width, found.height) {
+            self.width_px = width;
+            self.height_px = height;
+        }
+        match found.sampler {
+            Some(kind) => self.scheduler = Some(kind),
+            None if !found.sampler_name.is_empty() => {
+                notes.push(format!("sampler {:?} has no equivalent here", found.sampler_name));
+            }
+            None => {}
+        }
+        if !found.model.is_empty() {
+            match catalog.resolve(&found.model) {
+                Ok(model) => self.model = model.display_name,
+                Err(_) => notes.push(format!(
+                    "model {:?} is not known here; kept {:?}",
+                    found.model, self.model
+                )),
+            }
+        }
+        self.sweep = Sweep::None;
+        notes
     }
 }
 

@@ -528,3 +528,23 @@ fn candle_backend_in_the_window_matches_diffusers() {
         ours.as_raw().iter().zip(theirs.data()).map(|(a, b)| a.abs_diff(*b)).max().unwrap_or(0);
     assert!(worst <= 1, "pixels differ by {worst} levels");
 }
+
+/// Dropping another tool's PNG (AUTOMATIC1111 here) restores the settings that map.
+#[test]
+fn dropping_an_a1111_png_restores_what_maps() {
+    let png = util::repo_root().join("tests/fixtures/metadata/a1111_sdxl_hires.png");
+    let found = imagelab::storage::metadata::recover_file(&png).expect("readable A1111 metadata");
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut harness = harness(out.path(), Duration::ZERO, small_form());
+    harness.state_mut().on_dropped_file(&png);
+    harness.run_steps(2);
+    let form = &harness.state().controls.form;
+    assert_eq!(form.prompt, found.prompt);
+    assert_eq!(form.negative, found.negative);
+    assert_eq!(Some(form.seed), found.seed);
+    assert_eq!(Some(form.steps), found.steps);
+    assert_eq!(Some(form.cfg), found.cfg);
+    assert_eq!((Some(form.width_px), Some(form.height_px)), (found.width, found.height));
+    assert!(!form.random_seed);
+    assert!(form.init_image.is_none(), "a PNG with settings is not taken as an img2img source");
+}
