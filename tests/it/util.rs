@@ -19,6 +19,8 @@ pub fn imagelab() -> Command {
         "IMAGELAB_MOCK_FAIL_MODEL",
         "IMAGELAB_MOCK_FAIL_PROMPT",
         "IMAGELAB_PROFILES",
+        "IMAGELAB_MEMORY_BUDGET_MB",
+        "IMAGELAB_MODEL_CACHE_MB",
     ];
     for var in imagelab::cli::env_mode::VARIABLES.iter().chain(&mock_vars) {
         command.env_remove(var);
