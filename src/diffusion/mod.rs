@@ -4,5 +4,16 @@
 //! This layer knows nothing of channels, windows or output folders: the engine's candle backend
 //! drives it through a per-step callback.
 
+pub mod clip;
+pub mod device;
+pub mod error;
+pub mod layers;
+pub mod pipeline;
 pub mod rng;
 pub mod schedulers;
+pub mod tokenizer;
+pub mod unet;
+pub mod vae;
+pub mod weights;
+
+pub use error::DiffusionError;

@@ -7,6 +7,9 @@
 pub struct TorchGenerator {
     state: [u32; 624],
     index: usize,
+    /// torch's `next_double_normal_sample`: the second value of the last scalar Box–Muller
+    /// pair, returned by the next scalar draw.
+    cached_normal: Option<f64>,
 }
 
 impl std::fmt::Debug for TorchGenerator {
@@ -28,7 +31,7 @@ impl TorchGenerator {
             let i32_ = i as u32;
             state[i] = 1_812_433_253u32.wrapping_mul(prev ^ (prev >> 30)).wrapping_add(i32_);
         }
-        Self { state, index: 624 }
+        Self { state, index: 624, cached_normal: None }
     }
 
     /// The next raw 32-bit output of MT19937.
@@ -77,7 +80,7 @@ impl TorchGenerator {
             normal_fill_16(&mut data[start..start + 16]);
             start += 16;
         }
-        if n % 16 != 0 {
+        if !n.is_multiple_of(16) {
             let tail = n - 16;
             for value in &mut data[tail..] {
                 *value = self.uniform_f32();
@@ -87,15 +90,37 @@ impl TorchGenerator {
         data
     }
 
+    /// `torch.randn(shape, generator=g, dtype=float32)` as a tensor on `device` (drawn on the
+    /// CPU, as diffusers' `randn_tensor` draws with a CPU generator, then moved).
+    ///
+    /// # Errors
+    /// Tensor errors.
+    pub fn randn_tensor(
+        &mut self,
+        shape: &candle_core::Shape,
+        device: &candle_core::Device,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        let values = self.randn(shape.elem_count());
+        candle_core::Tensor::from_vec(values, shape.clone(), device)
+    }
+
     /// torch's scalar normal (`at::normal_distribution<double>`): Box–Muller on two 53-bit
-    /// uniforms, caching the second value as torch does.
+    /// uniforms, returning `r·cos θ` and keeping `r·sin θ` for the next scalar draw, as torch
+    /// keeps it in the generator.
     fn scalar_normal(&mut self) -> f32 {
-        let u1 = self.uniform_f64();
-        let u2 = self.uniform_f64();
-        let radius = (-2.0 * (-u2).ln_1p()).sqrt();
-        let theta = 2.0 * std::f64::consts::PI * u1;
+        let value = match self.cached_normal.take() {
+            Some(cached) => cached,
+            None => {
+                let u1 = self.uniform_f64();
+                let u2 = self.uniform_f64();
+                let radius = (-2.0 * (-u2).ln_1p()).sqrt();
+                let theta = 2.0 * std::f64::consts::PI * u1;
+                self.cached_normal = Some(radius * theta.sin());
+                radius * theta.cos()
+            }
+        };
         #[allow(clippy::cast_possible_truncation)]
-        let value = (radius * theta.cos()) as f32;
+        let value = value as f32;
         value
     }
 

@@ -42,7 +42,10 @@ impl Capabilities {
             missing.push("seeds");
         }
         if !self.custom_schedulers
-            && plan.items.iter().any(|item| item.scheduler.is_some_and(|s| s != SamplerKind::Default))
+            && plan
+                .items
+                .iter()
+                .any(|item| item.scheduler.is_some_and(|s| s != SamplerKind::Default))
         {
             missing.push("custom schedulers (--scheduler)");
         }

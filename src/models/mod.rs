@@ -1,6 +1,15 @@
 //! Models: the catalog of known checkpoints, hub resolution through the standard Hugging Face
-//! cache, local folders, and the cache of loaded pipelines.
+//! cache, local folders, layout detection, cache management commands, the cache of loaded
+//! pipelines, and the out-of-memory fallback ladder.
 
+pub mod cache;
 pub mod catalog;
+pub mod error;
+pub mod hub;
+pub mod layout;
+pub mod manage;
+pub mod oom;
+pub mod safetensors_header;
 
 pub use catalog::{Catalog, CatalogEntry, EntryKind, ModelDefaults, ModelRef, ModelSource};
+pub use error::ModelError;

@@ -67,7 +67,9 @@ pub fn image_count(sweep: Sweep, batch: u32, profiles: &Profiles, catalog: &Cata
     match sweep {
         Sweep::None => per_item,
         Sweep::AllProfiles => profiles.all().len() * per_item,
-        Sweep::AllModelsAllProfiles => catalog.sweep_models().len() * profiles.all().len() * per_item,
+        Sweep::AllModelsAllProfiles => {
+            catalog.sweep_models().len() * profiles.all().len() * per_item
+        }
     }
 }
 
@@ -101,7 +103,9 @@ pub fn build_plan(
     let models: Vec<ModelRef> = match request.sweep {
         Sweep::AllModelsAllProfiles => catalog.sweep_models(),
         Sweep::None | Sweep::AllProfiles => vec![
-            catalog.resolve(&request.model).map_err(|message| RequestError::new("model", message))?,
+            catalog
+                .resolve(&request.model)
+                .map_err(|message| RequestError::new("model", message))?,
         ],
     };
     let chosen_profiles: Vec<&super::Profile> = match request.sweep {
@@ -112,8 +116,9 @@ pub fn build_plan(
         }
         Sweep::AllProfiles | Sweep::AllModelsAllProfiles => profiles.all().iter().collect(),
     };
-    let run_dir = (request.sweep != Sweep::None)
-        .then(|| PathBuf::from(format!("{}_{}", now.format("%Y%m%d-%H%M%S"), request.sweep.slug())));
+    let run_dir = (request.sweep != Sweep::None).then(|| {
+        PathBuf::from(format!("{}_{}", now.format("%Y%m%d-%H%M%S"), request.sweep.slug()))
+    });
 
     let mut items = Vec::with_capacity(models.len() * chosen_profiles.len());
     for model in &models {
@@ -152,12 +157,14 @@ mod tests {
     }
 
     fn plan(request: &Request) -> Plan {
-        build_plan(request, &Profiles::builtin(), &Catalog::builtin(), now(), || 1234).expect("plan")
+        build_plan(request, &Profiles::builtin(), &Catalog::builtin(), now(), || 1234)
+            .expect("plan")
     }
 
     #[test]
     fn single_run_uses_seed_base_plus_i() {
-        let plan = plan(&Request { prompt: "cat".into(), batch: 3, seed: Some(40), ..Request::default() });
+        let plan =
+            plan(&Request { prompt: "cat".into(), batch: 3, seed: Some(40), ..Request::default() });
         assert_eq!(plan.items.len(), 1);
         assert_eq!(plan.items[0].seeds, vec![40, 41, 42]);
         assert_eq!(plan.items[0].out_dir, PathBuf::new());
@@ -176,7 +183,8 @@ mod tests {
     fn sweep_counts_and_order_are_model_major() {
         let profiles = Profiles::builtin();
         let catalog = Catalog::builtin();
-        let all_profiles = plan(&Request { sweep: Sweep::AllProfiles, batch: 2, ..Request::default() });
+        let all_profiles =
+            plan(&Request { sweep: Sweep::AllProfiles, batch: 2, ..Request::default() });
         assert_eq!(all_profiles.items.len(), profiles.all().len());
         assert_eq!(all_profiles.image_count(), 2 * profiles.all().len());
         assert!(all_profiles.items.iter().any(|i| i.profile == super::super::RAW_PROFILE));
@@ -206,7 +214,8 @@ mod tests {
     fn user_settings_beat_profile_defaults() {
         let profiles = Profiles::builtin();
         let photoreal = profiles.get("Photoreal").expect("profile");
-        let base = Request { prompt: "cat".into(), profile: "Photoreal".into(), ..Request::default() };
+        let base =
+            Request { prompt: "cat".into(), profile: "Photoreal".into(), ..Request::default() };
         let from_profile = plan(&base);
         assert_eq!(from_profile.items[0].scheduler, photoreal.default_scheduler);
         assert!(from_profile.items[0].prompt.starts_with("cat, photorealistic"));

@@ -24,8 +24,8 @@ pub struct Profile {
     /// Steps used when the user left steps unset.
     #[serde(default)]
     pub default_steps: Option<u32>,
-    /// Sampler used when the user left the sampler unset.
-    #[serde(default)]
+    /// Sampler used when the user left the sampler unset (CLI or GUI name, as a string).
+    #[serde(default, deserialize_with = "sampler_name")]
     pub default_scheduler: Option<SamplerKind>,
     /// CFG used when the user left CFG unset.
     #[serde(default)]
@@ -42,6 +42,13 @@ impl Profile {
     pub fn apply_negative(&self, negative: &str) -> String {
         join_suffix(negative, &self.negative_suffix)
     }
+}
+
+/// Reads a sampler from its CLI or GUI name, so `profiles.ron` can say `"dpmpp_2m_karras"` or
+/// `"DPM++ 2M Karras"`.
+fn sampler_name<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<SamplerKind>, D::Error> {
+    let name: Option<String> = Option::deserialize(de)?;
+    name.map(|name| SamplerKind::parse(&name).map_err(serde::de::Error::custom)).transpose()
 }
 
 fn join_suffix(text: &str, suffix: &str) -> String {
@@ -107,10 +114,7 @@ impl Profiles {
                 column: err.span.start.col,
                 message: err.code.to_string(),
             })?;
-        let invalid = |message: String| ProfilesError::Invalid {
-            file: file.to_owned(),
-            message,
-        };
+        let invalid = |message: String| ProfilesError::Invalid { file: file.to_owned(), message };
         let mut seen = std::collections::HashSet::new();
         for profile in &profiles {
             if profile.name.trim().is_empty() {
@@ -125,7 +129,10 @@ impl Profiles {
             if let Some(cfg) = profile.default_cfg
                 && !(cfg.is_finite() && cfg >= 0.0)
             {
-                return Err(invalid(format!("profile {:?}: default_cfg {cfg} is not ≥ 0", profile.name)));
+                return Err(invalid(format!(
+                    "profile {:?}: default_cfg {cfg} is not ≥ 0",
+                    profile.name
+                )));
             }
         }
         if !seen.contains(&RAW_PROFILE.to_lowercase()) {
@@ -193,14 +200,35 @@ mod tests {
     fn shipped_file_has_every_reference_profile() {
         let profiles = Profiles::builtin();
         for name in [
-            "Photoreal", "Cinematic", "Anime / Vibrant", "Soft Illustration", "R-Rated",
-            "Pencil Sketch", "Black & White", "35mm Film", "Rotoscoping", "Watercolor",
-            "Hyper-Realistic Portrait", "ISOTOPIA Sci-Fi Blueprint", "Dark Fantasy / Grimdark",
-            "Pixar-ish Soft CG", "Pixel Art / Isometric Game", "Low-Poly 3D / PS1",
-            "Product Render / Industrial", "Isometric Tech Diagram", "Retro Comic / Halftone",
-            "Vaporwave / Synthwave", "Children's Book Illustration", "Ink & Screentone Manga",
-            "Analog Horror / VHS", "Architectural Visualization", "Tim Burton", "Frank Frazetta",
-            "Ralph Bakshi", "H.R. Giger", RAW_PROFILE,
+            "Photoreal",
+            "Cinematic",
+            "Anime / Vibrant",
+            "Soft Illustration",
+            "R-Rated",
+            "Pencil Sketch",
+            "Black & White",
+            "35mm Film",
+            "Rotoscoping",
+            "Watercolor",
+            "Hyper-Realistic Portrait",
+            "ISOTOPIA Sci-Fi Blueprint",
+            "Dark Fantasy / Grimdark",
+            "Pixar-ish Soft CG",
+            "Pixel Art / Isometric Game",
+            "Low-Poly 3D / PS1",
+            "Product Render / Industrial",
+            "Isometric Tech Diagram",
+            "Retro Comic / Halftone",
+            "Vaporwave / Synthwave",
+            "Children's Book Illustration",
+            "Ink & Screentone Manga",
+            "Analog Horror / VHS",
+            "Architectural Visualization",
+            "Tim Burton",
+            "Frank Frazetta",
+            "Ralph Bakshi",
+            "H.R. Giger",
+            RAW_PROFILE,
         ] {
             let profile = profiles.get(name).unwrap_or_else(|| panic!("missing profile {name}"));
             if name != RAW_PROFILE {

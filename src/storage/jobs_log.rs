@@ -128,9 +128,10 @@ pub fn read_all(dir: &Path) -> std::io::Result<LogContents> {
         .filter_map(Result::ok)
         .map(|entry| entry.path())
         .filter(|path| {
-            path.file_name().and_then(|n| n.to_str()).is_some_and(|name| {
-                name.starts_with("jobs") && name.ends_with(".log")
-            }) && path.is_file()
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|name| name.starts_with("jobs") && name.ends_with(".log"))
+                && path.is_file()
         })
         .collect();
     files.sort();
@@ -145,7 +146,11 @@ fn read_file_into(file: &Path, contents: &mut LogContents) {
     let bytes = match fs_err::read(file) {
         Ok(bytes) => bytes,
         Err(err) => {
-            contents.damaged.push(DamagedLine { file: file.to_owned(), line: 0, error: err.to_string() });
+            contents.damaged.push(DamagedLine {
+                file: file.to_owned(),
+                line: 0,
+                error: err.to_string(),
+            });
             return;
         }
     };

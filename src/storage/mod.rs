@@ -2,6 +2,7 @@
 //! the jobs log, favourites.
 
 pub mod favorites;
+pub mod inputs;
 pub mod jobs_log;
 pub mod metadata;
 pub mod naming;

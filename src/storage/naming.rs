@@ -69,7 +69,8 @@ pub fn write_new_file(dir: &Path, stem: &str, ext: &str, bytes: &[u8]) -> io::Re
 
 fn claim_name(dir: &Path, stem: &str, ext: &str, tmp: &Path) -> io::Result<PathBuf> {
     for attempt in 1..10_000u32 {
-        let name = if attempt == 1 { format!("{stem}.{ext}") } else { format!("{stem}-{attempt}.{ext}") };
+        let name =
+            if attempt == 1 { format!("{stem}.{ext}") } else { format!("{stem}-{attempt}.{ext}") };
         let target = dir.join(name);
         // A hard link fails if the target exists: atomic "create if absent", even against
         // another process writing the same folder.
@@ -113,7 +114,11 @@ mod tests {
         assert!(s.len() <= PROMPT_SLUG_CHARS, "{} chars", s.len());
         assert!(!s.ends_with('-') && !s.starts_with('-'));
         for input in ["a/b\\c", "C:\\x", "\0nul", "a\nb"] {
-            assert!(slug(input, 48, "x").chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+            assert!(
+                slug(input, 48, "x")
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            );
         }
     }
 

@@ -1,0 +1,115 @@
+//! `imagelab models list|prefetch|verify`: the catalog against the local Hugging Face cache.
+
+use clap::{Args, Subcommand};
+
+use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+use crate::models::Catalog;
+use crate::models::hub::{DownloadEvent, HubConfig, WeightVariant};
+use crate::models::manage;
+
+/// Flags of `imagelab models`.
+#[derive(Debug, Clone, Args)]
+pub struct ModelsArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: ModelsAction,
+    /// Prefer `*.fp16.safetensors` variants (what a GPU run loads).
+    #[arg(long, global = true)]
+    pub fp16: bool,
+    /// One JSON document on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// `models` actions.
+#[derive(Debug, Clone, Subcommand)]
+pub enum ModelsAction {
+    /// Every catalog model: cached, partial or not downloaded, with sizes.
+    List,
+    /// Download what each named model needs (`all` or none = every catalog model).
+    Prefetch {
+        /// Catalog names or hub ids.
+        names: Vec<String>,
+        /// Every catalog model.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Hash every cached file against its blob name.
+    Verify,
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> bool {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => {
+            println!("{text}");
+            true
+        }
+        Err(err) => {
+            eprintln!("error: cannot write JSON: {err}");
+            false
+        }
+    }
+}
+
+/// Runs `imagelab models …`; returns the exit code.
+pub fn run(args: &ModelsArgs) -> u8 {
+    let catalog = Catalog::builtin();
+    let config = HubConfig::from_env();
+    let prefer = if args.fp16 { WeightVariant::Fp16 } else { WeightVariant::Full };
+    match &args.action {
+        ModelsAction::List => {
+            let listings = manage::list_models(&catalog, &config, prefer);
+            if args.json {
+                if !print_json(&listings) {
+                    return EXIT_FAILED;
+                }
+            } else {
+                print!("{}", manage::format_listing(&listings));
+            }
+            EXIT_OK
+        }
+        ModelsAction::Prefetch { names, all } => {
+            let names = if *all { vec!["all".to_owned()] } else { names.clone() };
+            let mut on_event = |model: &str, event: &DownloadEvent| match event {
+                DownloadEvent::Started { repo_file, total_bytes } => {
+                    eprintln!(
+                        "{model}: downloading {repo_file} ({})",
+                        manage::human_bytes(*total_bytes)
+                    );
+                }
+                DownloadEvent::AlreadyCached { repo_file } => {
+                    eprintln!("{model}: cached {repo_file}")
+                }
+                _ => {}
+            };
+            let outcomes = match manage::prefetch(&catalog, &names, &config, prefer, &mut on_event)
+            {
+                Ok(outcomes) => outcomes,
+                Err(err) => {
+                    eprintln!("error: {err}");
+                    return EXIT_USAGE;
+                }
+            };
+            if args.json {
+                print_json(&outcomes);
+            } else {
+                print!("{}", manage::format_prefetch(&outcomes));
+            }
+            if outcomes.iter().any(|o| o.error.is_some()) { EXIT_FAILED } else { EXIT_OK }
+        }
+        ModelsAction::Verify => {
+            let mut on_file = |repo: &str, file: &str| tracing::info!("verifying {repo}: {file}");
+            let reports = manage::verify(&catalog, &config, prefer, &mut on_file);
+            if args.json {
+                print_json(&reports);
+            } else {
+                print!("{}", manage::format_verify(&reports));
+            }
+            if reports.iter().all(manage::RepoVerification::is_healthy) {
+                EXIT_OK
+            } else {
+                EXIT_FAILED
+            }
+        }
+    }
+}

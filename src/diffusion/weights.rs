@@ -1,0 +1,146 @@
+//! Weights: `.safetensors` only, memory-mapped (the one audited `unsafe` of the crate), and the
+//! choice of file within a component folder (`*.fp16.safetensors` on GPU when present).
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+
+use super::error::{DiffusionError, Result, read_json};
+
+/// The weights files of a diffusers component folder: `<stem>.fp16.safetensors` when
+/// `prefer_fp16` and it exists, else `<stem>.safetensors`; either may be sharded
+/// (`<name>.safetensors.index.json` listing the shards). Pickled `.bin` files are never
+/// considered.
+///
+/// # Errors
+/// No weights (the message names what was looked for), or a malformed shard index.
+pub fn component_weights(folder: &Path, stem: &str, prefer_fp16: bool) -> Result<Vec<PathBuf>> {
+    let full = format!("{stem}.safetensors");
+    let half = format!("{stem}.fp16.safetensors");
+    let names = if prefer_fp16 { [&half, &full] } else { [&full, &half] };
+    for name in names {
+        let single = folder.join(name);
+        if single.is_file() {
+            return Ok(vec![single]);
+        }
+        let index_path = folder.join(format!("{name}.index.json"));
+        if index_path.is_file() {
+            return shards_from_index(folder, &index_path);
+        }
+    }
+    Err(DiffusionError::config(
+        "weights",
+        format!("no {stem}.safetensors or {stem}.fp16.safetensors (only .safetensors are loaded)"),
+        folder,
+    ))
+}
+
+/// The distinct shard files named by a `*.safetensors.index.json` `weight_map`, in order.
+fn shards_from_index(folder: &Path, index_path: &Path) -> Result<Vec<PathBuf>> {
+    let index: serde_json::Value = read_json("weights index", index_path)?;
+    let Some(map) = index.get("weight_map").and_then(serde_json::Value::as_object) else {
+        return Err(DiffusionError::config("weight_map", "missing or not an object", index_path));
+    };
+    let mut shards: Vec<PathBuf> = Vec::new();
+    for file in map.values() {
+        let Some(name) = file.as_str() else {
+            return Err(DiffusionError::config(
+                "weight_map",
+                "values must be file names",
+                index_path,
+            ));
+        };
+        if name.contains('/') || name.contains('\\') || !name.ends_with(".safetensors") {
+            return Err(DiffusionError::config(
+                "weight_map",
+                format!("{name:?} is not a .safetensors shard here"),
+                index_path,
+            ));
+        }
+        let shard = folder.join(name);
+        if !shards.contains(&shard) {
+            shards.push(shard);
+        }
+    }
+    if let Some(missing) = shards.iter().find(|shard| !shard.is_file()) {
+        return Err(DiffusionError::config(
+            "weight_map",
+            "lists a shard that is not there",
+            missing,
+        ));
+    }
+    Ok(shards)
+}
+
+/// A `VarBuilder` over memory-mapped safetensors files, converting to `dtype` on `device`.
+///
+/// # Errors
+/// Unreadable or malformed files.
+#[allow(unsafe_code)]
+pub fn mmap_var_builder(
+    files: &[PathBuf],
+    dtype: DType,
+    device: &Device,
+) -> Result<VarBuilder<'static>> {
+    for file in files {
+        if file.extension().and_then(|ext| ext.to_str()) != Some("safetensors") {
+            return Err(DiffusionError::config(
+                "weights",
+                "only .safetensors files are loaded",
+                file,
+            ));
+        }
+    }
+    // SAFETY: the files are mapped read-only; safetensors headers are validated by candle
+    // before any tensor is read. The mapping is undefined behaviour only if another process
+    // truncates or rewrites a model file while it is loaded, which model folders never expect.
+    let builder = unsafe { VarBuilder::from_mmaped_safetensors(files, dtype, device) };
+    builder.map_err(|err| {
+        DiffusionError::config(
+            "weights",
+            err.to_string(),
+            files.first().map_or(Path::new(""), PathBuf::as_path),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fp16_variant_is_preferred_only_when_asked_and_bin_files_are_never_picked() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        std::fs::write(folder.path().join("diffusion_pytorch_model.bin"), b"pickle")
+            .expect("write");
+        let missing = component_weights(folder.path(), "diffusion_pytorch_model", false);
+        assert!(missing.expect_err("no safetensors").to_string().contains("only .safetensors"));
+        std::fs::write(folder.path().join("diffusion_pytorch_model.safetensors"), b"x")
+            .expect("write");
+        std::fs::write(folder.path().join("diffusion_pytorch_model.fp16.safetensors"), b"x")
+            .expect("write");
+        let full =
+            component_weights(folder.path(), "diffusion_pytorch_model", false).expect("full");
+        assert!(full[0].ends_with("diffusion_pytorch_model.safetensors"));
+        let half = component_weights(folder.path(), "diffusion_pytorch_model", true).expect("half");
+        assert!(half[0].ends_with("diffusion_pytorch_model.fp16.safetensors"));
+    }
+
+    #[test]
+    fn sharded_weights_are_found_through_their_index() {
+        let folder = tempfile::tempdir().expect("tempdir");
+        let index = r#"{"weight_map": {"a": "model-00001-of-00002.safetensors",
+            "b": "model-00002-of-00002.safetensors", "c": "model-00001-of-00002.safetensors"}}"#;
+        std::fs::write(folder.path().join("model.safetensors.index.json"), index).expect("write");
+        std::fs::write(folder.path().join("model-00001-of-00002.safetensors"), b"x")
+            .expect("write");
+        let missing =
+            component_weights(folder.path(), "model", false).expect_err("shard 2 missing");
+        assert!(missing.to_string().contains("model-00002-of-00002"), "{missing}");
+        std::fs::write(folder.path().join("model-00002-of-00002.safetensors"), b"x")
+            .expect("write");
+        let shards = component_weights(folder.path(), "model", false).expect("shards");
+        assert_eq!(shards.len(), 2);
+    }
+}

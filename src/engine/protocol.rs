@@ -1,0 +1,213 @@
+//! The engine's protocol: `Command`s from a front end, `Event`s back. Every event names its
+//! job (and item, where there is one).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::backend::{Preview, Timings};
+use crate::request::Plan;
+use crate::storage::jobs_log::JobRecord;
+
+/// A job's number, unique within one engine.
+pub type JobId = u64;
+
+/// What a front end asks of the engine.
+#[derive(Debug)]
+pub enum Command {
+    /// Queue a plan as job `job` (FIFO).
+    Submit {
+        /// The job's number (from `Engine::submit`).
+        job: JobId,
+        /// The validated plan.
+        plan: Box<Plan>,
+    },
+    /// Cancel a job: a pending one is dropped, a running one stops within one denoising step.
+    Cancel(JobId),
+    /// Stop the current item (logged as cancelled) and go on with the next.
+    SkipCurrent,
+    /// Drop every pending job (the running one goes on).
+    ClearQueue,
+    /// Cancel everything and end the thread.
+    Shutdown,
+}
+
+/// Counts shown by the queue panel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    /// Jobs waiting.
+    pub queued: usize,
+    /// Jobs running (0 or 1).
+    pub running: usize,
+    /// Jobs finished with every item done.
+    pub done: usize,
+    /// Jobs finished with at least one failed item.
+    pub failed: usize,
+    /// Jobs cancelled or dropped.
+    pub cancelled: usize,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobSummary {
+    /// Items in the plan.
+    pub items: usize,
+    /// Items with every image saved.
+    pub done: usize,
+    /// Items that failed.
+    pub failed: usize,
+    /// Items cancelled or skipped (started ones) plus those never started after a cancel.
+    pub cancelled: usize,
+    /// Every image written, full paths.
+    pub paths: Vec<PathBuf>,
+    /// Every error, as `model / profile: message`.
+    pub errors: Vec<String>,
+    /// The sweep folder, full path, if any.
+    pub run_dir: Option<PathBuf>,
+    /// Wall time of the job in seconds.
+    pub duration_s: f64,
+}
+
+/// One saved image, as the gallery and `--json` want it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedImage {
+    /// Full path of the PNG.
+    pub path: PathBuf,
+    /// Its seed.
+    pub seed: u64,
+    /// Full path of the `.latent` file, when asked for.
+    pub latent: Option<PathBuf>,
+    /// Where the time went.
+    pub timings: Timings,
+}
+
+/// What the engine reports. Progress and previews are lossy (dropped when the front end lags);
+/// every other event is always delivered.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A job entered the queue; `position` 0 = next to run.
+    Queued {
+        /// The job.
+        job: JobId,
+        /// Jobs ahead of it.
+        position: usize,
+    },
+    /// The queue changed.
+    QueueChanged(QueueStats),
+    /// A model is loading or downloading.
+    ModelLoading {
+        /// The job.
+        job: JobId,
+        /// Model display name.
+        model: String,
+        /// What is happening.
+        message: String,
+        /// Fraction done, when known.
+        fraction: Option<f32>,
+    },
+    /// An item (model × profile) began.
+    ItemStarted {
+        /// The job.
+        job: JobId,
+        /// Item index in the plan.
+        item: usize,
+        /// Items in the plan.
+        items: usize,
+        /// Model display name.
+        model: String,
+        /// Profile name.
+        profile: String,
+        /// Images in this item.
+        images: usize,
+    },
+    /// A denoising step finished.
+    Progress {
+        /// The job.
+        job: JobId,
+        /// The item.
+        item: usize,
+        /// Image within the item's batch.
+        image: usize,
+        /// Steps done, from 1.
+        step: usize,
+        /// Steps in all.
+        steps: usize,
+        /// Recent speed in iterations per second.
+        it_per_s: f32,
+    },
+    /// The newest preview of the image forming (the window keeps only the newest).
+    Preview {
+        /// The job.
+        job: JobId,
+        /// The item.
+        item: usize,
+        /// The picture.
+        preview: Preview,
+    },
+    /// One image is on disk.
+    ImageSaved {
+        /// The job.
+        job: JobId,
+        /// The item.
+        item: usize,
+        /// What was written.
+        image: SavedImage,
+    },
+    /// An item finished with every image saved; `record` is its jobs-log line.
+    ItemSaved {
+        /// The job.
+        job: JobId,
+        /// The item.
+        item: usize,
+        /// The full record (paths + settings).
+        record: Box<JobRecord>,
+    },
+    /// An item failed; the job goes on with the next item.
+    ItemFailed {
+        /// The job.
+        job: JobId,
+        /// The item.
+        item: usize,
+        /// What went wrong.
+        error: String,
+        /// Its jobs-log line.
+        record: Box<JobRecord>,
+    },
+    /// An item was cancelled or skipped; images saved before that are kept.
+    ItemCancelled {
+        /// The job.
+        job: JobId,
+        /// The item.
+        item: usize,
+        /// Its jobs-log line.
+        record: Box<JobRecord>,
+    },
+    /// A job ended (done, failed or cancelled).
+    JobFinished {
+        /// The job.
+        job: JobId,
+        /// What happened.
+        summary: JobSummary,
+    },
+    /// Something the user should see that belongs to no item (log panel, stderr).
+    Warning(String),
+}
+
+impl Event {
+    /// The job an event belongs to, when it belongs to one.
+    pub fn job(&self) -> Option<JobId> {
+        match self {
+            Self::Queued { job, .. }
+            | Self::ModelLoading { job, .. }
+            | Self::ItemStarted { job, .. }
+            | Self::Progress { job, .. }
+            | Self::Preview { job, .. }
+            | Self::ImageSaved { job, .. }
+            | Self::ItemSaved { job, .. }
+            | Self::ItemFailed { job, .. }
+            | Self::ItemCancelled { job, .. }
+            | Self::JobFinished { job, .. } => Some(*job),
+            Self::QueueChanged(_) | Self::Warning(_) => None,
+        }
+    }
+}

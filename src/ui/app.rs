@@ -1,0 +1,512 @@
+//! The eframe app: owns the engine handle and the panels. `logic()` drains engine and decoder
+//! results within a small time budget; `ui()` draws the panels and turns their actions into
+//! engine commands. The UI thread never waits on the engine.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::engine::{Backend, Engine, EngineConfig, Event, JobId, prepare_plan, relative_path};
+use crate::models::catalog::Catalog;
+use crate::request::Profiles;
+use crate::storage::favorites;
+
+use super::controls::{ControlAction, ControlsContext, ControlsPanel};
+use super::gallery::{GalleryAction, GalleryPanel};
+use super::log::{LogPanel, Severity};
+use super::model_status::{ModelStatusSource, NoModelStatus};
+use super::queue::{JobState, QueueAction, QueuePanel, QueuedJob};
+use super::settings::{FormSettings, STORAGE_KEY};
+use super::thumbnails::{Loaded, ThumbnailLoader};
+use super::watch::{JobProgress, WatchPanel};
+
+/// Time spent draining engine events per frame; the rest waits for the next frame.
+pub const EVENT_BUDGET: Duration = Duration::from_millis(4);
+/// Time spent uploading decoded thumbnails per frame.
+pub const THUMBNAIL_BUDGET: Duration = Duration::from_millis(3);
+
+/// How to start the window.
+pub struct AppConfig {
+    /// The output root.
+    pub output_root: PathBuf,
+    /// The generator (candle or mock).
+    pub backend: Box<dyn Backend>,
+    /// A notice to show at start (e.g. why the mock runs instead of candle).
+    pub notice: Option<String>,
+}
+
+/// The lab window.
+pub struct LabApp {
+    engine: Option<Engine>,
+    output_root: PathBuf,
+    catalog: Catalog,
+    profiles: Profiles,
+    model_status: Box<dyn ModelStatusSource>,
+    /// The left panel.
+    pub controls: ControlsPanel,
+    /// Preview and progress.
+    pub watch: WatchPanel,
+    /// Submitted jobs.
+    pub queue: QueuePanel,
+    /// Images.
+    pub gallery: GalleryPanel,
+    /// Messages.
+    pub log: LogPanel,
+    thumbnails: ThumbnailLoader,
+    last_seed: Option<u64>,
+    job_labels: HashMap<JobId, String>,
+}
+
+impl std::fmt::Debug for LabApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LabApp").field("output_root", &self.output_root).finish_non_exhaustive()
+    }
+}
+
+impl LabApp {
+    /// Builds the app: restores the form from eframe storage, starts the engine (waking the
+    /// window on every event) and the thumbnail decoder, and lists the output folder.
+    pub fn new(cc: &eframe::CreationContext<'_>, config: AppConfig) -> Self {
+        let form = cc
+            .storage
+            .and_then(|storage| eframe::get_value::<FormSettings>(storage, STORAGE_KEY))
+            .unwrap_or_default();
+        Self::with_form(&cc.egui_ctx, config, form)
+    }
+
+    /// Builds the app with a given form (tests, and `new` after reading storage).
+    pub fn with_form(ctx: &egui::Context, config: AppConfig, form: FormSettings) -> Self {
+        let mut log = LogPanel::default();
+        if let Some(notice) = config.notice {
+            log.push(Severity::Warning, notice);
+        }
+        let profiles = Profiles::discover().unwrap_or_else(|err| {
+            log.push(Severity::Error, format!("{err}; using the built-in profiles"));
+            Profiles::builtin()
+        });
+        let repaint_ctx = ctx.clone();
+        let waker: Arc<dyn Fn() + Send + Sync> = Arc::new(move || repaint_ctx.request_repaint());
+        let engine_config = EngineConfig {
+            output_root: config.output_root.clone(),
+            instance_id: std::env::var("INSTANCE_ID").ok().filter(|id| !id.is_empty()),
+            previews: true,
+        };
+        let engine = match Engine::spawn(config.backend, engine_config, waker.clone()) {
+            Ok(engine) => {
+                log.push(Severity::Info, format!("engine: {} backend", engine.backend_name()));
+                Some(engine)
+            }
+            Err(err) => {
+                log.push(Severity::Error, format!("cannot start the engine: {err}"));
+                None
+            }
+        };
+        let thumbnails = ThumbnailLoader::spawn(waker).unwrap_or_else(|err| {
+            log.push(Severity::Error, format!("cannot start the thumbnail decoder: {err}"));
+            ThumbnailLoader::inert()
+        });
+        thumbnails.scan(&config.output_root);
+        let mut gallery = GalleryPanel::default();
+        match favorites::read(&config.output_root) {
+            Ok(starred) => gallery.favorites = starred,
+            Err(err) => log.push(Severity::Warning, format!("favourites: {err}")),
+        }
+        let controls = ControlsPanel { form, ..ControlsPanel::default() };
+        Self {
+            engine,
+            output_root: config.output_root,
+            catalog: Catalog::builtin(),
+            profiles,
+            model_status: Box::new(NoModelStatus),
+            controls,
+            watch: WatchPanel::default(),
+            queue: QueuePanel::default(),
+            gallery,
+            log,
+            thumbnails,
+            last_seed: None,
+            job_labels: HashMap::new(),
+        }
+    }
+
+    /// Plugs in the real cached / not-downloaded source once `models::hub` provides one.
+    pub fn set_model_status(&mut self, source: Box<dyn ModelStatusSource>) {
+        self.model_status = source;
+    }
+
+    /// The output root.
+    pub fn output_root(&self) -> &Path {
+        &self.output_root
+    }
+
+    /// Validates the form and queues it; errors go to the log and a toast.
+    pub fn generate(&mut self) {
+        let Some(engine) = &self.engine else {
+            self.log.push(Severity::Error, "the engine is not running");
+            return;
+        };
+        let form = &self.controls.form;
+        let seed = if form.random_seed { crate::request::plan::random_seed() } else { form.seed };
+        let request = form.to_request(seed);
+        let plan =
+            match prepare_plan(&request, &self.profiles, &self.catalog, &engine.capabilities()) {
+                Ok(plan) => plan,
+                Err(err) => {
+                    self.log.push(Severity::Error, err.to_string());
+                    return;
+                }
+            };
+        let images = plan.image_count();
+        match engine.submit(plan) {
+            Ok(job) => {
+                self.last_seed = Some(seed);
+                let mut label: String = request.prompt.chars().take(40).collect();
+                if request.sweep != crate::request::Sweep::None {
+                    label = format!("[{}] {label}", request.sweep.slug());
+                }
+                self.job_labels.insert(job, label.clone());
+                self.queue.jobs.push(QueuedJob { job, label, images, state: JobState::Pending });
+                self.log
+                    .push(Severity::Info, format!("job #{job}: {images} image(s), seed {seed}"));
+            }
+            Err(err) => self.log.push(Severity::Error, err.to_string()),
+        }
+    }
+
+    /// Cancels the running job.
+    pub fn cancel_running(&mut self) {
+        if let (Some(engine), Some(job)) = (&self.engine, self.queue.running())
+            && let Err(err) = engine.cancel(job)
+        {
+            self.log.push(Severity::Error, err.to_string());
+        }
+    }
+
+    /// Stops the engine: cancels what runs and joins the thread. Safe to call twice.
+    pub fn shutdown(&mut self) {
+        if let Some(engine) = self.engine.take() {
+            engine.shutdown();
+        }
+    }
+
+    /// Whether the engine thread is still held.
+    pub fn engine_running(&self) -> bool {
+        self.engine.is_some()
+    }
+
+    /// Drains engine events and decoded thumbnails within their budgets.
+    pub fn drain(&mut self, ctx: &egui::Context) {
+        let started = std::time::Instant::now();
+        let mut more = false;
+        while let Some(engine) = &self.engine {
+            if started.elapsed() >= EVENT_BUDGET {
+                more = !engine.events().is_empty();
+                break;
+            }
+            let Ok(event) = engine.events().try_recv() else { break };
+            self.on_event(ctx, event);
+        }
+        for message in self.model_status.take_messages() {
+            match message {
+                Ok(text) => self.log.push(Severity::Info, text),
+                Err(text) => self.log.push(Severity::Error, text),
+            }
+        }
+        for loaded in self.thumbnails.drain(ctx, THUMBNAIL_BUDGET) {
+            match loaded {
+                Loaded::Thumbnail { path, info, .. } => {
+                    self.gallery.set_info(&path, info.map(|info| *info));
+                }
+                Loaded::Listing(paths) => self.gallery.add_listing(&self.output_root, paths),
+                Loaded::Failed { path, error } => {
+                    self.log.push(Severity::Warning, format!("{error} ({})", path.display()));
+                }
+            }
+        }
+        if more {
+            ctx.request_repaint();
+        }
+    }
+
+    fn on_event(&mut self, ctx: &egui::Context, event: Event) {
+        match event {
+            Event::Queued { job, .. } => self.queue.set_state(job, JobState::Pending),
+            Event::QueueChanged(_) => {}
+            Event::ModelLoading { job, model, message, fraction } => {
+                let progress = self.watch.progress.get_or_insert_with(JobProgress::default);
+                progress.job = job;
+                progress.loading = Some((format!("{model}: {message}"), fraction));
+            }
+            Event::ItemStarted { job, item, items, model, profile, images } => {
+                self.queue.set_state(job, JobState::Running);
+                let previous = self.watch.progress.take().filter(|p| p.job == job);
+                let job_images = self
+                    .queue
+                    .jobs
+                    .iter()
+                    .find(|entry| entry.job == job)
+                    .map_or(images, |entry| entry.images);
+                self.watch.progress = Some(JobProgress {
+                    job,
+                    label: format!("#{job} · {model} · {profile}"),
+                    item,
+                    items,
+                    images_in_item: images,
+                    loading: previous.as_ref().and_then(|p| p.loading.clone()),
+                    job_images,
+                    job_images_saved: previous.map_or(0, |p| p.job_images_saved),
+                    ..JobProgress::default()
+                });
+            }
+            Event::Progress { job, item, image, step, steps, it_per_s } => {
+                let progress = self.watch.progress.get_or_insert_with(JobProgress::default);
+                progress.job = job;
+                progress.item = item;
+                progress.image = image;
+                progress.step = step;
+                progress.steps = steps;
+                progress.it_per_s = it_per_s;
+                progress.loading = None;
+            }
+            Event::Preview { preview, .. } => self.watch.set_preview(ctx, &preview),
+            Event::ImageSaved { job, image, .. } => {
+                if let Some(progress) = self.watch.progress.as_mut().filter(|p| p.job == job) {
+                    progress.job_images_saved += 1;
+                }
+                let relative = relative_path(&self.output_root, &image.path);
+                self.thumbnails.request(&image.path);
+                self.gallery.add_session_image(image.path, relative);
+            }
+            Event::ItemSaved { record, .. } => {
+                let first = record.paths.first().map_or("", String::as_str);
+                let more = record.paths.len().saturating_sub(1);
+                let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+                self.log.push(
+                    Severity::Info,
+                    format!("saved {first}{more} ({} / {})", record.model, record.profile),
+                );
+            }
+            Event::ItemFailed { error, record, .. } => {
+                self.log.push(
+                    Severity::Error,
+                    format!("{} / {}: {error}", record.model, record.profile),
+                );
+            }
+            Event::ItemCancelled { record, .. } => {
+                self.log.push(
+                    Severity::Info,
+                    format!("cancelled {} / {}", record.model, record.profile),
+                );
+            }
+            Event::JobFinished { job, summary } => {
+                // A job dropped from the queue reports no items at all.
+                let state = if summary.failed > 0 {
+                    JobState::Failed
+                } else if summary.cancelled > 0
+                    || summary.items == 0
+                    || summary.done < summary.items
+                {
+                    JobState::Cancelled
+                } else {
+                    JobState::Done
+                };
+                self.queue.set_state(job, state);
+                if self.watch.progress.as_ref().is_some_and(|p| p.job == job) {
+                    self.watch.progress = None;
+                }
+                self.log.push(
+                    Severity::Info,
+                    format!(
+                        "job #{job} finished: {} done, {} failed, {} cancelled in {:.1} s",
+                        summary.done, summary.failed, summary.cancelled, summary.duration_s
+                    ),
+                );
+            }
+            Event::Warning(text) => self.log.push(Severity::Warning, text),
+        }
+    }
+
+    fn on_gallery_action(&mut self, ctx: &egui::Context, action: GalleryAction) {
+        match action {
+            GalleryAction::UseSettings(info) => {
+                self.controls.form.restore_from(&info);
+                self.log.push(Severity::Info, "settings restored from the image");
+            }
+            GalleryAction::SetFavorite(relative, starred) => {
+                match favorites::set(&self.output_root, &relative, starred) {
+                    Ok(all) => self.gallery.favorites = all,
+                    Err(err) => self.log.push(Severity::Error, format!("favourites: {err}")),
+                }
+            }
+            GalleryAction::Copy(text) => ctx.copy_text(text),
+            GalleryAction::OpenFolder(path) => {
+                let folder =
+                    path.parent().map_or_else(|| self.output_root.clone(), Path::to_path_buf);
+                if let Err(err) = open_folder(&folder) {
+                    self.log
+                        .push(Severity::Error, format!("cannot open {}: {err}", folder.display()));
+                }
+            }
+        }
+    }
+
+    /// A file dropped on the window: a PNG of ours restores its settings; any other image
+    /// becomes the img2img source.
+    pub fn on_dropped_file(&mut self, path: &Path) {
+        let bytes = match fs_err::read(path) {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                self.log.push(Severity::Error, err.to_string());
+                return;
+            }
+        };
+        match crate::storage::metadata::recover(&bytes) {
+            Ok(found) if found.generation.is_some() => {
+                if let Some(info) = &found.generation {
+                    self.controls.form.restore_from(info);
+                }
+                self.log.push(Severity::Info, format!("settings restored from {}", path.display()));
+            }
+            Ok(found) => {
+                let catalog = Catalog::builtin();
+                for note in self.controls.form.restore_from_foreign(&found, &catalog) {
+                    self.log.push(Severity::Warning, note);
+                }
+                self.log.push(
+                    Severity::Info,
+                    format!(
+                        "settings restored from a {} image: {}",
+                        found.source.display_name(),
+                        path.display()
+                    ),
+                );
+            }
+            Err(_) => {
+                if image::guess_format(&bytes).is_ok() {
+                    self.controls.form.init_image = Some(path.to_owned());
+                    self.log.push(Severity::Info, format!("img2img source: {}", path.display()));
+                } else {
+                    self.log.push(Severity::Error, format!("not an image: {}", path.display()));
+                }
+            }
+        }
+    }
+}
+
+/// Opens a folder in the desktop's file manager; a named thread reaps the child.
+fn open_folder(folder: &Path) -> std::io::Result<()> {
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else if cfg!(target_os = "windows") {
+        "explorer"
+    } else {
+        "xdg-open"
+    };
+    let mut child = std::process::Command::new(opener).arg(folder).spawn()?;
+    std::thread::Builder::new().name("imagelab-open-folder".into()).spawn(move || {
+        let _ = child.wait();
+    })?;
+    Ok(())
+}
+
+impl eframe::App for LabApp {
+    fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        self.drain(ctx);
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        let ctx = ui.ctx().clone();
+        let dropped: Vec<PathBuf> = ctx.input(|input| {
+            input
+                .raw
+                .dropped_files
+                .iter()
+                .map(|file| file.path().to_path_buf())
+                .filter(|path| !path.as_os_str().is_empty())
+                .collect()
+        });
+        for path in dropped {
+            self.on_dropped_file(&path);
+        }
+        let mut control_action = None;
+        if ControlsPanel::shortcut_pressed(&ctx)
+            && self.controls.request_generate(&self.profiles, &self.catalog)
+        {
+            control_action = Some(ControlAction::Generate);
+        }
+        let busy = self.queue.busy();
+        egui::Panel::left("controls").default_size(320.0).show(ui, |ui| {
+            let mut cx = ControlsContext {
+                catalog: &self.catalog,
+                profiles: &self.profiles,
+                model_status: self.model_status.as_ref(),
+                last_seed: self.last_seed,
+                busy,
+                thumbnails: &mut self.thumbnails,
+            };
+            if let Some(action) = self.controls.ui(ui, &mut cx) {
+                control_action = Some(action);
+            }
+        });
+        egui::Panel::bottom("log").resizable(true).min_size(110.0).show(ui, |ui| {
+            self.log.ui(ui);
+        });
+        let mut gallery_action = None;
+        egui::Panel::right("gallery").min_size(420.0).show(ui, |ui| {
+            gallery_action = self.gallery.ui(ui, &mut self.thumbnails);
+        });
+        let mut queue_action = None;
+        egui::CentralPanel::default_margins().show(ui, |ui| {
+            queue_action = self.queue.ui(ui);
+            ui.separator();
+            self.watch.ui(ui);
+        });
+        self.log.toasts_ui(&ctx);
+        match control_action {
+            Some(ControlAction::Generate) => self.generate(),
+            Some(ControlAction::Cancel) => self.cancel_running(),
+            Some(ControlAction::Download(model)) => {
+                match self.model_status.start_download(&model) {
+                    Ok(()) => self.log.push(Severity::Info, format!("{model}: downloading")),
+                    Err(err) => self.log.push(Severity::Error, err),
+                }
+            }
+            Some(ControlAction::Skip) => {
+                if let Some(engine) = &self.engine
+                    && let Err(err) = engine.skip_current()
+                {
+                    self.log.push(Severity::Error, err.to_string());
+                }
+            }
+            None => {}
+        }
+        if let Some(engine) = &self.engine {
+            let result = match queue_action {
+                Some(QueueAction::Cancel(job)) => engine.cancel(job),
+                Some(QueueAction::Clear) => engine.clear_queue(),
+                None => Ok(()),
+            };
+            if let Err(err) = result {
+                self.log.push(Severity::Error, err.to_string());
+            }
+        }
+        if let Some(action) = gallery_action {
+            self.on_gallery_action(&ctx, action);
+        }
+    }
+
+    fn save(&mut self, storage: &mut dyn eframe::Storage) {
+        eframe::set_value(storage, STORAGE_KEY, &self.controls.form);
+    }
+
+    fn on_exit(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl Drop for LabApp {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

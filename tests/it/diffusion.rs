@@ -1,0 +1,364 @@
+//! Issue 3: our SDXL/SD pipeline against diffusers' own outputs, recorded by
+//! `tools/reference/make_fixtures.py` for tiny pipelines that diffusers saved itself.
+//!
+//! Tolerances: relative L2 error (‖ours − theirs‖ / ‖theirs‖). Single modules run in f32 with a
+//! different float summation order than torch (candle's matmul/conv kernels), which gives
+//! ~1e-6; we allow 1e-5 for text encoders and 1e-4 for the UNet and VAE. Full runs chain
+//! several UNet calls and a scheduler: latents ≤ 1e-4 as the issue asks; 8-bit images may
+//! differ by one level where a value sits on a rounding edge.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+
+use candle_core::{DType, Device, Tensor};
+use imagelab::diffusion::clip::ClipTextModel;
+use imagelab::diffusion::pipeline::{DiffusionPipeline, GenerationRequest};
+use imagelab::diffusion::tokenizer::LongPromptMode;
+use imagelab::diffusion::unet::{UNet2DConditionModel, UNetConditioning};
+use imagelab::diffusion::vae::AutoencoderKl;
+use imagelab::request::sampler::SamplerKind;
+use serde_json::Value;
+
+use crate::util::repo_root;
+
+fn fixtures() -> PathBuf {
+    repo_root().join("tests/fixtures/diffusion")
+}
+
+fn reference(name: &str) -> HashMap<String, Tensor> {
+    let path = fixtures().join("refs").join(name).join("reference.safetensors");
+    candle_core::safetensors::load(&path, &Device::Cpu).expect("reference loads")
+}
+
+fn runs(name: &str) -> serde_json::Map<String, Value> {
+    let path = fixtures().join("refs").join(name).join("runs.json");
+    let text = std::fs::read_to_string(path).expect("runs.json");
+    let value: Value = serde_json::from_str(&text).expect("runs.json parses");
+    value["runs"].as_object().expect("runs").clone()
+}
+
+fn get<'a>(tensors: &'a HashMap<String, Tensor>, key: &str) -> &'a Tensor {
+    tensors.get(key).unwrap_or_else(|| panic!("reference has {key}"))
+}
+
+fn rel_l2(ours: &Tensor, theirs: &Tensor) -> f64 {
+    assert_eq!(ours.dims(), theirs.dims(), "shapes");
+    let ours = ours.to_dtype(DType::F64).expect("f64");
+    let theirs = theirs.to_dtype(DType::F64).expect("f64");
+    let diff = (&ours - &theirs).expect("diff").sqr().expect("sqr").sum_all().expect("sum");
+    let norm = theirs.sqr().expect("sqr").sum_all().expect("sum");
+    let diff: f64 = diff.to_scalar().expect("scalar");
+    let norm: f64 = norm.to_scalar().expect("scalar");
+    (diff / norm.max(1e-30)).sqrt()
+}
+
+fn assert_close(what: &str, ours: &Tensor, theirs: &Tensor, tolerance: f64) {
+    let error = rel_l2(ours, theirs);
+    assert!(error <= tolerance, "{what}: relative L2 error {error:e} > {tolerance:e}");
+}
+
+fn ids(tensor: &Tensor) -> Vec<Vec<u32>> {
+    let rows: Vec<Vec<i64>> = tensor.to_vec2().expect("ids");
+    rows.into_iter()
+        .map(|row| row.into_iter().map(|id| u32::try_from(id).expect("id")).collect())
+        .collect()
+}
+
+const PIPELINES: [&str; 3] = ["sdxl_tiny", "sdxl_tiny_3lvl", "sd15_tiny"];
+
+#[test]
+fn clip_text_encoders_match_transformers() {
+    for name in ["sdxl_tiny", "sd15_tiny"] {
+        let refs = reference(name);
+        let folder = fixtures().join(name);
+        let te1 =
+            ClipTextModel::load(&folder.join("text_encoder"), DType::F32, &Device::Cpu, false)
+                .expect("te1");
+        let out = te1.forward(&ids(get(&refs, "te1.ids"))).expect("te1 forward");
+        assert_close(
+            "te1 last_hidden_state",
+            &out.last_normed,
+            get(&refs, "te1.last_normed"),
+            1e-5,
+        );
+        if name == "sdxl_tiny" {
+            assert_close(
+                "te1 hidden_states[-2]",
+                &out.penultimate,
+                get(&refs, "te1.penultimate"),
+                1e-5,
+            );
+            let te2 = ClipTextModel::load(
+                &folder.join("text_encoder_2"),
+                DType::F32,
+                &Device::Cpu,
+                false,
+            )
+            .expect("te2");
+            let out = te2.forward(&ids(get(&refs, "te2.ids"))).expect("te2 forward");
+            assert_close(
+                "te2 hidden_states[-2]",
+                &out.penultimate,
+                get(&refs, "te2.penultimate"),
+                1e-5,
+            );
+            assert_close(
+                "te2 text_embeds",
+                out.text_embeds.as_ref().expect("projection"),
+                get(&refs, "te2.text_embeds"),
+                1e-5,
+            );
+        }
+    }
+}
+
+#[test]
+fn sdxl_prompt_encoding_matches_encode_prompt() {
+    let refs = reference("sdxl_tiny");
+    let pipeline = DiffusionPipeline::load(&fixtures().join("sdxl_tiny"), &Device::Cpu, DType::F32)
+        .expect("load");
+    let prompt = "a photo of an astronaut riding a horse on mars";
+    let zero = pipeline.encode_prompt(prompt, "", LongPromptMode::Chunk).expect("encode");
+    assert_close("prompt_embeds", &zero.prompt, get(&refs, "encode.prompt_embeds"), 1e-5);
+    assert_close(
+        "pooled",
+        zero.pooled.as_ref().expect("pooled"),
+        get(&refs, "encode.pooled"),
+        1e-5,
+    );
+    let zeros: f32 =
+        zero.negative.abs().expect("abs").sum_all().expect("sum").to_scalar().expect("scalar");
+    assert_eq!(zeros, 0.0, "force_zeros_for_empty_prompt gives all-zero negative embeddings");
+    let negative = pipeline
+        .encode_prompt(prompt, "blurry, low quality", LongPromptMode::Chunk)
+        .expect("encode");
+    assert_close("negative_embeds", &negative.negative, get(&refs, "encode.negative_embeds"), 1e-5);
+    assert_close(
+        "negative_pooled",
+        negative.negative_pooled.as_ref().expect("pooled"),
+        get(&refs, "encode.negative_pooled"),
+        1e-5,
+    );
+    // A long prompt is encoded in 75-token windows and says so; truncation keeps one.
+    let long = "a castle on a hill, ".repeat(20);
+    let token_count = pipeline.tokenizers()[0].encode(&long).len();
+    let windows = token_count.div_ceil(75);
+    assert!(windows >= 2, "{token_count} tokens");
+    let chunked = pipeline.encode_prompt(&long, "", LongPromptMode::Chunk).expect("encode");
+    assert_eq!(chunked.prompt.dims(), &[1, 77 * windows, 40]);
+    assert_eq!(chunked.negative.dims(), &[1, 77 * windows, 40]);
+    assert_eq!(chunked.notes.len(), 1, "{:?}", chunked.notes);
+    let truncated = pipeline.encode_prompt(&long, "", LongPromptMode::Truncate).expect("encode");
+    assert_eq!(truncated.prompt.dims()[1], 77);
+    assert!(truncated.notes[0].contains("dropped"), "{:?}", truncated.notes);
+}
+
+#[test]
+fn sd15_prompt_encoding_matches_encode_prompt() {
+    let refs = reference("sd15_tiny");
+    let pipeline = DiffusionPipeline::load(&fixtures().join("sd15_tiny"), &Device::Cpu, DType::F32)
+        .expect("load");
+    let encoded = pipeline
+        .encode_prompt("a watercolor fox in the snow", "", LongPromptMode::Chunk)
+        .expect("encode");
+    assert_close("prompt_embeds", &encoded.prompt, get(&refs, "encode.prompt_embeds"), 1e-5);
+    // SD 1.x encodes "" for an empty negative (no force_zeros in its model_index.json).
+    assert_close(
+        "negative_embeds",
+        &encoded.negative,
+        get(&refs, "encode.negative_embeds_empty"),
+        1e-5,
+    );
+}
+
+#[test]
+fn unet_forward_matches_diffusers() {
+    for name in PIPELINES {
+        let refs = reference(name);
+        let folder = fixtures().join(name).join("unet");
+        let unet = UNet2DConditionModel::load(&folder, DType::F32, &Device::Cpu, false)
+            .expect("unet loads");
+        let timestep: Vec<f32> = get(&refs, "unet.timestep").to_vec1().expect("timestep");
+        let conditioning = UNetConditioning {
+            encoder_hidden_states: get(&refs, "unet.encoder_hidden_states"),
+            text_embeds: refs.get("unet.text_embeds"),
+            time_ids: refs.get("unet.time_ids"),
+        };
+        let out = unet
+            .forward(get(&refs, "unet.sample"), f64::from(timestep[0]), conditioning)
+            .expect("forward");
+        assert_close(&format!("{name} unet"), &out, get(&refs, "unet.out"), 1e-4);
+    }
+}
+
+#[test]
+fn vae_decode_and_encode_match_diffusers() {
+    for name in PIPELINES {
+        let refs = reference(name);
+        let vae = AutoencoderKl::load(
+            &fixtures().join(name).join("vae"),
+            DType::F32,
+            &Device::Cpu,
+            false,
+        )
+        .expect("vae");
+        let decoded = vae.decode(get(&refs, "vae.z")).expect("decode");
+        assert_close(&format!("{name} vae decode"), &decoded, get(&refs, "vae.decoded"), 1e-4);
+        let distribution = vae.encode(get(&refs, "vae.x")).expect("encode");
+        assert_close(&format!("{name} vae mean"), &distribution.mean, get(&refs, "vae.mean"), 1e-4);
+        assert_close(&format!("{name} vae std"), &distribution.std, get(&refs, "vae.std"), 1e-4);
+    }
+}
+
+/// Every recorded txt2img/img2img run: same seed ⇒ diffusers' latents and image.
+#[test]
+fn full_runs_match_diffusers_latents_and_images() {
+    let init = image::open(fixtures().join("init.png")).expect("init.png").to_rgb8();
+    for name in PIPELINES {
+        let refs = reference(name);
+        let pipeline = DiffusionPipeline::load(&fixtures().join(name), &Device::Cpu, DType::F32)
+            .expect("load");
+        for (key, run) in runs(name) {
+            let sampler = SamplerKind::parse(run["sampler"].as_str().expect("sampler"))
+                .expect("known sampler");
+            let img2img = run["mode"] == "img2img";
+            let request = GenerationRequest {
+                prompt: run["prompt"].as_str().expect("prompt").to_owned(),
+                negative: run["negative"].as_str().expect("negative").to_owned(),
+                width: usize::try_from(run["width"].as_u64().expect("width")).expect("usize"),
+                height: usize::try_from(run["height"].as_u64().expect("height")).expect("usize"),
+                steps: usize::try_from(run["steps"].as_u64().expect("steps")).expect("usize"),
+                cfg: run["cfg"].as_f64().expect("cfg"),
+                sampler,
+                seed: run["seed"].as_u64().expect("seed"),
+                init_image: img2img.then(|| init.clone()),
+                strength: run.get("strength").and_then(Value::as_f64).unwrap_or(1.0),
+                long_prompt: LongPromptMode::Chunk,
+                want_preview: true,
+            };
+            let mut previews = 0;
+            let output = pipeline
+                .generate(&request, &mut |progress| {
+                    previews += usize::from(progress.preview.is_some());
+                    ControlFlow::Continue(())
+                })
+                .unwrap_or_else(|err| panic!("{name}/{key}: {err}"));
+            let expected_steps = get(&refs, &format!("{key}.step_latents")).dims()[0];
+            assert_eq!(output.steps_s.len(), expected_steps, "{name}/{key}: steps run");
+            assert_eq!(previews, expected_steps);
+            assert_close(
+                &format!("{name}/{key} latents"),
+                &output.latents,
+                get(&refs, &format!("{key}.latents")),
+                1e-4,
+            );
+            assert_close(
+                &format!("{name}/{key} image"),
+                &output.image_tensor,
+                get(&refs, &format!("{key}.image")),
+                1e-4,
+            );
+            let theirs: Vec<u8> = get(&refs, &format!("{key}.image_u8"))
+                .flatten_all()
+                .expect("flat")
+                .to_vec1()
+                .expect("u8");
+            let worst = output
+                .image
+                .as_raw()
+                .iter()
+                .zip(&theirs)
+                .map(|(a, b)| a.abs_diff(*b))
+                .max()
+                .unwrap_or(0);
+            assert!(worst <= 1, "{name}/{key}: 8-bit image differs by {worst}");
+        }
+    }
+}
+
+#[test]
+fn cancel_stops_within_the_step_and_latents_save_as_comfyui_does() {
+    let pipeline = DiffusionPipeline::load(&fixtures().join("sdxl_tiny"), &Device::Cpu, DType::F32)
+        .expect("load");
+    let mut request = GenerationRequest {
+        prompt: "a red cube".to_owned(),
+        negative: String::new(),
+        width: 64,
+        height: 64,
+        steps: 3,
+        cfg: 1.0,
+        sampler: SamplerKind::Default,
+        seed: 3,
+        init_image: None,
+        strength: 1.0,
+        long_prompt: LongPromptMode::Chunk,
+        want_preview: false,
+    };
+    let mut calls = 0;
+    let cancelled = pipeline.generate(&request, &mut |_| {
+        calls += 1;
+        ControlFlow::Break(())
+    });
+    assert!(matches!(cancelled, Err(imagelab::diffusion::DiffusionError::Cancelled)));
+    assert_eq!(calls, 1);
+
+    request.steps = 1;
+    let output = pipeline.generate(&request, &mut |_| ControlFlow::Continue(())).expect("generate");
+    let scaling = pipeline.vae().config().scaling_factor;
+    let bytes = output.latent_safetensors(scaling).expect("safetensors");
+    let saved = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).expect("parses");
+    let latent = saved.get("latent_tensor").expect("key latent_tensor");
+    let expected = (&output.latents / scaling).expect("scaled");
+    assert_close("saved latent", latent, &expected, 0.0);
+}
+
+#[test]
+fn bad_sizes_are_refused_with_a_message() {
+    let pipeline = DiffusionPipeline::load(&fixtures().join("sdxl_tiny"), &Device::Cpu, DType::F32)
+        .expect("load");
+    let request = GenerationRequest {
+        prompt: "x".to_owned(),
+        negative: String::new(),
+        width: 63,
+        height: 64,
+        steps: 2,
+        cfg: 5.0,
+        sampler: SamplerKind::Default,
+        seed: 0,
+        init_image: None,
+        strength: 1.0,
+        long_prompt: LongPromptMode::Chunk,
+        want_preview: false,
+    };
+    let err = pipeline.generate(&request, &mut |_| ControlFlow::Continue(())).expect_err("refused");
+    assert!(err.to_string().contains("63x64"), "{err}");
+}
+
+/// The half-precision path GPUs take (UNet and text encoders in f16, the VAE upcast to f32 by
+/// `force_upcast`), run on the CPU so the dtype plumbing is exercised without a GPU. f16 has an
+/// 11-bit mantissa; through 5 steps the latents stay within 1 % (relative L2) of diffusers' f32.
+#[test]
+fn half_precision_pipeline_stays_close_to_f32_reference() {
+    let refs = reference("sdxl_tiny");
+    let pipeline = DiffusionPipeline::load(&fixtures().join("sdxl_tiny"), &Device::Cpu, DType::F16)
+        .expect("load f16");
+    assert_eq!(pipeline.vae().dtype(), DType::F32, "force_upcast keeps the VAE in f32");
+    let request = GenerationRequest {
+        prompt: "a photo of an astronaut riding a horse on mars".to_owned(),
+        negative: String::new(),
+        width: 64,
+        height: 64,
+        steps: 5,
+        cfg: 5.0,
+        sampler: SamplerKind::Default,
+        seed: 42,
+        init_image: None,
+        strength: 1.0,
+        long_prompt: LongPromptMode::Chunk,
+        want_preview: true,
+    };
+    let output =
+        pipeline.generate(&request, &mut |_| ControlFlow::Continue(())).expect("generate f16");
+    assert_close("f16 latents", &output.latents, get(&refs, "txt2img_cfg5_zero_neg.latents"), 1e-2);
+}
