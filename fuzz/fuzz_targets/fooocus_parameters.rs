@@ -1,6 +1,6 @@
 //! Fooocus `parameters` JSON scheme.
 #![no_main]
-use imagelab::storage::metadata::{format_human, fooocus};
+use imagelab::storage::metadata::{fooocus, format_human};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {
