@@ -105,22 +105,38 @@ fn cancel_stops_within_a_step_and_is_logged() {
     let backend = MockBackend::new().with_step_delay(Duration::from_millis(30));
     let engine = engine(out.path(), backend);
     let job = engine.submit(plan(&Request { steps: Some(200), ..small("slow") })).expect("submit");
-    // Wait for the first step, then cancel.
+    // Wait for the first step; then take every step already reported, and cancel.
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let mut last_step = 0;
+    while last_step == 0 {
         assert!(Instant::now() < deadline, "no progress");
-        if let Ok(Event::Progress { .. }) = engine.events().recv_timeout(Duration::from_millis(50))
+        if let Ok(Event::Progress { step, .. }) =
+            engine.events().recv_timeout(Duration::from_millis(50))
         {
-            break;
+            last_step = step;
         }
     }
-    let cancelled_at = Instant::now();
+    for event in engine.events().try_iter() {
+        if let Event::Progress { step, .. } = event {
+            last_step = last_step.max(step);
+        }
+    }
     engine.cancel(job).expect("cancel");
     let (events, summary) = until_finished(&engine, job);
-    let elapsed = cancelled_at.elapsed();
-    assert!(elapsed < Duration::from_millis(500), "took {elapsed:?} to stop (a step is 30 ms)");
-    let late_steps = events.iter().filter(|e| matches!(e, Event::Progress { .. })).count();
-    assert!(late_steps <= 2, "{late_steps} steps ran after cancel");
+    // The worker polls after every step: at most the step in flight and the one that saw the
+    // command finish after the cancel (one more for a step reported while we sent it).
+    let final_step = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Progress { step, .. } => Some(*step),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(last_step);
+    assert!(
+        final_step <= last_step + 3,
+        "ran to step {final_step} after cancelling at {last_step}"
+    );
     assert!(events.iter().any(|e| matches!(e, Event::ItemCancelled { .. })));
     assert_eq!((summary.done, summary.cancelled), (0, 1));
     assert!(imagelab_pngs(out.path()).is_empty(), "nothing half-written");
@@ -173,8 +189,8 @@ fn skip_moves_to_the_next_item() {
     let out = tempfile::tempdir().expect("tempdir");
     let backend = MockBackend::new().with_step_delay(Duration::from_millis(20));
     let engine = engine(out.path(), backend);
-    let mut request = Request { sweep: Sweep::AllProfiles, steps: Some(5), ..small("skip me") };
-    request.steps = Some(5);
+    // 10 steps × 20 ms: item 0 is still running when the skip arrives, even on a busy machine.
+    let request = Request { sweep: Sweep::AllProfiles, steps: Some(10), ..small("skip me") };
     let plan = plan(&request);
     let items = plan.items.len();
     let job = engine.submit(plan).expect("submit");
@@ -295,7 +311,8 @@ fn shutdown_cancels_the_running_item_and_joins() {
     std::thread::sleep(Duration::from_millis(200));
     let started = Instant::now();
     let events = engine.shutdown();
-    assert!(started.elapsed() < Duration::from_secs(2), "joined in {:?}", started.elapsed());
+    // 400 steps × 50 ms remain: joining well under that proves the item was cancelled.
+    assert!(started.elapsed() < Duration::from_secs(5), "joined in {:?}", started.elapsed());
     assert!(events.iter().any(|e| matches!(e, Event::ItemCancelled { .. })));
     let log = jobs_log::read_all(out.path()).expect("log");
     assert_eq!(log.records[0].error.as_deref(), Some("cancelled: engine shut down"));
