@@ -22,11 +22,13 @@ pub fn run(file: &Path, json: bool) -> u8 {
                         return EXIT_USAGE;
                     }
                 }
+                for warning in &recovered.warnings {
+                    eprintln!("warning: {warning}");
+                }
             } else {
-                print!("{}", format_human(&recovered));
-            }
-            for warning in &recovered.warnings {
-                eprintln!("warning: {warning}");
+                let text = format_human(&recovered);
+                // The human form lists the warnings itself.
+                if text.ends_with('\n') { print!("{text}") } else { println!("{text}") }
             }
             EXIT_OK
         }
