@@ -21,8 +21,8 @@ use super::rng::TorchGenerator;
 use super::schedulers::{self, Scheduler, SchedulerConfig};
 use super::tokenizer::{ClipTokenizer, LongPromptMode};
 use super::unet::{UNet2DConditionModel, UNetConditioning};
-use super::vae::AutoencoderKl;
-use super::weights::component_weights;
+use super::vae::{AutoencoderKl, is_encoder_tensor};
+use super::weights::{component_weights, safetensors_bytes};
 use crate::models::cache::ByteSize;
 use crate::request::sampler::SamplerKind;
 
@@ -160,49 +160,14 @@ pub struct DiffusionPipeline {
     device: Device,
     dtype: DType,
     folder: PathBuf,
-    /// Bytes of the loaded weights (every tensor in the dtype it was loaded in).
+    /// Bytes of the weights loaded eagerly (every tensor in the dtype it was loaded in; the
+    /// VAE encoder, built on first use, is counted by [`AutoencoderKl::encoder_byte_size`]).
     weight_bytes: u64,
-}
-
-/// Bytes of the tensors in safetensors `files` once loaded as `dtype` (read from the headers:
-/// element counts × the element size of `dtype`; nothing else is read).
-fn safetensors_bytes(files: &[PathBuf], dtype: DType) -> Result<u64> {
-    use std::io::Read;
-    let mut total = 0u64;
-    for file in files {
-        let header_error =
-            |what: String| DiffusionError::config("safetensors header", what, file.as_path());
-        let mut reader = std::fs::File::open(file).map_err(|err| header_error(err.to_string()))?;
-        let mut length = [0u8; 8];
-        reader.read_exact(&mut length).map_err(|err| header_error(err.to_string()))?;
-        let length = u64::from_le_bytes(length);
-        let mut header = Vec::new();
-        reader
-            .take(length)
-            .read_to_end(&mut header)
-            .map_err(|err| header_error(err.to_string()))?;
-        let header: Value =
-            serde_json::from_slice(&header).map_err(|err| header_error(err.to_string()))?;
-        let Some(entries) = header.as_object() else {
-            return Err(header_error("not a JSON object".to_owned()));
-        };
-        for (name, entry) in entries {
-            if name == "__metadata__" {
-                continue;
-            }
-            let elements: u64 = entry
-                .get("shape")
-                .and_then(Value::as_array)
-                .map_or(0, |shape| shape.iter().filter_map(Value::as_u64).product());
-            total += elements * dtype.size_in_bytes() as u64;
-        }
-    }
-    Ok(total)
 }
 
 impl ByteSize for DiffusionPipeline {
     fn byte_size(&self) -> u64 {
-        self.weight_bytes
+        self.weight_bytes + self.vae.encoder_byte_size()
     }
 }
 
@@ -254,6 +219,7 @@ impl DiffusionPipeline {
             weight_bytes += safetensors_bytes(
                 &component_weights(&folder.join(encoder), "model", prefer_fp16)?,
                 dtype,
+                &|_| true,
             )?;
             text_encoders.push(ClipTextModel::load(
                 &folder.join(encoder),
@@ -266,6 +232,7 @@ impl DiffusionPipeline {
         weight_bytes += safetensors_bytes(
             &component_weights(&folder.join("unet"), "diffusion_pytorch_model", prefer_fp16)?,
             dtype,
+            &|_| true,
         )?;
         let vae_config: super::vae::VaeConfig =
             read_json("VAE config", &folder.join("vae/config.json"))?;
@@ -283,6 +250,7 @@ impl DiffusionPipeline {
                 prefer_fp16 && vae_dtype != DType::F32,
             )?,
             vae_dtype,
+            &|name| !is_encoder_tensor(name),
         )?;
         let scheduler_path = folder.join("scheduler/scheduler_config.json");
         let scheduler_config =

@@ -3,6 +3,7 @@
 //! and the scale factor 2^(len(block_out_channels) − 1).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, VarBuilder};
@@ -10,7 +11,8 @@ use serde::Deserialize;
 
 use super::error::{DiffusionError, Result, read_json};
 use super::layers::{Attention, Downsample, ResnetBlock, ResnetShape, Upsample, conv_same};
-use super::weights::{component_weights, mmap_var_builder};
+use super::weights::{component_weights, mmap_var_builder, safetensors_bytes};
+use crate::models::cache::{ByteSize, LazyPart};
 
 /// `vae/config.json`, the fields the model uses.
 #[derive(Debug, Clone, Deserialize)]
@@ -159,15 +161,145 @@ impl LatentDistribution {
     }
 }
 
-/// An `AutoencoderKL`.
+/// The encoder half of an [`AutoencoderKl`] (only img2img needs it), built on first use.
 #[derive(Debug, Clone)]
-pub struct AutoencoderKl {
-    encoder_conv_in: Conv2d,
-    encoder_levels: Vec<Level>,
-    encoder_mid: MidBlock,
-    encoder_norm_out: GroupNorm,
-    encoder_conv_out: Conv2d,
+pub struct VaeEncoder {
+    conv_in: Conv2d,
+    levels: Vec<Level>,
+    mid: MidBlock,
+    norm_out: GroupNorm,
+    conv_out: Conv2d,
     quant_conv: Option<Conv2d>,
+    latent_channels: usize,
+    dtype: DType,
+    /// Bytes of its tensors (from the weights headers).
+    bytes: u64,
+}
+
+impl ByteSize for VaeEncoder {
+    fn byte_size(&self) -> u64 {
+        self.bytes
+    }
+}
+
+/// True for the tensors of a VAE's encoder half (`encoder.*` and `quant_conv.*`).
+pub fn is_encoder_tensor(name: &str) -> bool {
+    name.starts_with("encoder.") || name.starts_with("quant_conv.")
+}
+
+fn resnet_shape(config: &VaeConfig, in_channels: usize, out_channels: usize) -> ResnetShape {
+    ResnetShape {
+        in_channels,
+        out_channels,
+        temb_channels: None,
+        groups: config.norm_num_groups,
+        eps: VAE_EPS,
+        output_scale_factor: 1.0,
+    }
+}
+
+fn one_by_one(channels_in: usize, channels_out: usize, vb: VarBuilder) -> Result<Conv2d> {
+    Ok(candle_nn::conv2d(channels_in, channels_out, 1, Conv2dConfig::default(), vb)?)
+}
+
+fn top_channels(config: &VaeConfig) -> Result<usize> {
+    config
+        .block_out_channels
+        .last()
+        .copied()
+        .ok_or_else(|| DiffusionError::InvalidRequest("VAE block_out_channels is empty".to_owned()))
+}
+
+impl VaeEncoder {
+    /// Builds the encoder (`encoder.*`, `quant_conv`) of a VAE from the VAE's root weights;
+    /// `bytes` is what its tensors hold, for the model cache.
+    ///
+    /// # Errors
+    /// Missing weights; an empty `block_out_channels`.
+    pub fn new(config: &VaeConfig, vb: &VarBuilder, dtype: DType, bytes: u64) -> Result<Self> {
+        let channels = &config.block_out_channels;
+        let levels = channels.len();
+        let top = top_channels(config)?;
+        let latent = config.latent_channels;
+        let encoder = vb.pp("encoder");
+        let mut encoder_levels = Vec::with_capacity(levels);
+        let mut previous = channels[0];
+        for (index, &out) in channels.iter().enumerate() {
+            let block = encoder.pp(format!("down_blocks.{index}"));
+            let mut resnets = Vec::new();
+            for layer in 0..config.layers_per_block {
+                let input = if layer == 0 { previous } else { out };
+                resnets.push(ResnetBlock::new(
+                    resnet_shape(config, input, out),
+                    block.pp(format!("resnets.{layer}")),
+                )?);
+            }
+            let downsample = if index + 1 < levels {
+                Some(Downsample::new(out, 0, block.pp("downsamplers.0"))?)
+            } else {
+                None
+            };
+            encoder_levels.push(Level { resnets, downsample, upsample: None });
+            previous = out;
+        }
+        Ok(Self {
+            conv_in: conv_same(config.in_channels, channels[0], 3, encoder.pp("conv_in"))?,
+            levels: encoder_levels,
+            mid: MidBlock::new(top, config, encoder.pp("mid_block"))?,
+            norm_out: candle_nn::group_norm(
+                config.norm_num_groups,
+                top,
+                VAE_EPS,
+                encoder.pp("conv_norm_out"),
+            )?,
+            conv_out: conv_same(top, 2 * latent, 3, encoder.pp("conv_out"))?,
+            quant_conv: if config.use_quant_conv {
+                Some(one_by_one(2 * latent, 2 * latent, vb.pp("quant_conv"))?)
+            } else {
+                None
+            },
+            latent_channels: latent,
+            dtype,
+            bytes,
+        })
+    }
+
+    /// Encodes images in [−1, 1] (B, 3, H, W) to the latent distribution (unscaled).
+    ///
+    /// # Errors
+    /// Tensor errors.
+    pub fn encode(&self, images: &Tensor) -> Result<LatentDistribution> {
+        let mut hidden = self.conv_in.forward(&images.to_dtype(self.dtype)?)?;
+        for level in &self.levels {
+            for resnet in &level.resnets {
+                hidden = resnet.forward(&hidden, None)?;
+            }
+            if let Some(downsample) = &level.downsample {
+                hidden = downsample.forward(&hidden)?;
+            }
+        }
+        hidden = self.mid.forward(&hidden)?;
+        hidden = candle_nn::ops::silu(&self.norm_out.forward(&hidden)?)?;
+        hidden = self.conv_out.forward(&hidden)?;
+        if let Some(conv) = &self.quant_conv {
+            hidden = conv.forward(&hidden)?;
+        }
+        let latent = self.latent_channels;
+        let mean = hidden.narrow(1, 0, latent)?;
+        let logvar = hidden.narrow(1, latent, latent)?.clamp(-30f32, 20f32)?;
+        let std = (logvar * 0.5)?.exp()?;
+        Ok(LatentDistribution { mean, std })
+    }
+}
+
+/// An `AutoencoderKL`: the decoder is built at load, the encoder on the first
+/// [`AutoencoderKl::encode`] and reused after (txt2img never pays for it).
+pub struct AutoencoderKl {
+    encoder: LazyPart<VaeEncoder>,
+    /// The VAE's root weights (memory-mapped), kept to build the encoder later.
+    weights: VarBuilder<'static>,
+    /// Bytes the encoder's tensors will hold once built.
+    encoder_bytes: u64,
     post_quant_conv: Option<Conv2d>,
     decoder_conv_in: Conv2d,
     decoder_mid: MidBlock,
@@ -178,8 +310,20 @@ pub struct AutoencoderKl {
     dtype: DType,
 }
 
+impl std::fmt::Debug for AutoencoderKl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AutoencoderKl")
+            .field("config", &self.config)
+            .field("dtype", &self.dtype)
+            .field("encoder_loaded", &self.encoder.is_loaded())
+            .field("encoder_bytes", &self.encoder_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
 impl AutoencoderKl {
-    /// Loads a `vae` folder (`config.json` + `diffusion_pytorch_model.safetensors`).
+    /// Loads a `vae` folder (`config.json` + `diffusion_pytorch_model.safetensors`): the
+    /// decoder now, the encoder on first use.
     ///
     /// # Errors
     /// Missing files or weights, unsupported options.
@@ -197,50 +341,27 @@ impl AutoencoderKl {
             return Err(DiffusionError::config("block_out_channels", "is empty", &config_path));
         }
         let weights = component_weights(folder, "diffusion_pytorch_model", prefer_fp16)?;
+        let encoder_bytes = safetensors_bytes(&weights, dtype, &is_encoder_tensor)?;
         let vb = mmap_var_builder(&weights, dtype, device)?;
-        Self::new(config, vb, dtype)
+        Self::new(config, vb, dtype, encoder_bytes)
     }
 
-    /// Builds the VAE from its config and weights.
+    /// Builds the VAE's decoder from its config and weights; the encoder (whose tensors hold
+    /// `encoder_bytes`) is built from the same weights on the first [`Self::encode`].
     ///
     /// # Errors
-    /// Missing weights.
-    pub fn new(config: VaeConfig, vb: VarBuilder, dtype: DType) -> Result<Self> {
+    /// Missing decoder weights; an empty `block_out_channels`.
+    pub fn new(
+        config: VaeConfig,
+        vb: VarBuilder<'static>,
+        dtype: DType,
+        encoder_bytes: u64,
+    ) -> Result<Self> {
         let channels = &config.block_out_channels;
         let groups = config.norm_num_groups;
         let latent = config.latent_channels;
         let levels = channels.len();
-        let shape = |in_channels, out_channels| ResnetShape {
-            in_channels,
-            out_channels,
-            temb_channels: None,
-            groups,
-            eps: VAE_EPS,
-            output_scale_factor: 1.0,
-        };
-
-        let encoder = vb.pp("encoder");
-        let mut encoder_levels = Vec::with_capacity(levels);
-        let mut previous = channels[0];
-        for (index, &out) in channels.iter().enumerate() {
-            let block = encoder.pp(format!("down_blocks.{index}"));
-            let mut resnets = Vec::new();
-            for layer in 0..config.layers_per_block {
-                let input = if layer == 0 { previous } else { out };
-                resnets.push(ResnetBlock::new(
-                    shape(input, out),
-                    block.pp(format!("resnets.{layer}")),
-                )?);
-            }
-            let downsample = if index + 1 < levels {
-                Some(Downsample::new(out, 0, block.pp("downsamplers.0"))?)
-            } else {
-                None
-            };
-            encoder_levels.push(Level { resnets, downsample, upsample: None });
-            previous = out;
-        }
-        let top = channels[levels - 1];
+        let top = top_channels(&config)?;
 
         let decoder = vb.pp("decoder");
         let mut decoder_levels = Vec::with_capacity(levels);
@@ -251,7 +372,7 @@ impl AutoencoderKl {
             for layer in 0..=config.layers_per_block {
                 let input = if layer == 0 { previous } else { out };
                 resnets.push(ResnetBlock::new(
-                    shape(input, out),
+                    resnet_shape(&config, input, out),
                     block.pp(format!("resnets.{layer}")),
                 )?);
             }
@@ -263,24 +384,9 @@ impl AutoencoderKl {
             decoder_levels.push(Level { resnets, downsample: None, upsample });
             previous = out;
         }
-        let one_by_one =
-            |input, output, vb| candle_nn::conv2d(input, output, 1, Conv2dConfig::default(), vb);
         Ok(Self {
-            encoder_conv_in: conv_same(config.in_channels, channels[0], 3, encoder.pp("conv_in"))?,
-            encoder_levels,
-            encoder_mid: MidBlock::new(top, &config, encoder.pp("mid_block"))?,
-            encoder_norm_out: candle_nn::group_norm(
-                groups,
-                top,
-                VAE_EPS,
-                encoder.pp("conv_norm_out"),
-            )?,
-            encoder_conv_out: conv_same(top, 2 * latent, 3, encoder.pp("conv_out"))?,
-            quant_conv: if config.use_quant_conv {
-                Some(one_by_one(2 * latent, 2 * latent, vb.pp("quant_conv"))?)
-            } else {
-                None
-            },
+            encoder: LazyPart::new(),
+            encoder_bytes,
             post_quant_conv: if config.use_post_quant_conv {
                 Some(one_by_one(latent, latent, vb.pp("post_quant_conv"))?)
             } else {
@@ -301,6 +407,7 @@ impl AutoencoderKl {
                 3,
                 decoder.pp("conv_out"),
             )?,
+            weights: vb,
             config,
             dtype,
         })
@@ -316,31 +423,34 @@ impl AutoencoderKl {
         self.dtype
     }
 
-    /// Encodes images in [−1, 1] (B, 3, H, W) to the latent distribution (unscaled).
+    /// True once the encoder has been built (by the first [`Self::encode`] or
+    /// [`Self::encoder`]).
+    pub fn encoder_is_loaded(&self) -> bool {
+        self.encoder.is_loaded()
+    }
+
+    /// The encoder, built on the first call and the same one after.
     ///
     /// # Errors
-    /// Tensor errors.
+    /// Missing encoder weights (the next call tries again).
+    pub fn encoder(&self) -> Result<Arc<VaeEncoder>> {
+        self.encoder.get_or_load("vae encoder", || {
+            VaeEncoder::new(&self.config, &self.weights, self.dtype, self.encoder_bytes)
+        })
+    }
+
+    /// Bytes held by the encoder now: 0 until it is built.
+    pub fn encoder_byte_size(&self) -> u64 {
+        self.encoder.byte_size()
+    }
+
+    /// Encodes images in [−1, 1] (B, 3, H, W) to the latent distribution (unscaled), building
+    /// the encoder first if this is the first call.
+    ///
+    /// # Errors
+    /// Missing encoder weights; tensor errors.
     pub fn encode(&self, images: &Tensor) -> Result<LatentDistribution> {
-        let mut hidden = self.encoder_conv_in.forward(&images.to_dtype(self.dtype)?)?;
-        for level in &self.encoder_levels {
-            for resnet in &level.resnets {
-                hidden = resnet.forward(&hidden, None)?;
-            }
-            if let Some(downsample) = &level.downsample {
-                hidden = downsample.forward(&hidden)?;
-            }
-        }
-        hidden = self.encoder_mid.forward(&hidden)?;
-        hidden = candle_nn::ops::silu(&self.encoder_norm_out.forward(&hidden)?)?;
-        hidden = self.encoder_conv_out.forward(&hidden)?;
-        if let Some(conv) = &self.quant_conv {
-            hidden = conv.forward(&hidden)?;
-        }
-        let latent = self.config.latent_channels;
-        let mean = hidden.narrow(1, 0, latent)?;
-        let logvar = hidden.narrow(1, latent, latent)?.clamp(-30f32, 20f32)?;
-        let std = (logvar * 0.5)?.exp()?;
-        Ok(LatentDistribution { mean, std })
+        self.encoder()?.encode(images)
     }
 
     /// Decodes latents that are already divided by `scaling_factor` to images in about [−1, 1].

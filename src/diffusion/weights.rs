@@ -1,10 +1,12 @@
-//! Weights: `.safetensors` only, memory-mapped (the one audited `unsafe` of the crate), and the
-//! choice of file within a component folder (`*.fp16.safetensors` on GPU when present).
+//! Weights: `.safetensors` only, memory-mapped (the one audited `unsafe` of the crate), the
+//! choice of file within a component folder (`*.fp16.safetensors` on GPU when present), and
+//! tensor byte counts read from the safetensors headers (what the model cache accounts).
 
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
+use serde_json::Value;
 
 use super::error::{DiffusionError, Result, read_json};
 
@@ -103,6 +105,50 @@ pub fn mmap_var_builder(
             files.first().map_or(Path::new(""), PathBuf::as_path),
         )
     })
+}
+
+/// Bytes of the tensors in safetensors `files` once loaded as `dtype` (read from the headers:
+/// element counts × the element size of `dtype`; nothing else is read), counting only the
+/// tensors whose name `keep` accepts.
+///
+/// # Errors
+/// Unreadable or malformed headers (the message names the file).
+pub fn safetensors_bytes(
+    files: &[PathBuf],
+    dtype: DType,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<u64> {
+    use std::io::Read;
+    let mut total = 0u64;
+    for file in files {
+        let header_error =
+            |what: String| DiffusionError::config("safetensors header", what, file.as_path());
+        let mut reader = std::fs::File::open(file).map_err(|err| header_error(err.to_string()))?;
+        let mut length = [0u8; 8];
+        reader.read_exact(&mut length).map_err(|err| header_error(err.to_string()))?;
+        let length = u64::from_le_bytes(length);
+        let mut header = Vec::new();
+        reader
+            .take(length)
+            .read_to_end(&mut header)
+            .map_err(|err| header_error(err.to_string()))?;
+        let header: Value =
+            serde_json::from_slice(&header).map_err(|err| header_error(err.to_string()))?;
+        let Some(entries) = header.as_object() else {
+            return Err(header_error("not a JSON object".to_owned()));
+        };
+        for (name, entry) in entries {
+            if name == "__metadata__" || !keep(name) {
+                continue;
+            }
+            let elements: u64 = entry
+                .get("shape")
+                .and_then(Value::as_array)
+                .map_or(0, |shape| shape.iter().filter_map(Value::as_u64).product());
+            total += elements * dtype.size_in_bytes() as u64;
+        }
+    }
+    Ok(total)
 }
 
 #[cfg(test)]

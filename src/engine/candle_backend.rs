@@ -418,7 +418,12 @@ impl Backend for CandleBackend {
                 let freed = self.cache.evict_all_except(Some(&key));
                 tracing::info!(freed_bytes = freed, "out-of-memory ladder freed the model cache");
             }
-            match self.generate_attempt(params, &attempt, on_step) {
+            let result = self.generate_attempt(params, &attempt, on_step);
+            if params.init_image.is_some() {
+                // img2img built the VAE encoder on first use: the cache accounts it from now.
+                self.cache.refresh_size(&key);
+            }
+            match result {
                 Ok(mut generated) => {
                     let note = attempt.describe(requested_w, requested_h);
                     if !note.is_empty() {
@@ -684,6 +689,31 @@ mod tests {
             loras: Vec::new(),
             want_preview: false,
         }
+    }
+
+    /// The cache accounts the VAE encoder only once img2img has built it: txt2img leaves the
+    /// cached size alone, the first img2img adds exactly the encoder's bytes, a second adds
+    /// nothing.
+    #[test]
+    fn the_cache_counts_the_vae_encoder_once_img2img_builds_it() {
+        let mut backend = CandleBackend::default().with_cache_budget(u64::MAX);
+        backend.load(&tiny_sdxl(), DeviceChoice::Cpu, None, &mut |_| {}).expect("load");
+        let loaded = backend.cache_stats().used_bytes;
+        let mut params = small_params(64, 64);
+        run(&mut backend, &params).expect("txt2img");
+        assert_eq!(backend.cache_stats().used_bytes, loaded);
+        let Some((_, pipeline)) = &backend.current else { panic!("a current pipeline") };
+        let pipeline = Arc::clone(pipeline);
+        assert!(!pipeline.vae().encoder_is_loaded());
+
+        params.init_image = Some(image::RgbImage::from_pixel(64, 64, image::Rgb([200, 40, 40])));
+        params.strength = 0.5;
+        run(&mut backend, &params).expect("img2img");
+        let encoder = pipeline.vae().encoder_byte_size();
+        assert!(encoder > 0 && pipeline.vae().encoder_is_loaded());
+        assert_eq!(backend.cache_stats().used_bytes, loaded + encoder);
+        run(&mut backend, &params).expect("img2img again");
+        assert_eq!(backend.cache_stats().used_bytes, loaded + encoder);
     }
 
     /// Two tiny pipelines cached (SD 1.5 then SDXL, the current one), 32-px VAE tiles.

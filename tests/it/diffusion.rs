@@ -412,3 +412,62 @@ fn tiled_vae_decode_is_close_to_the_full_decode() {
     assert_eq!(max_and_mean(&whole), (0.0, 0.0), "a single tile is the full decode");
     assert!(pipeline.decode_tiled(&output.latents, 8, 8).is_err(), "overlap must be < tile");
 }
+
+/// Issue 5: the VAE encoder (only img2img needs it) is built on the first img2img, not at
+/// load, and the same one is reused after; txt2img never builds it. The pipeline's byte size
+/// (what the model cache accounts) grows by exactly the encoder's f32 tensors, counted here
+/// from the VAE weights file itself, and only once it is built.
+#[test]
+fn vae_encoder_loads_on_first_img2img_and_is_reused() {
+    use imagelab::models::cache::ByteSize;
+    let folder = fixtures().join("sdxl_tiny");
+    let vae_weights = candle_core::safetensors::load(
+        folder.join("vae/diffusion_pytorch_model.safetensors"),
+        &Device::Cpu,
+    )
+    .expect("vae weights");
+    let encoder_bytes: u64 = vae_weights
+        .iter()
+        .filter(|(name, _)| name.starts_with("encoder.") || name.starts_with("quant_conv."))
+        .map(|(_, tensor)| (tensor.elem_count() * DType::F32.size_in_bytes()) as u64)
+        .sum();
+    assert!(encoder_bytes > 0);
+
+    let pipeline = DiffusionPipeline::load(&folder, &Device::Cpu, DType::F32).expect("load");
+    assert!(!pipeline.vae().encoder_is_loaded(), "load builds only the decoder");
+    assert_eq!(pipeline.vae().encoder_byte_size(), 0);
+    let before = pipeline.byte_size();
+
+    let init = image::open(fixtures().join("init.png")).expect("init.png").to_rgb8();
+    let mut request = GenerationRequest {
+        prompt: "a red cube".to_owned(),
+        negative: String::new(),
+        width: 64,
+        height: 64,
+        steps: 2,
+        cfg: 1.0,
+        sampler: SamplerKind::Default,
+        seed: 7,
+        init_image: None,
+        strength: 1.0,
+        long_prompt: LongPromptMode::Chunk,
+        want_preview: false,
+    };
+    pipeline.generate(&request, &mut |_| ControlFlow::Continue(())).expect("txt2img");
+    assert!(!pipeline.vae().encoder_is_loaded(), "txt2img never needs the encoder");
+    assert_eq!(pipeline.byte_size(), before);
+
+    request.init_image = Some(init);
+    request.strength = 0.6;
+    let first = pipeline.generate(&request, &mut |_| ControlFlow::Continue(())).expect("img2img");
+    assert!(pipeline.vae().encoder_is_loaded());
+    assert_eq!(pipeline.vae().encoder_byte_size(), encoder_bytes);
+    assert_eq!(pipeline.byte_size(), before + encoder_bytes);
+    let built = pipeline.vae().encoder().expect("encoder");
+
+    let second = pipeline.generate(&request, &mut |_| ControlFlow::Continue(())).expect("again");
+    let reused = pipeline.vae().encoder().expect("encoder");
+    assert!(std::sync::Arc::ptr_eq(&built, &reused), "the second img2img reuses the encoder");
+    assert_eq!(pipeline.byte_size(), before + encoder_bytes, "counted once");
+    assert_close("img2img with the reused encoder", &second.latents, &first.latents, 0.0);
+}
