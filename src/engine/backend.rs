@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 use serde::{Deserialize, Serialize};
 
 use crate::models::catalog::{EntryKind, ModelDefaults, ModelRef};
-use crate::request::{DeviceChoice, LoraSpec, Plan, Precision, SamplerKind};
+use crate::request::{DeviceChoice, LoraSpec, Plan, Precision, SamplerKind, Sweep};
 
 /// What a backend can do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -49,8 +49,11 @@ impl Capabilities {
         {
             missing.push("custom schedulers (--scheduler)");
         }
+        // A LoRA the user chose needs the capability; in an all-models sweep a catalog LoRA entry
+        // is one item among many and fails on its own (logged) while the sweep goes on.
         let needs_lora = !plan.request.loras.is_empty()
-            || plan.items.iter().any(|item| matches!(item.model.kind, EntryKind::Lora { .. }));
+            || (plan.request.sweep != Sweep::AllModelsAllProfiles
+                && plan.items.iter().any(|item| matches!(item.model.kind, EntryKind::Lora { .. })));
         if needs_lora && !self.lora {
             missing.push("LoRA adapters");
         }
@@ -219,4 +222,39 @@ pub trait Backend: Send {
         params: &GenerateParams,
         on_step: &mut dyn FnMut(StepUpdate<'_>) -> ControlFlow<()>,
     ) -> Result<Generated, BackendError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::Catalog;
+    use crate::request::{Profiles, Request, build_plan};
+
+    fn plan(request: &Request) -> Plan {
+        let now = chrono::Local::now();
+        build_plan(request, &Profiles::builtin(), &Catalog::builtin(), now, || 1).expect("plan")
+    }
+
+    #[test]
+    fn a_lora_is_needed_only_when_chosen() {
+        let no_lora = Capabilities {
+            img2img: true,
+            negative_prompt: true,
+            seeds: true,
+            custom_schedulers: true,
+            ..Capabilities::default()
+        };
+        let chosen = plan(&Request { model: "Pixel Art XL".into(), ..Request::default() });
+        assert_eq!(no_lora.missing_for(&chosen), vec!["LoRA adapters"]);
+        let sweep = plan(&Request { sweep: Sweep::AllModelsAllProfiles, ..Request::default() });
+        assert!(
+            no_lora.missing_for(&sweep).is_empty(),
+            "the sweep runs; the LoRA items fail alone"
+        );
+        let flag = plan(&Request {
+            loras: vec![LoraSpec { source: "a.safetensors".into(), weight: 1.0 }],
+            ..Request::default()
+        });
+        assert_eq!(no_lora.missing_for(&flag), vec!["LoRA adapters"]);
+    }
 }
