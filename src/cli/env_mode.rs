@@ -8,7 +8,7 @@ use super::EXIT_USAGE;
 use super::generate::{self, BackendChoice, DEFAULT_OUTPUT_DIR, GenerateOptions};
 use crate::models::catalog::DEFAULT_MODEL;
 use crate::request::{
-    DeviceChoice, Precision, RAW_PROFILE, Request, RequestError, SamplerKind, Sweep,
+    DeviceChoice, Precision, RAW_PROFILE, Request, RequestError, SamplerKind, SigmaSchedule, Sweep,
 };
 
 /// Every variable the mode reads, for `--help` and docs.
@@ -26,6 +26,7 @@ pub const VARIABLES: &[&str] = &[
     "BATCH_SIZE",
     "SEED",
     "SCHEDULER",
+    "SCHEDULE_TYPE",
     "INIT_IMAGE_PATH",
     "IMG2IMG_STRENGTH",
     "RUN_ALL_PROFILES",
@@ -124,6 +125,10 @@ pub fn parse(lookup: &dyn Fn(&str) -> Option<String>) -> Result<GenerateOptions,
             SamplerKind::parse(&name).map_err(|message| RequestError::new("SCHEDULER", message))
         })
         .transpose()?;
+    let schedule_type = get("SCHEDULE_TYPE")
+        .map(|name| SigmaSchedule::parse(&name).map_err(|m| RequestError::new("SCHEDULE_TYPE", m)))
+        .transpose()?
+        .unwrap_or_default();
     let device = get("IMAGELAB_DEVICE")
         .map(|text| DeviceChoice::parse(&text).map_err(|m| RequestError::new("IMAGELAB_DEVICE", m)))
         .transpose()?
@@ -143,6 +148,7 @@ pub fn parse(lookup: &dyn Fn(&str) -> Option<String>) -> Result<GenerateOptions,
         negative: lookup("NEGATIVE_PROMPT").unwrap_or_default(),
         profile: get("STYLE_PROFILE").unwrap_or_else(|| RAW_PROFILE.to_owned()),
         scheduler,
+        schedule_type,
         width: number("WIDTH", get("WIDTH"))?,
         height: number("HEIGHT", get("HEIGHT"))?,
         steps: number("STEPS", get("STEPS"))?,

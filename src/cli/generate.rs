@@ -14,7 +14,8 @@ use crate::engine::{
 use crate::models::catalog::{Catalog, DEFAULT_MODEL};
 use crate::models::hub::{DownloadEvent, HubConfig, WeightVariant, resolve_pipeline};
 use crate::request::{
-    DeviceChoice, LoraSpec, Precision, Profiles, RAW_PROFILE, Request, SamplerKind, Sweep,
+    DeviceChoice, LoraSpec, Precision, Profiles, RAW_PROFILE, Request, SamplerKind, SigmaSchedule,
+    Sweep,
 };
 
 /// The default output root.
@@ -80,6 +81,9 @@ pub struct GenerateArgs {
     /// Sampler: default, euler, euler_a, heun, dpmpp_2m, dpmpp_2m_karras, dpmpp_sde_karras, lms, ddim, unipc.
     #[arg(long, value_parser = SamplerKind::parse)]
     pub scheduler: Option<SamplerKind>,
+    /// Sigma schedule independent of the sampler: automatic, karras, exponential, sgm_uniform.
+    #[arg(long, default_value = "automatic", value_parser = SigmaSchedule::parse)]
+    pub schedule_type: SigmaSchedule,
     /// img2img source image (PNG, JPEG, WebP).
     #[arg(long)]
     pub init_image: Option<PathBuf>,
@@ -150,6 +154,7 @@ impl GenerateArgs {
             negative: self.negative,
             profile: self.profile,
             scheduler: self.scheduler,
+            schedule_type: self.schedule_type,
             width: self.width,
             height: self.height,
             steps: self.steps,

@@ -85,6 +85,9 @@ fn apply_ours(
     if !given(matches, "scheduler") {
         args.scheduler = Some(info.sampler);
     }
+    if !given(matches, "schedule_type") {
+        args.schedule_type = info.schedule_type;
+    }
     if !given(matches, "steps") {
         args.steps = Some(info.steps);
     }

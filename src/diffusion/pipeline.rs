@@ -24,7 +24,7 @@ use super::unet::{UNet2DConditionModel, UNetConditioning};
 use super::vae::{AutoencoderKl, is_encoder_tensor};
 use super::weights::{component_weights, safetensors_bytes};
 use crate::models::cache::ByteSize;
-use crate::request::sampler::SamplerKind;
+use crate::request::sampler::{SamplerKind, SigmaSchedule};
 
 /// Which family the folder is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +67,8 @@ pub struct GenerationRequest {
     pub cfg: f64,
     /// Sampler; `Default` = the class in `scheduler_config.json`.
     pub sampler: SamplerKind,
+    /// Sigma schedule; `Automatic` = the sampler's own.
+    pub schedule: SigmaSchedule,
     /// Seed of `torch.Generator("cpu").manual_seed(seed)`.
     pub seed: u64,
     /// img2img source; resized to `width`×`height` when its size differs.
@@ -461,8 +463,12 @@ impl DiffusionPipeline {
         let encode_s = started.elapsed().as_secs_f64();
 
         let sampler = schedulers::resolve_default(request.sampler, &self.scheduler_config);
-        let mut scheduler: Box<dyn Scheduler> =
-            schedulers::build(sampler, &self.scheduler_config, request.steps)?;
+        let mut scheduler: Box<dyn Scheduler> = schedulers::build_with_schedule(
+            sampler,
+            request.schedule,
+            &self.scheduler_config,
+            request.steps,
+        )?;
         let mut generator = TorchGenerator::new(request.seed);
         let latent_shape =
             (1, self.unet.config().in_channels, request.height / scale, request.width / scale);

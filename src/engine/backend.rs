@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 use serde::{Deserialize, Serialize};
 
 use crate::models::catalog::{EntryKind, ModelDefaults, ModelRef};
-use crate::request::{DeviceChoice, LoraSpec, Plan, Precision, SamplerKind, Sweep};
+use crate::request::{DeviceChoice, LoraSpec, Plan, Precision, SamplerKind, SigmaSchedule, Sweep};
 
 /// What a backend can do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -100,6 +100,8 @@ pub struct GenerateParams {
     pub cfg: f32,
     /// Sampler (`Default` = the model config's).
     pub sampler: SamplerKind,
+    /// Sigma schedule (`Automatic` = the sampler's own).
+    pub schedule_type: SigmaSchedule,
     /// Seed of this image.
     pub seed: u64,
     /// img2img source, already at `width`×`height`.

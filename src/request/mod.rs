@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 pub use plan::{Plan, WorkItem, build_plan};
 pub use profiles::{Profile, Profiles, RAW_PROFILE};
-pub use sampler::SamplerKind;
+pub use sampler::{SamplerKind, SigmaSchedule};
 
 use crate::models::catalog::Catalog;
 
@@ -218,6 +218,8 @@ pub struct Request {
     pub profile: String,
     /// Sampler; `None` = profile default, then model default.
     pub scheduler: Option<SamplerKind>,
+    /// Sigma schedule chosen independently of the sampler (A1111's "Schedule type").
+    pub schedule_type: SigmaSchedule,
     /// Width in pixels; `None` = model native.
     pub width: Option<u32>,
     /// Height in pixels; `None` = model native.
@@ -256,6 +258,7 @@ impl Default for Request {
             negative: String::new(),
             profile: RAW_PROFILE.to_owned(),
             scheduler: None,
+            schedule_type: SigmaSchedule::Automatic,
             width: None,
             height: None,
             steps: None,
@@ -345,6 +348,18 @@ impl Request {
             return Err(RequestError::new(
                 "strength",
                 format!("{} is outside [0, 1]", self.strength),
+            ));
+        }
+        if matches!(self.schedule_type, SigmaSchedule::Karras | SigmaSchedule::Exponential)
+            && let Some(kind @ (SamplerKind::EulerA | SamplerKind::Ddim)) = self.scheduler
+        {
+            return Err(RequestError::new(
+                "schedule_type",
+                format!(
+                    "{} has no {} schedule (diffusers offers none); use automatic or sgm_uniform",
+                    kind.gui_name(),
+                    self.schedule_type.a1111_name()
+                ),
             ));
         }
         if profiles.get(&self.profile).is_none() {

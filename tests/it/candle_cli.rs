@@ -211,3 +211,62 @@ fn memory_budget_shrinks_the_image_and_says_so_in_png_and_jobs_log() {
         serde_json::from_str(log.lines().last().expect("a line")).expect("json line");
     assert_eq!(record["notes"], serde_json::json!([note]), "{log}");
 }
+
+/// A1111 ≥ 1.9's schedule type, chosen apart from the sampler: DPM++ 2M + Karras is exactly the
+/// DPM++ 2M Karras sampler; it is written as `Schedule type` and `--from` brings it back.
+#[test]
+fn schedule_type_is_independent_of_the_sampler() {
+    let model = crate::util::repo_root().join("tests/fixtures/diffusion/sdxl_tiny");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let output = imagelab()
+            .args(["generate", "--backend", "candle", "--device", "cpu", "--model"])
+            .arg(&model)
+            .args(["--prompt", "a lantern", "--width", "64", "--height", "64", "--steps", "4"])
+            .args(["--seed", "9", "--out"])
+            .arg(&out)
+            .args(extra)
+            .output()
+            .expect("runs");
+        (output, out)
+    };
+    let pixels = |p: &Path| image::open(p).expect("png").to_rgb8().into_raw();
+    let (output, separate) =
+        run("separate", &["--scheduler", "dpmpp_2m", "--schedule-type", "karras"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let (output, combined) = run("combined", &["--scheduler", "dpmpp_2m_karras"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let separate = pngs_below(&separate).remove(0);
+    assert_eq!(pixels(&separate), pixels(&pngs_below(&combined)[0]));
+    assert!(parameters_of(&separate).contains("Sampler: DPM++ 2M, Schedule type: Karras,"));
+
+    let (output, exponential) =
+        run("exp", &["--scheduler", "euler", "--schedule-type", "exponential"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let exponential = pngs_below(&exponential).remove(0);
+    assert!(parameters_of(&exponential).contains("Sampler: Euler, Schedule type: Exponential,"));
+    let (output, plain) = run("plain", &["--scheduler", "euler"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_ne!(
+        pixels(&exponential),
+        pixels(&pngs_below(&plain)[0]),
+        "the schedule changed the image"
+    );
+    let again = dir.path().join("again");
+    let output = imagelab()
+        .args(["generate", "--device", "cpu", "--from"])
+        .arg(&exponential)
+        .arg("--out")
+        .arg(&again)
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(pixels(&exponential), pixels(&pngs_below(&again)[0]), "--from keeps the schedule");
+
+    let (output, refused) =
+        run("refused", &["--scheduler", "euler_a", "--schedule-type", "karras"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("schedule_type"), "{}", stderr(&output));
+    assert!(!refused.exists(), "nothing written");
+}

@@ -52,6 +52,7 @@ fn request_from(run: &Value, init: &image::RgbImage) -> GenerationRequest {
         cfg: run["cfg"].as_f64().expect("cfg"),
         sampler: SamplerKind::parse(run["sampler"].as_str().expect("sampler"))
             .expect("known sampler"),
+        schedule: imagelab::request::SigmaSchedule::Automatic,
         seed: run["seed"].as_u64().expect("seed"),
         init_image: (run["mode"] == "img2img").then(|| init.clone()),
         strength: run.get("strength").and_then(Value::as_f64).unwrap_or(1.0),
@@ -121,6 +122,7 @@ fn dpmpp_sde_karras_is_deterministic_per_seed_and_seed_dependent() {
             steps: 4,
             cfg: 5.0,
             sampler: SamplerKind::DpmppSdeKarras,
+            schedule: imagelab::request::SigmaSchedule::Automatic,
             seed: 7,
             init_image,
             strength: 0.6,

@@ -285,68 +285,7 @@ pub fn build_class(
     })
 }
 
-/// A sigma schedule chosen independently of the sampler, as A1111 ≥ 1.9's "Schedule type" does.
-/// Applied the way diffusers would: `from_config(…, use_karras_sigmas=True)` or
-/// `use_exponential_sigmas=True` on the sampler's class.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum SigmaSchedule {
-    /// Whatever the sampler and the model's config give (A1111's "Automatic").
-    #[default]
-    Automatic,
-    /// Karras et al.'s ρ = 7 spacing.
-    Karras,
-    /// Even spacing in log-sigma.
-    Exponential,
-    /// Timesteps counted down evenly from the last training step (A1111's "SGM Uniform"); built
-    /// as diffusers' equivalent, `timestep_spacing = "trailing"` (A1111 spaces over [0, 999] with
-    /// `linspace`, which differs by under one training step).
-    SgmUniform,
-}
-
-impl SigmaSchedule {
-    /// Every schedule, in the order menus show them.
-    pub const ALL: [Self; 4] = [Self::Automatic, Self::Karras, Self::Exponential, Self::SgmUniform];
-
-    /// A1111's `Schedule type` name.
-    pub fn a1111_name(self) -> &'static str {
-        match self {
-            Self::Automatic => "Automatic",
-            Self::Karras => "Karras",
-            Self::Exponential => "Exponential",
-            Self::SgmUniform => "SGM Uniform",
-        }
-    }
-
-    /// The CLI name (`karras`, `sgm_uniform`, …).
-    pub fn cli_name(self) -> &'static str {
-        match self {
-            Self::Automatic => "automatic",
-            Self::Karras => "karras",
-            Self::Exponential => "exponential",
-            Self::SgmUniform => "sgm_uniform",
-        }
-    }
-
-    /// Parses a CLI or A1111 name, case-insensitively.
-    ///
-    /// # Errors
-    /// The message lists the valid CLI names.
-    pub fn parse(text: &str) -> std::result::Result<Self, String> {
-        let wanted = text.trim();
-        Self::ALL
-            .into_iter()
-            .find(|schedule| {
-                schedule.cli_name().eq_ignore_ascii_case(wanted)
-                    || schedule.a1111_name().eq_ignore_ascii_case(wanted)
-            })
-            .ok_or_else(|| {
-                format!(
-                    "unknown schedule type {wanted:?}; valid: {}",
-                    Self::ALL.map(Self::cli_name).join(", ")
-                )
-            })
-    }
-}
+pub use crate::request::sampler::SigmaSchedule;
 
 /// [`build`] with a sigma schedule chosen independently of the sampler.
 ///

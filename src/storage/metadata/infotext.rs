@@ -51,7 +51,11 @@ pub fn format(info: &GenerationInfo) -> String {
         text.push_str("\nNegative prompt: ");
         text.push_str(&info.negative);
     }
-    let (sampler, schedule) = a1111_sampler_fields(info.sampler);
+    let (sampler, mut schedule) = a1111_sampler_fields(info.sampler);
+    // A schedule chosen on its own (A1111 ≥ 1.9's "Schedule type") is what ran.
+    if info.schedule_type != crate::request::SigmaSchedule::Automatic {
+        schedule = Some(info.schedule_type.a1111_name());
+    }
     let mut fields: Vec<(&str, String)> =
         vec![("Steps", info.steps.to_string()), ("Sampler", sampler.to_owned())];
     if let Some(schedule) = schedule {

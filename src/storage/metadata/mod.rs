@@ -24,7 +24,7 @@ pub use recover::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::request::{LoraSpec, Mode, SamplerKind};
+use crate::request::{LoraSpec, Mode, SamplerKind, SigmaSchedule};
 
 /// The noise source whose seeds reproduce PyTorch's CPU generator (and diffusers/ComfyUI).
 pub const NOISE_SOURCE_TORCH_CPU: &str = "torch-cpu";
@@ -51,6 +51,8 @@ pub struct GenerationInfo {
     pub model_revision: Option<String>,
     /// The sampler that ran (never `Default`: resolved from the model's config).
     pub sampler: SamplerKind,
+    /// Sigma schedule chosen independently of the sampler (`automatic` = the sampler's own).
+    pub schedule_type: SigmaSchedule,
     /// The sampler the user asked for (may be `Default`).
     pub requested_sampler: SamplerKind,
     /// Denoising steps.
@@ -98,6 +100,7 @@ impl Default for GenerationInfo {
             model_revision: None,
             sampler: SamplerKind::Euler,
             requested_sampler: SamplerKind::Default,
+            schedule_type: SigmaSchedule::Automatic,
             steps: 30,
             cfg: 7.0,
             seed: 0,
