@@ -3,7 +3,7 @@
 
 use crate::models::catalog::Catalog;
 use crate::request::plan::image_count;
-use crate::request::{DeviceChoice, Profiles, SamplerKind, Sweep, limits};
+use crate::request::{DeviceChoice, Profiles, SamplerKind, SigmaSchedule, Sweep, limits};
 
 use super::model_status::{ModelAvailability, ModelStatusSource};
 use super::settings::{FormSettings, aspect_presets};
@@ -180,6 +180,17 @@ impl ControlsPanel {
                 ui.selectable_value(&mut form.scheduler, None, "Profile / model default");
                 for kind in SamplerKind::ALL {
                     ui.selectable_value(&mut form.scheduler, Some(kind), kind.gui_name());
+                }
+            })
+            .response
+            .labelled_by(label.id);
+        let label = ui.label("Schedule type");
+        egui::ComboBox::from_id_salt("schedule_type")
+            .selected_text(form.schedule_type.a1111_name())
+            .width(240.0)
+            .show_ui(ui, |ui| {
+                for schedule in SigmaSchedule::ALL {
+                    ui.selectable_value(&mut form.schedule_type, schedule, schedule.a1111_name());
                 }
             })
             .response

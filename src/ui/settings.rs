@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::models::catalog::{Catalog, DEFAULT_MODEL, ModelDefaults};
-use crate::request::{DeviceChoice, RAW_PROFILE, Request, SamplerKind, Sweep};
+use crate::request::{DeviceChoice, RAW_PROFILE, Request, SamplerKind, SigmaSchedule, Sweep};
 use crate::storage::metadata::{GenerationInfo, Recovered};
 
 /// The key under which the form is stored in eframe's storage.
@@ -22,6 +22,8 @@ pub struct FormSettings {
     pub profile: String,
     /// Sampler; `None` = the profile's, then the model's default.
     pub scheduler: Option<SamplerKind>,
+    /// Sigma schedule apart from the sampler (A1111's "Schedule type").
+    pub schedule_type: SigmaSchedule,
     /// The prompt.
     pub prompt: String,
     /// The negative prompt.
@@ -57,6 +59,7 @@ impl Default for FormSettings {
             model: DEFAULT_MODEL.to_owned(),
             profile: RAW_PROFILE.to_owned(),
             scheduler: None,
+            schedule_type: SigmaSchedule::Automatic,
             prompt: String::new(),
             negative: String::new(),
             width_px: defaults.width,
@@ -83,6 +86,7 @@ impl FormSettings {
             negative: self.negative.clone(),
             profile: self.profile.clone(),
             scheduler: self.scheduler,
+            schedule_type: self.schedule_type,
             width: Some(self.width_px),
             height: Some(self.height_px),
             steps: Some(self.steps),
@@ -132,6 +136,7 @@ impl FormSettings {
             self.model = info.model.clone();
         }
         self.scheduler = Some(info.requested_sampler);
+        self.schedule_type = info.schedule_type;
         if info.steps > 0 {
             self.steps = info.steps;
         }
@@ -217,6 +222,19 @@ pub fn aspect_presets(native: ModelDefaults) -> Vec<(u32, u32)> {
 mod tests {
     use super::*;
     use crate::request::Profiles;
+
+    #[test]
+    fn schedule_type_travels_to_the_request_and_back_from_an_image() {
+        let form =
+            FormSettings { schedule_type: SigmaSchedule::Exponential, ..FormSettings::default() };
+        let request = form.to_request(5);
+        assert_eq!(request.schedule_type, SigmaSchedule::Exponential);
+        let info =
+            GenerationInfo { schedule_type: SigmaSchedule::Karras, ..GenerationInfo::default() };
+        let mut restored = FormSettings::default();
+        restored.restore_from(&info);
+        assert_eq!(restored.schedule_type, SigmaSchedule::Karras);
+    }
 
     #[test]
     fn default_form_makes_a_valid_request() {
