@@ -4,11 +4,10 @@ use std::path::Path;
 
 use image::RgbImage;
 
-/// Decodes an init image to RGB8.
-///
-/// # Errors
-/// A message naming the file: missing, unreadable, or not an image.
-pub fn load_image(path: &Path) -> Result<RgbImage, String> {
+/// Opens an image file with its format guessed from the bytes.
+fn open_image(
+    path: &Path,
+) -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>, String> {
     if !path.exists() {
         return Err(format!("file not found: {}", path.display()));
     }
@@ -22,8 +21,17 @@ pub fn load_image(path: &Path) -> Result<RgbImage, String> {
     if reader.format().is_none() {
         return Err(format!("not an image (PNG, JPEG or WebP expected): {}", path.display()));
     }
-    let image =
-        reader.decode().map_err(|e| format!("not a readable image ({e}): {}", path.display()))?;
+    Ok(reader)
+}
+
+/// Decodes an init image to RGB8.
+///
+/// # Errors
+/// A message naming the file: missing, unreadable, or not an image.
+pub fn load_image(path: &Path) -> Result<RgbImage, String> {
+    let image = open_image(path)?
+        .decode()
+        .map_err(|e| format!("not a readable image ({e}): {}", path.display()))?;
     Ok(image.to_rgb8())
 }
 
@@ -32,17 +40,9 @@ pub fn load_image(path: &Path) -> Result<RgbImage, String> {
 /// # Errors
 /// As [`load_image`].
 pub fn check_image(path: &Path) -> Result<(u32, u32), String> {
-    if !path.is_file() {
-        return Err(format!("file not found: {}", path.display()));
-    }
-    let reader = image::ImageReader::open(path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?
-        .with_guessed_format()
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if reader.format().is_none() {
-        return Err(format!("not an image (PNG, JPEG or WebP expected): {}", path.display()));
-    }
-    reader.into_dimensions().map_err(|e| format!("not a readable image ({e}): {}", path.display()))
+    open_image(path)?
+        .into_dimensions()
+        .map_err(|e| format!("not a readable image ({e}): {}", path.display()))
 }
 
 /// The img2img size when the user gave none: the image's own size rounded down to a multiple
