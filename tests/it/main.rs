@@ -8,6 +8,7 @@ mod models;
 mod rng;
 mod sampler_pipeline;
 mod schedulers;
+mod slurm;
 mod ui;
 mod util;
 
