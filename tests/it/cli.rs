@@ -55,7 +55,7 @@ fn json_summary_lists_files_that_exist_with_metadata() {
         let img = image::open(path).expect("a real PNG");
         assert_eq!((img.width(), img.height()), (256, 192));
         let latent = Path::new(file["latent"].as_str().expect("latent path"));
-        let bytes = std::fs::read(latent).expect("latent file");
+        let bytes = fs_err::read(latent).expect("latent file");
         let tensors = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
         assert_eq!(tensors.tensor("latent_tensor").expect("key").shape(), [1, 4, 24, 32]);
         let params = parameters_of(path);
@@ -73,7 +73,7 @@ fn json_summary_lists_files_that_exist_with_metadata() {
         let name = path.file_name().and_then(|n| n.to_str()).expect("name");
         assert!(name.ends_with(&format!("_cinematic_a-red-fox-in-snow_{}.png", 42 + i)), "{name}");
     }
-    let log = std::fs::read_to_string(out.join("jobs.log")).expect("jobs.log");
+    let log = fs_err::read_to_string(out.join("jobs.log")).expect("jobs.log");
     let line: serde_json::Value =
         serde_json::from_str(log.lines().next().expect("a line")).expect("json");
     for field in [
@@ -135,9 +135,9 @@ fn bad_input_exits_2_naming_the_field() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out");
     let not_image = dir.path().join("notes.png");
-    std::fs::write(&not_image, "this is text").expect("write");
+    fs_err::write(&not_image, "this is text").expect("write");
     let a_file = dir.path().join("file");
-    std::fs::write(&a_file, "x").expect("write");
+    fs_err::write(&a_file, "x").expect("write");
     let unwritable = a_file.join("sub");
     let cases: Vec<(Vec<String>, &str)> = vec![
         (vec!["--width".into(), "1001".into()], "width"),
@@ -310,7 +310,7 @@ fn img2img_records_strength_and_uses_the_init_size() {
     assert_eq!((img.width(), img.height()), (200, 144), "own size rounded down to multiples of 8");
     let params = parameters_of(png);
     assert!(params.contains("Denoising strength: 0.6"), "{params}");
-    let log = std::fs::read_to_string(out.join("jobs.log")).expect("log");
+    let log = fs_err::read_to_string(out.join("jobs.log")).expect("log");
     assert!(log.contains("\"mode\":\"img2img\""), "{log}");
 }
 

@@ -17,7 +17,7 @@ use imagelab::diffusion::pipeline::{DiffusionPipeline, GenerationRequest};
 use imagelab::diffusion::tokenizer::LongPromptMode;
 use imagelab::diffusion::unet::{UNet2DConditionModel, UNetConditioning};
 use imagelab::diffusion::vae::AutoencoderKl;
-use imagelab::request::sampler::SamplerKind;
+use imagelab::vocab::SamplerKind;
 use serde_json::Value;
 
 use crate::util::repo_root;
@@ -33,7 +33,7 @@ fn reference(name: &str) -> HashMap<String, Tensor> {
 
 fn runs(name: &str) -> serde_json::Map<String, Value> {
     let path = fixtures().join("refs").join(name).join("runs.json");
-    let text = std::fs::read_to_string(path).expect("runs.json");
+    let text = fs_err::read_to_string(path).expect("runs.json");
     let value: Value = serde_json::from_str(&text).expect("runs.json parses");
     value["runs"].as_object().expect("runs").clone()
 }
@@ -231,7 +231,7 @@ fn full_runs_match_diffusers_latents_and_images() {
                 steps: usize::try_from(run["steps"].as_u64().expect("steps")).expect("usize"),
                 cfg: run["cfg"].as_f64().expect("cfg"),
                 sampler,
-                schedule: imagelab::request::SigmaSchedule::Automatic,
+                schedule: imagelab::vocab::SigmaSchedule::Automatic,
                 seed: run["seed"].as_u64().expect("seed"),
                 init_image: img2img.then(|| init.clone()),
                 strength: run.get("strength").and_then(Value::as_f64).unwrap_or(1.0),
@@ -290,7 +290,7 @@ fn cancel_stops_within_the_step_and_latents_save_as_comfyui_does() {
         steps: 3,
         cfg: 1.0,
         sampler: SamplerKind::Default,
-        schedule: imagelab::request::SigmaSchedule::Automatic,
+        schedule: imagelab::vocab::SigmaSchedule::Automatic,
         seed: 3,
         init_image: None,
         strength: 1.0,
@@ -327,7 +327,7 @@ fn bad_sizes_are_refused_with_a_message() {
         steps: 2,
         cfg: 5.0,
         sampler: SamplerKind::Default,
-        schedule: imagelab::request::SigmaSchedule::Automatic,
+        schedule: imagelab::vocab::SigmaSchedule::Automatic,
         seed: 0,
         init_image: None,
         strength: 1.0,
@@ -355,7 +355,7 @@ fn half_precision_pipeline_stays_close_to_f32_reference() {
         steps: 5,
         cfg: 5.0,
         sampler: SamplerKind::Default,
-        schedule: imagelab::request::SigmaSchedule::Automatic,
+        schedule: imagelab::vocab::SigmaSchedule::Automatic,
         seed: 42,
         init_image: None,
         strength: 1.0,
@@ -388,7 +388,7 @@ fn tiled_vae_decode_is_close_to_the_full_decode() {
         steps: 3,
         cfg: 5.0,
         sampler: SamplerKind::Default,
-        schedule: imagelab::request::SigmaSchedule::Automatic,
+        schedule: imagelab::vocab::SigmaSchedule::Automatic,
         seed: 11,
         init_image: None,
         strength: 1.0,
@@ -452,7 +452,7 @@ fn vae_encoder_loads_on_first_img2img_and_is_reused() {
         steps: 2,
         cfg: 1.0,
         sampler: SamplerKind::Default,
-        schedule: imagelab::request::SigmaSchedule::Automatic,
+        schedule: imagelab::vocab::SigmaSchedule::Automatic,
         seed: 7,
         init_image: None,
         strength: 1.0,
