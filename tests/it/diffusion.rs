@@ -477,3 +477,87 @@ fn vae_encoder_loads_on_first_img2img_and_is_reused() {
     assert_eq!(pipeline.byte_size(), before + encoder_bytes, "counted once");
     assert_close("img2img with the reused encoder", &second.latents, &first.latents, 0.0);
 }
+
+/// A pipeline whose UNet and second text encoder are sharded `fp16` variants, as
+/// `save_pretrained(variant="fp16", max_shard_size=…)` writes them
+/// (`tools/reference/make_sharded_fp16.py)`: the hub planner and the loader choose the same files
+/// (the shards and their `*.safetensors.index.fp16.json`), the loader maps every shard, and the
+/// image matches what diffusers made from the same folder with `variant="fp16"` in f32.
+#[test]
+fn sharded_fp16_variant_loads_like_diffusers() {
+    use imagelab::diffusion::weights::component_weights;
+    use imagelab::models::hub::{WeightVariant, list_files, plan_pipeline};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folder = dir.path().join("pipeline");
+    for file in imagelab::models::hub::list_files(&fixtures().join("sdxl_tiny")) {
+        let target = folder.join(&file);
+        fs_err::create_dir_all(target.parent().expect("parent")).expect("mkdir");
+        fs_err::copy(fixtures().join("sdxl_tiny").join(&file), target).expect("copy");
+    }
+    fs_err::remove_file(folder.join("unet/diffusion_pytorch_model.safetensors")).expect("rm");
+    fs_err::remove_file(folder.join("text_encoder_2/model.safetensors")).expect("rm");
+    let sharded = fixtures().join("sdxl_tiny_sharded_fp16");
+    for file in list_files(&sharded) {
+        fs_err::copy(sharded.join(&file), folder.join(&file)).expect("copy shard");
+    }
+
+    let listing = list_files(&folder);
+    let model_index: Value = serde_json::from_str(
+        &fs_err::read_to_string(folder.join("model_index.json")).expect("model_index.json"),
+    )
+    .expect("json");
+    let expected_unet = [
+        "unet/diffusion_pytorch_model.fp16-00001-of-00002.safetensors",
+        "unet/diffusion_pytorch_model.fp16-00002-of-00002.safetensors",
+    ];
+    for prefer in [WeightVariant::Fp16, WeightVariant::Full] {
+        let plan = plan_pipeline(&model_index, &listing, prefer).expect("plan");
+        let unet = plan.iter().find(|c| c.name == "unet").expect("unet");
+        assert_eq!(unet.weights, expected_unet, "{prefer:?}");
+        assert!(
+            unet.files
+                .contains(&"unet/diffusion_pytorch_model.safetensors.index.fp16.json".to_owned()),
+            "{:?}",
+            unet.files
+        );
+        let encoder = plan.iter().find(|c| c.name == "text_encoder_2").expect("text_encoder_2");
+        assert_eq!(encoder.weights.len(), 2, "{:?}", encoder.weights);
+        assert_eq!(encoder.variant.as_deref(), Some("fp16"));
+        for prefer_fp16 in [true, false] {
+            let loaded =
+                component_weights(&folder.join("unet"), "diffusion_pytorch_model", prefer_fp16)
+                    .expect("unet weights");
+            let loaded: Vec<String> = loaded
+                .iter()
+                .map(|p| format!("unet/{}", p.file_name().expect("name").to_string_lossy()))
+                .collect();
+            assert_eq!(loaded, expected_unet, "the loader chooses what the planner downloads");
+        }
+    }
+
+    let pipeline = DiffusionPipeline::load(&folder, &Device::Cpu, DType::F32).expect("load");
+    let request = GenerationRequest {
+        prompt: "a red cube".to_owned(),
+        negative: String::new(),
+        width: 64,
+        height: 64,
+        steps: 3,
+        cfg: 1.0,
+        sampler: SamplerKind::Default,
+        schedule: imagelab::vocab::SigmaSchedule::Automatic,
+        seed: 3,
+        init_image: None,
+        strength: 1.0,
+        long_prompt: LongPromptMode::Chunk,
+        want_preview: false,
+    };
+    let output = pipeline.generate(&request, &mut |_| ControlFlow::Continue(())).expect("generate");
+    let path = fixtures().join("refs/sdxl_tiny_sharded_fp16.safetensors");
+    let refs = candle_core::safetensors::load(&path, &Device::Cpu).expect("reference");
+    let theirs: Vec<u8> =
+        get(&refs, "image_u8").flatten_all().expect("flat").to_vec1().expect("u8");
+    let worst =
+        output.image.as_raw().iter().zip(&theirs).map(|(a, b)| a.abs_diff(*b)).max().unwrap_or(0);
+    assert!(worst <= 1, "8-bit image differs from diffusers by {worst}");
+}
