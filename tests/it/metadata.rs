@@ -389,3 +389,21 @@ fn human_format_of_our_image() {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     }
 }
+
+/// What `imagelab info` prints for every tool's PNG, pinned: a change in wording or layout is
+/// seen in review (tests/it/snapshots/).
+#[test]
+fn info_text_of_every_tool_is_pinned() {
+    let mut names: Vec<String> = fs_err::read_dir(fixtures())
+        .expect("fixtures")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".png"))
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 9, "{names:?}");
+    for name in names {
+        let found = recover(&read_fixture(&name)).expect("reads");
+        let stem = name.trim_end_matches(".png");
+        insta::assert_snapshot!(format!("info_{stem}"), format_human(&found));
+    }
+}

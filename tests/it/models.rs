@@ -369,6 +369,7 @@ fn list_reports_cached_partial_and_absent_models_with_sizes() {
     assert_eq!(by_name("RealVis XL V5.0").state, CacheState::NotDownloaded);
     let text = format_listing(&listings);
     assert!(text.contains("not downloaded") && text.contains("missing: vae/config.json"), "{text}");
+    insta::assert_snapshot!("models_list", text);
     let json = serde_json::to_value(&listings).expect("json");
     assert_eq!(json[0]["state"], "cached");
 }
