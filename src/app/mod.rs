@@ -176,3 +176,38 @@ pub fn hub_resolver(hub: HubConfig) -> FolderResolver {
         resolve_pipeline(model, &hub, prefer, &mut on_download).map(|pipeline| pipeline.root)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use config::MOCK_STEP_MS_VAR;
+
+    fn with_mock_step(value: &'static str) -> FrontEndConfig {
+        FrontEndConfig::from_lookup(move |name| {
+            (name == MOCK_STEP_MS_VAR).then(|| value.to_owned())
+        })
+    }
+
+    #[test]
+    fn wiring_builds_the_chosen_backend_with_the_front_end_settings() {
+        let setup = EngineSetup {
+            backend: BackendChoice::Mock,
+            output_root: PathBuf::from("out"),
+            instance_id: Some("gpu-1".to_owned()),
+            previews: false,
+            mock_step_delay: Duration::ZERO,
+            fall_back_to_mock: false,
+        };
+        let wiring = setup.wire(&with_mock_step("5")).expect("mock");
+        assert_eq!(wiring.backend.name(), "mock");
+        assert_eq!(
+            (wiring.engine.output_root, wiring.engine.instance_id, wiring.engine.previews),
+            (PathBuf::from("out"), Some("gpu-1".to_owned()), false)
+        );
+        assert!(wiring.notice.is_none());
+        let candle = EngineSetup { backend: BackendChoice::Candle, ..setup.clone() };
+        assert_eq!(candle.wire(&with_mock_step("5")).expect("candle").backend.name(), "candle");
+        let err = setup.wire(&with_mock_step("soon")).expect_err("a bad delay");
+        assert_eq!(err.variable, MOCK_STEP_MS_VAR);
+    }
+}

@@ -117,7 +117,8 @@ pub enum CliCommand {
 pub fn main() -> ExitCode {
     let config = FrontEndConfig::from_process_env();
     init_tracing(&config);
-    let code = match run(&config) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let code = match run(&args, &config) {
         Ok(outcome) => outcome.exit_code(),
         Err(err) => {
             err.print();
@@ -127,17 +128,16 @@ pub fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-/// Parses the arguments and runs the command.
+/// Parses `args` (the program name first) and runs the command.
 ///
 /// # Errors
 /// Whatever stopped the command; [`CliError::exit_code`] says which exit code it means.
-pub fn run(config: &FrontEndConfig) -> Result<Outcome, CliError> {
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+pub fn run(args: &[std::ffi::OsString], config: &FrontEndConfig) -> Result<Outcome, CliError> {
     if args.len() <= 1 && env_mode::is_requested(config) {
         return env_mode::run(config);
     }
     let parsed = Cli::command()
-        .try_get_matches_from(&args)
+        .try_get_matches_from(args)
         .and_then(|matches| Cli::from_arg_matches(&matches).map(|cli| (cli, matches)));
     let (cli, matches) = parsed?;
     match cli.command {
