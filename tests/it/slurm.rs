@@ -4,6 +4,7 @@
 //! Skips, saying why, only where a cluster cannot exist (not root, no apt).
 
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -97,9 +98,9 @@ impl Cluster {
         let mut text = String::new();
         for name in ["slurmctld.log", "slurmd.log", "slurmdbd.log"] {
             let path = self.root().join("log").join(name);
-            let Ok(log) = std::fs::read_to_string(&path) else { continue };
+            let Ok(log) = fs_err::read_to_string(&path) else { continue };
             let lines: Vec<&str> = log.lines().collect();
-            text += &format!("---- {}\n", path.display());
+            let _ = writeln!(text, "---- {}", path.display());
             text += &lines[lines.len().saturating_sub(15)..].join("\n");
             text.push('\n');
         }
@@ -107,14 +108,14 @@ impl Cluster {
     }
 
     fn accounting(&self) -> bool {
-        std::fs::read_to_string(self.root().join("slurm.conf"))
+        fs_err::read_to_string(self.root().join("slurm.conf"))
             .is_ok_and(|conf| conf.contains("accounting_storage/slurmdbd"))
     }
 
     /// Whether the fake GPUs are character devices (Slurm sets `CUDA_VISIBLE_DEVICES` only
     /// for those; where mknod is not allowed they are plain files).
     fn gpus_are_devices(&self) -> bool {
-        std::fs::metadata(self.root().join("dev/nvidia0"))
+        fs_err::metadata(self.root().join("dev/nvidia0"))
             .is_ok_and(|meta| meta.file_type().is_char_device())
     }
 
@@ -161,8 +162,8 @@ fn job_array_of_mock_generates_writes_every_image_once_with_a_log_line() {
     let Some(cluster) = Cluster::start() else { return };
     let work = cluster.dir.path().join("work");
     let out = work.join("out");
-    std::fs::create_dir_all(&out).expect("out folder");
-    std::fs::write(work.join("array.sh"), ARRAY_SCRIPT).expect("batch script");
+    fs_err::create_dir_all(&out).expect("out folder");
+    fs_err::write(work.join("array.sh"), ARRAY_SCRIPT).expect("batch script");
 
     // --test-only validates the script and the request (gres, memory) without submitting.
     let tested = submit(&cluster, &work, &out, &["--test-only"]);
@@ -182,7 +183,7 @@ fn job_array_of_mock_generates_writes_every_image_once_with_a_log_line() {
 
     // Done when no task of the array is pending or running any more (once slurmctld purges
     // the finished job, MinJobAge later, squeue -j fails with "Invalid job id specified").
-    cluster.wait_for("the array finishes", Duration::from_secs(600), || {
+    cluster.wait_for("the array finishes", Duration::from_mins(10), || {
         match cluster.query("squeue", &["-h", "-j", &job_arg, "-o", "%i %T"]) {
             Ok(queued) if queued.trim().is_empty() => Ok(()),
             Ok(queued) => Err(queued),
@@ -195,7 +196,7 @@ fn job_array_of_mock_generates_writes_every_image_once_with_a_log_line() {
     let mut devices = BTreeSet::new();
     for task in 0..TASKS {
         let instance = format!("{job}_{task}");
-        let task_out = std::fs::read_to_string(work.join(format!("slurm-{instance}.out")))
+        let task_out = fs_err::read_to_string(work.join(format!("slurm-{instance}.out")))
             .unwrap_or_else(|e| panic!("task {task} output: {e}\n{}", cluster.logs()));
         let first = task_out.lines().next().unwrap_or_default();
         assert!(first.starts_with(&format!("task={task} instance={instance} ")), "{task_out}");
@@ -203,7 +204,7 @@ fn job_array_of_mock_generates_writes_every_image_once_with_a_log_line() {
 
         // Each task wrote its own jobs log, one line for its one item.
         let log_path = out.join(jobs_log::log_file_name(Some(&instance)));
-        let log = std::fs::read_to_string(&log_path)
+        let log = fs_err::read_to_string(&log_path)
             .unwrap_or_else(|e| panic!("{}: {e}\n{task_out}", log_path.display()));
         let records: Vec<JobRecord> = log
             .lines()
@@ -240,7 +241,7 @@ fn job_array_of_mock_generates_writes_every_image_once_with_a_log_line() {
     if cluster.accounting() {
         let expected: BTreeSet<String> =
             (0..TASKS).map(|task| format!("{job}_{task}|COMPLETED|0:0")).collect();
-        cluster.wait_for("sacct lists every task", Duration::from_secs(120), || {
+        cluster.wait_for("sacct lists every task", Duration::from_mins(2), || {
             let format = "--format=JobID,State,ExitCode";
             let text = cluster.query("sacct", &["-n", "-P", "-X", "-j", &job_arg, format])?;
             let seen: BTreeSet<String> = text.lines().map(str::to_owned).collect();
