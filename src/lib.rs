@@ -7,6 +7,7 @@ pub mod app;
 pub mod cli;
 pub mod diffusion;
 pub mod engine;
+pub mod gpu;
 pub mod models;
 pub mod request;
 pub mod storage;
