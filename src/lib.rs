@@ -10,6 +10,7 @@ pub mod engine;
 pub mod gpu;
 pub mod models;
 pub mod request;
+pub mod runner;
 pub mod storage;
 #[cfg(feature = "gui")]
 pub mod ui;
