@@ -809,7 +809,7 @@ mod tests {
         assert_eq!(position(text, Format::Ron), (3, 19));
         let text = "(lists: {\"a\": [\"x\"]}, templates: [(name: \"t\", text: \"{a}\", negative: \"{b}\")])";
         let (line, column, message) = error_at(text, Format::Ron);
-        assert_eq!((line, column), (1, 68), "{message}");
+        assert_eq!((line, column), (1, 71), "{message}");
     }
 
     #[test]
