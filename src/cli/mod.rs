@@ -11,6 +11,7 @@ pub mod gpus;
 pub mod info;
 pub mod models;
 mod report;
+pub mod runner;
 
 use std::process::ExitCode;
 
@@ -124,6 +125,10 @@ pub enum CliCommand {
     Models(models::ModelsArgs),
     /// The NVIDIA GPUs: memory, utilisation, processes, which are idle (`--pick`: one index).
     Gpus(gpus::GpusArgs),
+    /// Prompts the generator makes from a template file (what `runner` would run).
+    Prompts(runner::PromptsArgs),
+    /// Generated jobs on every idle GPU until a job count, a time, or a stop.
+    Runner(Box<runner::RunnerArgs>),
     /// Open the window.
     #[cfg(feature = "gui")]
     Gui,
@@ -165,6 +170,10 @@ pub fn run(args: &[std::ffi::OsString], config: &FrontEndConfig) -> Result<Outco
         Some(CliCommand::Info { file, json }) => info::run(&file, json),
         Some(CliCommand::Models(args)) => models::run(&args, config),
         Some(CliCommand::Gpus(args)) => gpus::run(&args, config),
+        Some(CliCommand::Prompts(args)) => runner::run_prompts(&args, config),
+        Some(CliCommand::Runner(args)) => {
+            runner::run_runner(&args, config, &crate::runner::StopToken::new())
+        }
         #[cfg(feature = "gui")]
         Some(CliCommand::Gui) | None => {
             crate::ui::run_window(config).map_err(|err| match err {
