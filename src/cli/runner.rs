@@ -13,10 +13,11 @@ use super::{CliError, Outcome};
 use crate::app::config::{BACKEND_VAR, DEVICE_VAR, OUTPUT_DIR_VAR};
 use crate::app::{BackendChoice, DEFAULT_OUTPUT_DIR, FrontEndConfig, make_backend};
 use crate::engine::no_waker;
-use crate::gpu::{Snapshot, open_source};
+use crate::gpu::open_source;
 use crate::models::catalog::Catalog;
 use crate::request::Profiles;
 use crate::runner::limits::{parse_duration, parse_until};
+use crate::runner::pool::{GpuChoice, GpuOpener, SlotError, plan_slots};
 use crate::runner::{
     BackendFactory, GeneratedJob, Generator, IdleWatch, JobSettings, RunChoices, RunSummary,
     RunnerEvent, RunnerHandle, RunnerSetup, Slot, StopToken, TemplateSet, WorkerState,
@@ -216,74 +217,26 @@ fn parse_duration_or_ms(text: &str) -> Result<Duration, String> {
 }
 
 /// The workers a `--gpus` value asks for, the idle watch for `auto`, and notes.
-fn plan_slots(
+#[allow(clippy::type_complexity, reason = "slots, watch and notes belong together")]
+fn plan_workers(
     args: &RunnerArgs,
     config: &FrontEndConfig,
-    recheck: Duration,
 ) -> Result<(Vec<Slot>, Option<Arc<IdleWatch>>, Vec<String>), CliError> {
-    let choice = args.gpus.trim().to_ascii_lowercase();
-    let rule = args.idle.rule();
-    let on_device = || vec![Slot::on_device(args.device)];
-    if choice == "none" {
-        return Ok((on_device(), None, Vec::new()));
-    }
-    let source = open_source(config.gpu_source()?);
-    let visibility = config.gpu_visibility();
-    if choice == "auto" {
-        let mut source = match source {
-            Ok(source) => source,
-            Err(err) => {
-                let note = format!("{err}; one worker on device {}", args.device);
-                return Ok((on_device(), None, vec![note]));
-            }
-        };
-        let snapshot = Snapshot::take(source.as_mut(), &visibility, rule)
-            .map_err(|err| CliError::NoGpu(err.to_string()))?;
-        let slots: Vec<Slot> =
-            snapshot.gpus.iter().filter_map(|row| Slot::for_gpu(&row.gpu)).collect();
-        let mut notes = snapshot.notes;
-        if slots.is_empty() {
-            notes.push(format!("no NVIDIA GPU visible; one worker on device {}", args.device));
-            return Ok((on_device(), None, notes));
-        }
-        let watch = IdleWatch::new(source, visibility, rule, recheck);
-        return Ok((slots, Some(Arc::new(watch)), notes));
-    }
-    let mut indices = Vec::new();
-    for part in choice.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let index: u32 = part.parse().map_err(|_| {
-            CliError::Usage(format!(
-                "--gpus: {part:?} is not a GPU index; use auto, none or a list like 0,2"
-            ))
-        })?;
-        if !indices.contains(&index) {
-            indices.push(index);
-        }
-    }
-    if indices.is_empty() {
-        return Err(CliError::Usage(
-            "--gpus: empty list; use auto, none or a list like 0,2".into(),
-        ));
-    }
-    let mut source =
-        source.map_err(|err| CliError::NoGpu(format!("--gpus {}: {err}", args.gpus)))?;
-    let snapshot = Snapshot::take(source.as_mut(), &visibility, rule)
-        .map_err(|err| CliError::NoGpu(err.to_string()))?;
-    let mut slots = Vec::new();
-    for index in indices {
-        let Some(row) = snapshot.gpus.iter().find(|row| row.gpu.index == index) else {
-            let here: Vec<String> = snapshot.gpus.iter().map(|r| r.gpu.index.to_string()).collect();
-            return Err(CliError::Usage(format!(
-                "--gpus: there is no GPU {index}; GPUs here: {}",
-                if here.is_empty() { "none".to_owned() } else { here.join(", ") }
-            )));
-        };
-        let slot = Slot::for_gpu(&row.gpu).ok_or_else(|| {
-            CliError::Usage(format!("--gpus: GPU {index} is hidden by CUDA_VISIBLE_DEVICES"))
-        })?;
-        slots.push(slot);
-    }
-    Ok((slots, None, snapshot.notes))
+    let choice = GpuChoice::parse(&args.gpus).map_err(CliError::Usage)?;
+    let source_choice = config.gpu_source()?;
+    let open: GpuOpener = Arc::new(move || open_source(source_choice));
+    plan_slots(
+        &choice,
+        args.device,
+        &open,
+        &config.gpu_visibility(),
+        args.idle.rule(),
+        args.recheck,
+    )
+    .map_err(|err| match err {
+        SlotError::Usage(text) => CliError::Usage(text),
+        SlotError::NoGpu(text) => CliError::NoGpu(text),
+    })
 }
 
 /// The run folder name for a start time.
@@ -312,7 +265,7 @@ pub fn run_runner(
         let wait = (at - now).to_std().unwrap_or_default();
         deadline = Some(deadline.map_or(started + wait, |d| d.min(started + wait)));
     }
-    let (slots, idle, notes) = plan_slots(args, config, args.recheck)?;
+    let (slots, idle, notes) = plan_workers(args, config)?;
     for note in &notes {
         eprintln!("note: {note}");
     }

@@ -14,6 +14,7 @@
 pub mod nvml;
 pub mod smi;
 pub mod visible;
+pub mod watch;
 
 use std::sync::{Arc, Mutex, PoisonError};
 

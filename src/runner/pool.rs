@@ -262,6 +262,126 @@ impl IdleWatch {
     }
 }
 
+/// Which GPUs a run uses (`--gpus`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GpuChoice {
+    /// Every GPU this process sees, each used only while idle (re-checked before every job).
+    Auto,
+    /// One worker on the given device, no GPU checks.
+    None,
+    /// These GPU indices (as `imagelab gpus` prints them), used as given.
+    List(Vec<u32>),
+}
+
+impl GpuChoice {
+    /// Parses `auto`, `none` or `0,2,3`.
+    ///
+    /// # Errors
+    /// Anything else, naming `--gpus`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim().to_ascii_lowercase();
+        match text.as_str() {
+            "auto" | "" => return Ok(Self::Auto),
+            "none" => return Ok(Self::None),
+            _ => {}
+        }
+        let mut indices = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let index: u32 = part.parse().map_err(|_| {
+                format!("--gpus: {part:?} is not a GPU index; use auto, none or a list like 0,2")
+            })?;
+            if !indices.contains(&index) {
+                indices.push(index);
+            }
+        }
+        if indices.is_empty() {
+            return Err("--gpus: empty list; use auto, none or a list like 0,2".into());
+        }
+        Ok(Self::List(indices))
+    }
+}
+
+/// Why the workers of a run cannot be planned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SlotError {
+    /// A GPU that is not there or hidden (bad input).
+    #[error("{0}")]
+    Usage(String),
+    /// No driver for a run that names GPUs.
+    #[error("{0}")]
+    NoGpu(String),
+}
+
+/// Opens a GPU source (NVML or `nvidia-smi` in front ends, a fake in tests).
+pub type GpuOpener =
+    Arc<dyn Fn() -> Result<Box<dyn GpuSource>, crate::gpu::GpuError> + Send + Sync>;
+
+/// The workers `choice` asks for: one per visible GPU (with an [`IdleWatch`] for `Auto`), or
+/// one on `device` when `None` — or when `Auto` finds no NVIDIA GPU (said in the notes).
+///
+/// # Errors
+/// `List` with a GPU that is missing or hidden, or with no driver.
+#[allow(clippy::type_complexity, reason = "slots, watch and notes belong together")]
+pub fn plan_slots(
+    choice: &GpuChoice,
+    device: DeviceChoice,
+    open: &GpuOpener,
+    visibility: &Visibility,
+    rule: IdleRule,
+    recheck: Duration,
+) -> Result<(Vec<Slot>, Option<Arc<IdleWatch>>, Vec<String>), SlotError> {
+    let on_device = || vec![Slot::on_device(device)];
+    match choice {
+        GpuChoice::None => Ok((on_device(), None, Vec::new())),
+        GpuChoice::Auto => {
+            let (source, gpus) = match open().and_then(|mut source| {
+                let gpus = source.query()?;
+                Ok((source, gpus))
+            }) {
+                Ok(found) => found,
+                Err(err) => {
+                    return Ok((
+                        on_device(),
+                        None,
+                        vec![format!("{err}; one worker on device {device}")],
+                    ));
+                }
+            };
+            let mut gpus = gpus;
+            let mut notes = visibility.apply(&mut gpus);
+            let slots: Vec<Slot> = gpus.iter().filter_map(Slot::for_gpu).collect();
+            if slots.is_empty() {
+                notes.push(format!("no NVIDIA GPU visible; one worker on device {device}"));
+                return Ok((on_device(), None, notes));
+            }
+            let watch = IdleWatch::new(source, visibility.clone(), rule, recheck);
+            Ok((slots, Some(Arc::new(watch)), notes))
+        }
+        GpuChoice::List(indices) => {
+            let mut source = open().map_err(|err| SlotError::NoGpu(format!("--gpus: {err}")))?;
+            let mut gpus =
+                source.query().map_err(|err| SlotError::NoGpu(format!("--gpus: {err}")))?;
+            let notes = visibility.apply(&mut gpus);
+            let mut slots = Vec::new();
+            for &index in indices {
+                let Some(gpu) = gpus.iter().find(|gpu| gpu.index == index) else {
+                    let here: Vec<String> = gpus.iter().map(|g| g.index.to_string()).collect();
+                    return Err(SlotError::Usage(format!(
+                        "--gpus: there is no GPU {index}; GPUs here: {}",
+                        if here.is_empty() { "none".to_owned() } else { here.join(", ") }
+                    )));
+                };
+                slots.push(Slot::for_gpu(gpu).ok_or_else(|| {
+                    SlotError::Usage(format!(
+                        "--gpus: GPU {index} is hidden by CUDA_VISIBLE_DEVICES"
+                    ))
+                })?);
+            }
+            Ok((slots, None, notes))
+        }
+    }
+}
+
 /// Builds one backend per worker (candle pinned by the request's device, or the mock).
 pub type BackendFactory = Arc<dyn Fn(&Slot) -> Result<Box<dyn Backend>, String> + Send + Sync>;
 
