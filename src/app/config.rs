@@ -33,6 +33,9 @@ pub const MOCK_STEP_MS_VAR: &str = "IMAGELAB_MOCK_STEP_MS";
 pub const MOCK_FAIL_MODEL_VAR: &str = "IMAGELAB_MOCK_FAIL_MODEL";
 /// Mock backend: a substring of the final prompt that fails the image half-way.
 pub const MOCK_FAIL_PROMPT_VAR: &str = "IMAGELAB_MOCK_FAIL_PROMPT";
+/// Seconds a graceful stop (first SIGINT/SIGTERM) waits for the running image before it
+/// cancels it (unset: as long as the image takes; 0: cancel at once). See `app::stop`.
+pub const STOP_GRACE_S_VAR: &str = "IMAGELAB_STOP_GRACE_S";
 /// Log filter (tracing's `EnvFilter` syntax; default `warn`).
 pub const LOG_FILTER_VAR: &str = "RUST_LOG";
 /// Set (to anything): no colour on stderr.
@@ -171,6 +174,22 @@ impl FrontEndConfig {
         Ok(mock)
     }
 
+    /// `IMAGELAB_STOP_GRACE_S` as a duration (`None` when unset: no limit).
+    ///
+    /// # Errors
+    /// A value that is not a number of seconds ≥ 0.
+    pub fn stop_grace(&self) -> Result<Option<Duration>, ConfigError> {
+        let Some(text) = self.non_empty(STOP_GRACE_S_VAR) else { return Ok(None) };
+        text.parse::<f64>()
+            .ok()
+            .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+            .map(Some)
+            .ok_or_else(|| ConfigError {
+                variable: STOP_GRACE_S_VAR,
+                message: format!("{text:?} is not a number of seconds ≥ 0"),
+            })
+    }
+
     /// `RUST_LOG`, when set.
     pub fn log_filter(&self) -> Option<String> {
         self.var(LOG_FILTER_VAR)
@@ -211,6 +230,15 @@ mod tests {
         assert_eq!(set.backend(), Ok(BackendChoice::Mock));
         assert_eq!((set.model_cache_bytes(), set.memory_budget_bytes()), (2 << 20, None));
         assert_eq!(set.instance_id().as_deref(), Some("gpu-1"));
+        assert_eq!(empty.stop_grace(), Ok(None));
+        assert_eq!(
+            config(&[(STOP_GRACE_S_VAR, "8.5")]).stop_grace(),
+            Ok(Some(Duration::from_millis(8500)))
+        );
+        for bad in ["-1", "soon", "NaN", "inf"] {
+            let err = config(&[(STOP_GRACE_S_VAR, bad)]).stop_grace().expect_err(bad);
+            assert_eq!(err.variable, STOP_GRACE_S_VAR);
+        }
         let bad = config(&[(BACKEND_VAR, "torch"), (MOCK_STEP_MS_VAR, "fast")]);
         assert_eq!(bad.backend().expect_err("bad").variable, BACKEND_VAR);
         assert_eq!(

@@ -17,6 +17,7 @@ mod rng;
 mod sampler_pipeline;
 mod schedulers;
 mod slurm;
+mod stops;
 mod ui;
 mod util;
 
