@@ -3,7 +3,8 @@
 //!
 //! Every command returns `Result<Outcome, CliError>`; [`main`] is the one place that prints an
 //! error and picks the exit code: 0 all done, 1 some item failed, 2 bad usage or input,
-//! 3 no idle GPU (`gpus --pick`), 4 no NVIDIA driver or GPU.
+//! 3 no idle GPU (`gpus --pick`), 4 no NVIDIA driver or GPU, 130/143 stopped by SIGINT/SIGTERM
+//! (see `app::stop`).
 
 pub mod env_mode;
 pub mod generate;
@@ -37,6 +38,8 @@ pub enum Outcome {
     Done,
     /// It ran, but at least one item failed or was cancelled (exit 1).
     SomeFailed,
+    /// A signal stopped it cleanly; the exit code is 128 + the signal's number (130, 143).
+    Stopped(u8),
 }
 
 impl Outcome {
@@ -45,6 +48,7 @@ impl Outcome {
         match self {
             Self::Done => EXIT_OK,
             Self::SomeFailed => EXIT_FAILED,
+            Self::Stopped(code) => code,
         }
     }
 }
@@ -182,7 +186,8 @@ pub fn run(args: &[std::ffi::OsString], config: &FrontEndConfig) -> Result<Outco
                     CliError::Failed(format!("cannot open the window: {message}"))
                 }
             })?;
-            Ok(Outcome::Done)
+            let stopped = crate::app::StopSignals::installed().and_then(|stops| stops.exit_code());
+            Ok(stopped.map_or(Outcome::Done, Outcome::Stopped))
         }
         #[cfg(not(feature = "gui"))]
         None => Err(CliError::Usage(

@@ -12,7 +12,7 @@ use super::gpus::IdleArgs;
 use super::{CliError, Outcome};
 use crate::app::config::{BACKEND_VAR, DEVICE_VAR, OUTPUT_DIR_VAR};
 use crate::app::{BackendChoice, DEFAULT_OUTPUT_DIR, FrontEndConfig, make_backend};
-use crate::engine::no_waker;
+use crate::engine::{StopMode, no_waker};
 use crate::gpu::open_source;
 use crate::models::catalog::Catalog;
 use crate::request::Profiles;
@@ -20,7 +20,7 @@ use crate::runner::limits::{parse_duration, parse_until};
 use crate::runner::pool::{GpuChoice, GpuOpener, SlotError, plan_slots};
 use crate::runner::{
     BackendFactory, GeneratedJob, Generator, IdleWatch, JobSettings, RunChoices, RunSummary,
-    RunnerEvent, RunnerHandle, RunnerSetup, Slot, StopToken, TemplateSet, WorkerState,
+    RunnerEvent, RunnerHandle, RunnerSetup, Slot, StopLevel, StopToken, TemplateSet, WorkerState,
 };
 use crate::storage::inputs::check_output_dir;
 use crate::storage::jobs_log::ItemStatus;
@@ -309,6 +309,15 @@ pub fn run_runner(
     let factory: BackendFactory = Arc::new(move |_slot: &Slot| {
         make_backend(backend, &factory_config, Duration::ZERO).map_err(|err| err.to_string())
     });
+    // SIGINT/SIGTERM (app::stop): the first lets running images finish, the second cancels.
+    let stops = super::generate::install_stop_signals(config.stop_grace()?)?;
+    let token = stop.clone();
+    stops.on_request(move |request| {
+        token.raise(match request.mode {
+            StopMode::AfterImage => StopLevel::Finish,
+            StopMode::Now => StopLevel::Cancel,
+        });
+    });
     let labels: Vec<String> = setup.slots.iter().map(Slot::label).collect();
     let handle =
         RunnerHandle::start(setup, factory, stop.clone(), no_waker()).map_err(CliError::Failed)?;
@@ -329,6 +338,9 @@ pub fn run_runner(
         println!("{text}");
     } else {
         print!("{}", format_summary(&summary));
+    }
+    if let Some(code) = stops.exit_code() {
+        return Ok(Outcome::Stopped(code));
     }
     let retired_all = summary.workers.iter().all(|w| w.retired.is_some());
     Ok(if summary.failed > 0 || retired_all { Outcome::SomeFailed } else { Outcome::Done })
@@ -367,8 +379,8 @@ fn report_event(labels: &[String], event: &RunnerEvent) {
                 outcome.number,
                 outcome.error.as_deref().unwrap_or("?")
             ),
-            ItemStatus::Cancelled => eprintln!(
-                "[{}] #{} cancelled ({} image(s) kept)",
+            ItemStatus::Cancelled | ItemStatus::Interrupted => eprintln!(
+                "[{}] #{} stopped ({} image(s) kept)",
                 label(slot),
                 outcome.number,
                 outcome.images.len()

@@ -26,7 +26,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use serde::Serialize;
 
 use super::generator::{GeneratedJob, Generator};
-use crate::engine::{Backend, Engine, EngineConfig, Event, Waker, no_waker, prepare_plan};
+use crate::engine::{
+    Backend, Engine, EngineConfig, Event, StopMode, Waker, no_waker, prepare_plan,
+};
 use crate::gpu::{BusyReason, GpuInfo, GpuSource, IdleRule, Visibility};
 use crate::models::catalog::Catalog;
 use crate::request::{Profiles, Request, RequestError};
@@ -923,7 +925,7 @@ fn work(shared: &Shared, slot_index: usize, factory: &BackendFactory) -> Tally {
                 tally.failed += 1;
                 failures_in_a_row += 1;
             }
-            ItemStatus::Cancelled => tally.cancelled += 1,
+            ItemStatus::Cancelled | ItemStatus::Interrupted => tally.cancelled += 1,
         }
         let last_error = outcome.error.clone();
         shared.emit(RunnerEvent::JobFinished { slot: slot_index, outcome });
@@ -979,7 +981,6 @@ fn run_job(shared: &Shared, slot_index: usize, engine: &Engine, job: &GeneratedJ
         seed: setup.generator.run_seed(),
         gpu: slot.gpu.as_ref().map(|g| g.index),
     });
-    let batch = plan.image_count();
     let engine_job = match engine.submit(plan) {
         Ok(id) => id,
         Err(err) => {
@@ -988,10 +989,17 @@ fn run_job(shared: &Shared, slot_index: usize, engine: &Engine, job: &GeneratedJ
             return outcome;
         }
     };
-    let mut cancel_sent = false;
+    // The engine's clean stop: `AfterImage` lets the running image finish (a batch stops
+    // after it), `Now` cancels within one step; either way the item's line says interrupted.
+    let mut sent = StopLevel::Run;
     loop {
-        if !cancel_sent && shared.stop.level() == StopLevel::Cancel {
-            cancel_sent = engine.cancel(engine_job).is_ok();
+        let level = shared.stop.level();
+        if level > sent {
+            let mode =
+                if level == StopLevel::Cancel { StopMode::Now } else { StopMode::AfterImage };
+            if engine.stop(mode, "runner stop").is_ok() {
+                sent = level;
+            }
         }
         let event = match engine.events().recv_timeout(TICK) {
             Ok(event) => event,
@@ -1005,16 +1013,7 @@ fn run_job(shared: &Shared, slot_index: usize, engine: &Engine, job: &GeneratedJ
             Event::Progress { step, steps, .. } => {
                 shared.emit_lossy(RunnerEvent::Progress { slot: slot_index, step, steps });
             }
-            Event::ImageSaved { image, .. } => {
-                outcome.images.push(image.path);
-                // A first stop lets the image finish; with a batch, the rest is not started.
-                if !cancel_sent
-                    && shared.stop.level() >= StopLevel::Finish
-                    && outcome.images.len() < batch
-                {
-                    cancel_sent = engine.cancel(engine_job).is_ok();
-                }
-            }
+            Event::ImageSaved { image, .. } => outcome.images.push(image.path),
             Event::ItemSaved { record, .. }
             | Event::ItemFailed { record, .. }
             | Event::ItemCancelled { record, .. } => {

@@ -17,6 +17,10 @@ pub enum ItemStatus {
     Failed,
     /// Cancelled or skipped by the user; images saved before that are listed.
     Cancelled,
+    /// Stopped before it finished by a clean stop (SIGINT/SIGTERM), a shutdown or a crash
+    /// (written on the next start): the images saved so far are listed, and `imagelab
+    /// resume` makes the rest, which land in a later line of the same item.
+    Interrupted,
 }
 
 /// One line of the jobs log (REFERENCE §7), plus `status` and `job`.

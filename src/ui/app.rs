@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::engine::{Backend, Engine, EngineConfig, Event, JobId, prepare_plan, relative_path};
+use crate::app::StopSignals;
+use crate::engine::{
+    Backend, Engine, EngineConfig, Event, JobId, StopMode, prepare_plan, relative_path,
+};
 use crate::models::catalog::Catalog;
 use crate::request::Profiles;
 use crate::request::restore::restore_settings;
@@ -107,6 +110,10 @@ pub struct LabApp {
     thumbnails: ThumbnailLoader,
     last_seed: Option<u64>,
     job_labels: HashMap<JobId, String>,
+    /// SIGINT/SIGTERM: forwarded to the engine as a clean stop; the window closes when idle.
+    stop_signals: Option<StopSignals>,
+    /// The strongest stop sent to the engine so far.
+    stop_sent: Option<StopMode>,
 }
 
 impl std::fmt::Debug for LabApp {
@@ -200,6 +207,43 @@ impl LabApp {
             thumbnails,
             last_seed: None,
             job_labels: HashMap::new(),
+            stop_signals: None,
+            stop_sent: None,
+        }
+    }
+
+    /// Follows stop signals: the first lets the running image finish and starts nothing new,
+    /// the second cancels it; the window closes once the queue is idle. Wakes the window on
+    /// each signal.
+    pub fn watch_stop_signals(&mut self, ctx: &egui::Context, signals: StopSignals) {
+        let repaint = ctx.clone();
+        signals.on_request(move |_| repaint.request_repaint());
+        self.stop_signals = Some(signals);
+    }
+
+    /// Forwards a new stop request to the engine; closes the window when nothing runs.
+    fn follow_stop_signals(&mut self, ctx: &egui::Context) {
+        let Some(request) = self.stop_signals.as_ref().and_then(StopSignals::request) else {
+            return;
+        };
+        if self.stop_sent.is_none_or(|sent| sent < request.mode) {
+            self.stop_sent = Some(request.mode);
+            let name = request.signal.name();
+            let message = match request.mode {
+                StopMode::AfterImage => {
+                    format!("{name}: finishing the running image, then closing")
+                }
+                StopMode::Now => format!("{name}: cancelling the running image, then closing"),
+            };
+            self.log.push(Severity::Warning, message);
+            if let Some(engine) = &self.engine
+                && let Err(err) = engine.stop(request.mode, name)
+            {
+                self.log.push(Severity::Error, err.to_string());
+            }
+        }
+        if !self.queue.busy() {
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
         }
     }
 
@@ -468,6 +512,7 @@ impl LabApp {
                 }
             }
         }
+        self.follow_stop_signals(ctx);
         if more {
             ctx.request_repaint();
         }

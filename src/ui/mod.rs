@@ -72,7 +72,13 @@ pub fn config_from(config: &FrontEndConfig) -> Result<AppConfig, ConfigError> {
 /// # Errors
 /// A bad setting, or a window that cannot open.
 pub fn run_window(config: &FrontEndConfig) -> Result<(), WindowError> {
-    run_window_with(config_from(config)?, config.hub())
+    let grace = config.stop_grace()?;
+    let app_config = config_from(config)?;
+    match crate::app::StopSignals::install() {
+        Ok(signals) => signals.set_grace(grace),
+        Err(err) => tracing::warn!(%err, "no clean stop on SIGINT/SIGTERM"),
+    }
+    run_window_with(app_config, config.hub())
 }
 
 /// Opens the window with a given backend and output folder; `hub` is where the model status
@@ -93,6 +99,10 @@ pub fn run_window_with(config: AppConfig, hub: HubConfig) -> Result<(), WindowEr
         options,
         Box::new(move |cc| {
             let mut app = LabApp::new(cc, config);
+            match crate::app::StopSignals::install() {
+                Ok(signals) => app.watch_stop_signals(&cc.egui_ctx, signals),
+                Err(err) => tracing::warn!(%err, "no clean stop on SIGINT/SIGTERM"),
+            }
             let ctx = cc.egui_ctx.clone();
             let waker = std::sync::Arc::new(move || ctx.request_repaint());
             let status = model_status::HubCacheStatus::spawn(Catalog::builtin(), hub, waker);

@@ -18,6 +18,7 @@ mod runner;
 mod sampler_pipeline;
 mod schedulers;
 mod slurm;
+mod stops;
 mod ui;
 mod util;
 

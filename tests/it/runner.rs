@@ -707,7 +707,8 @@ fn a_stop_mid_job_finishes_the_image_then_a_second_cancels_without_partial_files
     assert_eq!(records[0].status, ItemStatus::Done);
     assert_eq!(pngs_below(dir.path()).len(), 1);
 
-    // Finish, then cancel: the image in progress is dropped whole, its line says cancelled.
+    // Finish, then cancel: the image in progress is dropped whole, its line says interrupted
+    // (the engine's clean stop; `imagelab resume` would make it again).
     let dir = tempfile::tempdir().expect("tempdir");
     let mut setup = runner_setup(dir.path(), vec![Slot::on_device(DeviceChoice::Cpu)], None, &[]);
     setup.settings.steps = Some(200);
@@ -727,11 +728,65 @@ fn a_stop_mid_job_finishes_the_image_then_a_second_cancels_without_partial_files
     }
     let records = log_lines(dir.path());
     assert_eq!(records.len(), 1);
-    assert_eq!(records[0].status, ItemStatus::Cancelled);
+    assert_eq!(records[0].status, ItemStatus::Interrupted);
     assert!(records[0].paths.is_empty());
     let leftovers: Vec<PathBuf> = crate::util::files_below(dir.path())
         .into_iter()
         .filter(|p| !p.ends_with("jobs.log"))
         .collect();
     assert!(leftovers.is_empty(), "no partial file: {leftovers:?}");
+}
+
+#[test]
+fn sigterm_mid_job_finishes_the_image_logs_it_and_prints_the_summary() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    let mut command = imagelab();
+    command
+        .args(["runner", "--backend", "mock", "--width", "64", "--height", "64", "--steps", "40"])
+        .args(["--gpus", "none", "--jobs", "50", "--seed", "4"])
+        .arg("--out")
+        .arg(&out)
+        .env("IMAGELAB_MOCK_STEP_MS", "50")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("starts");
+    let stderr_pipe = child.stderr.take().expect("stderr");
+    let (tx, rx) = crossbeam_channel::bounded::<String>(256);
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Job #1 has started (its first of 40 steps is under way): stop it.
+    let started = Instant::now();
+    loop {
+        let line = rx.recv_timeout(Duration::from_secs(60)).expect("the run starts");
+        if line.starts_with("[auto] #1 ") || line.contains("] #1 ") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let status =
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+    let output = child.wait_with_output().expect("ends");
+    let _ = reader.join();
+    let err: Vec<String> = rx.try_iter().collect();
+    assert_eq!(output.status.code(), Some(143), "{err:?}");
+    let summary = stdout(&output);
+    assert!(summary.contains("ended by a stop request"), "{summary}");
+    let records = log_lines(&out);
+    assert_eq!(records.len(), 1, "the running job's line, and no job after it: {records:?}");
+    assert_eq!(records[0].paths.len(), 1, "its image finished: {:?}", records[0]);
+    let pngs = pngs_below(&out);
+    assert_eq!(pngs.len(), 1);
+    image::open(&pngs[0]).expect("a complete PNG");
+    let partial: Vec<PathBuf> = crate::util::files_below(&out)
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().contains(".tmp")))
+        .collect();
+    assert!(partial.is_empty(), "{partial:?}");
 }

@@ -595,3 +595,42 @@ fn runner_panel_starts_a_run_on_idle_gpus_and_shows_the_gpu_table() {
     let session = harness.state().gallery.entries.iter().filter(|e| e.from_session).count();
     assert_eq!(session, 4, "the run's images reach the gallery");
 }
+
+/// Whether the last frame asked to close the window.
+fn asked_to_close(harness: &Harness<'_, LabApp>) -> bool {
+    harness.output().viewport_output.get(&egui::ViewportId::ROOT).is_some_and(|viewport| {
+        viewport.commands.iter().any(|command| matches!(command, egui::ViewportCommand::Close))
+    })
+}
+
+#[test]
+fn a_stop_signal_finishes_the_running_image_then_closes_the_window() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let form = FormSettings { batch: 3, steps: 40, ..small_form() };
+    let mut harness = harness(out.path(), Duration::from_millis(30), form);
+    let signals = imagelab::app::StopSignals::manual();
+    let ctx = harness.ctx.clone();
+    harness.state_mut().watch_stop_signals(&ctx, signals.clone());
+    type_prompt(&mut harness, "closing time");
+    harness.get_by_label("Generate").click();
+    harness.run_steps(1);
+    step_until(&mut harness, "image 0 in flight", |app| {
+        app.watch.progress.as_ref().is_some_and(|progress| progress.step >= 1)
+    });
+    signals.deliver(imagelab::app::StopSignal::Terminate);
+    harness.step();
+    assert!(!asked_to_close(&harness), "the running image finishes first");
+    step_until(&mut harness, "the job to end", |app| !app.queue.busy());
+    harness.step();
+    assert!(asked_to_close(&harness), "idle after the stop: the window closes");
+    let app = harness.state();
+    assert!(
+        app.log.lines.iter().any(|line| line.text.contains("SIGTERM: finishing the running image")),
+        "{:?}",
+        app.log.lines
+    );
+    let log = jobs_log::read_all(out.path()).expect("jobs log");
+    assert_eq!(log.records.len(), 1);
+    assert_eq!(log.records[0].status, ItemStatus::Interrupted, "{:?}", log.records[0]);
+    assert_eq!(log.records[0].paths.len(), 1, "image 0 finished, nothing new started");
+}
