@@ -322,7 +322,7 @@ pub fn run_runner(
     let handle =
         RunnerHandle::start(setup, factory, stop.clone(), no_waker()).map_err(CliError::Failed)?;
     let mut summary = None;
-    for event in handle.events().iter() {
+    for event in handle.events() {
         match event {
             RunnerEvent::Finished(done) => summary = Some(done),
             other => report_event(&labels, &other),

@@ -300,16 +300,13 @@ mod tests {
                     colors[index] += 1;
                 }
             });
-            match job.template.as_str() {
-                "one" => {
-                    templates[0] += 1;
-                    sizes[usize::from(job.prompt.ends_with("small"))] += 1;
-                    assert!(job.prompt.ends_with("big") || job.prompt.ends_with("small"));
-                }
-                _ => {
-                    templates[1] += 1;
-                    assert_eq!(job.seed, 100 + number - 1, "sequential seeds");
-                }
+            if job.template == "one" {
+                templates[0] += 1;
+                sizes[usize::from(job.prompt.ends_with("small"))] += 1;
+                assert!(job.prompt.ends_with("big") || job.prompt.ends_with("small"));
+            } else {
+                templates[1] += 1;
+                assert_eq!(job.seed, 100 + number - 1, "sequential seeds");
             }
             assert!(!job.prompt.contains('{'), "{}", job.prompt);
         }

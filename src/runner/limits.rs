@@ -81,10 +81,10 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
-        assert_eq!(parse_duration("8h"), Ok(Duration::from_secs(8 * 3600)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("8h"), Ok(Duration::from_hours(8)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_mins(90)));
         assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("2D"), Ok(Duration::from_secs(172_800)));
+        assert_eq!(parse_duration("2D"), Ok(Duration::from_hours(48)));
         for bad in ["", "h", "8x", "1.5h", "0s", "-3s", "3s4"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }

@@ -194,9 +194,12 @@ impl JobSettings {
     }
 }
 
+/// A GPU list and when it was taken (workers asking within a moment share it).
+type CachedAnswer = (Instant, Result<Vec<GpuInfo>, String>);
+
 /// Polls the GPUs for `--gpus auto`.
 pub struct IdleWatch {
-    source: Mutex<(Box<dyn GpuSource>, Option<(Instant, Result<Vec<GpuInfo>, String>)>)>,
+    source: Mutex<(Box<dyn GpuSource>, Option<CachedAnswer>)>,
     visibility: Visibility,
     rule: IdleRule,
     /// How long a busy GPU waits before the next look.
@@ -243,16 +246,15 @@ impl IdleWatch {
                 .1
                 .as_ref()
                 .filter(|(at, _)| at.elapsed() < self.recheck.min(Duration::from_secs(1)) / 2);
-            match fresh {
-                Some((_, answer)) => answer.clone(),
-                None => {
-                    let answer = guard.0.query().map_err(|err| err.to_string()).map(|mut gpus| {
-                        self.visibility.apply(&mut gpus);
-                        gpus
-                    });
-                    guard.1 = Some((Instant::now(), answer.clone()));
-                    answer
-                }
+            if let Some((_, answer)) = fresh {
+                answer.clone()
+            } else {
+                let answer = guard.0.query().map_err(|err| err.to_string()).map(|mut gpus| {
+                    self.visibility.apply(&mut gpus);
+                    gpus
+                });
+                guard.1 = Some((Instant::now(), answer.clone()));
+                answer
             }
         }?;
         let Some(gpu) = gpus.iter().find(|gpu| gpu.index == index) else {
@@ -746,7 +748,7 @@ impl RunnerHandle {
     /// Waits for the end, draining events; returns the summary.
     pub fn wait(mut self) -> Option<RunSummary> {
         let mut summary = None;
-        for event in self.events.iter() {
+        for event in &self.events {
             if let RunnerEvent::Finished(done) = event {
                 summary = Some(done);
             }

@@ -1,25 +1,25 @@
 //! The prompt generator's random numbers, specified here so that the same template file and
 //! `--seed` give the same jobs on any machine and with any crate version.
 //!
-//! - Seeding: SplitMix64 (Steele, Lea, Flood 2014; the reference code of Vigna's
+//! - Seeding: `SplitMix64` (Steele, Lea, Flood 2014; the reference code of Vigna's
 //!   `splitmix64.c`): `x += 0x9E3779B97F4A7C15`, then `z = (x ^ x>>30) · 0xBF58476D1CE4E5B9`,
 //!   `z = (z ^ z>>27) · 0x94D049BB133111EB`, output `z ^ z>>31`.
 //! - Generator: xoshiro256** 1.0 (Blackman, Vigna 2018), its four words the first four
-//!   SplitMix64 outputs of the seed.
+//!   `SplitMix64` outputs of the seed.
 //! - Job `n` of run seed `s` uses its own generator seeded with `s ^ splitmix64_mix(n)`, so job
 //!   `n` is the same whether 10 or 10 000 jobs are made, and in whichever order GPUs take them.
 //! - Integers below `n`: Lemire's multiply-shift with rejection (unbiased); `u32`: the upper 32
 //!   bits; floats in [0, 1): the upper 53 bits · 2⁻⁵³; weighted picks walk the cumulative sum
 //!   of the weights in file order (IEEE-754 double arithmetic, the same everywhere).
 
-/// The SplitMix64 finaliser: a bijective mix of 64 bits.
+/// The `SplitMix64` finaliser: a bijective mix of 64 bits.
 pub fn splitmix64_mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
 }
 
-/// SplitMix64: a 64-bit counter through [`splitmix64_mix`].
+/// `SplitMix64`: a 64-bit counter through [`splitmix64_mix`].
 #[derive(Debug, Clone)]
 pub struct SplitMix64 {
     state: u64,
@@ -45,7 +45,7 @@ pub struct Prng {
 }
 
 impl Prng {
-    /// Seeded from four SplitMix64 outputs of `seed` (never the all-zero state).
+    /// Seeded from four `SplitMix64` outputs of `seed` (never the all-zero state).
     pub fn from_seed(seed: u64) -> Self {
         let mut init = SplitMix64::new(seed);
         Self { s: [init.next_u64(), init.next_u64(), init.next_u64(), init.next_u64()] }
@@ -87,9 +87,10 @@ impl Prng {
         let threshold = n.wrapping_neg() % n;
         loop {
             let product = u128::from(self.next_u64()) * u128::from(n);
-            let low = product as u64;
+            // The low and high halves of a 128-bit product: both fit in 64 bits by construction.
+            let low = u64::try_from(product & u128::from(u64::MAX)).unwrap_or(u64::MAX);
             if low >= threshold {
-                return (product >> 64) as u64;
+                return u64::try_from(product >> 64).unwrap_or(u64::MAX);
             }
         }
     }
@@ -114,7 +115,7 @@ impl Prng {
 mod tests {
     use super::*;
 
-    /// SplitMix64 seeded with 0: the published first outputs (Vigna's reference code; the
+    /// `SplitMix64` seeded with 0: the published first outputs (Vigna's reference code; the
     /// values also quoted by the xoshiro and PCG test suites).
     #[test]
     fn splitmix64_matches_the_reference() {

@@ -160,7 +160,7 @@ impl LabApp {
                 waker.clone(),
             )
             .map_err(|err| {
-                log.push(Severity::Error, format!("cannot start the GPU watcher: {err}"))
+                log.push(Severity::Error, format!("cannot start the GPU watcher: {err}"));
             })
             .ok()
         });

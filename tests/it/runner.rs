@@ -79,11 +79,8 @@ impl FakeSmi {
     /// The binary with this fake first on `PATH` and `nvidia-smi` as the GPU source.
     fn command(&self) -> Command {
         let mut command = imagelab();
-        let path = std::env::join_paths(
-            std::iter::once(self.dir.join("bin"))
-                .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
-        )
-        .expect("PATH");
+        // The fake first; the script itself needs only sh and cat.
+        let path = format!("{}:/usr/local/bin:/usr/bin:/bin", self.dir.join("bin").display());
         command.env("PATH", path).env("IMAGELAB_GPU_SOURCE", "nvidia-smi");
         command.env_remove("CUDA_VISIBLE_DEVICES").env_remove("CUDA_DEVICE_ORDER");
         command
@@ -343,7 +340,7 @@ fn a_busy_gpu_is_skipped_until_it_frees() {
     // Let GPU 0 alone finish a few jobs, then the other process on GPU 1 ends.
     let started = Instant::now();
     while log_lines_if_any(&out) < 3 {
-        assert!(started.elapsed() < Duration::from_secs(60), "no progress");
+        assert!(started.elapsed() < Duration::from_mins(1), "no progress");
         std::thread::sleep(Duration::from_millis(20));
     }
     fake.set(TWO_IDLE_GPUS, "");
@@ -654,7 +651,7 @@ fn two_gpus_two_workers_at_once_and_a_busy_one_waits_until_free() {
     .expect("starts");
     let mut done_on = [0usize; 2];
     let mut freed = false;
-    for event in handle.events().iter() {
+    for event in handle.events() {
         match event {
             imagelab::runner::RunnerEvent::JobFinished { slot, .. } => {
                 done_on[slot] += 1;
@@ -691,7 +688,7 @@ fn a_stop_mid_job_finishes_the_image_then_a_second_cancels_without_partial_files
     )
     .expect("starts");
     let mut summary = None;
-    for event in handle.events().iter() {
+    for event in handle.events() {
         match event {
             imagelab::runner::RunnerEvent::Progress { step: 3, .. } => {
                 stop.raise(StopLevel::Finish);
@@ -720,7 +717,7 @@ fn a_stop_mid_job_finishes_the_image_then_a_second_cancels_without_partial_files
         imagelab::engine::no_waker(),
     )
     .expect("starts");
-    for event in handle.events().iter() {
+    for event in handle.events() {
         if let imagelab::runner::RunnerEvent::Progress { step: 3, .. } = event {
             assert_eq!(stop.escalate(), StopLevel::Finish);
             assert_eq!(stop.escalate(), StopLevel::Cancel);
@@ -754,19 +751,22 @@ fn sigterm_mid_job_finishes_the_image_logs_it_and_prints_the_summary() {
     let mut child = command.spawn().expect("starts");
     let stderr_pipe = child.stderr.take().expect("stderr");
     let (tx, rx) = crossbeam_channel::bounded::<String>(256);
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let reader = std::thread::Builder::new()
+        .name("stderr-reader".into())
+        .spawn(move || {
+            for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        })
+        .expect("thread");
     // Job #1 has started (its first of 40 steps is under way): stop it.
     let started = Instant::now();
     loop {
-        let line = rx.recv_timeout(Duration::from_secs(60)).expect("the run starts");
+        let line = rx.recv_timeout(Duration::from_mins(1)).expect("the run starts");
         if line.starts_with("[auto] #1 ") || line.contains("] #1 ") {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(60));
+        assert!(started.elapsed() < Duration::from_mins(1));
     }
     std::thread::sleep(Duration::from_millis(300));
     let status =
