@@ -202,7 +202,8 @@ pub fn parse_processes(text: &str) -> Result<Vec<(String, GpuProcess)>, GpuError
 mod tests {
     use super::*;
 
-    /// As an 8-GPU DGX H100 driver 550 prints it (UUIDs shortened), one MIG-enabled board.
+    /// In the form `nvidia-smi` prints (values and UUIDs made up); the third board reports no
+    /// memory use or utilisation, as MIG-enabled boards do.
     const GPUS: &str = "\
 0, GPU-aaaaaaaa-0000-0000-0000-000000000000, NVIDIA H100 80GB HBM3, 81559, 1, 0
 1, GPU-bbbbbbbb-0000-0000-0000-000000000000, NVIDIA H100 80GB HBM3, 81559, 30721, 97
