@@ -710,6 +710,7 @@ fn new_record(job: JobId, plan: &Plan, item: &WorkItem) -> JobRecord {
         status: ItemStatus::Done,
         job,
         notes: Vec::new(),
+        runner: plan.runner.clone(),
     }
 }
 

@@ -14,6 +14,7 @@ mod diffusion;
 mod engine;
 mod models;
 mod rng;
+mod runner;
 mod sampler_pipeline;
 mod schedulers;
 mod slurm;
