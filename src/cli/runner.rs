@@ -339,9 +339,8 @@ pub fn run_runner(
     } else {
         print!("{}", format_summary(&summary));
     }
-    if let Some(code) = stops.exit_code() {
-        return Ok(Outcome::Stopped(code));
-    }
+    // A stop is how an open-ended runner ends (issue 12): after its summary it exits like a
+    // run that reached its limit (0, or 1 when jobs failed), not 130/143 as `generate` does.
     let retired_all = summary.workers.iter().all(|w| w.retired.is_some());
     Ok(if summary.failed > 0 || retired_all { Outcome::SomeFailed } else { Outcome::Done })
 }

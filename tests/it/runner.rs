@@ -775,7 +775,7 @@ fn sigterm_mid_job_finishes_the_image_logs_it_and_prints_the_summary() {
     let output = child.wait_with_output().expect("ends");
     let _ = reader.join();
     let err: Vec<String> = rx.try_iter().collect();
-    assert_eq!(output.status.code(), Some(143), "{err:?}");
+    assert_eq!(output.status.code(), Some(0), "a stop ends a runner run normally: {err:?}");
     let summary = stdout(&output);
     assert!(summary.contains("ended by a stop request"), "{summary}");
     let records = log_lines(&out);
