@@ -26,6 +26,8 @@ Output (tests/fixtures/diffusion/single_file/):
   sdxl_tiny.f16.safetensors, sd15_tiny.safetensors (f32), sd2v_tiny.f16.safetensors
                            written by diffusers' conversion scripts (--half for f16)
   sd15_tiny.ema_bf16.safetensors   sd15 with EMA + LDM buffers + position_ids, weights in bf16
+  vae/                     a replacement VAE: tiny_vae.safetensors (original names) and
+                           tiny_vae_diffusers/ (a diffusers folder), the same tensors
   refuse/*.safetensors     Flux-like, SD3-like, 9-channel inpainting, SDXL-refiner-like, truncated
   manifests/<arch>.json.zz names/shapes/dtypes of the real architectures' files (zlib JSON) and
                            the diffusers configs that `from_single_file` uses for each
@@ -417,6 +419,55 @@ def ema_variant(src: Path, dst: Path) -> None:
     save_file(out, dst)
 
 
+# ----------------------------------------------------------------------------- VAE override
+
+
+def override_vae(scripts: Path, out: Path) -> AutoencoderKL:
+    """A replacement VAE as users swap one in (issue 11, item 4), in its two published forms: a
+    diffusers folder (config.json + weights at the root, as madebyollin/sdxl-vae-fp16-fix) and
+    a lone file with the original names and no prefix (A1111's models/VAE, ComfyUI's models/vae;
+    the SDXL script's own VAE conversion). SDXL's scaling factor, `force_upcast` false (an
+    fp16-safe VAE needs no f32 decode). Both hold the same f32 tensors."""
+    sdxl = import_script(scripts, "convert_diffusers_to_original_sdxl.py")
+    vae = vae_4_levels(104, 0.13025, False, layers=1)
+    vae.save_pretrained(out / "tiny_vae_diffusers", safe_serialization=True)
+    save_file({k: v.contiguous() for k, v in sdxl.convert_vae_state_dict(vae.state_dict()).items()},
+              out / "tiny_vae.safetensors", metadata={"format": "pt"})
+    loaded = AutoencoderKL.from_single_file(str(out / "tiny_vae.safetensors"), config=str(out / "tiny_vae_diffusers"),
+                                            torch_dtype=torch.float32, local_files_only=True)
+    for key, value in vae.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    return AutoencoderKL.from_pretrained(out / "tiny_vae_diffusers")
+
+
+@torch.no_grad()
+def record_vae_override(vae: AutoencoderKL, meta: dict) -> None:
+    """The same generation with the override VAE: the single file (txt2img: only the decode
+    changes) and sdxl_tiny_3lvl's folder (img2img: the encode too; the new VAE scales by 8)."""
+    out: dict[str, torch.Tensor] = {}
+    runs: dict[str, dict] = {}
+    single = StableDiffusionXLPipeline.from_single_file(
+        str(OUT / "sdxl_tiny.f16.safetensors"), config=str(OUT / "configs" / "sdxl_tiny"), vae=vae,
+        torch_dtype=torch.float32, local_files_only=True, add_watermarker=False)
+    single.set_progress_bar_config(disable=True)
+    make_fixtures.run_pipe(single, out, "single_file_txt2img", prompt=PROMPT, num_inference_steps=4,
+                           guidance_scale=5.0, height=64, width=64, generator=torch.Generator("cpu").manual_seed(42))
+    runs["single_file_txt2img"] = dict(model="single_file/sdxl_tiny.f16.safetensors",
+                                       config="single_file/configs/sdxl_tiny", mode="txt2img", prompt=PROMPT,
+                                       negative="", steps=4, cfg=5.0, seed=42, width=64, height=64, sampler="default")
+    folder = StableDiffusionXLPipeline.from_pretrained(FIXTURES / "sdxl_tiny_3lvl", vae=vae, add_watermarker=False)
+    i2i = StableDiffusionXLImg2ImgPipeline(**folder.components, requires_aesthetics_score=False,
+                                           force_zeros_for_empty_prompt=True)
+    i2i.set_progress_bar_config(disable=True)
+    img = Image.open(FIXTURES / "init.png").convert("RGB")
+    make_fixtures.run_pipe(i2i, out, "folder_img2img", prompt=PROMPT, image=img, strength=0.6, num_inference_steps=5,
+                           guidance_scale=5.0, generator=torch.Generator("cpu").manual_seed(11))
+    runs["folder_img2img"] = dict(model="sdxl_tiny_3lvl", mode="img2img", prompt=PROMPT, negative="", steps=5,
+                                  cfg=5.0, seed=11, width=64, height=64, strength=0.6, sampler="default")
+    save_refs("vae_override", out, runs, meta, {"vae": ["single_file/vae/tiny_vae.safetensors",
+                                                       "single_file/vae/tiny_vae_diffusers"]})
+
+
 # ----------------------------------------------------------------------------- refusals
 
 
@@ -752,6 +803,10 @@ def main() -> None:
             "txt2img_default": dict(mode="txt2img", steps=4, cfg=6.0, seed=7, width=64, height=64, sampler="default"),
             "txt2img_euler": dict(mode="txt2img", steps=4, cfg=6.0, seed=99, width=64, height=64, sampler="euler"),
         }, meta, {"file": "single_file/sd2v_tiny.f16.safetensors", "config": "single_file/configs/sd2v_tiny"})
+
+        # A VAE to swap in.
+        (OUT / "vae").mkdir()
+        record_vae_override(override_vae(args.diffusers_scripts, OUT / "vae"), meta)
 
         # Files that must be refused before any work.
         refuse = OUT / "refuse"
