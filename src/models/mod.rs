@@ -4,6 +4,7 @@
 
 pub mod cache;
 pub mod catalog;
+pub mod checkpoint;
 pub mod error;
 pub mod hub;
 pub mod layout;
