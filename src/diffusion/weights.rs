@@ -95,6 +95,14 @@ impl ComponentWeights {
         }
     }
 
+    /// For a mapped single file: every tensor the model can ask for, with the shape it will
+    /// have (after its transform). `None` for plain files.
+    pub fn mapped_shapes(&self) -> Option<std::collections::BTreeMap<String, Vec<usize>>> {
+        let Self::Mapped { header, map, .. } = self else { return None };
+        let shapes = super::single_file::infer::Shapes { header, map };
+        Some(map.keys().filter_map(|name| Some((name.clone(), shapes.get(name)?))).collect())
+    }
+
     /// Bytes of the tensors once loaded as `dtype`, counting only those whose (model) name
     /// `keep` accepts; read from headers only.
     ///

@@ -672,6 +672,7 @@ def manifest(scripts: Path, kind: str, dst: Path) -> None:
         te2_state["text_projection"] = te2_state.pop("text_projection.weight").T
         state.update({"conditioner.embedders.1.model." + k: v for k, v in te2_state.items()})
         te_cfgs = {"text_encoder": clip_config("clip_l"), "text_encoder_2": clip_config("bigg")}
+        te_models = {"text_encoder": te1, "text_encoder_2": te2}
     else:
         script = import_script(scripts, "convert_diffusers_to_original_stable_diffusion.py")
         te_kind = "openclip_h" if kind == "v2" else "clip_l"
@@ -687,6 +688,7 @@ def manifest(scripts: Path, kind: str, dst: Path) -> None:
         else:
             state.update({"cond_stage_model.transformer." + k: v for k, v in te_state.items()})
         te_cfgs = {"text_encoder": clip_config(te_kind)}
+        te_models = {"text_encoder": te}
     assert infer_diffusers_model_type(state) == kind, infer_diffusers_model_type(state)
     # The files ship in half precision (sd_xl_base_1.0, v1-5-pruned-emaonly.safetensors' fp16
     # siblings, v2-1_768-ema-pruned): the loaders must not care, so the manifest says F16.
@@ -698,6 +700,12 @@ def manifest(scripts: Path, kind: str, dst: Path) -> None:
         "architecture": kind,
         "source": "diffusers conversion script on the real-size model (meta device); configs as from_single_file",
         "tensors": tensors,
+        # The tensors each diffusers/transformers model has (names and shapes): what a
+        # conversion must produce. Transformers 5 names CLIPTextModel's without `text_model.`.
+        "diffusers": {
+            name: {k: list(v.shape) for k, v in sorted(model.state_dict().items())}
+            for name, model in {"unet": unet, "vae": vae, **te_models}.items()
+        },
         "configs": {
             "unet": unet_full_config(unet_cfg),
             "vae": vae_full_config(vae_cfg),

@@ -125,6 +125,19 @@ impl PipelineParts {
         })
     }
 
+    /// A diffusers folder or a single `.safetensors` checkpoint (with `config`, a diffusers
+    /// folder of configs to use instead of the inferred ones, as diffusers' `config=`).
+    ///
+    /// # Errors
+    /// As [`Self::from_folder`] and [`SingleFile::open_with`].
+    pub fn open(path: &Path, config: Option<&Path>, prefer_fp16: bool) -> Result<Self> {
+        if path.is_dir() {
+            Self::from_folder(path, prefer_fp16)
+        } else {
+            Ok(Self::from_single_file(SingleFile::open_with(path, config)?))
+        }
+    }
+
     /// A single-file checkpoint, read and mapped ([`SingleFile::open`]).
     pub fn from_single_file(file: SingleFile) -> Self {
         let family = match file.info.architecture {

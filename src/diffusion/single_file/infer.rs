@@ -129,6 +129,18 @@ pub fn scheduler_config(info: &CheckpointInfo) -> Value {
 /// # Errors
 /// A message naming the tensor that is missing or inconsistent.
 pub fn vae_config(shapes: &Shapes<'_>, scaling_factor: f64) -> Result<Value, String> {
+    let mut config = vae_shape_config(shapes)?;
+    config["norm_num_groups"] = json!(NORM_GROUPS);
+    config["scaling_factor"] = json!(scaling_factor);
+    config["force_upcast"] = json!(true);
+    Ok(config)
+}
+
+/// The part of `vae/config.json` the tensors' shapes determine.
+///
+/// # Errors
+/// A message naming the tensor that is missing or inconsistent.
+pub fn vae_shape_config(shapes: &Shapes<'_>) -> Result<Value, String> {
     let levels = shapes.indices("encoder.down_blocks.").len();
     if levels == 0 {
         return Err("no encoder.down.N tensors: the VAE is missing".to_owned());
@@ -153,9 +165,6 @@ pub fn vae_config(shapes: &Shapes<'_>, scaling_factor: f64) -> Result<Value, Str
         "up_block_types": vec!["UpDecoderBlock2D"; levels],
         "layers_per_block": layers,
         "latent_channels": latent,
-        "norm_num_groups": NORM_GROUPS,
-        "scaling_factor": scaling_factor,
-        "force_upcast": true,
         "mid_block_add_attention": shapes.has("decoder.mid_block.attentions.0.to_q.weight"),
         "use_quant_conv": shapes.has("quant_conv.weight"),
         "use_post_quant_conv": shapes.has("post_quant_conv.weight"),
@@ -172,16 +181,29 @@ pub fn clip_config(
     act: &str,
     projection: Option<usize>,
 ) -> Result<Value, String> {
-    let text =
-        if shapes.has("text_model.embeddings.token_embedding.weight") { "text_model." } else { "" };
-    let embedding = format!("{text}embeddings.token_embedding.weight");
-    let vocab = shapes.dim(&embedding, 0)?;
-    let hidden = shapes.dim(&embedding, 1)?;
+    let mut config = clip_shape_config(shapes, projection)?;
+    let hidden = config["hidden_size"].as_u64().and_then(|h| usize::try_from(h).ok()).unwrap_or(0);
     if hidden % HEAD_CHANNELS != 0 {
         return Err(format!(
             "a text encoder {hidden} wide is not whole {HEAD_CHANNELS}-channel heads (CLIP's)"
         ));
     }
+    config["num_attention_heads"] = json!(hidden / HEAD_CHANNELS);
+    config["hidden_act"] = json!(act);
+    config["layer_norm_eps"] = json!(1e-5);
+    Ok(config)
+}
+
+/// The part of a CLIP text encoder's `config.json` the tensors' shapes determine.
+///
+/// # Errors
+/// A message naming the tensor that is missing.
+pub fn clip_shape_config(shapes: &Shapes<'_>, projection: Option<usize>) -> Result<Value, String> {
+    let text =
+        if shapes.has("text_model.embeddings.token_embedding.weight") { "text_model." } else { "" };
+    let embedding = format!("{text}embeddings.token_embedding.weight");
+    let vocab = shapes.dim(&embedding, 0)?;
+    let hidden = shapes.dim(&embedding, 1)?;
     let layers = shapes.count(&format!("{text}encoder.layers."), ".self_attn.q_proj.weight");
     if layers < 2 {
         return Err(format!("a text encoder with {layers} layers"));
@@ -192,10 +214,7 @@ pub fn clip_config(
         "hidden_size": hidden,
         "intermediate_size": shapes.dim(&format!("{text}encoder.layers.0.mlp.fc1.weight"), 0)?,
         "num_hidden_layers": layers,
-        "num_attention_heads": hidden / HEAD_CHANNELS,
         "max_position_embeddings": shapes.dim(&format!("{text}embeddings.position_embedding.weight"), 0)?,
-        "hidden_act": act,
-        "layer_norm_eps": 1e-5,
         "bos_token_id": 0,
         "eos_token_id": 2,
         "pad_token_id": 1,
@@ -216,6 +235,40 @@ pub fn unet_config(
     architecture: CheckpointArchitecture,
     pooled: Option<usize>,
 ) -> Result<Value, String> {
+    let sdxl = architecture == CheckpointArchitecture::SdxlBase;
+    let mut config = unet_shape_config(shapes, if sdxl { pooled } else { None })?;
+    if sdxl && config.get("addition_embed_type").is_none() {
+        return Err("an SDXL UNet without label_emb".to_owned());
+    }
+    let channels: Vec<usize> = serde_json::from_value(config["block_out_channels"].clone())
+        .map_err(|err| err.to_string())?;
+    config["attention_head_dim"] = match architecture {
+        CheckpointArchitecture::Sd1 => json!(SD1_HEADS),
+        _ => {
+            if let Some(bad) = channels.iter().find(|&&c| c % HEAD_CHANNELS != 0) {
+                return Err(format!(
+                    "a level {bad} channels wide is not whole {HEAD_CHANNELS}-channel heads"
+                ));
+            }
+            json!(channels.iter().map(|c| c / HEAD_CHANNELS).collect::<Vec<_>>())
+        }
+    };
+    config["norm_num_groups"] = json!(NORM_GROUPS);
+    config["norm_eps"] = json!(1e-5);
+    config["sample_size"] = json!(match architecture {
+        CheckpointArchitecture::SdxlBase => 128,
+        CheckpointArchitecture::Sd1 => 64,
+        CheckpointArchitecture::Sd2 => 96,
+    });
+    Ok(config)
+}
+
+/// The part of `unet/config.json` the tensors' shapes determine; with `pooled` (SDXL's pooled
+/// text width) the `text_time` added conditioning too.
+///
+/// # Errors
+/// A message naming what is missing or inconsistent.
+pub fn unet_shape_config(shapes: &Shapes<'_>, pooled: Option<usize>) -> Result<Value, String> {
     let levels = shapes.indices("down_blocks.").len();
     if levels == 0 {
         return Err("no input_blocks: the UNet is missing".to_owned());
@@ -273,17 +326,6 @@ pub fn unet_config(
         shapes.dim(&format!("{attention_name}.transformer_blocks.0.attn2.to_k.weight"), 1)?;
     let linear =
         shapes.get(&format!("{attention_name}.proj_in.weight")).is_some_and(|s| s.len() == 2);
-    let heads: Value = match architecture {
-        CheckpointArchitecture::Sd1 => json!(SD1_HEADS),
-        _ => {
-            if let Some(bad) = channels.iter().find(|&&c| c % HEAD_CHANNELS != 0) {
-                return Err(format!(
-                    "a level {bad} channels wide is not whole {HEAD_CHANNELS}-channel heads"
-                ));
-            }
-            json!(channels.iter().map(|c| c / HEAD_CHANNELS).collect::<Vec<_>>())
-        }
-    };
     let time_dim = shapes.dim("time_embedding.linear_1.weight", 0)?;
     let mut config = json!({
         "_class_name": "UNet2DConditionModel",
@@ -298,17 +340,9 @@ pub fn unet_config(
         "layers_per_block": layers,
         "transformer_layers_per_block": down_depth,
         "cross_attention_dim": cross,
-        "attention_head_dim": heads,
         "use_linear_projection": linear,
-        "norm_num_groups": NORM_GROUPS,
-        "norm_eps": 1e-5,
         "conv_in_kernel": conv_in.get(2).copied().unwrap_or(3),
         "conv_out_kernel": shapes.dim("conv_out.weight", 2)?,
-        "sample_size": match architecture {
-            CheckpointArchitecture::SdxlBase => 128,
-            CheckpointArchitecture::Sd1 => 64,
-            CheckpointArchitecture::Sd2 => 96,
-        },
     });
     let reversed_down: Vec<usize> = down_depth.iter().rev().copied().collect();
     if up_depth != reversed_down {
@@ -317,9 +351,8 @@ pub fn unet_config(
     if time_dim != 4 * first {
         config["time_embedding_dim"] = json!(time_dim);
     }
-    if architecture == CheckpointArchitecture::SdxlBase {
+    if let Some(pooled) = pooled {
         let input = shapes.dim("add_embedding.linear_1.weight", 1)?;
-        let pooled = pooled.ok_or("SDXL's pooled text embedding width is unknown")?;
         let ids = input.checked_sub(pooled).filter(|rest| rest % 6 == 0).ok_or_else(|| {
             format!("label_emb takes {input}, which is not the {pooled}-wide pooled embedding + 6 time ids")
         })?;

@@ -113,7 +113,17 @@ impl SingleFile {
     /// # Errors
     /// As [`Self::open`]; missing or malformed config files; a folder of another family.
     pub fn open_with(path: &Path, config: Option<&Path>) -> Result<Self> {
-        let header = Arc::new(read_header(path)?);
+        Self::from_header(Arc::new(read_header(path)?), config)
+    }
+
+    /// As [`Self::open_with`], from a header already read (tensor data is read only when the
+    /// pipeline loads, from `header.path`).
+    ///
+    /// # Errors
+    /// As [`Self::open_with`].
+    pub fn from_header(header: Arc<SafetensorsHeader>, config: Option<&Path>) -> Result<Self> {
+        let path = header.path.clone();
+        let path = path.as_path();
         let info = inspect_checkpoint(&header)?;
         let folder = match config {
             Some(folder) => {
