@@ -89,6 +89,10 @@ pub struct GenerateArgs {
     /// LoRA adapter `FILE_OR_HUB_ID`[:WEIGHT] (repeatable).
     #[arg(long = "lora", value_parser = LoraSpec::parse)]
     pub loras: Vec<LoraSpec>,
+    /// A VAE to use instead of the model's own: a hub repo id (a diffusers VAE, e.g.
+    /// madebyollin/sdxl-vae-fp16-fix), a diffusers VAE folder, or a `.safetensors` VAE file.
+    #[arg(long)]
+    pub vae: Option<String>,
     /// Truncate prompts at 77 tokens (diffusers) instead of chunking them (A1111, ComfyUI).
     #[arg(long)]
     pub truncate: bool,
@@ -151,6 +155,7 @@ impl GenerateArgs {
             strength: self.strength,
             sweep,
             loras: self.loras,
+            vae: self.vae,
             save_latent: self.save_latent,
             truncate_prompt: self.truncate,
             device: self.device,

@@ -51,6 +51,9 @@ pub enum EntryKind {
         /// The adapter's file inside the repo.
         file: String,
     },
+    /// A VAE to swap into a pipeline (`--vae`): a diffusers VAE folder or repo
+    /// (`config.json` + weights, as madebyollin/sdxl-vae-fp16-fix) or a lone VAE file.
+    Vae,
 }
 
 /// One known model.
@@ -194,9 +197,47 @@ impl Catalog {
         })
     }
 
-    /// The models an "all models" sweep runs: every catalog entry.
+    /// The models an "all models" sweep runs: every catalog entry but VAEs.
     pub fn sweep_models(&self) -> Vec<ModelRef> {
-        self.entries.iter().map(Self::entry_ref).collect()
+        self.entries.iter().filter(|e| e.kind != EntryKind::Vae).map(Self::entry_ref).collect()
+    }
+
+    /// Resolves a `--vae` key: a VAE entry's name, an existing folder or `.safetensors` file, or
+    /// a hub repo id (`org/name`, or `org/name/file.safetensors`).
+    ///
+    /// # Errors
+    /// [`UnknownModel`] when the key is none of these.
+    pub fn resolve_vae(&self, key: &str) -> Result<ModelRef, UnknownModel> {
+        let key = key.trim();
+        let vae_names = || {
+            self.entries
+                .iter()
+                .filter(|e| e.kind == EntryKind::Vae)
+                .map(|e| e.display_name.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if key.is_empty() {
+            return Err(UnknownModel::Empty { valid: vae_names() });
+        }
+        if let Some(entry) = self.find(key).filter(|e| e.kind == EntryKind::Vae) {
+            return Ok(Self::entry_ref(entry));
+        }
+        let path = Path::new(key);
+        let source = if path.is_dir() {
+            ModelSource::LocalDir(path.to_path_buf())
+        } else if path.is_file() {
+            ModelSource::LocalFile(path.to_path_buf())
+        } else if looks_like_hub_id(key) {
+            ModelSource::Hub(key.to_owned())
+        } else {
+            return Err(UnknownModel::Unknown { key: key.to_owned(), valid: vae_names() });
+        };
+        let display_name = match &source {
+            ModelSource::Hub(id) => id.clone(),
+            _ => local_display_name(path),
+        };
+        Ok(ModelRef { display_name, source, kind: EntryKind::Vae, defaults: ModelDefaults::SDXL })
     }
 
     fn entry_ref(entry: &CatalogEntry) -> ModelRef {
@@ -260,18 +301,20 @@ fn local_display_name(path: &Path) -> String {
     stem.map_or_else(|| path.display().to_string(), |s| s.to_string_lossy().into_owned())
 }
 
-/// `org/name` with the characters the hub allows.
+/// `org/name` with the characters the hub allows, or `org/name/path/file.safetensors` naming
+/// one checkpoint inside a repo.
 fn looks_like_hub_id(key: &str) -> bool {
-    let mut parts = key.split('/');
-    let (Some(org), Some(name), None) = (parts.next(), parts.next(), parts.next()) else {
-        return false;
-    };
+    let parts: Vec<&str> = key.split('/').collect();
     let valid = |s: &str| {
         !s.is_empty()
             && !s.starts_with(['.', '-'])
             && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     };
-    valid(org) && valid(name) && !key.contains("..")
+    let names_a_file = parts.len() > 2
+        && parts.last().is_some_and(|file| super::layout::is_safetensors_file(file));
+    (parts.len() == 2 || names_a_file)
+        && parts.iter().all(|part| valid(part))
+        && !key.contains("..")
 }
 
 #[cfg(test)]

@@ -350,7 +350,7 @@ mod tests {
         );
         assert!(
             refused(&[("model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight", &[1])])
-                .contains("SD")
+                .contains("Stable Diffusion 3")
         );
         assert!(
             refused(&[

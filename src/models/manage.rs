@@ -15,6 +15,7 @@ use sha2::Digest;
 use super::catalog::{Catalog, CatalogEntry, EntryKind, UnknownModel};
 use super::hub::{
     DownloadEvent, HubConfig, PlanProblem, WeightVariant, download_repo, list_files, plan_pipeline,
+    split_hub_key,
 };
 use super::layout::is_safetensors_file;
 
@@ -60,25 +61,62 @@ pub fn list_models(
     catalog.entries().iter().map(|entry| list_entry(entry, config, prefer)).collect()
 }
 
+/// The repo of an entry and the one file of it that is used, if the entry names one (a LoRA's
+/// file, or a checkpoint named as `org/name/file.safetensors`).
+fn repo_and_file(entry: &CatalogEntry) -> (String, Option<String>) {
+    let (repo, file) = split_hub_key(&entry.hub_id);
+    let file = match &entry.kind {
+        EntryKind::Lora { file, .. } => Some(file.clone()),
+        EntryKind::Pipeline | EntryKind::Vae => file.map(str::to_owned),
+    };
+    (repo.to_owned(), file)
+}
+
+/// What an entry still needs from its current snapshot (`None`: no snapshot).
+fn missing_for(
+    entry: &CatalogEntry,
+    snapshot: Option<&Path>,
+    prefer: WeightVariant,
+) -> Vec<String> {
+    let (_, file) = repo_and_file(entry);
+    match (snapshot, file, &entry.kind) {
+        (None, Some(file), _) => vec![file],
+        (None, None, EntryKind::Vae) => vec!["config.json".to_owned()],
+        (None, None, _) => vec!["model_index.json".to_owned()],
+        (Some(dir), Some(file), _) => {
+            if dir.join(&file).is_file() {
+                Vec::new()
+            } else {
+                vec![file]
+            }
+        }
+        (Some(dir), None, EntryKind::Vae) => {
+            let listing = list_files(dir);
+            let wanted = ["config.json", "diffusion_pytorch_model.safetensors"];
+            let has_weights = listing
+                .iter()
+                .any(|f| f.starts_with("diffusion_pytorch_model") && is_safetensors_file(f));
+            wanted
+                .iter()
+                .filter(|f| !listing.contains(**f) && !(f.ends_with(".safetensors") && has_weights))
+                .map(|f| (*f).to_owned())
+                .collect()
+        }
+        (Some(dir), None, _) => missing_pipeline_files(dir, prefer),
+    }
+}
+
 fn list_entry(entry: &CatalogEntry, config: &HubConfig, prefer: WeightVariant) -> ModelListing {
-    let repo = config.repo(&entry.hub_id);
+    let (repo_id, _) = repo_and_file(entry);
+    let repo = config.repo(&repo_id);
     let (size_on_disk_bytes, incomplete_downloads) = blob_usage(&repo.dir.join("blobs"));
     let kind = match entry.kind {
         EntryKind::Pipeline => "pipeline",
         EntryKind::Lora { .. } => "lora",
+        EntryKind::Vae => "vae",
     };
     let snapshot = repo.current_snapshot();
-    let missing = match (&snapshot, &entry.kind) {
-        (None, _) => vec!["model_index.json".to_owned()],
-        (Some((_, dir)), EntryKind::Lora { file, .. }) => {
-            if dir.join(file).is_file() {
-                Vec::new()
-            } else {
-                vec![file.clone()]
-            }
-        }
-        (Some((_, dir)), EntryKind::Pipeline) => missing_pipeline_files(dir, prefer),
-    };
+    let missing = missing_for(entry, snapshot.as_ref().map(|(_, dir)| dir.as_path()), prefer);
     let state = if snapshot.is_none() && size_on_disk_bytes == 0 {
         CacheState::NotDownloaded
     } else if missing.is_empty() && incomplete_downloads == 0 {
@@ -244,11 +282,12 @@ pub fn prefetch(
             .map(|name| match catalog.resolve(name) {
                 Ok(model) => match &model.source {
                     super::catalog::ModelSource::Hub(id) => {
+                        let (repo, named) = split_hub_key(id);
                         let file = match &model.kind {
                             EntryKind::Lora { file, .. } => Some(file.clone()),
-                            EntryKind::Pipeline => None,
+                            EntryKind::Pipeline | EntryKind::Vae => named.map(str::to_owned),
                         };
-                        Ok((model.display_name.clone(), id.clone(), file))
+                        Ok((model.display_name.clone(), repo.to_owned(), file))
                     }
                     _ => Err(PrefetchError::LocalPath(name.clone())),
                 },
@@ -280,11 +319,8 @@ pub fn prefetch(
 }
 
 fn target_of(entry: &CatalogEntry) -> (String, String, Option<String>) {
-    let file = match &entry.kind {
-        EntryKind::Lora { file, .. } => Some(file.clone()),
-        EntryKind::Pipeline => None,
-    };
-    (entry.display_name.clone(), entry.hub_id.clone(), file)
+    let (repo, file) = repo_and_file(entry);
+    (entry.display_name.clone(), repo, file)
 }
 
 /// `models prefetch` for people.
@@ -368,7 +404,8 @@ pub fn verify(
 ) -> Vec<RepoVerification> {
     let mut reports = Vec::new();
     for entry in catalog.entries() {
-        let repo = config.repo(&entry.hub_id);
+        let (repo_id, _) = repo_and_file(entry);
+        let repo = config.repo(&repo_id);
         if !repo.dir.is_dir() {
             continue;
         }
@@ -382,17 +419,9 @@ pub fn verify(
                 files.push(FileCheck { revision: revision.clone(), repo_file, bytes, status });
             }
         }
-        let missing_needed = match (repo.current_snapshot(), &entry.kind) {
-            (None, _) => vec!["model_index.json".to_owned()],
-            (Some((_, dir)), EntryKind::Lora { file, .. }) => {
-                if dir.join(file).is_file() {
-                    Vec::new()
-                } else {
-                    vec![file.clone()]
-                }
-            }
-            (Some((_, dir)), EntryKind::Pipeline) => missing_pipeline_files(&dir, prefer),
-        };
+        let snapshot = repo.current_snapshot();
+        let missing_needed =
+            missing_for(entry, snapshot.as_ref().map(|(_, dir)| dir.as_path()), prefer);
         reports.push(RepoVerification {
             display_name: entry.display_name.clone(),
             hub_id: entry.hub_id.clone(),

@@ -53,6 +53,8 @@ pub struct Plan {
     pub run_dir: Option<PathBuf>,
     /// Items in run order: model-major.
     pub items: Vec<WorkItem>,
+    /// The VAE swapped into every model of the plan (`Request::vae` resolved), if any.
+    pub vae: Option<ModelRef>,
 }
 
 impl Plan {
@@ -143,9 +145,15 @@ pub fn build_plan(
             });
         }
     }
+    let vae = match &request.vae {
+        Some(key) => Some(
+            catalog.resolve_vae(key).map_err(|err| RequestError::new("vae", err.to_string()))?,
+        ),
+        None => None,
+    };
     let mut request = request.clone();
     request.seed = Some(seed_base);
-    Ok(Plan { request, seed_base, run_dir, items })
+    Ok(Plan { request, seed_base, run_dir, items, vae })
 }
 
 #[cfg(test)]
