@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use super::generate::{self, GenerateOptions};
 use super::{CliError, Outcome};
-use crate::app::config::{BACKEND_VAR, DEVICE_VAR, INSTANCE_ID_VAR, OUTPUT_DIR_VAR};
+use crate::app::config::{
+    BACKEND_VAR, DEVICE_VAR, INSTANCE_ID_VAR, MODELS_DIR_VAR, OUTPUT_DIR_VAR,
+};
 use crate::app::{BackendChoice, DEFAULT_OUTPUT_DIR, FrontEndConfig};
 use crate::models::catalog::DEFAULT_MODEL;
 use crate::request::{Request, RequestError, Sweep};
@@ -39,6 +41,7 @@ pub const VARIABLES: &[&str] = &[
     "IMAGELAB_DTYPE",
     "IMAGELAB_JSON",
     INSTANCE_ID_VAR,
+    MODELS_DIR_VAR,
 ];
 
 /// True when the environment asks for env-var mode.
@@ -172,6 +175,7 @@ pub fn parse(lookup: &dyn Fn(&str) -> Option<String>) -> Result<GenerateOptions,
         json: flag("IMAGELAB_JSON")?,
         backend,
         instance_id: get(INSTANCE_ID_VAR),
+        models_dirs: Vec::new(),
     })
 }
 

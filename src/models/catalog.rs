@@ -1,11 +1,14 @@
 //! The catalog of known checkpoints (REFERENCE §2) and how a user's model key resolves.
 //!
 //! A key is a display name, a hub repo id, a local diffusers folder or a single `.safetensors`
-//! file. The catalog only names things; finding the files is `models::hub`'s job.
+//! file — or the name of a checkpoint, LoRA or VAE found in the user's models folders
+//! ([`ModelLibrary`]). The catalog only names things; finding the files is `models::hub`'s job.
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+use super::checkpoint::CheckpointArchitecture;
+use super::library::{LocalKind, LocalModel, ModelLibrary};
 use crate::vocab::SamplerKind;
 
 /// The model the window and the CLI start with.
@@ -127,10 +130,11 @@ pub enum UnknownModel {
     },
 }
 
-/// The known models, in menu order.
+/// The known models, in menu order, and the files found in the user's models folders.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Catalog {
     entries: Vec<CatalogEntry>,
+    library: ModelLibrary,
 }
 
 fn entry(display_name: &str, hub_id: &str, defaults: ModelDefaults) -> CatalogEntry {
@@ -176,12 +180,55 @@ impl Catalog {
                 ModelDefaults { width: 768, height: 768, ..ModelDefaults::SD15 },
             ),
         ];
-        Self { entries }
+        Self { entries, library: ModelLibrary::default() }
     }
 
     /// A catalog with exactly these entries (tests, custom catalogs).
     pub fn from_entries(entries: Vec<CatalogEntry>) -> Self {
-        Self { entries }
+        Self { entries, library: ModelLibrary::default() }
+    }
+
+    /// The same catalog with the checkpoints, LoRAs and VAEs of the user's models folders
+    /// (`--models-dir`): resolvable by name, in the menus, and in the all-models sweep.
+    #[must_use]
+    pub fn with_library(mut self, library: ModelLibrary) -> Self {
+        self.library = library;
+        self
+    }
+
+    /// What the models folders hold.
+    pub fn library(&self) -> &ModelLibrary {
+        &self.library
+    }
+
+    fn local_ref(model: &LocalModel) -> ModelRef {
+        let defaults = match model.kind {
+            LocalKind::Checkpoint(CheckpointArchitecture::Sd1) => ModelDefaults::SD15,
+            LocalKind::Checkpoint(CheckpointArchitecture::Sd2) => {
+                ModelDefaults { width: 768, height: 768, ..ModelDefaults::SD15 }
+            }
+            _ => ModelDefaults::SDXL,
+        };
+        ModelRef {
+            display_name: model.name.clone(),
+            source: ModelSource::LocalFile(model.path.clone()),
+            kind: if model.kind == LocalKind::Vae { EntryKind::Vae } else { EntryKind::Pipeline },
+            defaults,
+        }
+    }
+
+    /// The native settings of a catalog entry or a models-folder checkpoint named `name`.
+    pub fn defaults_for(&self, name: &str) -> Option<ModelDefaults> {
+        self.find(name).map(|entry| entry.defaults).or_else(|| {
+            self.library
+                .find(name, |kind| matches!(kind, LocalKind::Checkpoint(_)))
+                .map(|local| Self::local_ref(local).defaults)
+        })
+    }
+
+    /// The checkpoints of the models folders, as models to load.
+    pub fn local_models(&self) -> Vec<ModelRef> {
+        self.library.checkpoints.iter().map(Self::local_ref).collect()
     }
 
     /// Every entry in menu order.
@@ -197,9 +244,15 @@ impl Catalog {
         })
     }
 
-    /// The models an "all models" sweep runs: every catalog entry but VAEs.
+    /// The models an "all models" sweep runs: every catalog entry but VAEs, then every
+    /// checkpoint of the models folders.
     pub fn sweep_models(&self) -> Vec<ModelRef> {
-        self.entries.iter().filter(|e| e.kind != EntryKind::Vae).map(Self::entry_ref).collect()
+        self.entries
+            .iter()
+            .filter(|e| e.kind != EntryKind::Vae)
+            .map(Self::entry_ref)
+            .chain(self.local_models())
+            .collect()
     }
 
     /// Resolves a `--vae` key: a VAE entry's name, an existing folder or `.safetensors` file, or
@@ -214,6 +267,7 @@ impl Catalog {
                 .iter()
                 .filter(|e| e.kind == EntryKind::Vae)
                 .map(|e| e.display_name.clone())
+                .chain(self.library.vaes.iter().map(|vae| vae.name.clone()))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -222,6 +276,9 @@ impl Catalog {
         }
         if let Some(entry) = self.find(key).filter(|e| e.kind == EntryKind::Vae) {
             return Ok(Self::entry_ref(entry));
+        }
+        if let Some(local) = self.library.find(key, |kind| kind == LocalKind::Vae) {
+            return Ok(Self::local_ref(local));
         }
         let path = Path::new(key);
         let source = if path.is_dir() {
@@ -262,6 +319,10 @@ impl Catalog {
         if let Some(entry) = self.find(key) {
             return Ok(Self::entry_ref(entry));
         }
+        if let Some(local) = self.library.find(key, |kind| matches!(kind, LocalKind::Checkpoint(_)))
+        {
+            return Ok(Self::local_ref(local));
+        }
         let path = Path::new(key);
         if path.is_dir() {
             return Ok(ModelRef {
@@ -290,9 +351,14 @@ impl Catalog {
         Err(UnknownModel::Unknown { key: key.to_owned(), valid: self.names().join(", ") })
     }
 
-    /// Display names, for menus and error messages.
+    /// Display names (the catalog's, then the models folders' checkpoints), for menus and
+    /// error messages.
     pub fn names(&self) -> Vec<&str> {
-        self.entries.iter().map(|e| e.display_name.as_str()).collect()
+        self.entries
+            .iter()
+            .map(|e| e.display_name.as_str())
+            .chain(self.library.checkpoints.iter().map(|m| m.name.as_str()))
+            .collect()
     }
 }
 

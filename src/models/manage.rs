@@ -29,6 +29,10 @@ pub enum CacheState {
     Partial,
     /// Nothing of the repo is cached.
     NotDownloaded,
+    /// A file of the user's models folders, usable.
+    Local,
+    /// A file of the user's models folders that cannot be used (see the listing's `note`).
+    Refused,
 }
 
 /// One catalog entry as `models list` shows it.
@@ -50,6 +54,41 @@ pub struct ModelListing {
     pub missing: Vec<String>,
     /// Interrupted downloads waiting to be resumed.
     pub incomplete_downloads: usize,
+    /// Why a local file is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Every file of the user's models folders (`--models-dir`): checkpoints, LoRAs and VAEs by
+/// name (what they are read from their headers), then the files refused, with the reason.
+pub fn list_local(catalog: &Catalog) -> Vec<ModelListing> {
+    let library = catalog.library();
+    let usable = library.all().map(|model| ModelListing {
+        display_name: model.name.clone(),
+        hub_id: model.path.display().to_string(),
+        kind: model.kind.label(),
+        state: CacheState::Local,
+        size_on_disk_bytes: model.bytes,
+        revision: None,
+        missing: Vec::new(),
+        incomplete_downloads: 0,
+        note: None,
+    });
+    let refused = library.refused.iter().map(|file| ModelListing {
+        display_name: file
+            .path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        hub_id: file.path.display().to_string(),
+        kind: "refused".to_owned(),
+        state: CacheState::Refused,
+        size_on_disk_bytes: fs_err::metadata(&file.path).map_or(0, |m| m.len()),
+        revision: None,
+        missing: Vec::new(),
+        incomplete_downloads: 0,
+        note: Some(file.reason.clone()),
+    });
+    usable.chain(refused).collect()
 }
 
 /// Lists every catalog entry with its cache state and size, reading only the cache.
@@ -133,6 +172,7 @@ fn list_entry(entry: &CatalogEntry, config: &HubConfig, prefer: WeightVariant) -
         revision: snapshot.map(|(revision, _)| revision),
         missing,
         incomplete_downloads,
+        note: None,
     }
 }
 
@@ -202,6 +242,8 @@ pub fn format_listing(listings: &[ModelListing]) -> String {
             CacheState::Cached => "cached",
             CacheState::Partial => "partial",
             CacheState::NotDownloaded => "not downloaded",
+            CacheState::Local => "local",
+            CacheState::Refused => "refused",
         };
         let _ = write!(
             out,
@@ -217,6 +259,12 @@ pub fn format_listing(listings: &[ModelListing]) -> String {
         if item.incomplete_downloads > 0 {
             let _ =
                 write!(out, "  ({} interrupted download(s), resumable)", item.incomplete_downloads);
+        }
+        if item.state == CacheState::Local {
+            let _ = write!(out, "  [{}]", item.kind);
+        }
+        if let Some(note) = &item.note {
+            let _ = write!(out, "  ({note})");
         }
         out.push('\n');
     }

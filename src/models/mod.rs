@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod error;
 pub mod hub;
 pub mod layout;
+pub mod library;
 pub mod manage;
 pub mod oom;
 pub mod safetensors_header;

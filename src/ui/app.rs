@@ -40,13 +40,22 @@ pub struct AppConfig {
     pub instance_id: Option<String>,
     /// A profiles file to use instead of `./profiles.ron` or the built-in profiles.
     pub profiles_path: Option<PathBuf>,
+    /// The models on offer: the catalog and what the models folders hold.
+    pub catalog: Catalog,
 }
 
 impl AppConfig {
     /// A window on `output_root` with `backend`: no notice, no instance id, the profiles of
     /// `./profiles.ron` or the built-in ones.
     pub fn new(output_root: PathBuf, backend: Box<dyn Backend>) -> Self {
-        Self { output_root, backend, notice: None, instance_id: None, profiles_path: None }
+        Self {
+            output_root,
+            backend,
+            notice: None,
+            instance_id: None,
+            profiles_path: None,
+            catalog: Catalog::builtin(),
+        }
     }
 }
 
@@ -130,7 +139,7 @@ impl LabApp {
         Self {
             engine,
             output_root: config.output_root,
-            catalog: Catalog::builtin(),
+            catalog: config.catalog,
             profiles,
             model_status: Box::new(NoModelStatus),
             controls,

@@ -44,6 +44,7 @@ pub fn config_from(config: &FrontEndConfig) -> Result<AppConfig, ConfigError> {
         notice: wiring.notice,
         instance_id: wiring.engine.instance_id,
         profiles_path: config.profiles_path(),
+        catalog: config.catalog(&[]),
     })
 }
 

@@ -16,7 +16,7 @@ mod parts;
 mod preview;
 mod tiled_decode;
 
-pub use parts::{PartToLoad, PipelineParts, vae_override};
+pub use parts::{PartToLoad, PipelineParts, config_sidecar, vae_override};
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};

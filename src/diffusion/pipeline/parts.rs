@@ -126,7 +126,8 @@ impl PipelineParts {
     }
 
     /// A diffusers folder or a single `.safetensors` checkpoint (with `config`, a diffusers
-    /// folder of configs to use instead of the inferred ones, as diffusers' `config=`).
+    /// folder of configs to use instead of the inferred ones, as diffusers' `config=`; without
+    /// one, the file's [`config_sidecar`] when there is one).
     ///
     /// # Errors
     /// As [`Self::from_folder`] and [`SingleFile::open_with`].
@@ -134,7 +135,8 @@ impl PipelineParts {
         if path.is_dir() {
             Self::from_folder(path, prefer_fp16)
         } else {
-            Ok(Self::from_single_file(SingleFile::open_with(path, config)?))
+            let sidecar = config.map(Path::to_path_buf).or_else(|| config_sidecar(path));
+            Ok(Self::from_single_file(SingleFile::open_with(path, sidecar.as_deref())?))
         }
     }
 
@@ -185,6 +187,16 @@ impl PipelineParts {
     }
 }
 
+/// The diffusers config folder that may sit beside a single file, `<file stem>.config/`, for a
+/// checkpoint whose hyper-parameters are not its architecture's: used as diffusers'
+/// `from_single_file(file, config=…)` (a pipeline's configs and tokenizers, no weights; for a
+/// lone VAE file, the `config.json` of a `vae` folder).
+pub fn config_sidecar(file: &Path) -> Option<PathBuf> {
+    let stem = file.file_stem()?.to_string_lossy().into_owned();
+    let folder = file.with_file_name(format!("{stem}.config"));
+    folder.is_dir().then_some(folder)
+}
+
 /// A diffusers component folder: `config.json` and its chosen weight files.
 fn folder_part(
     folder: &Path,
@@ -214,5 +226,6 @@ pub fn vae_override(
         let part = folder_part(path, "diffusion_pytorch_model", "VAE config", prefer_fp16)?;
         return Ok(part.component);
     }
-    crate::diffusion::single_file::vae_file(path, scaling_factor, config)
+    let sidecar = config_sidecar(path).map(|folder| folder.join("config.json"));
+    crate::diffusion::single_file::vae_file(path, scaling_factor, config.or(sidecar.as_deref()))
 }
