@@ -13,6 +13,7 @@ mod cli;
 mod diffusion;
 mod engine;
 mod models;
+mod models_dirs;
 mod refs;
 mod rng;
 mod sampler_pipeline;
