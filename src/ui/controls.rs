@@ -226,6 +226,7 @@ impl ControlsPanel {
         egui::ComboBox::from_id_salt("model")
             .selected_text(form.model.clone())
             .width(240.0)
+            .height(480.0)
             .show_ui(ui, |ui| {
                 for entry in cx.catalog.entries().iter().filter(|e| e.kind != EntryKind::Vae) {
                     let status = cx.model_status.availability(&entry.display_name).label();
