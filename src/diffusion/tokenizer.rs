@@ -105,8 +105,9 @@ impl ClipTokenizer {
         // CLIP's order: the byte characters as `bytes_to_unicode()` lists them (the printable
         // bytes first, then the others), the same with `</w>`, the merges, the two specials.
         let byte_chars = byte_to_unicode();
-        let (printable, others): (Vec<usize>, Vec<usize>) =
-            (0..256).partition(|&byte| byte_chars[byte] as u32 == byte as u32);
+        let (printable, others): (Vec<usize>, Vec<usize>) = (0..256).partition(|&byte| {
+            u32::from(byte_chars[byte]) == u32::try_from(byte).unwrap_or(u32::MAX)
+        });
         let ordered: Vec<char> =
             printable.into_iter().chain(others).map(|byte| byte_chars[byte]).collect();
         let mut tokens: Vec<String> = ordered.iter().map(char::to_string).collect();
@@ -325,7 +326,10 @@ fn parse_merges(text: &str, path: &Path) -> Result<Vec<(String, String)>> {
 /// The BPE model of a `tokenizer.json` (the `tokenizers` library's file): `model.vocab` and
 /// `model.merges`, each merge written as `"a b"` or, in newer files, as `["a", "b"]`. The
 /// pre-tokenizer and normalizer are CLIP's, as for the vocab.json form.
-fn read_tokenizer_json(path: &Path) -> Result<(HashMap<String, u32>, Vec<(String, String)>)> {
+/// A vocabulary and its merges in rank order.
+type VocabAndMerges = (HashMap<String, u32>, Vec<(String, String)>);
+
+fn read_tokenizer_json(path: &Path) -> Result<VocabAndMerges> {
     let json: Value = read_json("tokenizer.json", path)?;
     let model = &json["model"];
     if model.get("type").and_then(Value::as_str).is_some_and(|kind| kind != "BPE") {

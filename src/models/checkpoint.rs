@@ -21,7 +21,7 @@ pub const UNET_PREFIX: &str = "model.diffusion_model.";
 pub const VAE_PREFIX: &str = "first_stage_model.";
 /// SDXL's CLIP ViT-L (`conditioner.embedders.0`, transformers names under `transformer.`).
 pub const SDXL_CLIP_L_PREFIX: &str = "conditioner.embedders.0.transformer.";
-/// SDXL's OpenCLIP ViT-bigG (`conditioner.embedders.1`, open_clip names).
+/// SDXL's OpenCLIP ViT-bigG (`conditioner.embedders.1`, `open_clip` names).
 pub const SDXL_OPENCLIP_PREFIX: &str = "conditioner.embedders.1.model.";
 /// SD 1.x's CLIP ViT-L.
 pub const SD1_CLIP_L_PREFIX: &str = "cond_stage_model.transformer.";
@@ -98,7 +98,7 @@ fn refuse(path: &Path, looks_like: impl Into<String>) -> ModelError {
     ModelError::UnsupportedCheckpoint { looks_like: looks_like.into(), path: path.to_path_buf() }
 }
 
-/// True when the names are a LoRA adapter's (kohya, diffusers/peft, LyCORIS).
+/// True when the names are a LoRA adapter's (kohya, diffusers/peft, `LyCORIS`).
 pub fn is_lora_name(name: &str) -> bool {
     name.starts_with("lora_unet_")
         || name.starts_with("lora_te")

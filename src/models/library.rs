@@ -117,7 +117,7 @@ impl ModelLibrary {
             }
         }
         for list in [&mut library.checkpoints, &mut library.loras, &mut library.vaes] {
-            list.sort_by(|a, b| a.name.to_lowercase().cmp(&b.name.to_lowercase()));
+            list.sort_by_key(|model| model.name.to_lowercase());
             disambiguate(list);
         }
         library.refused.sort_by(|a, b| a.path.cmp(&b.path));

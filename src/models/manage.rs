@@ -137,7 +137,7 @@ fn missing_for(
                 .any(|f| f.starts_with("diffusion_pytorch_model") && is_safetensors_file(f));
             wanted
                 .iter()
-                .filter(|f| !listing.contains(**f) && !(f.ends_with(".safetensors") && has_weights))
+                .filter(|f| !(listing.contains(**f) || f.ends_with(".safetensors") && has_weights))
                 .map(|f| (*f).to_owned())
                 .collect()
         }
@@ -330,10 +330,10 @@ pub fn prefetch(
             .map(|name| match catalog.resolve(name) {
                 Ok(model) => match &model.source {
                     super::catalog::ModelSource::Hub(id) => {
-                        let (repo, named) = split_hub_key(id);
+                        let (repo, file_in_key) = split_hub_key(id);
                         let file = match &model.kind {
                             EntryKind::Lora { file, .. } => Some(file.clone()),
-                            EntryKind::Pipeline | EntryKind::Vae => named.map(str::to_owned),
+                            EntryKind::Pipeline | EntryKind::Vae => file_in_key.map(str::to_owned),
                         };
                         Ok((model.display_name.clone(), repo.to_owned(), file))
                     }

@@ -173,7 +173,7 @@ impl ControlsPanel {
                     if ui.checkbox(&mut on, &lora.name).changed() {
                         match (on, position) {
                             (true, None) => {
-                                form.loras.push(LoraSpec { source: source.clone(), weight: 1.0 })
+                                form.loras.push(LoraSpec { source: source.clone(), weight: 1.0 });
                             }
                             (false, Some(index)) => {
                                 form.loras.remove(index);

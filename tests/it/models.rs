@@ -288,7 +288,7 @@ fn resolve_any(hub: &HubConfig, key: &str) -> Result<ResolvedModel, ModelError> 
 }
 
 /// Issue 11: a repo or folder holding one checkpoint resolves to that file, recognised from its
-/// header (EpicRealism XL and Anime Illust Diffusion XL are published this way); a LoRA or a
+/// header (`EpicRealism XL` and `Anime Illust Diffusion XL` are published this way); a LoRA or a
 /// local file is detected from its tensor names, never its file name.
 #[test]
 fn single_file_checkpoints_resolve_to_their_file_and_loras_are_detected() {

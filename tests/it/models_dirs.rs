@@ -201,7 +201,7 @@ fn all_models_mock_sweep_includes_the_folders_checkpoints() {
     )
     .expect("engine");
     let job = engine.submit(plan).expect("submit");
-    let summary = until_finished(&engine, job, Duration::from_secs(60));
+    let summary = until_finished(&engine, job, Duration::from_mins(1));
     // The catalog's LoRA entry fails on its own (the mock refuses LoRAs); everything else runs.
     assert_eq!(summary.done + summary.failed, summary.items);
     assert!(summary.failed <= 1, "{:?}", summary.errors);
@@ -292,7 +292,7 @@ fn candle_sweep_over_tiny_models_in_every_layout() {
     )
     .expect("engine");
     let job = engine.submit(plan).expect("submit");
-    let summary = until_finished(&engine, job, Duration::from_secs(600));
+    let summary = until_finished(&engine, job, Duration::from_mins(10));
     assert_eq!((summary.done, summary.failed), (4, 0), "{:?}", summary.errors);
     let reference = crate::refs::reference("single_file/sdxl_tiny.f16");
     let theirs: Vec<u8> = crate::refs::get(&reference, "txt2img_cfg5_zero_neg.image_u8")

@@ -115,9 +115,12 @@ fn real_architectures_map_and_infer_as_diffusers_does() {
                 .expect("mapped")
                 .into_iter()
                 // transformers 5's CLIPTextModel has no `text_model.` level; the hub names do.
-                .map(|(k, v)| match theirs.contains_key(&k) {
-                    true => (k, v),
-                    false => (k.strip_prefix("text_model.").map_or(k.clone(), str::to_owned), v),
+                .map(|(k, v)| {
+                    if theirs.contains_key(&k) {
+                        (k, v)
+                    } else {
+                        (k.strip_prefix("text_model.").map_or(k.clone(), str::to_owned), v)
+                    }
                 })
                 .collect();
             let missing: Vec<_> =

@@ -22,7 +22,7 @@ use crate::models::safetensors_header::SafetensorsHeader;
 /// SD 2.x conditions on the penultimate layer of OpenCLIP ViT-H/14's 24: 23 layers (files
 /// written back from diffusers hold only those).
 pub const SD2_TEXT_LAYERS: usize = 23;
-/// Channels per attention head of SDXL's and SD 2.x's UNets and of every CLIP text encoder.
+/// Channels per attention head of SDXL's and SD 2.x's `UNets` and of every CLIP text encoder.
 pub const HEAD_CHANNELS: usize = 64;
 /// Attention heads of SD 1.x's UNet.
 pub const SD1_HEADS: usize = 8;
@@ -75,7 +75,7 @@ impl Shapes<'_> {
 
     /// How many consecutive `<prefix>{i}<suffix>` exist from 0.
     fn count(&self, prefix: &str, suffix: &str) -> usize {
-        (0..).take_while(|i| self.has(&format!("{prefix}{i}{suffix}"))).count()
+        (0..self.map.len()).take_while(|i| self.has(&format!("{prefix}{i}{suffix}"))).count()
     }
 
     /// Indices `i` of names starting `<prefix>{i}.`.
@@ -226,7 +226,7 @@ pub fn clip_shape_config(shapes: &Shapes<'_>, projection: Option<usize>) -> Resu
 }
 
 /// `unet/config.json` from the UNet's tensors. `pooled` is the width of SDXL's pooled text
-/// embedding (text_encoder_2's projection), which with 6 time ids makes `add_embedding`'s input.
+/// embedding (`text_encoder_2`'s projection), which with 6 time ids makes `add_embedding`'s input.
 ///
 /// # Errors
 /// A message naming what is missing or inconsistent.
@@ -242,16 +242,15 @@ pub fn unet_config(
     }
     let channels: Vec<usize> = serde_json::from_value(config["block_out_channels"].clone())
         .map_err(|err| err.to_string())?;
-    config["attention_head_dim"] = match architecture {
-        CheckpointArchitecture::Sd1 => json!(SD1_HEADS),
-        _ => {
-            if let Some(bad) = channels.iter().find(|&&c| c % HEAD_CHANNELS != 0) {
-                return Err(format!(
-                    "a level {bad} channels wide is not whole {HEAD_CHANNELS}-channel heads"
-                ));
-            }
-            json!(channels.iter().map(|c| c / HEAD_CHANNELS).collect::<Vec<_>>())
+    config["attention_head_dim"] = if architecture == CheckpointArchitecture::Sd1 {
+        json!(SD1_HEADS)
+    } else {
+        if let Some(bad) = channels.iter().find(|&&c| c % HEAD_CHANNELS != 0) {
+            return Err(format!(
+                "a level {bad} channels wide is not whole {HEAD_CHANNELS}-channel heads"
+            ));
         }
+        json!(channels.iter().map(|c| c / HEAD_CHANNELS).collect::<Vec<_>>())
     };
     config["norm_num_groups"] = json!(NORM_GROUPS);
     config["norm_eps"] = json!(1e-5);
@@ -295,17 +294,24 @@ pub fn unet_shape_config(shapes: &Shapes<'_>, pooled: Option<usize>) -> Result<V
         ));
     }
     let down_depth: Vec<usize> = (0..levels)
-        .map(|level| match down_attention[level] {
-            true => depth(format!("down_blocks.{level}.attentions.0")),
-            false => 1,
+        .map(|level| {
+            if down_attention[level] {
+                depth(format!("down_blocks.{level}.attentions.0"))
+            } else {
+                1
+            }
         })
         .collect();
-    let up_depth: Vec<usize> = (0..levels)
-        .map(|level| match up_attention[level] {
-            true => depth(format!("up_blocks.{level}.attentions.0")),
-            false => 1,
-        })
-        .collect();
+    let up_depth: Vec<usize> =
+        (0..levels)
+            .map(|level| {
+                if up_attention[level] {
+                    depth(format!("up_blocks.{level}.attentions.0"))
+                } else {
+                    1
+                }
+            })
+            .collect();
     let mid_attention = shapes.has("mid_block.attentions.0.proj_in.weight");
     if mid_attention {
         let mid_depth = depth("mid_block.attentions.0".to_owned());

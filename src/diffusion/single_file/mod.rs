@@ -125,76 +125,10 @@ impl SingleFile {
         let path = header.path.clone();
         let path = path.as_path();
         let info = inspect_checkpoint(&header)?;
-        let folder = match config {
-            Some(folder) => {
-                let index: Value = read_json("model_index.json", &folder.join("model_index.json"))?;
-                let sdxl = index
-                    .get("_class_name")
-                    .and_then(Value::as_str)
-                    .is_some_and(|c| c.contains("XL"));
-                if sdxl != (info.architecture == CheckpointArchitecture::SdxlBase) {
-                    return Err(DiffusionError::config(
-                        "_class_name",
-                        format!(
-                            "the config folder is not a {} pipeline",
-                            info.architecture.label()
-                        ),
-                        &folder.join("model_index.json"),
-                    ));
-                }
-                Some(ConfigFolder { folder, index })
-            }
-            None => None,
-        };
+        let folder =
+            config.map(|folder| ConfigFolder::open(folder, info.architecture)).transpose()?;
         let folder = folder.as_ref();
-        let text_config = |index: usize, inferred: Result<Value>| -> Result<Value> {
-            match folder {
-                Some(folder) => {
-                    let suffix = if index == 0 { String::new() } else { format!("_{}", index + 1) };
-                    folder.read(&format!("text_encoder{suffix}/config.json"), "text encoder config")
-                }
-                None => inferred,
-            }
-        };
-        let (text_encoders, pooled) = match info.architecture {
-            CheckpointArchitecture::SdxlBase => {
-                let clip_l =
-                    clip_l_part(path, &header, SDXL_CLIP_L_PREFIX, "<|endoftext|>", |inferred| {
-                        text_config(0, inferred)
-                    })?;
-                let (big_g, projection) =
-                    open_clip_part(path, &header, SDXL_OPENCLIP_PREFIX, None, true, |inferred| {
-                        text_config(1, inferred)
-                    })?;
-                (vec![clip_l, big_g], projection)
-            }
-            CheckpointArchitecture::Sd1 => {
-                let clip_l =
-                    clip_l_part(path, &header, SD1_CLIP_L_PREFIX, "<|endoftext|>", |inferred| {
-                        text_config(0, inferred)
-                    })?;
-                (vec![clip_l], None)
-            }
-            CheckpointArchitecture::Sd2 => {
-                // The layers used: 23 (the penultimate of ViT-H), or what the config folder says.
-                let layers = match folder {
-                    Some(folder) => folder.read("text_encoder/config.json", "text encoder config")?
-                        ["num_hidden_layers"]
-                        .as_u64()
-                        .and_then(|n| usize::try_from(n).ok()),
-                    None => Some(SD2_TEXT_LAYERS),
-                };
-                let (h, _) = open_clip_part(
-                    path,
-                    &header,
-                    SD2_OPENCLIP_PREFIX,
-                    layers,
-                    false,
-                    |inferred| text_config(0, inferred),
-                )?;
-                (vec![h], None)
-            }
-        };
+        let (text_encoders, pooled) = text_encoder_parts(path, &header, info.architecture, folder)?;
         let names = || header.tensors.keys().map(String::as_str);
         let unet_map = names::unet_names(names());
         let unet_config = match folder {
@@ -231,24 +165,102 @@ impl SingleFile {
             force_zeros_for_empty_prompt: info.architecture == CheckpointArchitecture::SdxlBase,
         };
         if let Some(folder) = folder {
-            for (index, part) in file.text_encoders.iter_mut().enumerate() {
-                let suffix = if index == 0 { String::new() } else { format!("_{}", index + 1) };
-                part.tokenizer =
-                    ClipTokenizer::from_folder(&folder.folder.join(format!("tokenizer{suffix}")))?;
-            }
-            let scheduler_path = folder.folder.join("scheduler/scheduler_config.json");
-            file.scheduler = serde_json::from_str(&read_text("scheduler config", &scheduler_path)?)
-                .map_err(|err| {
-                    DiffusionError::config("scheduler", err.to_string(), &scheduler_path)
-                })?;
-            if let Some(zeros) =
-                folder.index.get("force_zeros_for_empty_prompt").and_then(Value::as_bool)
-            {
-                file.force_zeros_for_empty_prompt = zeros;
-            }
+            folder.apply_tokenizers_and_scheduler(&mut file)?;
         }
         Ok(file)
     }
+}
+
+impl<'a> ConfigFolder<'a> {
+    /// A diffusers config folder, checked to be of `architecture`'s family.
+    fn open(folder: &'a Path, architecture: CheckpointArchitecture) -> Result<Self> {
+        let index: Value = read_json("model_index.json", &folder.join("model_index.json"))?;
+        let sdxl =
+            index.get("_class_name").and_then(Value::as_str).is_some_and(|c| c.contains("XL"));
+        if sdxl != (architecture == CheckpointArchitecture::SdxlBase) {
+            return Err(DiffusionError::config(
+                "_class_name",
+                format!("the config folder is not a {} pipeline", architecture.label()),
+                &folder.join("model_index.json"),
+            ));
+        }
+        Ok(Self { folder, index })
+    }
+
+    /// The folder's tokenizers, scheduler and `force_zeros_for_empty_prompt` replace the
+    /// program's.
+    fn apply_tokenizers_and_scheduler(&self, file: &mut SingleFile) -> Result<()> {
+        for (index, part) in file.text_encoders.iter_mut().enumerate() {
+            part.tokenizer = ClipTokenizer::from_folder(
+                &self.folder.join(format!("tokenizer{}", suffix(index))),
+            )?;
+        }
+        let scheduler_path = self.folder.join("scheduler/scheduler_config.json");
+        file.scheduler = serde_json::from_str(&read_text("scheduler config", &scheduler_path)?)
+            .map_err(|err| DiffusionError::config("scheduler", err.to_string(), &scheduler_path))?;
+        if let Some(zeros) = self.index.get("force_zeros_for_empty_prompt").and_then(Value::as_bool)
+        {
+            file.force_zeros_for_empty_prompt = zeros;
+        }
+        Ok(())
+    }
+}
+
+/// `""`, `"_2"`: the suffix of the `index`-th text encoder's and tokenizer's folders.
+fn suffix(index: usize) -> String {
+    if index == 0 { String::new() } else { format!("_{}", index + 1) }
+}
+
+/// The text encoders of `architecture` (configs inferred, or from `folder`), and SDXL's pooled
+/// width.
+fn text_encoder_parts(
+    path: &Path,
+    header: &Arc<SafetensorsHeader>,
+    architecture: CheckpointArchitecture,
+    folder: Option<&ConfigFolder<'_>>,
+) -> Result<(Vec<TextEncoderPart>, Option<usize>)> {
+    let text_config = |index: usize, inferred: Result<Value>| -> Result<Value> {
+        match folder {
+            Some(folder) => folder
+                .read(&format!("text_encoder{}/config.json", suffix(index)), "text encoder config"),
+            None => inferred,
+        }
+    };
+    Ok(match architecture {
+        CheckpointArchitecture::SdxlBase => {
+            let clip_l =
+                clip_l_part(path, header, SDXL_CLIP_L_PREFIX, "<|endoftext|>", |inferred| {
+                    text_config(0, inferred)
+                })?;
+            let (big_g, projection) =
+                open_clip_part(path, header, SDXL_OPENCLIP_PREFIX, None, true, |inferred| {
+                    text_config(1, inferred)
+                })?;
+            (vec![clip_l, big_g], projection)
+        }
+        CheckpointArchitecture::Sd1 => {
+            let clip_l =
+                clip_l_part(path, header, SD1_CLIP_L_PREFIX, "<|endoftext|>", |inferred| {
+                    text_config(0, inferred)
+                })?;
+            (vec![clip_l], None)
+        }
+        CheckpointArchitecture::Sd2 => {
+            // The layers used: 23 (the penultimate of ViT-H), or what the config folder says.
+            let layers = match folder {
+                Some(folder) => folder.read("text_encoder/config.json", "text encoder config")?
+                    ["num_hidden_layers"]
+                    .as_u64()
+                    .and_then(|n| usize::try_from(n).ok()),
+                None => Some(SD2_TEXT_LAYERS),
+            };
+            let (h, _) =
+                open_clip_part(path, header, SD2_OPENCLIP_PREFIX, layers, false, |inferred| {
+                    text_config(0, inferred)
+                })?;
+            (vec![h], None)
+        }
+    })
 }
 
 /// CLIP ViT-L stored under `prefix` with transformers' names; `config` receives the inferred
@@ -289,7 +301,7 @@ fn open_clip_part(
             .ok_or_else(|| error(format!("no tensor {prefix}{name}")))
     };
     let hidden = dim("token_embedding.weight", 1)?;
-    let stored_layers = (0..)
+    let stored_layers = (0..header.tensors.len())
         .take_while(|i| {
             header.tensors.contains_key(&format!("{prefix}transformer.resblocks.{i}.ln_1.weight"))
         })

@@ -1,10 +1,10 @@
-//! Original (LDM/SGM/open_clip) tensor names → diffusers/transformers names, per component, the
+//! Original (LDM/SGM/`open_clip`) tensor names → diffusers/transformers names, per component, the
 //! way diffusers' `convert_ldm_unet_checkpoint`, `convert_ldm_vae_checkpoint`,
 //! `convert_ldm_clip_checkpoint` and `convert_open_clip_checkpoint` map them, with nothing
 //! hard-coded about the number of levels or layers: block indices are worked out from the
 //! names themselves (the first `input_blocks.N.0.op` downsampler gives the resnets per level).
 //!
-//! A mapping also says how a tensor changes on the way ([`Transform`]): open_clip's fused
+//! A mapping also says how a tensor changes on the way ([`Transform`]): `open_clip`'s fused
 //! `in_proj` is three rows of q/k/v, its `text_projection` is the transpose of transformers',
 //! and the VAE's attention 1×1 convolutions are diffusers' linear layers.
 
@@ -234,7 +234,7 @@ pub fn clip_names<'a>(names: impl IntoIterator<Item = &'a str>, prefix: &str) ->
         .collect()
 }
 
-/// An open_clip text tower under `prefix` (SDXL's `conditioner.embedders.1.model.`, SD 2.x's
+/// An `open_clip` text tower under `prefix` (SDXL's `conditioner.embedders.1.model.`, SD 2.x's
 /// `cond_stage_model.model.`) as transformers' `CLIPTextModel(WithProjection)`: `layers`
 /// resblocks are taken (SD 2.x uses the penultimate of OpenCLIP ViT-H's 24), each fused
 /// `in_proj` split into q/k/v of `hidden` rows, and `text_projection` transposed when
