@@ -11,7 +11,9 @@ use std::time::Duration;
 use super::{BackendChoice, DEFAULT_OUTPUT_DIR};
 use crate::engine::mock::MockBackend;
 use crate::gpu::{SourceChoice, Visibility};
+use crate::models::Catalog;
 use crate::models::hub::HubConfig;
+use crate::models::library::ModelLibrary;
 use crate::request::profiles::{Profiles, ProfilesError};
 
 /// Output root (`--out`; default `output_images`).
@@ -45,6 +47,8 @@ pub const CUDA_DEVICE_ORDER_VAR: &str = "CUDA_DEVICE_ORDER";
 pub const STOP_GRACE_S_VAR: &str = "IMAGELAB_STOP_GRACE_S";
 /// Log filter (tracing's `EnvFilter` syntax; default `warn`).
 pub const LOG_FILTER_VAR: &str = "RUST_LOG";
+/// Checkpoint folders to scan (A1111/ComfyUI layouts), separated as `PATH` is.
+pub const MODELS_DIR_VAR: &str = "IMAGELAB_MODELS_DIR";
 /// Set (to anything): no colour on stderr.
 pub const NO_COLOR_VAR: &str = "NO_COLOR";
 
@@ -133,6 +137,27 @@ impl FrontEndConfig {
     /// `IMAGELAB_PROFILES`, when set.
     pub fn profiles_path(&self) -> Option<PathBuf> {
         self.var(PROFILES_VAR).filter(|value| !value.is_empty()).map(PathBuf::from)
+    }
+
+    /// `IMAGELAB_MODELS_DIR`: the models folders to scan, split as `PATH` is (`:` on Unix,
+    /// `;` on Windows).
+    pub fn models_dirs(&self) -> Vec<PathBuf> {
+        self.var(MODELS_DIR_VAR)
+            .map(|value| {
+                std::env::split_paths(&value).filter(|p| !p.as_os_str().is_empty()).collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The catalog with what the models folders hold: `IMAGELAB_MODELS_DIR`'s, then `extra`
+    /// (`--models-dir`).
+    pub fn catalog(&self, extra: &[PathBuf]) -> Catalog {
+        let mut dirs = self.models_dirs();
+        dirs.extend(extra.iter().cloned());
+        if dirs.is_empty() {
+            return Catalog::builtin();
+        }
+        Catalog::builtin().with_library(ModelLibrary::scan(&dirs))
     }
 
     /// `IMAGELAB_MODEL_CACHE_MB` in bytes (0 when unset: keep only the newest pipeline).

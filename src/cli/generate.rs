@@ -89,6 +89,14 @@ pub struct GenerateArgs {
     /// LoRA adapter `FILE_OR_HUB_ID`[:WEIGHT] (repeatable).
     #[arg(long = "lora", value_parser = LoraSpec::parse)]
     pub loras: Vec<LoraSpec>,
+    /// A models folder (A1111 or ComfyUI layout, or any folder of files) whose checkpoints,
+    /// LoRAs and VAEs can be named; repeatable, added to `IMAGELAB_MODELS_DIR`.
+    #[arg(long = "models-dir")]
+    pub models_dirs: Vec<PathBuf>,
+    /// A VAE to use instead of the model's own: a hub repo id (a diffusers VAE, e.g.
+    /// madebyollin/sdxl-vae-fp16-fix), a diffusers VAE folder, or a `.safetensors` VAE file.
+    #[arg(long)]
+    pub vae: Option<String>,
     /// Truncate prompts at 77 tokens (diffusers) instead of chunking them (A1111, ComfyUI).
     #[arg(long)]
     pub truncate: bool,
@@ -111,6 +119,8 @@ pub struct GenerateOptions {
     pub backend: BackendChoice,
     /// `INSTANCE_ID`.
     pub instance_id: Option<String>,
+    /// `--models-dir` folders (besides `IMAGELAB_MODELS_DIR`).
+    pub models_dirs: Vec<PathBuf>,
 }
 
 impl GenerateOptions {
@@ -151,6 +161,7 @@ impl GenerateArgs {
             strength: self.strength,
             sweep,
             loras: self.loras,
+            vae: self.vae,
             save_latent: self.save_latent,
             truncate_prompt: self.truncate,
             device: self.device,
@@ -162,6 +173,7 @@ impl GenerateArgs {
             json: self.json,
             backend: self.backend,
             instance_id: config.instance_id(),
+            models_dirs: self.models_dirs,
         })
     }
 }
@@ -226,8 +238,8 @@ pub fn apply_from(
 /// Bad input found before any work (nothing written), or an engine that stopped mid-job.
 pub fn run(options: &GenerateOptions, config: &FrontEndConfig) -> Result<Outcome, CliError> {
     let profiles = config.profiles().map_err(|err| CliError::Usage(err.to_string()))?;
-    let catalog = Catalog::builtin();
     let grace = config.stop_grace()?;
+    let catalog = config.catalog(&options.models_dirs);
     let wiring = options.engine_setup().wire(config)?;
     let plan = prepare_plan(&options.request, &profiles, &catalog, &wiring.backend.capabilities())?;
     let stops = install_stop_signals(grace)?;

@@ -11,6 +11,7 @@ pub mod layers;
 pub mod pipeline;
 pub mod rng;
 pub mod schedulers;
+pub mod single_file;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;

@@ -62,9 +62,21 @@ impl Capabilities {
     }
 }
 
+/// How a model is to be loaded, besides which model: what the engine passes to
+/// [`Backend::load`] from the request.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LoadOptions {
+    /// The device asked for.
+    pub device: DeviceChoice,
+    /// The precision asked for (`None`: the device's default).
+    pub dtype: Option<Precision>,
+    /// A VAE swapped in for the model's own (`--vae`; kind [`EntryKind::Vae`]).
+    pub vae: Option<ModelRef>,
+}
+
 /// What identifies a loaded model — the engine's "already loaded" check and the backends'
-/// model caches: the same source on another device or in another precision is another set of
-/// tensors.
+/// model caches: the same source on another device, in another precision or with another VAE
+/// is another set of tensors.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ModelKey {
     /// Where the model comes from.
@@ -73,12 +85,19 @@ pub struct ModelKey {
     pub device: DeviceChoice,
     /// The precision asked for (`None`: the device's default).
     pub dtype: Option<Precision>,
+    /// Where the swapped-in VAE comes from, if any.
+    pub vae: Option<ModelSource>,
 }
 
 impl ModelKey {
-    /// The key of `model` on `device` in `dtype`.
-    pub fn new(model: &ModelRef, device: DeviceChoice, dtype: Option<Precision>) -> Self {
-        Self { source: model.source.clone(), device, dtype }
+    /// The key of `model` loaded with `options`.
+    pub fn new(model: &ModelRef, options: &LoadOptions) -> Self {
+        Self {
+            source: model.source.clone(),
+            device: options.device,
+            dtype: options.dtype,
+            vae: options.vae.as_ref().map(|vae| vae.source.clone()),
+        }
     }
 }
 
@@ -223,15 +242,14 @@ pub trait Backend: Send {
     /// Human label of the device in use (`cpu`, `cuda:0 (NVIDIA H200)`).
     fn device_label(&self) -> String;
 
-    /// Makes `model` ready on `device` (from its cache when possible).
+    /// Makes `model` ready as `options` say (from its cache when possible).
     ///
     /// # Errors
     /// Missing files, unsafe weights, unsupported layouts, device errors.
     fn load(
         &mut self,
         model: &ModelRef,
-        device: DeviceChoice,
-        dtype: Option<Precision>,
+        options: &LoadOptions,
         on_progress: &mut dyn FnMut(LoadProgress),
     ) -> Result<LoadedModel, BackendError>;
 

@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 
 use super::backend::{
-    Backend, BackendError, Capabilities, GenerateParams, Generated, LoadProgress, LoadedModel,
-    Preview, StepUpdate, Timings,
+    Backend, BackendError, Capabilities, GenerateParams, Generated, LoadOptions, LoadProgress,
+    LoadedModel, Preview, StepUpdate, Timings,
 };
 use super::font;
 use crate::models::catalog::ModelRef;
 use crate::storage::metadata::NOISE_SOURCE_TORCH_CPU;
-use crate::vocab::{DeviceChoice, Precision, SamplerKind};
+use crate::vocab::SamplerKind;
 
 /// Largest side of a preview, in pixels.
 const PREVIEW_MAX_PX: u32 = 128;
@@ -86,8 +86,7 @@ impl Backend for MockBackend {
     fn load(
         &mut self,
         model: &ModelRef,
-        _device: DeviceChoice,
-        _dtype: Option<Precision>,
+        _options: &LoadOptions,
         on_progress: &mut dyn FnMut(LoadProgress),
     ) -> Result<LoadedModel, BackendError> {
         if self.fail_model.as_deref() == Some(model.display_name.as_str()) {

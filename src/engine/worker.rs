@@ -10,8 +10,8 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::backend::{
-    Backend, BackendError, GenerateParams, Generated, LoadProgress, LoadedModel, ModelKey,
-    StepUpdate,
+    Backend, BackendError, GenerateParams, Generated, LoadOptions, LoadProgress, LoadedModel,
+    ModelKey, StepUpdate,
 };
 use super::protocol::{Command, Event, JobId, JobSummary, QueueStats, SavedImage, StopMode};
 use crate::models::catalog::{ModelDefaults, ModelRef};
@@ -319,7 +319,12 @@ impl Worker {
         model: &ModelRef,
         plan: &Plan,
     ) -> Result<LoadedModel, String> {
-        let key = ModelKey::new(model, plan.request.device, plan.request.dtype);
+        let options = LoadOptions {
+            device: plan.request.device,
+            dtype: plan.request.dtype,
+            vae: plan.vae.clone(),
+        };
+        let key = ModelKey::new(model, &options);
         if let Some((loaded_key, loaded)) = &self.loaded
             && *loaded_key == key
         {
@@ -337,7 +342,7 @@ impl Worker {
         };
         let loaded = self
             .backend
-            .load(model, plan.request.device, plan.request.dtype, &mut on_progress)
+            .load(model, &options, &mut on_progress)
             .map_err(|e| format!("loading {}: {e}", model.display_name))?;
         self.loaded = Some((key, loaded.clone()));
         Ok(loaded)

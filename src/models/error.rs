@@ -58,6 +58,15 @@ pub enum ModelError {
         /// The file (local path or `repo/file`).
         path: PathBuf,
     },
+    /// A single file that is not a checkpoint we can map (Flux, SD3, a refiner, an inpainting
+    /// UNet, a LoRA given as a model…), refused before any work.
+    #[error("this file looks like {looks_like}, which cannot be loaded as a checkpoint: {}", path.display())]
+    UnsupportedCheckpoint {
+        /// What the tensors look like.
+        looks_like: String,
+        /// The file.
+        path: PathBuf,
+    },
     /// Nothing recognisable as a model.
     #[error("{reason}: {}", path.display())]
     UnknownLayout {

@@ -116,6 +116,9 @@ pub struct Request {
     pub sweep: Sweep,
     /// LoRA adapters.
     pub loras: Vec<LoraSpec>,
+    /// A VAE swapped in for the model's own: a hub repo id, a diffusers VAE folder or a
+    /// `.safetensors` VAE file; `None` = the model's VAE.
+    pub vae: Option<String>,
     /// Also save the latent handed to the VAE as `.latent` (safetensors).
     pub save_latent: bool,
     /// Truncate prompts at 77 tokens (diffusers) instead of chunking (A1111/ComfyUI).
@@ -145,6 +148,7 @@ impl Default for Request {
             strength: 0.75,
             sweep: Sweep::None,
             loras: Vec::new(),
+            vae: None,
             save_latent: false,
             truncate_prompt: false,
             device: DeviceChoice::Auto,

@@ -57,6 +57,8 @@ pub struct Plan {
     /// Set by the overnight runner: copied into every jobs-log line of the plan.
     #[serde(default)]
     pub runner: Option<RunnerTag>,
+    /// The VAE swapped into every model of the plan (`Request::vae` resolved), if any.
+    pub vae: Option<ModelRef>,
 }
 
 impl Plan {
@@ -147,9 +149,15 @@ pub fn build_plan(
             });
         }
     }
+    let vae = match &request.vae {
+        Some(key) => Some(
+            catalog.resolve_vae(key).map_err(|err| RequestError::new("vae", err.to_string()))?,
+        ),
+        None => None,
+    };
     let mut request = request.clone();
     request.seed = Some(seed_base);
-    Ok(Plan { request, seed_base, run_dir, items, runner: None })
+    Ok(Plan { request, seed_base, run_dir, items, runner: None, vae })
 }
 
 #[cfg(test)]

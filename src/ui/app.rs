@@ -62,6 +62,8 @@ pub struct AppConfig {
     pub gpus: Option<GpuOpener>,
     /// `CUDA_VISIBLE_DEVICES` / `CUDA_DEVICE_ORDER`.
     pub visibility: Visibility,
+    /// The models on offer: the catalog and what the models folders hold.
+    pub catalog: Catalog,
 }
 
 impl AppConfig {
@@ -77,6 +79,7 @@ impl AppConfig {
             backend_factory: None,
             gpus: None,
             visibility: Visibility::default(),
+            catalog: Catalog::builtin(),
         }
     }
 }
@@ -188,7 +191,7 @@ impl LabApp {
         Self {
             engine,
             output_root: config.output_root,
-            catalog: Catalog::builtin(),
+            catalog: config.catalog,
             profiles,
             model_status: Box::new(NoModelStatus),
             controls,

@@ -51,8 +51,10 @@ pub struct FormSettings {
     pub sweep: Sweep,
     /// Where to run.
     pub device: DeviceChoice,
-    /// LoRA adapters (restored from an image; there is no LoRA picker yet).
+    /// LoRA adapters (chosen from the models folders' LoRAs, or restored from an image).
     pub loras: Vec<LoraSpec>,
+    /// A VAE instead of the model's own (a VAE's name, a hub id or a path).
+    pub vae: Option<String>,
     /// Truncate prompts at 77 tokens (restored from an image).
     pub truncate_prompt: bool,
 }
@@ -79,6 +81,7 @@ impl Default for FormSettings {
             sweep: Sweep::None,
             device: DeviceChoice::Auto,
             loras: Vec::new(),
+            vae: None,
             truncate_prompt: false,
         }
     }
@@ -105,6 +108,7 @@ impl FormSettings {
             sweep: self.sweep,
             device: self.device,
             loras: self.loras.clone(),
+            vae: self.vae.clone(),
             truncate_prompt: self.truncate_prompt,
             ..Request::default()
         }
@@ -112,8 +116,7 @@ impl FormSettings {
 
     /// Sets size, steps, CFG and sampler to what `model` is made for.
     pub fn apply_model_defaults(&mut self, catalog: &Catalog) {
-        if let Some(entry) = catalog.find(&self.model) {
-            let defaults = entry.defaults;
+        if let Some(defaults) = catalog.defaults_for(&self.model) {
             self.width_px = defaults.width;
             self.height_px = defaults.height;
             self.steps = defaults.steps;

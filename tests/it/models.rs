@@ -5,8 +5,10 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use imagelab::models::checkpoint::CheckpointArchitecture;
 use imagelab::models::hub::{
-    HubConfig, ResolvedPipeline, WeightVariant, resolve_cached, resolve_pipeline,
+    HubConfig, ResolvedModel, ResolvedPipeline, WeightVariant, resolve_cached, resolve_model,
+    resolve_pipeline,
 };
 use imagelab::models::layout::{CheckpointFamily, Layout, detect_layout};
 use imagelab::models::manage::{
@@ -273,25 +275,45 @@ fn truncated_weights_are_a_clear_error_and_verify_reports_them() {
     assert_eq!(missing.status, FileStatus::Missing, "dangling snapshot link");
 }
 
+/// A real tiny SDXL single file (written by diffusers' conversion script).
+fn tiny_checkpoint() -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/diffusion/single_file/sdxl_tiny.f16.safetensors");
+    fs_err::read(path).expect("fixture")
+}
+
+fn resolve_any(hub: &HubConfig, key: &str) -> Result<ResolvedModel, ModelError> {
+    let model = Catalog::builtin().resolve(key).expect("resolves");
+    resolve_model(&model, hub, WeightVariant::Fp16, &mut |_| {})
+}
+
+/// Issue 11: a repo or folder holding one checkpoint resolves to that file, recognised from its
+/// header (`EpicRealism XL` and `Anime Illust Diffusion XL` are published this way); a LoRA or a
+/// local file is detected from its tensor names, never its file name.
 #[test]
-fn single_file_checkpoints_and_loras_are_detected_and_not_supported_yet() {
+fn single_file_checkpoints_resolve_to_their_file_and_loras_are_detected() {
     let hub = FakeHub::new();
-    let checkpoint = tiny_safetensors(&[
-        "model.diffusion_model.input_blocks.0.0.weight",
-        "conditioner.embedders.1.model.ln_final.weight",
-        "first_stage_model.decoder.conv_in.weight",
-    ]);
+    let checkpoint = tiny_checkpoint();
     let epic = "AiAF/epicrealismXL-vx1Finalkiss_Checkpoint_SDXL";
     hub.add_snapshot(
         epic,
         REVISION,
-        &[("epicrealism.safetensors".to_owned(), checkpoint.clone())],
+        &[
+            ("epicrealism.safetensors".to_owned(), checkpoint.clone()),
+            ("README.md".to_owned(), b"# EpicRealism".to_vec()),
+        ],
         true,
     );
-    let err = resolve_key(&hub, "EpicRealism XL", WeightVariant::Fp16).expect_err("single file");
-    assert!(matches!(err, ModelError::NotSupportedYet { .. }), "{err:?}");
+    let resolved = resolve_any(&hub.config, "EpicRealism XL").expect("single file");
+    let ResolvedModel::SingleFile { file, revision, info } = &resolved else {
+        panic!("a single file: {resolved:?}")
+    };
+    assert!(file.ends_with("epicrealism.safetensors"), "{file:?}");
+    assert_eq!(revision.as_deref(), Some(REVISION));
+    assert_eq!(info.architecture, CheckpointArchitecture::SdxlBase);
+    // The pipeline-only resolver says what it found.
+    let err = resolve_key(&hub, "EpicRealism XL", WeightVariant::Fp16).expect_err("no folder");
     assert!(err.to_string().contains("single-file SDXL checkpoint"), "{err}");
-    assert!(err.to_string().ends_with("epicrealism.safetensors"), "{err}");
 
     let lora = Catalog::builtin().resolve("Pixel Art XL").expect("catalog");
     let err =
@@ -315,10 +337,94 @@ fn single_file_checkpoints_and_loras_are_detected_and_not_supported_yet() {
     )
     .expect("write");
     assert_eq!(detect_layout(&lora_file).expect("layout"), Layout::Lora(lora_file.clone()));
-    let local = Catalog::builtin().resolve(&file.display().to_string()).expect("path");
-    let err = resolve_pipeline(&local, &hub.config, WeightVariant::Full, &mut |_| {})
-        .expect_err("local single file");
-    assert!(err.to_string().contains("not supported yet"), "{err}");
+    let local = resolve_any(&hub.config, &file.display().to_string()).expect("local file");
+    assert_eq!(local.path(), file);
+    // A local folder holding one checkpoint resolves to it too.
+    let alone = tempfile::tempdir().expect("tmp");
+    fs_err::write(alone.path().join("only.safetensors"), &checkpoint).expect("write");
+    let found = resolve_any(&hub.config, &alone.path().display().to_string()).expect("folder");
+    assert!(found.path().ends_with("only.safetensors"));
+    // Something that is not SD is refused, naming what it looks like.
+    let flux = folder.path().join("flux.safetensors");
+    fs_err::write(
+        &flux,
+        tiny_safetensors(&[
+            "double_blocks.0.img_attn.qkv.weight",
+            "single_blocks.0.linear1.weight",
+        ]),
+    )
+    .expect("write");
+    let err = resolve_any(&hub.config, &flux.display().to_string()).expect_err("flux");
+    assert!(err.to_string().contains("Flux.1"), "{err}");
+}
+
+/// Online, a single-file repo costs one download: its checkpoint (not the README, not a pickle);
+/// a repo with several checkpoints asks for one by name, and `org/name/file.safetensors` names it.
+#[test]
+fn online_single_file_repos_download_only_their_checkpoint() {
+    let checkpoint = tiny_checkpoint();
+    let repo = "Eugeoter/anime_illust_diffusion_xl";
+    let files = vec![
+        ("aidxl.safetensors".to_owned(), checkpoint.clone()),
+        ("README.md".to_owned(), b"# AIDXL".to_vec()),
+        ("aidxl.ckpt".to_owned(), b"pickle".to_vec()),
+    ];
+    let server = start_fake_hub(repo, files);
+    let hub = FakeHub::new();
+    let online = HubConfig {
+        offline: false,
+        endpoint: server.endpoint.clone(),
+        retries: 0,
+        ..hub.config.clone()
+    };
+    let resolved = resolve_any(&online, "Anime Illust Diffusion XL").expect("online");
+    assert!(resolved.path().ends_with("aidxl.safetensors"));
+    assert_eq!(fs_err::read(resolved.path()).expect("file"), checkpoint);
+    let requests = server.requests.lock().expect("log").clone();
+    let downloads: Vec<&String> = requests.iter().filter(|r| r.contains("/resolve/")).collect();
+    assert!(downloads.iter().all(|r| r.contains("aidxl.safetensors")), "{downloads:#?}");
+    // Offline afterwards, from the cache; listed as cached; prefetch has nothing left to fetch.
+    assert_eq!(resolve_any(&hub.config, "Anime Illust Diffusion XL").expect("offline"), resolved);
+    let listings = list_models(&Catalog::builtin(), &hub.config, WeightVariant::Fp16);
+    let aidxl = listings.iter().find(|l| l.hub_id == repo).expect("listed");
+    assert_eq!(aidxl.state, CacheState::Cached, "{aidxl:?}");
+    let outcomes = prefetch(
+        &Catalog::builtin(),
+        &["Anime Illust Diffusion XL".to_owned()],
+        &online,
+        WeightVariant::Fp16,
+        &mut |_, _| {},
+    )
+    .expect("prefetch");
+    assert_eq!((outcomes[0].files_downloaded, outcomes[0].error.as_deref()), (0, None));
+
+    let several = "someone/two-checkpoints";
+    let server = start_fake_hub(
+        several,
+        vec![
+            ("v1.safetensors".to_owned(), checkpoint.clone()),
+            ("v2.safetensors".to_owned(), checkpoint.clone()),
+        ],
+    );
+    let online = HubConfig {
+        offline: false,
+        endpoint: server.endpoint.clone(),
+        retries: 0,
+        ..hub.config.clone()
+    };
+    let err = resolve_any(&online, several).expect_err("which one?");
+    assert!(
+        err.to_string().contains("v1.safetensors, v2.safetensors")
+            && err.to_string().contains(&format!("{several}/<file>")),
+        "{err}"
+    );
+    let named = resolve_any(&online, &format!("{several}/v2.safetensors")).expect("named");
+    assert!(named.path().ends_with("v2.safetensors"));
+    let requests = server.requests.lock().expect("log").clone();
+    assert!(
+        requests.iter().filter(|r| r.contains("/resolve/")).all(|r| r.contains("v2.safetensors")),
+        "{requests:#?}"
+    );
 }
 
 #[test]

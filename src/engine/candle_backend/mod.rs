@@ -30,13 +30,15 @@ use std::time::Instant;
 use candle_core::Device;
 
 use super::backend::{
-    Backend, BackendError, Capabilities, GenerateParams, Generated, LoadProgress, LoadedModel,
-    ModelKey, Preview, StepUpdate, Timings,
+    Backend, BackendError, Capabilities, GenerateParams, Generated, LoadOptions, LoadProgress,
+    LoadedModel, ModelKey, Preview, StepUpdate, Timings,
 };
 use crate::diffusion::DiffusionError;
 use crate::diffusion::device::{device_label, dtype_label, select_device, select_dtype};
 use crate::diffusion::pipeline::VaeDecode;
-use crate::diffusion::pipeline::{DiffusionPipeline, GenerationRequest};
+use crate::diffusion::pipeline::{
+    DiffusionPipeline, GenerationRequest, PipelineParts, vae_override,
+};
 use crate::diffusion::tokenizer::LongPromptMode;
 use crate::diffusion::unet::SampleSize;
 use crate::models::ModelError;
@@ -44,9 +46,9 @@ use crate::models::cache::{CacheStats, ModelCache};
 use crate::models::catalog::{EntryKind, ModelDefaults, ModelRef, ModelSource};
 use crate::models::oom::{Attempt, VAE_TILE_PX, is_out_of_memory};
 use crate::storage::metadata::NOISE_SOURCE_TORCH_CPU;
-use crate::vocab::{DeviceChoice, Precision};
 
-/// Turns a model reference into a local diffusers folder (e.g. a hub snapshot).
+/// Turns a model reference into local files: a diffusers folder, a single-file checkpoint or
+/// (for kind [`EntryKind::Vae`]) a VAE folder or file — e.g. in a hub snapshot.
 pub type FolderResolver =
     Box<dyn FnMut(&ModelRef, &mut dyn FnMut(LoadProgress)) -> Result<PathBuf, ModelError> + Send>;
 
@@ -123,7 +125,8 @@ impl CandleBackend {
         self.cache.stats()
     }
 
-    fn folder_for(
+    /// The local folder or file of `model` (hub models through the resolver).
+    fn path_for(
         &mut self,
         model: &ModelRef,
         on_progress: &mut dyn FnMut(LoadProgress),
@@ -135,20 +138,24 @@ impl CandleBackend {
             )));
         }
         match &model.source {
-            ModelSource::LocalDir(folder) => Ok(folder.clone()),
-            ModelSource::LocalFile(file) => Err(BackendError::Unsupported(format!(
-                "single-file checkpoints are not supported by the candle backend yet: {}",
-                file.display()
-            ))),
+            ModelSource::LocalDir(path) | ModelSource::LocalFile(path) => Ok(path.clone()),
             ModelSource::Hub(id) => match &mut self.resolver {
-                Some(resolve) => {
-                    resolve(model, on_progress).map_err(|err| BackendError::Failed(err.to_string()))
-                }
+                Some(resolve) => resolve(model, on_progress).map_err(|err| model_error(&err)),
                 None => Err(BackendError::Unsupported(format!(
-                    "{id}: hub models need a resolver; pass a local diffusers folder"
+                    "{id}: hub models need a resolver; pass a local folder or file"
                 ))),
             },
         }
+    }
+}
+
+/// A models-layer error as the engine reports it: what cannot be loaded is unsupported.
+fn model_error(err: &ModelError) -> BackendError {
+    match err {
+        ModelError::UnsupportedCheckpoint { .. } | ModelError::NotSupportedYet { .. } => {
+            BackendError::Unsupported(err.to_string())
+        }
+        other => BackendError::Failed(other.to_string()),
     }
 }
 
@@ -156,6 +163,7 @@ fn backend_error(err: DiffusionError) -> BackendError {
     match err {
         DiffusionError::Cancelled => BackendError::Cancelled,
         DiffusionError::Unsupported(message) => BackendError::Unsupported(message),
+        DiffusionError::Model(err) => model_error(&err),
         other => {
             let message = other.to_string();
             if is_out_of_memory(&message) {
@@ -204,12 +212,11 @@ impl Backend for CandleBackend {
     fn load(
         &mut self,
         model: &ModelRef,
-        device: DeviceChoice,
-        dtype: Option<Precision>,
+        options: &LoadOptions,
         on_progress: &mut dyn FnMut(LoadProgress),
     ) -> Result<LoadedModel, BackendError> {
         let started = Instant::now();
-        let key = ModelKey::new(model, device, dtype);
+        let key = ModelKey::new(model, options);
         if let Some(pipeline) = self.use_cached(&key) {
             let defaults = native_defaults(&pipeline, model.defaults);
             on_progress(LoadProgress {
@@ -223,15 +230,28 @@ impl Backend for CandleBackend {
                 load_s: 0.0,
             });
         }
-        let folder = self.folder_for(model, on_progress)?;
-        let candle_device = select_device(device).map_err(backend_error)?;
-        let candle_dtype = select_dtype(&candle_device, dtype).map_err(backend_error)?;
+        let path = self.path_for(model, on_progress)?;
+        let vae_path = match &options.vae {
+            Some(vae) => Some(self.path_for(vae, on_progress)?),
+            None => None,
+        };
+        let candle_device = select_device(options.device).map_err(backend_error)?;
+        let candle_dtype = select_dtype(&candle_device, options.dtype).map_err(backend_error)?;
         on_progress(LoadProgress {
             message: format!("loading {} ({})", model.display_name, dtype_label(candle_dtype)),
             fraction: None,
         });
+        let prefer_fp16 = DiffusionPipeline::prefers_fp16(&candle_device, candle_dtype);
+        // What cannot be loaded (another architecture, a truncated file) is refused here,
+        // from headers, before room is made or anything is read.
+        let mut parts = PipelineParts::open(&path, None, prefer_fp16).map_err(backend_error)?;
+        if let Some(vae_path) = vae_path {
+            let vae = vae_override(&vae_path, parts.scaling_factor(), None, prefer_fp16)
+                .map_err(backend_error)?;
+            parts = parts.with_vae(vae, &vae_path);
+        }
         self.make_room_to_load();
-        let pipeline = DiffusionPipeline::load(&folder, &candle_device, candle_dtype)
+        let pipeline = DiffusionPipeline::from_parts(parts, &candle_device, candle_dtype)
             .map_err(backend_error)?;
         let defaults = native_defaults(&pipeline, model.defaults);
         on_progress(LoadProgress {
@@ -352,6 +372,10 @@ mod tests {
     use crate::models::oom::ActivationShape;
     use crate::vocab::SamplerKind;
 
+    fn cpu() -> LoadOptions {
+        LoadOptions { device: crate::vocab::DeviceChoice::Cpu, ..LoadOptions::default() }
+    }
+
     fn tiny_sdxl() -> ModelRef {
         fixture_model("sdxl_tiny")
     }
@@ -373,8 +397,7 @@ mod tests {
     #[test]
     fn candle_backend_generates_with_progress_preview_and_latent() {
         let mut backend = CandleBackend::default();
-        let loaded =
-            backend.load(&tiny_sdxl(), DeviceChoice::Cpu, None, &mut |_| {}).expect("load");
+        let loaded = backend.load(&tiny_sdxl(), &cpu(), &mut |_| {}).expect("load");
         assert_eq!((loaded.defaults.width, loaded.defaults.height), (64, 64));
         assert_eq!(backend.device_label(), "cpu");
         let params = GenerateParams {
@@ -417,7 +440,7 @@ mod tests {
     fn switching_back_to_a_cached_model_is_a_hit_and_a_small_budget_evicts() {
         let (model_a, model_b) = (fixture_model("sdxl_tiny"), fixture_model("sd15_tiny"));
         let load = |backend: &mut CandleBackend, model: &ModelRef| {
-            backend.load(model, DeviceChoice::Cpu, None, &mut |_| {}).expect("load")
+            backend.load(model, &cpu(), &mut |_| {}).expect("load")
         };
         let mut roomy = CandleBackend::default().with_cache_budget(u64::MAX);
         let first_a = load(&mut roomy, &model_a);
@@ -457,7 +480,7 @@ mod tests {
     #[test]
     fn activation_shape_is_read_from_the_pipeline_configs() {
         let mut backend = CandleBackend::default();
-        backend.load(&tiny_sdxl(), DeviceChoice::Cpu, None, &mut |_| {}).expect("load");
+        backend.load(&tiny_sdxl(), &cpu(), &mut |_| {}).expect("load");
         let Some((_, pipeline)) = &backend.current else { panic!("a current pipeline") };
         let folder =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/diffusion/sdxl_tiny");
@@ -515,7 +538,7 @@ mod tests {
     #[test]
     fn the_cache_counts_the_vae_encoder_once_img2img_builds_it() {
         let mut backend = CandleBackend::default().with_cache_budget(u64::MAX);
-        backend.load(&tiny_sdxl(), DeviceChoice::Cpu, None, &mut |_| {}).expect("load");
+        backend.load(&tiny_sdxl(), &cpu(), &mut |_| {}).expect("load");
         let loaded = backend.cache_stats().used_bytes;
         let mut params = small_params(64, 64);
         run(&mut backend, &params).expect("txt2img");
@@ -538,7 +561,7 @@ mod tests {
     fn two_models_cached() -> CandleBackend {
         let mut backend = CandleBackend::default().with_cache_budget(u64::MAX).with_vae_tile_px(32);
         for name in ["sd15_tiny", "sdxl_tiny"] {
-            backend.load(&fixture_model(name), DeviceChoice::Cpu, None, &mut |_| {}).expect("load");
+            backend.load(&fixture_model(name), &cpu(), &mut |_| {}).expect("load");
         }
         backend
     }
