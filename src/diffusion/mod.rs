@@ -8,6 +8,7 @@ pub mod clip;
 pub mod device;
 pub mod error;
 pub mod layers;
+pub mod lora;
 pub mod pipeline;
 pub mod rng;
 pub mod schedulers;

@@ -131,6 +131,14 @@ impl ComponentWeights {
     }
 }
 
+/// Memory-maps safetensors files (LoRA files too) through the one audited mapping below.
+///
+/// # Errors
+/// Files that are not `.safetensors`, unreadable or malformed files.
+pub(crate) fn open_safetensors(files: &[PathBuf]) -> Result<MmapedSafetensors> {
+    open_mmap(files)
+}
+
 /// Memory-maps safetensors files.
 #[allow(unsafe_code, reason = "the one audited mmap: see SAFETY below")]
 fn open_mmap(files: &[PathBuf]) -> Result<MmapedSafetensors> {

@@ -67,6 +67,15 @@ pub enum ModelError {
         /// The file.
         path: PathBuf,
     },
+    /// A LoRA file that cannot be merged: another adapter type (named), another architecture,
+    /// modules that do not fit the model. Refused before any work.
+    #[error("LoRA {}: {what}", path.display())]
+    UnsupportedLora {
+        /// What is wrong, naming the adapter type or the module.
+        what: String,
+        /// The file.
+        path: PathBuf,
+    },
     /// Nothing recognisable as a model.
     #[error("{reason}: {}", path.display())]
     UnknownLayout {

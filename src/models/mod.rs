@@ -9,6 +9,7 @@ pub mod error;
 pub mod hub;
 pub mod layout;
 pub mod library;
+pub mod lora;
 pub mod manage;
 pub mod oom;
 pub mod safetensors_header;

@@ -12,6 +12,7 @@ mod candle_cli;
 mod cli;
 mod diffusion;
 mod engine;
+mod lora;
 mod models;
 mod models_dirs;
 mod refs;
