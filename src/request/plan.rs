@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use super::{Profiles, Request, RequestError, Sweep};
 use crate::models::catalog::{Catalog, ModelRef};
+use crate::storage::jobs_log::RunnerTag;
 use crate::storage::naming::slug;
 use crate::vocab::SamplerKind;
 
@@ -55,6 +56,9 @@ pub struct Plan {
     pub items: Vec<WorkItem>,
     /// The VAE swapped into every model of the plan (`Request::vae` resolved), if any.
     pub vae: Option<ModelRef>,
+    /// Set by the overnight runner: copied into every jobs-log line of the plan.
+    #[serde(default)]
+    pub runner: Option<RunnerTag>,
 }
 
 impl Plan {
@@ -153,7 +157,7 @@ pub fn build_plan(
     };
     let mut request = request.clone();
     request.seed = Some(seed_base);
-    Ok(Plan { request, seed_base, run_dir, items, vae })
+    Ok(Plan { request, seed_base, run_dir, items, vae, runner: None })
 }
 
 #[cfg(test)]

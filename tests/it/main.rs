@@ -16,10 +16,12 @@ mod models;
 mod models_dirs;
 mod refs;
 mod rng;
+mod runner;
 mod sampler_pipeline;
 mod schedulers;
 mod single_file;
 mod slurm;
+mod stops;
 mod ui;
 mod util;
 
