@@ -262,6 +262,15 @@ mod tests {
     }
 
     #[test]
+    fn models_dirs_split_like_path_and_skip_empty_parts() {
+        let joined = std::env::join_paths(["/a/webui", "", "/b/ComfyUI"]).expect("joins");
+        let value = joined.to_string_lossy().into_owned();
+        let dirs = config(&[(MODELS_DIR_VAR, value.as_str())]).models_dirs();
+        assert_eq!(dirs, [PathBuf::from("/a/webui"), PathBuf::from("/b/ComfyUI")]);
+        assert!(config(&[]).models_dirs().is_empty());
+    }
+
+    #[test]
     fn defaults_apply_when_unset_and_bad_values_name_the_variable() {
         let empty = config(&[]);
         assert_eq!(empty.output_root(), PathBuf::from(DEFAULT_OUTPUT_DIR));

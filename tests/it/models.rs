@@ -742,3 +742,57 @@ fn weight_choice_matches_diffusers() {
         }
     }
 }
+
+/// `--vae` with a hub VAE repo (as madebyollin/sdxl-vae-fp16-fix: a diffusers VAE at the root,
+/// plus a lone-file copy and a pickle): only `config.json` and the chosen weights are fetched,
+/// and the resolved path is the snapshot folder, offline afterwards too.
+#[test]
+fn a_hub_vae_repo_fetches_only_its_config_and_weights() {
+    let vae = tiny_safetensors(&[
+        "decoder.up_blocks.0.resnets.0.conv1.weight",
+        "encoder.down_blocks.0.resnets.0.conv1.weight",
+    ]);
+    let repo = "madebyollin/sdxl-vae-fp16-fix";
+    let files = vec![
+        (
+            "config.json".to_owned(),
+            br#"{"_class_name": "AutoencoderKL", "force_upcast": false}"#.to_vec(),
+        ),
+        ("diffusion_pytorch_model.safetensors".to_owned(), vae.clone()),
+        ("diffusion_pytorch_model.bin".to_owned(), b"pickle".to_vec()),
+        ("sdxl.vae.safetensors".to_owned(), vae.clone()),
+        ("README.md".to_owned(), b"# fp16 fix".to_vec()),
+    ];
+    let server = start_fake_hub(repo, files);
+    let hub = FakeHub::new();
+    let online = HubConfig {
+        offline: false,
+        endpoint: server.endpoint.clone(),
+        retries: 0,
+        ..hub.config.clone()
+    };
+    let model = Catalog::builtin().resolve_vae(repo).expect("a hub id");
+    let resolved =
+        resolve_model(&model, &online, WeightVariant::Fp16, &mut |_| {}).expect("online");
+    let ResolvedModel::Vae { path, revision } = &resolved else { panic!("a VAE: {resolved:?}") };
+    assert!(
+        path.join("config.json").is_file()
+            && path.join("diffusion_pytorch_model.safetensors").is_file()
+    );
+    assert_eq!(revision.as_deref(), Some(REVISION));
+    let requests = server.requests.lock().expect("log").clone();
+    let downloads: Vec<&String> = requests.iter().filter(|r| r.contains("/resolve/")).collect();
+    assert!(
+        downloads.iter().all(|r| r.contains("config.json") || r.contains("diffusion_pytorch_model.safetensors")),
+        "{downloads:#?}"
+    );
+    assert_eq!(
+        resolve_model(&model, &hub.config, WeightVariant::Fp16, &mut |_| {}).expect("offline"),
+        resolved
+    );
+    // One file of the repo, named.
+    let named =
+        Catalog::builtin().resolve_vae(&format!("{repo}/sdxl.vae.safetensors")).expect("named");
+    let file = resolve_model(&named, &online, WeightVariant::Fp16, &mut |_| {}).expect("file");
+    assert!(file.path().ends_with("sdxl.vae.safetensors"));
+}

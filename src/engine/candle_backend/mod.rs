@@ -474,6 +474,57 @@ mod tests {
         assert_eq!((stats.hits, stats.evictions, stats.entries), (1, 1, 1));
     }
 
+    /// Issue 11: a single file loads through the backend, and the VAE is part of the model's
+    /// key: another VAE is another pipeline, switching back is a cache hit.
+    #[test]
+    fn single_files_load_and_the_vae_is_part_of_the_cache_key() {
+        let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/diffusion");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("tiny.safetensors");
+        fs_err::copy(fixtures.join("single_file/sdxl_tiny.f16.safetensors"), &file).expect("copy");
+        let config = dir.path().join("tiny.config");
+        fs_err::create_dir_all(&config).expect("dir");
+        for entry in walk(&fixtures.join("single_file/configs/sdxl_tiny")) {
+            let relative =
+                entry.strip_prefix(fixtures.join("single_file/configs/sdxl_tiny")).expect("below");
+            fs_err::create_dir_all(config.join(relative).parent().expect("parent")).expect("dir");
+            fs_err::copy(&entry, config.join(relative)).expect("copy");
+        }
+        let model = ModelRef {
+            display_name: "tiny file".to_owned(),
+            source: ModelSource::LocalFile(file),
+            kind: EntryKind::Pipeline,
+            defaults: ModelDefaults::SDXL,
+        };
+        let vae = ModelRef {
+            display_name: "tiny vae".to_owned(),
+            source: ModelSource::LocalDir(fixtures.join("single_file/vae/tiny_vae_diffusers")),
+            kind: EntryKind::Vae,
+            defaults: ModelDefaults::SDXL,
+        };
+        let with_vae = LoadOptions { vae: Some(vae), ..cpu() };
+        let mut backend = CandleBackend::default().with_cache_budget(u64::MAX);
+        assert!(backend.load(&model, &cpu(), &mut |_| {}).expect("own vae").load_s > 0.0);
+        assert!(backend.load(&model, &with_vae, &mut |_| {}).expect("other vae").load_s > 0.0);
+        assert_eq!(backend.load(&model, &cpu(), &mut |_| {}).expect("back").load_s, 0.0);
+        assert_eq!(backend.load(&model, &with_vae, &mut |_| {}).expect("back").load_s, 0.0);
+        let stats = backend.cache_stats();
+        assert_eq!((stats.hits, stats.misses, stats.entries), (2, 2, 2));
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        for entry in fs_err::read_dir(dir).expect("read") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                files.extend(walk(&path));
+            } else {
+                files.push(path);
+            }
+        }
+        files
+    }
+
     /// The estimate's measures come from the loaded pipeline's own configs: the tiny SDXL
     /// fixture's first UNet channels, its first cross-attention level and heads there, its VAE
     /// channels and scale, and the element sizes it was loaded in (f32).
