@@ -12,3 +12,4 @@ mod ui;
 mod util;
 
 mod metadata;
+mod metadata_formats;

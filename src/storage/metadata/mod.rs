@@ -10,13 +10,22 @@
 
 pub mod a1111;
 pub mod comfyui;
+pub mod containers;
+pub mod encode;
+pub mod exif;
 pub mod fooocus;
 pub mod foreign_samplers;
 pub mod infotext;
 pub mod invokeai;
+pub mod invokeai_legacy;
+pub mod jpeg_io;
+pub mod novelai;
 pub mod png_io;
 mod recover;
+pub mod stealth;
 mod values;
+pub mod webp_io;
+pub mod xmp;
 
 pub use recover::{
     MetadataError, Recovered, Source, format_human, recover, recover_file, recover_from_chunks,

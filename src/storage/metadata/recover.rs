@@ -24,6 +24,8 @@ pub enum Source {
     Invokeai,
     /// Fooocus (its JSON scheme or its A1111 scheme).
     Fooocus,
+    /// NovelAI (`Comment` JSON with `Description`, `Software`, `Source`).
+    Novelai,
 }
 
 impl Source {
@@ -35,6 +37,7 @@ impl Source {
             Self::Comfyui => "ComfyUI",
             Self::Invokeai => "InvokeAI",
             Self::Fooocus => "Fooocus",
+            Self::Novelai => "NovelAI",
         }
     }
 }
