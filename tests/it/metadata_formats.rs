@@ -155,6 +155,7 @@ struct OutsideReading {
     pillow_user_comment_prefix: Option<String>,
     xmp_generation: Option<serde_json::Value>,
     sd_parsers: Option<SdParsersReading>,
+    exiftool: Option<BTreeMap<String, String>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -211,6 +212,12 @@ fn outside_readers_read_our_jpeg_and_webp() {
         assert_eq!(params.get("cfg_scale"), Some(&infotext::format_number(info.cfg)));
         assert_eq!(params.get("scheduler").map(String::as_str), schedule);
         assert_eq!(sd.model.as_deref(), Some(info.model.as_str()));
+        // exiftool finds the comment in the Exif IFD and our property under its namespace.
+        let exiftool = reading.exiftool.as_ref().expect("exiftool");
+        let comment = exiftool.get("ExifIFD:UserComment").map(String::as_str);
+        assert_eq!(comment, Some(infotext::format(&info).as_str()), "{name}");
+        let json = exiftool.get("XMP-imagelab:Generation").expect("xmp property");
+        assert_eq!(serde_json::from_str::<GenerationInfo>(json).expect("ours"), info, "{name}");
     }
 }
 
@@ -226,8 +233,8 @@ fn a1111_jpeg_and_webp_from_piexif() {
             Some(TextOrigin::Exif(Ifd::Exif, TAG_USER_COMMENT)),
             "{name}"
         );
-        // The same infotext A1111's reader got from the piexif files (the little-endian copy
-        // is the same text in the other byte order; piexif itself cannot write that).
+        // The same infotext A1111's reader got from the piexif files; exiftool wrote the
+        // little-endian copy (piexif cannot) and reads every one the same.
         let reference =
             recorded.get(name.replace("exif_little_endian", "a1111").as_str()).expect("rec");
         assert_eq!(text.get("parameters"), reference.a1111_geninfo.as_deref(), "{name}");
@@ -243,7 +250,14 @@ fn a1111_jpeg_and_webp_from_piexif() {
         assert_eq!(found.model, "sd_xl_base_1.0");
         let sd = reference.sd_parsers.as_ref().expect("sd-parsers");
         assert_eq!(sd.prompts, vec![found.prompt.clone()]);
+        let own = recorded.get(name).and_then(|r| r.exiftool.as_ref()).expect("exiftool");
+        assert_eq!(own.get("ExifIFD:UserComment").map(String::as_str), text.get("parameters"));
     }
+    let little = recorded.get("exif_little_endian.jpg").and_then(|r| r.exiftool.as_ref());
+    assert_eq!(
+        little.and_then(|e| e.get("File:ExifByteOrder")).map(String::as_str),
+        Some("Little-endian (Intel, II)")
+    );
     // sd-parsers assumes big-endian UTF-16 and cannot read the little-endian file; we can.
     assert!(recorded.get("exif_little_endian.jpg").expect("rec").sd_parsers.is_none());
 }

@@ -12,8 +12,9 @@ JPEG/WebP files:
      lossless=...)`, then `piexif.insert(piexif.dump({"Exif": {UserComment:
      piexif.helper.UserComment.dump(infotext, encoding="unicode")}}))`, exactly as
      `modules/images.py` (`save_image` / `save_image_with_geninfo`) does;
-   - the same infotext in a little-endian EXIF block with a little-endian UNICODE comment, as
-     exiftool writes into Intel-order files;
+   - the same infotext written by exiftool into an Intel-order (little-endian) EXIF block, where
+     it stores the UNICODE comment little-endian too
+     (`exiftool -ExifByteOrder=Little-endian -UserComment<=FILE`);
    - Fooocus JPEG: Pillow `Image.Exif()` with UserComment (its JSON), Software and MakerNote
      (the scheme), `save(quality=95, optimize=True, progressive=True, exif=...)`
      (`modules/meta_parser.py:get_exif`, `modules/private_logger.py`);
@@ -30,7 +31,8 @@ JPEG/WebP files:
    - hostile files: an EXIF IFD loop, a huge IFD entry count, a truncated RIFF.
 2. Reads our own JPEG/WebP files and the foreign ones with outside readers and records what they
    saw in formats_outside_reader.json: A1111's `read_info_from_image` (piexif; copied logic),
-   Pillow's EXIF, the standard library's XML parser on our XMP, and `sd-parsers`.
+   Pillow's EXIF, the standard library's XML parser on our XMP, `sd-parsers`, and exiftool
+   (Debian's libimage-exiftool-perl 12.57).
 3. Writes the styles fixtures (A1111 styles.csv with quoting, multi-line prompts, missing
    columns, duplicate names and a BOM; a Fooocus style JSON) and records, with the tools' own
    loading and applying code (copied from `modules/styles.py` and `modules/sdxl_styles.py`,
@@ -45,7 +47,9 @@ import io
 import json
 import re
 import struct
+import subprocess
 import sys
+import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -98,16 +102,27 @@ def a1111_save(path: Path, fmt: str, lossless: bool = False) -> None:
     piexif.insert(exif_bytes, str(path))
 
 
-def little_endian_exif(text: str) -> bytes:
-    """An Intel-order TIFF: IFD0 -> Exif IFD -> UserComment = UNICODE + UTF-16LE (exiftool)."""
-    comment = b"UNICODE\0" + text.encode("utf-16-le")
-    ifd0 = 8
-    exif_ifd = ifd0 + 2 + 12 + 4
-    data = exif_ifd + 2 + 12 + 4
-    out = b"II*\0" + struct.pack("<I", ifd0)
-    out += struct.pack("<H", 1) + struct.pack("<HHII", 0x8769, 4, 1, exif_ifd) + struct.pack("<I", 0)
-    out += struct.pack("<H", 1) + struct.pack("<HHII", 0x9286, 7, len(comment), data) + struct.pack("<I", 0)
-    return b"Exif\0\0" + out + comment
+def exiftool_little_endian(path: Path) -> None:
+    """A plain JPEG, then exiftool writes the infotext as UserComment in little-endian EXIF."""
+    base_image().save(path, format="JPEG", quality=80)
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".txt", delete=False) as text:
+        text.write(A1111_INFOTEXT)
+    subprocess.run(
+        ["exiftool", "-q", "-overwrite_original", "-ExifByteOrder=Little-endian", f"-UserComment<={text.name}", str(path)],
+        check=True,
+    )
+    Path(text.name).unlink()
+
+
+def exiftool_reading(path: Path):
+    """UserComment and our XMP property as exiftool reads them."""
+    out = subprocess.run(
+        ["exiftool", "-j", "-G1", "-UserComment", "-XMP-imagelab:Generation", "-ExifByteOrder", str(path)],
+        check=True, capture_output=True,
+    )
+    found = json.loads(out.stdout)[0]
+    found.pop("SourceFile", None)
+    return found
 
 
 def fooocus_jpeg(path: Path) -> None:
@@ -194,7 +209,7 @@ def stealth_bits(signature: str, payload: bytes) -> str:
 def embed_stealth(image: Image.Image, mode: str, compressed: bool, text: str) -> Image.Image:
     """add_data: column-major (x outer, y inner); alpha LSB, or R, G, B LSBs."""
     signature = f"stealth_{'png' if mode == 'alpha' else 'rgb'}{'info' if not compressed else 'comp'}"
-    payload = gzip.compress(text.encode("utf-8")) if compressed else text.encode("utf-8")
+    payload = gzip.compress(text.encode("utf-8"), mtime=0) if compressed else text.encode("utf-8")
     bits = stealth_bits(signature, payload)
     image = image.convert("RGBA")
     width, height = image.size
@@ -286,11 +301,7 @@ def write_foreign() -> None:
     a1111_save(OUT / "a1111.jpg", "JPEG")
     a1111_save(OUT / "a1111_lossy.webp", "WEBP")
     a1111_save(OUT / "a1111_lossless.webp", "WEBP", lossless=True)
-    buffer = io.BytesIO()
-    base_image().save(buffer, format="JPEG", quality=80)
-    plain = buffer.getvalue()
-    segment = little_endian_exif(A1111_INFOTEXT)
-    (OUT / "exif_little_endian.jpg").write_bytes(plain[:2] + b"\xff\xe1" + struct.pack(">H", len(segment) + 2) + segment + plain[2:])
+    exiftool_little_endian(OUT / "exif_little_endian.jpg")
     fooocus_jpeg(OUT / "fooocus.jpg")
     comfyui_webp(OUT / "comfyui.webp")
     invokeai_pngs()
@@ -370,6 +381,7 @@ def record_outside_readings() -> None:
             "pillow_user_comment_prefix": None if comment is None else comment[:8].decode("latin-1"),
             "xmp_generation": generation,
             "sd_parsers": sd_parsers_reading(path, eager="stealth" in path.name),
+            "exiftool": exiftool_reading(path) if path.suffix != ".png" else None,
         }
     (OUT / "formats_outside_reader.json").write_text(json.dumps(readings, indent=1, ensure_ascii=False) + "\n")
 
