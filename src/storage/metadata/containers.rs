@@ -6,7 +6,7 @@
 //! | found in | keyword |
 //! |---|---|
 //! | PNG `tEXt`/`zTXt`/`iTXt` chunks | their own keyword |
-//! | EXIF `UserComment` (Exif IFD, else IFD0) | `parameters` (A1111/Forge via piexif, Fooocus via Pillow) |
+//! | EXIF `UserComment` (Exif IFD, else IFD0; in JPEG `APP1`, WebP `EXIF`, PNG `eXIf`) | `parameters` (A1111/Forge via piexif, Fooocus via Pillow) |
 //! | EXIF `MakerNote` `fooocus`/`a1111` in IFD0 | `fooocus_scheme` (Fooocus) |
 //! | EXIF IFD0 `Make`/`Model`/`ImageDescription` = `name:{json}` | `name` (ComfyUI's WebP: `prompt`, `workflow`) |
 //! | EXIF `Software` | `Software` |
@@ -196,6 +196,12 @@ pub fn read_image_text(bytes: &[u8]) -> Result<ImageText, ContainerError> {
                 found.warnings.extend(text.warnings);
             }
             found.size = png_size(bytes);
+            // A1111 also reads an `eXIf` chunk's UserComment (Pillow puts it in `info["exif"]`).
+            if let Some(exif_data) = png_exif(bytes)
+                && !found.has(png_io::PARAMETERS_KEY)
+            {
+                read_exif(&mut found, exif_data);
+            }
             lossless_pixels = true;
         }
         ContainerFormat::Jpeg => {
@@ -234,6 +240,22 @@ fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
         Some(u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
     };
     Some((word(16)?, word(20)?))
+}
+
+/// The data of a PNG's `eXIf` chunk, walking the chunk list (lengths checked, CRCs not: the
+/// EXIF reader bounds everything itself).
+fn png_exif(bytes: &[u8]) -> Option<&[u8]> {
+    let mut pos = 8;
+    while let Some(header) = bytes.get(pos..pos + 8) {
+        let length = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let data = bytes.get(pos + 8..(pos + 8).checked_add(length)?)?;
+        match &header[4..8] {
+            b"eXIf" => return Some(data),
+            b"IEND" => return None,
+            _ => pos = pos + 12 + length,
+        }
+    }
+    None
 }
 
 /// The last line of A1111 infotext holds at least three `key: value` pairs.
@@ -373,6 +395,22 @@ mod tests {
             assert_eq!(found.get("Software"), Some("imagelab 0.1.0"));
             assert_eq!(found.to_png_text().get("imagelab"), Some("{\"seed\": 1}"));
         }
+    }
+
+    #[test]
+    fn png_exif_chunk_user_comment() {
+        let exif_block = build_exif("a cat\nSteps: 20, Sampler: Euler, Seed: 3", "tool");
+        let mut png = Vec::new();
+        {
+            let mut encoder = png::Encoder::new(&mut png, 1, 1);
+            encoder.set_color(png::ColorType::Rgb);
+            let mut writer = encoder.write_header().expect("header");
+            writer.write_chunk(png::chunk::ChunkType(*b"eXIf"), &exif_block).expect("exif");
+            writer.write_image_data(&[0, 0, 0]).expect("data");
+        }
+        let found = read_image_text(&png).expect("reads");
+        assert_eq!(found.get("parameters"), Some("a cat\nSteps: 20, Sampler: Euler, Seed: 3"));
+        assert_eq!(found.size, Some((1, 1)));
     }
 
     #[test]
