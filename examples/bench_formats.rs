@@ -33,8 +33,13 @@ fn synthetic_image(side: u32) -> Vec<u8> {
                 128.0 + 70.0 * (9.0 * u * v).sin(),
             ];
             for channel in base {
-                // Clamped to 0..=255 first, so the cast is exact.
-                rgb.push((channel + grain()).clamp(0.0, 255.0) as u8);
+                #[allow(
+                    clippy::cast_possible_truncation,
+                    clippy::cast_sign_loss,
+                    reason = "clamped to 0..=255 first"
+                )]
+                let sample = (channel + grain()).clamp(0.0, 255.0) as u8;
+                rgb.push(sample);
             }
         }
     }
@@ -65,11 +70,11 @@ fn main() -> ExitCode {
     println!("|---|---|---|");
     for (name, options) in cases {
         let mut best = f64::INFINITY;
-        let mut size = 0;
+        let mut file_bytes = 0;
         for _ in 0..repeats {
             let started = Instant::now();
             match encode_image(side, side, &rgb, &info, options) {
-                Ok(bytes) => size = bytes.len(),
+                Ok(bytes) => file_bytes = bytes.len(),
                 Err(err) => {
                     eprintln!("error: {name}: {err}");
                     return ExitCode::FAILURE;
@@ -77,7 +82,7 @@ fn main() -> ExitCode {
             }
             best = best.min(started.elapsed().as_secs_f64() * 1000.0);
         }
-        println!("| {name} | {best:.0} | {size} |");
+        println!("| {name} | {best:.0} | {file_bytes} |");
     }
     ExitCode::SUCCESS
 }

@@ -16,7 +16,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use imagelab::request::{Mode, SamplerKind};
 use imagelab::storage::metadata::containers::{self, ContainerFormat, TextOrigin};
 use imagelab::storage::metadata::encode::{self, OutputFormat, SaveOptions};
 use imagelab::storage::metadata::exif::{Ifd, TAG_USER_COMMENT};
@@ -24,6 +23,7 @@ use imagelab::storage::metadata::{
     GenerationInfo, Recovered, Source, infotext, invokeai_legacy, novelai, recover_from_chunks,
 };
 use imagelab::storage::styles::{self, StyleSemantics, StylesFormat};
+use imagelab::vocab::{Mode, SamplerKind};
 
 use crate::util::repo_root;
 

@@ -436,7 +436,7 @@ fn find_first_switch(command: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::SamplerKind;
+    use crate::vocab::SamplerKind;
 
     #[test]
     fn negative_words_in_brackets() {

@@ -184,7 +184,7 @@ fn recover_from_object(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::SamplerKind;
+    use crate::vocab::SamplerKind;
 
     const V3_COMMENT: &str = r#"{"prompt": "1girl, cherry blossoms, best quality, amazing quality",
         "steps": 28, "height": 1216, "width": 832, "scale": 5.0, "uncond_scale": 1.0,
