@@ -20,7 +20,7 @@ use imagelab::storage::metadata::containers::{self, ContainerFormat, TextOrigin}
 use imagelab::storage::metadata::encode::{self, OutputFormat, SaveOptions};
 use imagelab::storage::metadata::exif::{Ifd, TAG_USER_COMMENT};
 use imagelab::storage::metadata::{
-    GenerationInfo, Recovered, Source, infotext, invokeai_legacy, novelai, recover_from_chunks,
+    GenerationInfo, Recovered, Source, format_human, infotext, invokeai_legacy, novelai, recover,
 };
 use imagelab::storage::styles::{self, StyleSemantics, StylesFormat};
 use imagelab::vocab::{Mode, SamplerKind};
@@ -37,8 +37,7 @@ fn read_fixture(name: &str) -> Vec<u8> {
 
 /// Settings from any container, the way `imagelab info` reads them.
 fn recover_any(bytes: &[u8]) -> Recovered {
-    let text = containers::read_image_text(bytes).expect("a known container");
-    recover_from_chunks(&text.to_png_text()).expect("settings")
+    recover(bytes).expect("settings")
 }
 
 /// Our samples, one per format: non-Latin-1 text (with a character outside the BMP, which
@@ -299,6 +298,13 @@ fn invokeai_2_pngs_agree_with_sd_parsers() {
             assert_eq!(found.steps.map(|s| s.to_string()).as_ref(), params.get("steps"), "{name}");
         }
         assert_eq!((from_json.width, from_json.height), (from_dream.width, from_dream.height));
+        // `info` prefers the JSON record.
+        let found = recover_any(&read_fixture(name));
+        assert_eq!(found.source, Source::Invokeai);
+        assert_eq!(
+            (found.prompt.as_str(), found.steps),
+            (from_json.prompt.as_str(), from_json.steps)
+        );
     }
     // The CLI's k_dpmpp_2 under 30 steps ran with Karras sigmas.
     let cli = containers::read_image_text(&read_fixture("invokeai2_cli.png")).expect("reads");
@@ -336,6 +342,12 @@ fn novelai_text_chunks_and_stealth_agree_with_sd_parsers() {
         assert_eq!(Some(found.model.clone()), sd.model);
         assert_eq!(found.sampler, Some(SamplerKind::EulerA));
         assert_eq!((found.steps, found.seed), (Some(28), Some(2_940_596)));
+        // `info` finds the same, from the text chunks or (stripped) from the alpha channel.
+        let via_info = recover_any(&read_fixture(name));
+        assert_eq!(via_info.source, Source::Novelai);
+        assert_eq!((via_info.prompt.as_str(), via_info.seed), (found.prompt.as_str(), found.seed));
+        assert_eq!((via_info.width, via_info.height), (Some(96), Some(96)));
+        assert!(format_human(&via_info).contains("Source:          NovelAI"));
     }
     // A1111 reads NovelAI's PNG as Description + uc + steps/scale/seed and the image size.
     let reading = recorded.get("novelai_v3.png").expect("rec");
@@ -446,4 +458,25 @@ fn styles_files_load_and_apply_as_their_tools_do() {
     let warnings = a1111.warnings.join("\n");
     assert!(warnings.contains("defined twice") && warnings.contains("empty name"), "{warnings}");
     assert!(warnings.contains("extra cells"), "{warnings}");
+}
+
+/// What `imagelab info` prints for every JPEG/WebP/legacy fixture (errors included), pinned: a
+/// change in wording or layout is seen in review (tests/it/snapshots/).
+#[test]
+fn info_text_of_every_format_is_pinned() {
+    let mut names: Vec<String> = fs_err::read_dir(fixtures())
+        .expect("fixtures")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| [".png", ".jpg", ".webp"].iter().any(|ext| name.ends_with(ext)))
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 18, "{names:?}");
+    for name in names {
+        let text = match recover(&read_fixture(&name)) {
+            Ok(found) => format_human(&found),
+            Err(err) => format!("error: {err}\n"),
+        };
+        let stem = name.replace('.', "_");
+        insta::assert_snapshot!(format!("info_format_{stem}"), text);
+    }
 }

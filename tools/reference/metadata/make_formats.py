@@ -240,7 +240,7 @@ def embed_stealth(image: Image.Image, mode: str, compressed: bool, text: str) ->
 
 NOVELAI_COMMENT = {
     "prompt": "1girl, cherry blossoms, best quality, amazing quality, very aesthetic",
-    "steps": 28, "height": 16, "width": 16, "scale": 5.0, "uncond_scale": 1.0, "cfg_rescale": 0.0,
+    "steps": 28, "height": 96, "width": 96, "scale": 5.0, "uncond_scale": 1.0, "cfg_rescale": 0.0,
     "seed": 2940596, "n_samples": 1, "hide_debug_overlay": False, "noise_schedule": "native",
     "legacy_v3_extend": False, "reference_information_extracted_multiple": [],
     "reference_strength_multiple": [], "sampler": "k_euler_ancestral", "controlnet_strength": 1.0,
