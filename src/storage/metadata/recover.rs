@@ -323,8 +323,10 @@ fn recover_with_size(
     }
     Err(last_error.unwrap_or_else(|| {
         let keywords = text.keywords();
-        let damage: String =
-            text.warnings.iter().take(3).map(|warning| format!("; {warning}")).collect();
+        let damage = text.warnings.iter().take(3).fold(String::new(), |mut out, warning| {
+            let _ = write!(out, "; {warning}");
+            out
+        });
         MetadataError::NoMetadata {
             keywords: if keywords.is_empty() { "none".to_owned() } else { keywords.join(", ") },
             damage,
