@@ -11,79 +11,9 @@
 //! A JPEG segment holds at most 64 KiB, so very long prompts do not fit a JPEG; the error says
 //! so and callers save a PNG instead rather than lose the image.
 
-use serde::{Deserialize, Serialize};
-
 use super::{GenerationInfo, exif, infotext, jpeg_io, png_io, webp_io, xmp};
 
-/// Default quality of lossy JPEG/WebP output.
-pub const DEFAULT_QUALITY: u8 = 90;
-
-/// The file format of saved images.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OutputFormat {
-    /// Lossless PNG (the default).
-    #[default]
-    Png,
-    /// Baseline JPEG at a quality.
-    Jpeg,
-    /// WebP, lossy at a quality or lossless.
-    Webp,
-}
-
-impl OutputFormat {
-    /// Every format, in menu order.
-    pub const ALL: [Self; 3] = [Self::Png, Self::Jpeg, Self::Webp];
-
-    /// The CLI name (`png`, `jpeg`, `webp`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Png => "png",
-            Self::Jpeg => "jpeg",
-            Self::Webp => "webp",
-        }
-    }
-
-    /// The file extension, without the dot.
-    pub fn extension(self) -> &'static str {
-        match self {
-            Self::Png => "png",
-            Self::Jpeg => "jpg",
-            Self::Webp => "webp",
-        }
-    }
-
-    /// Reads a CLI name (`jpg` is accepted for JPEG).
-    ///
-    /// # Errors
-    /// An unknown name; the message lists the known ones.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "png" => Ok(Self::Png),
-            "jpeg" | "jpg" => Ok(Self::Jpeg),
-            "webp" => Ok(Self::Webp),
-            other => Err(format!("unknown image format {other:?} (png, jpeg or webp)")),
-        }
-    }
-}
-
-/// How to save one image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct SaveOptions {
-    /// The format.
-    pub format: OutputFormat,
-    /// Quality 1–100 of lossy JPEG/WebP.
-    pub quality: u8,
-    /// Lossless WebP (ignored by the other formats).
-    pub lossless: bool,
-}
-
-impl Default for SaveOptions {
-    fn default() -> Self {
-        Self { format: OutputFormat::Png, quality: DEFAULT_QUALITY, lossless: false }
-    }
-}
+pub use crate::vocab::{DEFAULT_QUALITY, OutputFormat, SaveOptions};
 
 /// Why an image could not be encoded.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +49,17 @@ pub fn metadata_blocks(info: &GenerationInfo) -> (Vec<u8>, Option<String>) {
     (exif_block, packet)
 }
 
+/// Whether a JPEG can carry this image's settings: the infotext (UTF-16) and our JSON each
+/// fit one 64 KiB segment. PNG and WebP have no such limit.
+///
+/// # Errors
+/// [`jpeg_io::JpegError::SegmentTooLarge`] naming which part is too large.
+pub fn check_jpeg_metadata(info: &GenerationInfo) -> Result<(), EncodeError> {
+    let (exif_block, packet) = metadata_blocks(info);
+    jpeg_io::insert_metadata(&[0xFF, 0xD8, 0xFF, 0xD9], Some(&exif_block), packet.as_deref())?;
+    Ok(())
+}
+
 /// Encodes RGB8 pixels in the chosen format with our metadata.
 ///
 /// # Errors
@@ -134,13 +75,9 @@ pub fn encode_image(
     match options.format {
         OutputFormat::Png => Ok(png_io::encode_png(width, height, rgb, info)?),
         OutputFormat::Jpeg => {
-            let (exif_block, packet) = metadata_blocks(info);
             // Check the metadata before spending time on the pixels.
-            jpeg_io::insert_metadata(
-                &[0xFF, 0xD8, 0xFF, 0xD9],
-                Some(&exif_block),
-                packet.as_deref(),
-            )?;
+            check_jpeg_metadata(info)?;
+            let (exif_block, packet) = metadata_blocks(info);
             let plain = jpeg_io::encode_rgb(width, height, rgb, options.quality)?;
             Ok(jpeg_io::insert_metadata(&plain, Some(&exif_block), packet.as_deref())?)
         }
@@ -216,12 +153,5 @@ mod tests {
             encode_image(24, 16, &rgb, &info, SaveOptions { format, ..SaveOptions::default() })
                 .expect("fits");
         }
-    }
-
-    #[test]
-    fn format_names() {
-        assert_eq!(OutputFormat::parse("JPG"), Ok(OutputFormat::Jpeg));
-        assert_eq!(OutputFormat::parse("webp").map(OutputFormat::extension), Ok("webp"));
-        assert!(OutputFormat::parse("gif").expect_err("unknown").contains("png, jpeg or webp"));
     }
 }

@@ -299,19 +299,16 @@ fn push_property(found: &mut XmpProperties, property: XmpProperty) {
     }
 }
 
-/// JSON with every non-ASCII character as a `\uXXXX` escape (surrogate pairs above U+FFFF),
-/// so it survives any XML processor: XML 1.0 cannot carry some characters (U+FFFE, U+FFFF)
-/// even as references. Escaping inside JSON strings keeps the JSON value the same.
-pub fn ascii_json(json: &str) -> String {
+/// JSON as XML 1.0 can carry it: U+FFFE and U+FFFF, which XML cannot hold even as character
+/// references, become `\\uXXXX` escapes (JSON only produces them inside strings, where the
+/// escape keeps the value); everything else stays as it is, so the packet stays small.
+pub fn xml_safe_json(json: &str) -> String {
     let mut out = String::with_capacity(json.len());
     for c in json.chars() {
-        if c.is_ascii() {
-            out.push(c);
+        if matches!(c, '\u{fffe}' | '\u{ffff}') {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
         } else {
-            let mut units = [0u16; 2];
-            for unit in c.encode_utf16(&mut units) {
-                let _ = write!(out, "\\u{unit:04x}");
-            }
+            out.push(c);
         }
     }
     out
@@ -323,8 +320,8 @@ fn escape_xml_text(text: &str) -> String {
 
 /// Our XMP packet: `imagelab:generation` = the request as (ASCII) JSON.
 pub fn build_xmp(generation_json: &str, creator_tool: &str) -> String {
-    let json = escape_xml_text(&ascii_json(generation_json));
-    let tool = escape_xml_text(&ascii_json(creator_tool));
+    let json = escape_xml_text(&xml_safe_json(generation_json));
+    let tool = escape_xml_text(&xml_safe_json(creator_tool));
     format!(
         "<?xpacket begin=\"\u{feff}\" id=\"W5M0MpCehiHzreSzNTczkc9d\"?>\n\
          <x:xmpmeta xmlns:x=\"adobe:ns:meta/\">\n \
@@ -345,15 +342,17 @@ mod tests {
 
     #[test]
     fn ours_round_trips_including_odd_characters() {
-        let json = r#"{"prompt":"a <cat> & \"dog\", 猫 😀 \uffff","seed":1}"#;
-        let packet = build_xmp(json, "imagelab 0.1.0");
-        // Only the packet header's byte-order mark is not ASCII.
-        assert!(packet.replace('\u{feff}', "").is_ascii());
+        let json = serde_json::json!({"prompt": "a <cat> & \"dog\", 猫 😀 \u{ffff}", "seed": 1})
+            .to_string();
+        assert!(json.contains('\u{ffff}'), "serde_json keeps it raw: {json}");
+        let packet = build_xmp(&json, "imagelab 0.1.0");
+        // XML cannot carry U+FFFF: it is escaped.
+        assert!(!packet.contains('\u{ffff}') && packet.contains("\\uffff"));
         let found = read_xmp(packet.as_bytes());
         assert!(found.warnings.is_empty(), "{:?}", found.warnings);
         let back = found.get(NS_IMAGELAB, GENERATION_PROPERTY).expect("ours");
         let value: serde_json::Value = serde_json::from_str(back).expect("json");
-        let original: serde_json::Value = serde_json::from_str(json).expect("json");
+        let original: serde_json::Value = serde_json::from_str(&json).expect("json");
         assert_eq!(value, original);
         assert_eq!(found.get(NS_XMP, "CreatorTool"), Some("imagelab 0.1.0"));
     }
