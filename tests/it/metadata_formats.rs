@@ -480,3 +480,84 @@ fn info_text_of_every_format_is_pinned() {
         insta::assert_snapshot!(format!("info_format_{stem}"), text);
     }
 }
+
+/// `imagelab generate --format …` through the built binary with the mock backend.
+fn generate_mock(out: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    crate::util::imagelab()
+        .args(["generate", "--backend", "mock", "--width", "64", "--height", "48", "--out"])
+        .arg(out)
+        .args(extra)
+        .output()
+        .expect("runs")
+}
+
+fn only_file(dir: &std::path::Path) -> PathBuf {
+    let mut files: Vec<PathBuf> = crate::util::files_below(dir)
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().contains("jobs"))
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    files.remove(0)
+}
+
+#[test]
+fn cli_writes_jpeg_and_webp_that_info_and_from_read_back_exactly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prompt = "a lighthouse, 灯台 😀";
+    for (flags, extension) in [
+        (vec!["--format", "jpeg", "--quality", "85"], "jpg"),
+        (vec!["--format", "webp"], "webp"),
+        (vec!["--format", "webp", "--lossless"], "webp"),
+    ] {
+        let first = dir.path().join(format!("first-{}", flags.join("")));
+        let mut args = vec!["--prompt", prompt, "--profile", "Cinematic", "--seed", "9"];
+        args.extend(&flags);
+        let output = generate_mock(&first, &args);
+        assert_eq!(output.status.code(), Some(0), "{}", crate::util::stderr(&output));
+        let image = only_file(&first);
+        assert_eq!(image.extension().and_then(|e| e.to_str()), Some(extension), "{flags:?}");
+        let original = imagelab::storage::metadata::recover_file(&image).expect("reads");
+        assert_eq!(original.source, Source::Imagelab, "{flags:?}");
+        let info = original.generation.clone().expect("our record");
+        assert_eq!((info.prompt.contains(prompt), info.seed), (true, 9));
+        // `info --json` says the same.
+        let output = crate::util::imagelab().args(["info", "--json"]).arg(&image).output();
+        let json: serde_json::Value =
+            serde_json::from_slice(&output.expect("runs").stdout).expect("json");
+        assert_eq!(json["source"], "imagelab");
+        // `--from` restores every setting: the new image's record is the same request.
+        let again = dir.path().join(format!("again-{}", flags.join("")));
+        let mut args = vec!["--from", image.to_str().expect("utf-8")];
+        args.extend(&flags);
+        let output = generate_mock(&again, &args);
+        assert_eq!(output.status.code(), Some(0), "{}", crate::util::stderr(&output));
+        let rerun = only_file(&again);
+        let back = imagelab::storage::metadata::recover_file(&rerun).expect("reads");
+        let mut back_info = back.generation.expect("ours");
+        // A re-run asks for the sampler that ran (the first asked for the model's default).
+        assert_eq!(back_info.requested_sampler, info.sampler);
+        back_info.requested_sampler = info.requested_sampler;
+        assert_eq!(back_info, info, "{flags:?}");
+        if flags.contains(&"--lossless") {
+            let pixels = |p: &std::path::Path| image::open(p).expect("webp").to_rgb8().into_raw();
+            assert_eq!(pixels(&image), pixels(&rerun), "bit-for-bit from the metadata");
+        }
+    }
+}
+
+#[test]
+fn cli_refuses_bad_format_settings_before_any_work() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let long = "猫".repeat(12_000);
+    for (args, field) in [
+        (vec!["--prompt", "x", "--format", "gif"], "format"),
+        (vec!["--prompt", "x", "--quality", "0"], "quality"),
+        (vec!["--prompt", "x", "--format", "jpeg", "--lossless"], "lossless"),
+        (vec!["--prompt", long.as_str(), "--format", "jpeg"], "format"),
+    ] {
+        let output = generate_mock(dir.path(), &args);
+        assert_eq!(output.status.code(), Some(2), "{field}: {}", crate::util::stderr(&output));
+        assert!(crate::util::stderr(&output).contains(field), "{}", crate::util::stderr(&output));
+    }
+    assert!(crate::util::files_below(dir.path()).is_empty(), "nothing written");
+}
