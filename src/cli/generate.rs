@@ -12,7 +12,7 @@ use crate::app::{BackendChoice, DEFAULT_OUTPUT_DIR, EngineSetup, FrontEndConfig}
 use crate::engine::{Engine, Event, no_waker, prepare_plan};
 use crate::models::catalog::{Catalog, DEFAULT_MODEL};
 use crate::request::restore::{RequestField, restore_settings};
-use crate::request::{Request, RequestError, Sweep};
+use crate::request::{Profiles, Request, RequestError, Sweep};
 use crate::storage::metadata::recover_file;
 use crate::vocab::{
     DEFAULT_QUALITY, DeviceChoice, LoraSpec, OutputFormat, Precision, RAW_PROFILE, SamplerKind,
@@ -198,7 +198,8 @@ pub fn run_args(
     let from = args.from.clone();
     let mut options = args.into_options(config)?;
     if let Some(file) = from {
-        for note in apply_from(&file, &mut options.request, matches)? {
+        let profiles = config.profiles().map_err(|err| CliError::Usage(err.to_string()))?;
+        for note in apply_from(&file, &mut options.request, matches, &profiles)? {
             eprintln!("note: {note}");
         }
     }
@@ -214,9 +215,10 @@ pub fn apply_from(
     file: &Path,
     request: &mut Request,
     matches: &ArgMatches,
+    profiles: &Profiles,
 ) -> Result<Vec<String>, CliError> {
     let recovered = recover_file(file).map_err(|err| CliError::Usage(format!("--from: {err}")))?;
-    let restored = restore_settings(&recovered, &Catalog::builtin());
+    let restored = restore_settings(&recovered, &Catalog::builtin(), profiles);
     let typed = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
     restored.overlay.apply(request, |field| match field {
         RequestField::Model => typed("model"),

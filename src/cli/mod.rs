@@ -8,6 +8,7 @@ pub mod env_mode;
 pub mod generate;
 pub mod info;
 pub mod models;
+pub mod profiles;
 mod report;
 
 use std::process::ExitCode;
@@ -98,9 +99,9 @@ pub struct Cli {
 pub enum CliCommand {
     /// Generate images headless (same engine, files and log as the window).
     Generate(Box<generate::GenerateArgs>),
-    /// The settings stored in an image (ours, A1111, ComfyUI, InvokeAI, Fooocus).
+    /// The settings stored in an image (ours, A1111, ComfyUI, InvokeAI, Fooocus, NovelAI).
     Info {
-        /// A PNG file.
+        /// A PNG, JPEG or WebP file.
         file: std::path::PathBuf,
         /// One JSON object on stdout.
         #[arg(long)]
@@ -108,6 +109,8 @@ pub enum CliCommand {
     },
     /// The model catalog against the local Hugging Face cache: list, prefetch, verify.
     Models(models::ModelsArgs),
+    /// Style profiles: list them, import A1111 `styles.csv` or Fooocus style JSON.
+    Profiles(profiles::ProfilesArgs),
     /// Open the window.
     #[cfg(feature = "gui")]
     Gui,
@@ -148,6 +151,7 @@ pub fn run(args: &[std::ffi::OsString], config: &FrontEndConfig) -> Result<Outco
         }
         Some(CliCommand::Info { file, json }) => info::run(&file, json),
         Some(CliCommand::Models(args)) => models::run(&args, config),
+        Some(CliCommand::Profiles(args)) => profiles::run(&args, config),
         #[cfg(feature = "gui")]
         Some(CliCommand::Gui) | None => {
             crate::ui::run_window(config).map_err(|err| match err {

@@ -231,6 +231,17 @@ pub fn read_image_text(bytes: &[u8]) -> Result<ImageText, ContainerError> {
     Ok(found)
 }
 
+/// Our own complete request from any image we wrote (PNG chunk or XMP), when it has one.
+///
+/// # Errors
+/// Not a PNG, JPEG or WebP; or our record is there but not valid JSON of ours.
+pub fn generation_info(bytes: &[u8]) -> Result<Option<super::GenerationInfo>, String> {
+    let text = read_image_text(bytes).map_err(|err| err.to_string())?;
+    text.get(png_io::IMAGELAB_KEY)
+        .map(|json| serde_json::from_str(json).map_err(|err| format!("imagelab record: {err}")))
+        .transpose()
+}
+
 /// The size in a PNG's `IHDR` (the first chunk).
 fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
     if bytes.get(12..16)? != b"IHDR" {
