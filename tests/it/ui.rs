@@ -554,7 +554,13 @@ fn imported_styles_are_listed_and_the_format_choice_reaches_the_files() {
     harness.state_mut().import_styles(&styles);
     harness.run_steps(2);
     assert!(user_file.is_file(), "the user profiles file is written");
-    assert!(harness.state().profiles().get("Quoted \"Name\"").is_some_and(|p| p.is_imported()));
+    assert!(
+        harness
+            .state()
+            .profiles()
+            .get("Quoted \"Name\"")
+            .is_some_and(imagelab::request::Profile::is_imported)
+    );
     // The profile menu lists the imported styles under their own heading.
     harness.get_by_role_and_label(Role::ComboBox, "Profile").click();
     harness.run_steps(2);
