@@ -561,3 +561,72 @@ fn cli_refuses_bad_format_settings_before_any_work() {
     }
     assert!(crate::util::files_below(dir.path()).is_empty(), "nothing written");
 }
+
+#[test]
+fn cli_imports_styles_and_generates_with_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let user_file = dir.path().join("conf/profiles.user.ron");
+    let styles = crate::util::repo_root().join("tests/fixtures/styles");
+    let cli = |args: &[&str]| {
+        crate::util::imagelab()
+            .env("IMAGELAB_USER_PROFILES", &user_file)
+            .args(args)
+            .output()
+            .expect("runs")
+    };
+    let json_file = styles.join("fooocus_styles.json");
+    let output = cli(&["profiles", "import", json_file.to_str().expect("utf-8"), "--json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", crate::util::stderr(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(report["format"], "fooocus_json");
+    assert_eq!(
+        report["added"],
+        serde_json::json!(["SAI Cinematic", "MRE 3D Model", "Fooocus Sharp", "Misc (Steampunk)"])
+    );
+    assert!(user_file.is_file());
+    let output = cli(&["profiles", "list", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let imported: Vec<&str> = listed["profiles"]
+        .as_array()
+        .expect("profiles")
+        .iter()
+        .filter(|p| !p["imported_from"].is_null())
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(imported.len(), 4, "{listed}");
+    // Generating with an imported Fooocus style places the prompt as Fooocus does.
+    let out = dir.path().join("out");
+    let output = cli(&[
+        "generate",
+        "--backend",
+        "mock",
+        "--width",
+        "64",
+        "--height",
+        "48",
+        "--prompt",
+        "a fox",
+        "--negative",
+        "blurry",
+        "--profile",
+        "SAI Cinematic",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", crate::util::stderr(&output));
+    let image = only_file(&out);
+    let info =
+        imagelab::storage::metadata::recover_file(&image).expect("reads").generation.expect("ours");
+    assert_eq!(info.prompt, "replaced a fox later");
+    assert_eq!(info.negative, "blurry");
+    assert_eq!(info.profile, "SAI Cinematic");
+    // A broken styles file is refused, naming it, and the user file is untouched.
+    let before = fs_err::read_to_string(&user_file).expect("user file");
+    let bad = dir.path().join("bad.json");
+    fs_err::write(&bad, "[{\"prompt\": \"no name\"}]").expect("write");
+    let output = cli(&["profiles", "import", bad.to_str().expect("utf-8")]);
+    assert_eq!(output.status.code(), Some(2));
+    let err = crate::util::stderr(&output);
+    assert!(err.contains("bad.json") && err.contains("name"), "{err}");
+    assert_eq!(fs_err::read_to_string(&user_file).expect("user file"), before);
+}
