@@ -23,3 +23,4 @@ mod ui;
 mod util;
 
 mod metadata;
+mod metadata_formats;
