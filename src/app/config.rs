@@ -4,7 +4,7 @@
 //! ends hold one [`FrontEndConfig`] and ask it. Tests build one from a map with
 //! [`FrontEndConfig::from_lookup`], so nothing here needs global state.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use crate::gpu::{SourceChoice, Visibility};
 use crate::models::Catalog;
 use crate::models::hub::HubConfig;
 use crate::models::library::ModelLibrary;
-use crate::request::profiles::{Profiles, ProfilesError};
+use crate::request::profiles::{Profiles, ProfilesError, USER_PROFILES_FILE};
 
 /// Output root (`--out`; default `output_images`).
 pub const OUTPUT_DIR_VAR: &str = "IMAGELAB_OUTPUT_DIR";
@@ -26,6 +26,8 @@ pub const DEVICE_VAR: &str = "IMAGELAB_DEVICE";
 pub const INSTANCE_ID_VAR: &str = "INSTANCE_ID";
 /// A `profiles.ron` to use instead of `./profiles.ron` or the built-in one.
 pub const PROFILES_VAR: &str = "IMAGELAB_PROFILES";
+/// The user profiles file (imported styles) to use instead of the one beside the profiles.
+pub const USER_PROFILES_VAR: &str = "IMAGELAB_USER_PROFILES";
 /// Model cache budget in MiB (0 or unset: keep only the newest pipeline).
 pub const MODEL_CACHE_MB_VAR: &str = "IMAGELAB_MODEL_CACHE_MB";
 /// Memory budget of one generation in MiB (unset: none).
@@ -126,12 +128,26 @@ impl FrontEndConfig {
         HubConfig::from_vars(|name| self.var(name).filter(|value| !value.is_empty()))
     }
 
-    /// `IMAGELAB_PROFILES`, else `./profiles.ron` when present, else the built-in profiles.
+    /// `IMAGELAB_PROFILES`, else `./profiles.ron` when present, else the built-in profiles;
+    /// with the user profiles file (imported styles) merged when it exists.
     ///
     /// # Errors
     /// A file that exists but is broken is an error, never silently replaced.
     pub fn profiles(&self) -> Result<Profiles, ProfilesError> {
-        Profiles::discover(self.profiles_path().as_deref())
+        Profiles::discover(self.profiles_path().as_deref(), Some(&self.user_profiles_path()))
+    }
+
+    /// The user profiles file: `IMAGELAB_USER_PROFILES`, else `profiles.user.ron` beside
+    /// `IMAGELAB_PROFILES`, else `./profiles.user.ron` (beside `./profiles.ron`).
+    pub fn user_profiles_path(&self) -> PathBuf {
+        if let Some(path) = self.non_empty(USER_PROFILES_VAR) {
+            return PathBuf::from(path);
+        }
+        let dir = self
+            .profiles_path()
+            .and_then(|path| path.parent().map(Path::to_path_buf))
+            .unwrap_or_default();
+        dir.join(USER_PROFILES_FILE)
     }
 
     /// `IMAGELAB_PROFILES`, when set.

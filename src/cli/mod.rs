@@ -11,6 +11,7 @@ pub mod generate;
 pub mod gpus;
 pub mod info;
 pub mod models;
+pub mod profiles;
 mod report;
 pub mod runner;
 
@@ -117,9 +118,9 @@ pub struct Cli {
 pub enum CliCommand {
     /// Generate images headless (same engine, files and log as the window).
     Generate(Box<generate::GenerateArgs>),
-    /// The settings stored in an image (ours, A1111, ComfyUI, InvokeAI, Fooocus).
+    /// The settings stored in an image (ours, A1111, ComfyUI, InvokeAI, Fooocus, NovelAI).
     Info {
-        /// A PNG file.
+        /// A PNG, JPEG or WebP file.
         file: std::path::PathBuf,
         /// One JSON object on stdout.
         #[arg(long)]
@@ -133,6 +134,8 @@ pub enum CliCommand {
     Prompts(runner::PromptsArgs),
     /// Generated jobs on every idle GPU until a job count, a time, or a stop.
     Runner(Box<runner::RunnerArgs>),
+    /// Style profiles: list them, import A1111 `styles.csv` or Fooocus style JSON.
+    Profiles(profiles::ProfilesArgs),
     /// Open the window.
     #[cfg(feature = "gui")]
     Gui,
@@ -178,6 +181,7 @@ pub fn run(args: &[std::ffi::OsString], config: &FrontEndConfig) -> Result<Outco
         Some(CliCommand::Runner(args)) => {
             runner::run_runner(&args, config, &crate::runner::StopToken::new())
         }
+        Some(CliCommand::Profiles(args)) => profiles::run(&args, config),
         #[cfg(feature = "gui")]
         Some(CliCommand::Gui) | None => {
             crate::ui::run_window(config).map_err(|err| match err {

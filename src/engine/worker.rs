@@ -18,9 +18,10 @@ use crate::models::catalog::{ModelDefaults, ModelRef};
 use crate::request::{Plan, Sweep, WorkItem};
 use crate::storage::inputs;
 use crate::storage::jobs_log::{self, ItemStatus, JobRecord};
-use crate::storage::metadata::{GenerationInfo, png_io, version_string};
+use crate::storage::metadata::encode::encode_image;
+use crate::storage::metadata::{GenerationInfo, version_string};
 use crate::storage::naming::{image_stem, write_new_file};
-use crate::vocab::SamplerKind;
+use crate::vocab::{OutputFormat, SamplerKind, SaveOptions};
 
 /// Wakes the front end after events were sent (`ctx.request_repaint` in the window).
 pub type Waker = Arc<dyn Fn() + Send + Sync>;
@@ -494,8 +495,18 @@ impl Worker {
             }
             let info =
                 prepared.generation_info(plan, item, seed, &generated, self.backend.device_label());
-            let saved = match save_image(&out_dir, &plan.request.prompt, &info, &generated) {
-                Ok(saved) => saved,
+            let options = plan.request.output;
+            let saved = match save_image(&out_dir, &plan.request.prompt, &info, &generated, options)
+            {
+                Ok((saved, note)) => {
+                    if let Some(note) = note
+                        && !record.notes.contains(&note)
+                    {
+                        self.inbox.emit(Event::Warning(note.clone()));
+                        record.notes.push(note);
+                    }
+                    saved
+                }
                 Err(error) => {
                     record.error = Some(error);
                     return ItemOutcome::Failed;
@@ -719,20 +730,32 @@ fn new_record(job: JobId, plan: &Plan, item: &WorkItem) -> JobRecord {
     }
 }
 
-/// Writes the PNG (and latent) under never-overwritten names.
+/// Writes the image in the requested format (and the latent) under never-overwritten names.
+/// A JPEG whose settings do not fit its 64 KiB metadata segments is saved as a PNG instead,
+/// with a note: the image is never lost and always carries its settings.
 fn save_image(
     out_dir: &Path,
     user_prompt: &str,
     info: &GenerationInfo,
     generated: &Generated,
-) -> Result<SavedImage, String> {
+    options: SaveOptions,
+) -> Result<(SavedImage, Option<String>), String> {
     let image = &generated.image;
-    let bytes = png_io::encode_png(image.width(), image.height(), image.as_raw(), info)
-        .map_err(|e| e.to_string())?;
+    let (width, height) = image.dimensions();
+    let (bytes, format, note) = match encode_image(width, height, image.as_raw(), info, options) {
+        Ok(bytes) => (bytes, options.format, None),
+        Err(err) if err.is_metadata_too_large() => {
+            let png = SaveOptions { format: OutputFormat::Png, ..options };
+            let bytes = encode_image(width, height, image.as_raw(), info, png)
+                .map_err(|e| e.to_string())?;
+            (bytes, OutputFormat::Png, Some(format!("saved as PNG instead of JPEG: {err}")))
+        }
+        Err(err) => return Err(err.to_string()),
+    };
     let timestamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
     let stem = image_stem(&timestamp, &info.profile, user_prompt, info.seed);
-    let path =
-        write_new_file(out_dir, &stem, "png", &bytes).map_err(|e| format!("saving image: {e}"))?;
+    let path = write_new_file(out_dir, &stem, format.extension(), &bytes)
+        .map_err(|e| format!("saving image: {e}"))?;
     let latent = match &generated.latent_safetensors {
         None => None,
         Some(latent) => {
@@ -744,7 +767,7 @@ fn save_image(
             )
         }
     };
-    Ok(SavedImage { path, seed: info.seed, latent, timings: generated.timings.clone() })
+    Ok((SavedImage { path, seed: info.seed, latent, timings: generated.timings.clone() }, note))
 }
 
 /// `path` relative to `root` with `/` separators (the jobs log and favourites use these).

@@ -13,6 +13,7 @@ use crate::engine::{
 };
 use crate::models::catalog::Catalog;
 use crate::request::Profiles;
+use crate::request::profiles::import_styles;
 use crate::request::restore::restore_settings;
 use crate::storage::favorites;
 use crate::storage::metadata::{Recovered, recover};
@@ -64,6 +65,9 @@ pub struct AppConfig {
     pub visibility: Visibility,
     /// The models on offer: the catalog and what the models folders hold.
     pub catalog: Catalog,
+    /// The user profiles file (imported styles), merged after the profiles; `None`: none, and
+    /// "Import styles" says so.
+    pub user_profiles_path: Option<PathBuf>,
 }
 
 impl AppConfig {
@@ -80,6 +84,7 @@ impl AppConfig {
             gpus: None,
             visibility: Visibility::default(),
             catalog: Catalog::builtin(),
+            user_profiles_path: None,
         }
     }
 }
@@ -90,6 +95,8 @@ pub struct LabApp {
     output_root: PathBuf,
     catalog: Catalog,
     profiles: Profiles,
+    profiles_path: Option<PathBuf>,
+    user_profiles_path: Option<PathBuf>,
     model_status: Box<dyn ModelStatusSource>,
     /// The left panel.
     pub controls: ControlsPanel,
@@ -142,7 +149,11 @@ impl LabApp {
         if let Some(notice) = config.notice {
             log.push(Severity::Warning, notice);
         }
-        let profiles = Profiles::discover(config.profiles_path.as_deref()).unwrap_or_else(|err| {
+        let profiles = Profiles::discover(
+            config.profiles_path.as_deref(),
+            config.user_profiles_path.as_deref(),
+        )
+        .unwrap_or_else(|err| {
             log.push(Severity::Error, format!("{err}; using the built-in profiles"));
             Profiles::builtin()
         });
@@ -193,6 +204,8 @@ impl LabApp {
             output_root: config.output_root,
             catalog: config.catalog,
             profiles,
+            profiles_path: config.profiles_path,
+            user_profiles_path: config.user_profiles_path,
             model_status: Box::new(NoModelStatus),
             controls,
             watch: WatchPanel::default(),
@@ -258,6 +271,46 @@ impl LabApp {
     /// The output root.
     pub fn output_root(&self) -> &Path {
         &self.output_root
+    }
+
+    /// The profiles the menu offers (shipped, then imported).
+    pub fn profiles(&self) -> &Profiles {
+        &self.profiles
+    }
+
+    /// Imports an A1111 `styles.csv` or Fooocus style JSON into the user profiles file (the
+    /// same import as `imagelab profiles import`) and reloads the profile menu.
+    pub fn import_styles(&mut self, file: &Path) {
+        let Some(user_file) = self.user_profiles_path.clone() else {
+            self.log.push(Severity::Error, "styles import: no user profiles file is configured");
+            return;
+        };
+        let imported = Profiles::shipped(self.profiles_path.as_deref())
+            .and_then(|shipped| import_styles(file, &user_file, &shipped));
+        match imported {
+            Ok(report) => {
+                for warning in &report.warnings {
+                    self.log.push(Severity::Warning, format!("styles import: {warning}"));
+                }
+                match Profiles::discover(self.profiles_path.as_deref(), Some(&user_file)) {
+                    Ok(profiles) => self.profiles = profiles,
+                    Err(err) => self.log.push(Severity::Error, err.to_string()),
+                }
+                let count = report.added.len() + report.updated.len();
+                self.log.push(
+                    Severity::Info,
+                    format!(
+                        "imported {count} style{} from {} ({} new, {} updated) into {}",
+                        if count == 1 { "" } else { "s" },
+                        file.display(),
+                        report.added.len(),
+                        report.updated.len(),
+                        report.user_file.display()
+                    ),
+                );
+            }
+            Err(err) => self.log.push(Severity::Error, format!("styles import: {err}")),
+        }
     }
 
     /// Validates the form and queues it; errors go to the log and a toast.
@@ -647,7 +700,7 @@ impl LabApp {
     /// Lays the settings of a recovered image over the form; what could not be taken goes to
     /// the log.
     fn restore_settings(&mut self, found: &Recovered) {
-        let restored = restore_settings(found, &self.catalog);
+        let restored = restore_settings(found, &self.catalog, &self.profiles);
         self.controls.form.apply_overlay(&restored.overlay);
         for note in restored.notes {
             self.log.push(Severity::Warning, note);
@@ -766,6 +819,7 @@ impl eframe::App for LabApp {
         self.log.toasts_ui(&ctx);
         match control_action {
             Some(ControlAction::Generate) => self.generate(),
+            Some(ControlAction::ImportStyles(file)) => self.import_styles(&file),
             Some(ControlAction::Cancel) => self.cancel_running(),
             Some(ControlAction::Download(model)) => {
                 match self.model_status.start_download(&model) {

@@ -40,7 +40,8 @@ pub enum WindowError {
 
 /// The window's start-up settings from the front-end configuration: the backend
 /// (`IMAGELAB_BACKEND`, default candle, falling back to the mock with a notice), the output root
-/// (`IMAGELAB_OUTPUT_DIR`, default `output_images`), `INSTANCE_ID` and `IMAGELAB_PROFILES`.
+/// (`IMAGELAB_OUTPUT_DIR`, default `output_images`), `INSTANCE_ID`, `IMAGELAB_PROFILES` and
+/// `IMAGELAB_USER_PROFILES`.
 ///
 /// # Errors
 /// A variable with a bad value, named.
@@ -65,6 +66,7 @@ pub fn config_from(config: &FrontEndConfig) -> Result<AppConfig, ConfigError> {
         gpus: Some(gpus),
         visibility: config.gpu_visibility(),
         catalog: config.catalog(&[]),
+        user_profiles_path: Some(config.user_profiles_path()),
     })
 }
 

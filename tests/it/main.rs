@@ -27,3 +27,4 @@ mod ui;
 mod util;
 
 mod metadata;
+mod metadata_formats;
