@@ -109,6 +109,16 @@ impl ModelRef {
     }
 }
 
+/// A LoRA resolved against the catalog and the models folders, with its weight (negative
+/// allowed): what the engine merges into the model it loads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoraChoice {
+    /// The LoRA (kind [`EntryKind::Lora`]).
+    pub lora: ModelRef,
+    /// The multiplier (`<lora:name:w>`, diffusers' `lora_scale`).
+    pub weight: f32,
+}
+
 /// A model key that names no model.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UnknownModel {
@@ -126,6 +136,17 @@ pub enum UnknownModel {
         /// The key as given (trimmed).
         key: String,
         /// The catalog names, comma-separated.
+        valid: String,
+    },
+    /// Not a LoRA of the catalog or the models folders, a `.safetensors` file or a hub id.
+    #[error(
+        "unknown LoRA {key:?} (not a LoRA of the catalog or the models folders, an existing \
+         .safetensors file, or a hub id `org/name`); LoRAs found: {valid}"
+    )]
+    UnknownLora {
+        /// The key as given (trimmed).
+        key: String,
+        /// The LoRA names, comma-separated.
         valid: String,
     },
 }
@@ -295,6 +316,84 @@ impl Catalog {
             _ => local_display_name(path),
         };
         Ok(ModelRef { display_name, source, kind: EntryKind::Vae, defaults: ModelDefaults::SDXL })
+    }
+
+    /// Resolves a LoRA key (`--lora`, a `<lora:name:w>` prompt tag, a restored image's LoRA):
+    /// a LoRA entry of the catalog, a LoRA of the models folders by name (A1111's: the file
+    /// stem), an existing `.safetensors` file, or a hub repo id (`org/name`, or
+    /// `org/name/file.safetensors`). The result has kind [`EntryKind::Lora`] with an empty `base`
+    /// (it goes on whatever model runs) and the file in the repo, when known.
+    ///
+    /// # Errors
+    /// [`UnknownModel`] when the key is none of these, listing the LoRAs found.
+    pub fn resolve_lora(&self, key: &str) -> Result<ModelRef, UnknownModel> {
+        let key = key.trim();
+        let lora_names = || {
+            self.entries
+                .iter()
+                .filter(|e| matches!(e.kind, EntryKind::Lora { .. }))
+                .map(|e| e.display_name.clone())
+                .chain(self.library.loras.iter().map(|lora| lora.name.clone()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if key.is_empty() {
+            return Err(UnknownModel::Empty { valid: lora_names() });
+        }
+        let lora_ref = |display_name: String, source: ModelSource, file: String| ModelRef {
+            display_name,
+            source,
+            kind: EntryKind::Lora { base: String::new(), file },
+            defaults: ModelDefaults::SDXL,
+        };
+        if let Some(entry) = self.find(key)
+            && let EntryKind::Lora { file, .. } = &entry.kind
+        {
+            let source = ModelSource::Hub(entry.hub_id.clone());
+            return Ok(lora_ref(entry.display_name.clone(), source, file.clone()));
+        }
+        if let Some(local) = self.library.find(key, |kind| kind == LocalKind::Lora) {
+            let source = ModelSource::LocalFile(local.path.clone());
+            return Ok(lora_ref(local.name.clone(), source, String::new()));
+        }
+        let path = Path::new(key);
+        if path.is_file() {
+            let source = ModelSource::LocalFile(path.to_path_buf());
+            return Ok(lora_ref(local_display_name(path), source, String::new()));
+        }
+        if looks_like_hub_id(key) && !path.is_dir() {
+            return Ok(lora_ref(key.to_owned(), ModelSource::Hub(key.to_owned()), String::new()));
+        }
+        Err(UnknownModel::UnknownLora { key: key.to_owned(), valid: lora_names() })
+    }
+
+    /// A catalog LoRA entry run as a model (Pixel Art XL): its base model and the LoRA at
+    /// weight 1, as diffusers' `load_lora_weights` on the base gives. `None` for other models.
+    ///
+    /// # Errors
+    /// [`UnknownModel`] when the base is not in the catalog.
+    pub fn split_lora_entry(
+        &self,
+        model: &ModelRef,
+    ) -> Option<Result<(ModelRef, ModelRef), UnknownModel>> {
+        let EntryKind::Lora { base, file } = &model.kind else { return None };
+        if base.is_empty() {
+            return None;
+        }
+        let base = match self.find(base).filter(|e| e.kind == EntryKind::Pipeline) {
+            Some(entry) => Self::entry_ref(entry),
+            None => {
+                return Some(Err(UnknownModel::Unknown {
+                    key: base.clone(),
+                    valid: self.names().join(", "),
+                }));
+            }
+        };
+        let lora = ModelRef {
+            kind: EntryKind::Lora { base: String::new(), file: file.clone() },
+            ..model.clone()
+        };
+        Some(Ok((base, lora)))
     }
 
     fn entry_ref(entry: &CatalogEntry) -> ModelRef {

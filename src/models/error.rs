@@ -50,6 +50,16 @@ pub enum ModelError {
         /// The file.
         path: PathBuf,
     },
+    /// A LoRA file given where a model is expected.
+    #[error(
+        "{} is a LoRA adapter, not a model: apply it to a base model with --lora FILE[:WEIGHT] \
+         or a <lora:name:weight> prompt tag",
+        path.display()
+    )]
+    LoraNotModel {
+        /// The file (local path or in a hub snapshot).
+        path: PathBuf,
+    },
     /// A layout this version detects but cannot run yet.
     #[error("{what} is not supported yet: {}", path.display())]
     NotSupportedYet {

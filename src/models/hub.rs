@@ -279,6 +279,13 @@ pub enum ResolvedModel {
         /// Hub commit, for hub VAEs.
         revision: Option<String>,
     },
+    /// A LoRA file, recognised as one from its header.
+    Lora {
+        /// The `.safetensors` file.
+        file: PathBuf,
+        /// Hub commit, for hub LoRAs.
+        revision: Option<String>,
+    },
 }
 
 impl ResolvedModel {
@@ -288,6 +295,7 @@ impl ResolvedModel {
             Self::Pipeline(pipeline) => &pipeline.root,
             Self::SingleFile { file, .. } => file,
             Self::Vae { path, .. } => path,
+            Self::Lora { file, .. } => file,
         }
     }
 
@@ -295,7 +303,9 @@ impl ResolvedModel {
     pub fn revision(&self) -> Option<&str> {
         match self {
             Self::Pipeline(pipeline) => pipeline.revision.as_deref(),
-            Self::SingleFile { revision, .. } | Self::Vae { revision, .. } => revision.as_deref(),
+            Self::SingleFile { revision, .. }
+            | Self::Vae { revision, .. }
+            | Self::Lora { revision, .. } => revision.as_deref(),
         }
     }
 }
@@ -360,23 +370,18 @@ pub fn resolve_model(
     if model.kind == EntryKind::Vae {
         return resolve_vae(model, config, prefer, progress);
     }
+    if let EntryKind::Lora { file, .. } = &model.kind {
+        return resolve_lora(model, file, config, progress);
+    }
     match &model.source {
         ModelSource::LocalDir(path) | ModelSource::LocalFile(path) => match detect_layout(path)? {
             Layout::Diffusers(root) => {
                 resolve_folder(&root, None, prefer, &Origin::Local).map(ResolvedModel::Pipeline)
             }
             Layout::SingleFile(file, _) => single_file(file, None),
-            Layout::Lora(path) => {
-                Err(ModelError::NotSupportedYet { what: "LoRA adapter".to_owned(), path })
-            }
+            Layout::Lora(path) => Err(ModelError::LoraNotModel { path }),
         },
         ModelSource::Hub(key) => {
-            if let EntryKind::Lora { file, .. } = &model.kind {
-                return Err(ModelError::NotSupportedYet {
-                    what: format!("LoRA adapter (hub repo {key})"),
-                    path: PathBuf::from(file),
-                });
-            }
             let (repo_id, file) = split_hub_key(key);
             if config.offline {
                 resolve_cached_model(repo_id, file, &model.display_name, config, prefer)
@@ -481,6 +486,82 @@ fn resolve_vae(
         session.ensure(file, progress)?;
     }
     cached()
+}
+
+/// A LoRA for `--lora`, a prompt tag or a catalog entry: a local `.safetensors` file as it is;
+/// in a hub repo, the file the entry or the key names (`org/name/file.safetensors`), else the
+/// repo's one top-level `.safetensors` — only that file is downloaded, when missing and online.
+/// The header must read as a LoRA.
+fn resolve_lora(
+    model: &ModelRef,
+    entry_file: &str,
+    config: &HubConfig,
+    progress: &mut ProgressFn<'_>,
+) -> Result<ResolvedModel, ModelError> {
+    let checked = |file: PathBuf, revision: Option<String>| match classify_safetensors(&file)? {
+        SafetensorsKind::Lora => Ok(ResolvedModel::Lora { file, revision }),
+        other => Err(ModelError::UnknownLayout {
+            reason: format!("not a LoRA: the file looks like {}", describe_kind(&other)),
+            path: file,
+        }),
+    };
+    let key = match &model.source {
+        ModelSource::LocalDir(path) => {
+            return Err(ModelError::UnknownLayout {
+                reason: "a LoRA is one .safetensors file, not a folder".to_owned(),
+                path: path.clone(),
+            });
+        }
+        ModelSource::LocalFile(path) => return checked(path.clone(), None),
+        ModelSource::Hub(key) => key,
+    };
+    let (repo_id, file_in_key) = split_hub_key(key);
+    let named = if entry_file.is_empty() { file_in_key } else { Some(entry_file) };
+    let origin =
+        Origin::Hub { repo: repo_id, fetch_name: &model.display_name, cache: &config.cache_dir };
+    let only_lora = |listing: &BTreeSet<String>| -> Result<String, ModelError> {
+        only_checkpoint(repo_id, &top_level_safetensors(listing)).cloned()
+    };
+    let cached = || -> Result<ResolvedModel, ModelError> {
+        let repo = config.repo(repo_id);
+        let Some((revision, snapshot)) = repo.current_snapshot() else {
+            let wanted = named.unwrap_or("the LoRA .safetensors file");
+            return Err(origin.missing(&repo.dir, wanted.to_owned()));
+        };
+        let file = match named {
+            Some(file) => file.to_owned(),
+            None => only_lora(&list_files(&snapshot))?,
+        };
+        let path = snapshot.join(&file);
+        if !path.is_file() {
+            return Err(origin.missing(&snapshot, file));
+        }
+        checked(path, Some(revision))
+    };
+    if config.offline {
+        return cached();
+    }
+    let session = match HubSession::open(repo_id, config) {
+        Ok(session) => session,
+        Err(err) => return cached().map_err(|_| err),
+    };
+    let file = match named {
+        Some(file) => file.to_owned(),
+        None => only_lora(&session.listing)?,
+    };
+    progress(&DownloadEvent::Planned { repo: repo_id.to_owned(), files: 1 });
+    session.ensure(&file, progress)?;
+    cached()
+}
+
+/// What a `.safetensors` file looks like, for refusals.
+fn describe_kind(kind: &SafetensorsKind) -> String {
+    match kind {
+        SafetensorsKind::Lora => "a LoRA".to_owned(),
+        SafetensorsKind::Checkpoint(family) => format!("a checkpoint ({family:?})"),
+        SafetensorsKind::Vae(_) => "a lone VAE".to_owned(),
+        SafetensorsKind::Other => "neither a checkpoint, a VAE nor a LoRA".to_owned(),
+    }
 }
 
 /// Offline resolution of a hub model from the cache alone.
@@ -806,7 +887,7 @@ fn no_model_index(root: &Path, listing: &BTreeSet<String>, origin: &Origin<'_>) 
     if let Some(file) = safetensors.first() {
         let path = root.join(file);
         return match classify_safetensors(&path) {
-            Ok(SafetensorsKind::Lora) => ModelError::NotSupportedYet { what: "LoRA adapter".to_owned(), path },
+            Ok(SafetensorsKind::Lora) => ModelError::LoraNotModel { path },
             Ok(SafetensorsKind::Checkpoint(family)) => super::layout::single_file_not_supported(path, family),
             Ok(SafetensorsKind::Vae(_)) => ModelError::UnknownLayout {
                 reason: "no model_index.json, and the .safetensors file is a lone VAE (use it with --vae)".to_owned(),

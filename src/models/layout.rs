@@ -82,9 +82,7 @@ impl Layout {
                 ),
                 path,
             }),
-            Self::Lora(path) => {
-                Err(ModelError::NotSupportedYet { what: "LoRA adapter".to_owned(), path })
-            }
+            Self::Lora(path) => Err(ModelError::LoraNotModel { path }),
         }
     }
 }

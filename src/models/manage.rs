@@ -322,7 +322,7 @@ pub fn prefetch(
     progress: &mut dyn FnMut(&str, &DownloadEvent),
 ) -> Result<Vec<PrefetchOutcome>, PrefetchError> {
     let all = names.is_empty() || names.iter().any(|n| n.eq_ignore_ascii_case("all"));
-    let targets: Vec<(String, String, Option<String>)> = if all {
+    let mut targets: Vec<(String, String, Option<String>)> = if all {
         catalog.entries().iter().map(target_of).collect()
     } else {
         names
@@ -343,6 +343,23 @@ pub fn prefetch(
             })
             .collect::<Result<_, _>>()?
     };
+    // A catalog LoRA entry (Pixel Art XL) runs on its base: fetch the base too.
+    if !all {
+        let bases: Vec<CatalogEntry> = names
+            .iter()
+            .filter_map(|name| catalog.find(name))
+            .filter_map(|entry| match &entry.kind {
+                EntryKind::Lora { base, .. } if !base.is_empty() => catalog.find(base).cloned(),
+                _ => None,
+            })
+            .collect();
+        for base in &bases {
+            let target = target_of(base);
+            if !targets.contains(&target) {
+                targets.push(target);
+            }
+        }
+    }
     let mut outcomes = Vec::new();
     for (display_name, hub_id, file) in targets {
         let result = download_repo(&hub_id, file.as_deref(), config, prefer, &mut |event| {
