@@ -802,3 +802,46 @@ fn a_hub_vae_repo_fetches_only_its_config_and_weights() {
     let file = resolve_model(&named, &online, WeightVariant::Fp16, &mut |_| {}).expect("file");
     assert!(file.path().ends_with("sdxl.vae.safetensors"));
 }
+
+/// Issue 11: a hub LoRA resolves through the cache like other hub files — a repo id alone
+/// (its one `.safetensors`) or a catalog LoRA entry (its named file): only that file is
+/// downloaded, the header must read as a LoRA, and offline afterwards it resolves the same.
+#[test]
+fn a_hub_lora_downloads_only_its_file() {
+    let lora = tiny_safetensors(&["lora_unet_mid_block_attentions_0_proj_in.lora_down.weight"]);
+    let repo = "someone/tiny-lora";
+    let files = vec![
+        ("tiny-lora.safetensors".to_owned(), lora.clone()),
+        ("README.md".to_owned(), b"# a LoRA".to_vec()),
+        ("tiny-lora.ckpt".to_owned(), b"pickle".to_vec()),
+    ];
+    let server = start_fake_hub(repo, files);
+    let hub = FakeHub::new();
+    let online = HubConfig {
+        offline: false,
+        endpoint: server.endpoint.clone(),
+        retries: 0,
+        ..hub.config.clone()
+    };
+    let model = Catalog::builtin().resolve_lora(repo).expect("a hub id");
+    let resolved =
+        resolve_model(&model, &online, WeightVariant::Fp16, &mut |_| {}).expect("online");
+    let ResolvedModel::Lora { file, revision } = &resolved else { panic!("a LoRA: {resolved:?}") };
+    assert!(file.ends_with("tiny-lora.safetensors") && file.is_file(), "{file:?}");
+    assert_eq!(revision.as_deref(), Some(REVISION));
+    let requests = server.requests.lock().expect("log").clone();
+    let downloads: Vec<&String> = requests.iter().filter(|r| r.contains("/resolve/")).collect();
+    assert!(downloads.iter().all(|r| r.contains("tiny-lora.safetensors")), "{downloads:#?}");
+    assert_eq!(
+        resolve_model(&model, &hub.config, WeightVariant::Fp16, &mut |_| {}).expect("offline"),
+        resolved
+    );
+    // Not in the cache, offline: the fetch command is named.
+    let pixel = Catalog::builtin().resolve_lora("Pixel Art XL").expect("catalog LoRA");
+    let err = resolve_model(&pixel, &hub.config, WeightVariant::Fp16, &mut |_| {})
+        .expect_err("not cached");
+    assert!(err.to_string().contains("pixel-art-xl.safetensors"), "{err}");
+    // A name that is no LoRA anywhere is refused, listing the LoRAs there are.
+    let unknown = Catalog::builtin().resolve_lora("no_such_lora").expect_err("unknown");
+    assert!(unknown.to_string().contains("Pixel Art XL"), "{unknown}");
+}
