@@ -211,7 +211,8 @@ pub fn run_args(
     let mut options = args.into_options(config)?;
     if let Some(file) = from {
         let profiles = config.profiles().map_err(|err| CliError::Usage(err.to_string()))?;
-        for note in apply_from(&file, &mut options.request, matches, &profiles)? {
+        let catalog = config.catalog(&options.models_dirs);
+        for note in apply_from(&file, &mut options.request, matches, &profiles, &catalog)? {
             eprintln!("note: {note}");
         }
     }
@@ -219,7 +220,8 @@ pub fn run_args(
 }
 
 /// Lays the settings of the image at `file` under the flags the user typed. Returns what a
-/// re-run will do differently, for stderr.
+/// re-run will do differently, for stderr — among them each LoRA of the image that is not in
+/// the LoRA folders (nor a file or hub id), which is left out.
 ///
 /// # Errors
 /// The file cannot be read or holds no settings; the message names the file.
@@ -228,9 +230,10 @@ pub fn apply_from(
     request: &mut Request,
     matches: &ArgMatches,
     profiles: &Profiles,
+    catalog: &Catalog,
 ) -> Result<Vec<String>, CliError> {
     let recovered = recover_file(file).map_err(|err| CliError::Usage(format!("--from: {err}")))?;
-    let restored = restore_settings(&recovered, &Catalog::builtin(), profiles);
+    let mut restored = restore_settings(&recovered, catalog, profiles);
     let typed = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
     restored.overlay.apply(request, |field| match field {
         RequestField::Model => typed("model"),
@@ -250,6 +253,18 @@ pub fn apply_from(
         RequestField::Loras => typed("loras"),
         RequestField::TruncatePrompt => typed("truncate"),
     });
+    if !typed("loras") {
+        request.loras.retain(|lora| match catalog.resolve_lora(&lora.source) {
+            Ok(_) => true,
+            Err(err) => {
+                restored.notes.push(format!(
+                    "LoRA {:?} (weight {}) of the image is left out: {err}",
+                    lora.source, lora.weight
+                ));
+                false
+            }
+        });
+    }
     Ok(restored.notes)
 }
 

@@ -233,3 +233,141 @@ fn mismatched_shapes_are_refused_and_unknown_modules_reported() {
     assert_eq!(reports[0].modules.get(&LoraTarget::Unet), Some(&1));
     assert_eq!(reports[0].unmatched, vec![unknown.to_owned()]);
 }
+
+/// A1111's "addnet" hash of a LoRA, computed here on its own: SHA-256 of the bytes after the
+/// safetensors header, first 12 hex digits.
+fn addnet_short_hash(path: &Path) -> String {
+    use sha2::Digest;
+    let bytes = fs_err::read(path).expect("lora");
+    let header = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+    let start = 8 + usize::try_from(header).expect("fits");
+    let digest = sha2::Sha256::digest(&bytes[start..]);
+    digest.iter().map(|b| format!("{b:02x}")).collect::<String>()[..12].to_owned()
+}
+
+/// An A1111 models folder whose `models/Lora` holds `lora_a` (kohya, SGM names).
+fn webui_with_lora_a(root: &Path) -> PathBuf {
+    let webui = root.join("webui");
+    let lora_dir = webui.join("models/Lora");
+    fs_err::create_dir_all(&lora_dir).expect("dir");
+    fs_err::copy(lora_file("lora_a.kohya_sgm.safetensors"), lora_dir.join("lora_a.safetensors"))
+        .expect("copy");
+    webui
+}
+
+/// The binary on the candle backend: `lora_a` of the models folder named by an A1111 prompt
+/// tag at 0.8, `lora_b` given with `--lora FILE:-0.5` — the latent handed to the VAE within
+/// 1e-4 of diffusers' `load_lora_weights` + `fuse_lora` (run `folder/a_0.8_b_-0.5`); the PNG
+/// says it as A1111 writes it (`<lora:name:w>` in the prompt, `Lora hashes` with the addnet
+/// hash); `--from` that PNG runs the same LoRAs again.
+#[test]
+fn the_cli_merges_tagged_and_flagged_loras_as_diffusers() {
+    use crate::util::{imagelab, parameters_of, pngs_below, stderr};
+    let root = tempfile::tempdir().expect("tempdir");
+    let webui = webui_with_lora_a(root.path());
+    let key = "folder/a_0.8_b_-0.5";
+    let run = runs("lora")[key].clone();
+    let prompt = run["prompt"].as_str().expect("prompt");
+    let lora_b = lora_file("lora_b.kohya.safetensors");
+    let out = root.path().join("out");
+    let output = imagelab()
+        .args(["generate", "--backend", "candle", "--device", "cpu", "--save-latent"])
+        .arg("--models-dir")
+        .arg(&webui)
+        .arg("--model")
+        .arg(fixtures().join("sdxl_tiny_3lvl"))
+        .args(["--prompt", &format!("{prompt} <lora:lora_a:0.8>")])
+        .arg("--lora")
+        .arg(format!("{}:-0.5", lora_b.display()))
+        .args(["--steps", "4", "--cfg", "5", "--seed", "42", "--width", "64", "--height", "64"])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let pngs = pngs_below(&out);
+    assert_eq!(pngs.len(), 1);
+    let latent = |png: &Path| {
+        let file = png.with_extension("latent");
+        candle_core::safetensors::load(&file, &Device::Cpu).expect("latent")["latent_tensor"]
+            .clone()
+    };
+    let refs = reference("lora");
+    let theirs = (get(&refs, &format!("{key}.latents")) / 0.13025).expect("unscaled");
+    let ours = latent(&pngs[0]);
+    crate::refs::assert_close("CLI with two LoRAs", &ours, &theirs, 1e-4);
+
+    let params = parameters_of(&pngs[0]);
+    let first_line = params.lines().next().expect("prompt line");
+    assert_eq!(first_line, format!("{prompt} <lora:lora_b.kohya:-0.5> <lora:lora_a:0.8>"));
+    let hashes = format!(
+        "Lora hashes: \"lora_b.kohya: {}, lora_a: {}\"",
+        addnet_short_hash(&lora_b),
+        addnet_short_hash(&lora_file("lora_a.kohya_sgm.safetensors"))
+    );
+    assert!(params.contains(&hashes), "{hashes}\n{params}");
+
+    // `--from` the PNG: the same LoRAs, the same latent.
+    let again = root.path().join("again");
+    let output = imagelab()
+        .args(["generate", "--backend", "candle", "--device", "cpu", "--save-latent"])
+        .arg("--models-dir")
+        .arg(&webui)
+        .arg("--from")
+        .arg(&pngs[0])
+        .arg("--model")
+        .arg(fixtures().join("sdxl_tiny_3lvl"))
+        .arg("--out")
+        .arg(&again)
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let rerun = pngs_below(&again);
+    assert_eq!(parameters_of(&rerun[0]).lines().next(), Some(first_line));
+    crate::refs::assert_close("--from with two LoRAs", &latent(&rerun[0]), &ours, 1e-6);
+}
+
+/// A PNG with only A1111's text (tags, no `Lora weights`): `--from` loads the tagged LoRA found
+/// in the LoRA folder by its name and leaves out, with a note naming it, one that is not there;
+/// `info` lists both.
+#[test]
+fn a1111_lora_tags_read_back_by_name_and_a_missing_one_is_named() {
+    use crate::util::{imagelab, parameters_of, pngs_below, stderr, stdout};
+    let root = tempfile::tempdir().expect("tempdir");
+    let webui = webui_with_lora_a(root.path());
+    let png = root.path().join("a1111.png");
+    let text = "a castle, <lora:lora_a:0.7> <lora:not_here:0.3>\nSteps: 4, Sampler: Euler, \
+                CFG scale: 5, Seed: 7, Size: 64x64, Model: sd_xl_base_1.0, Lora hashes: \
+                \"lora_a: 0123456789ab, not_here: ba9876543210\"";
+    let file = fs_err::File::create(&png).expect("png");
+    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), 1, 1);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.add_text_chunk("parameters".to_owned(), text.to_owned()).expect("text");
+    let mut writer = encoder.write_header().expect("header");
+    writer.write_image_data(&[0, 0, 0]).expect("pixels");
+    writer.finish().expect("finish");
+
+    let info = imagelab().arg("info").arg(&png).output().expect("runs");
+    let listing = stdout(&info);
+    assert!(listing.contains("lora_a (weight 0.7)"), "{listing}");
+    assert!(listing.contains("not_here (weight 0.3)"), "{listing}");
+
+    let out = root.path().join("out");
+    let output = imagelab()
+        .args(["generate", "--backend", "mock", "--models-dir"])
+        .arg(&webui)
+        .arg("--from")
+        .arg(&png)
+        .arg("--model")
+        .arg(fixtures().join("sdxl_tiny_3lvl"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let notes = stderr(&output);
+    assert!(notes.contains("\"not_here\"") && notes.contains("left out"), "{notes}");
+    let params = parameters_of(&pngs_below(&out)[0]);
+    let first_line = params.lines().next().expect("prompt");
+    assert_eq!(first_line, "a castle <lora:lora_a:0.7>");
+}

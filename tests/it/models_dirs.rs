@@ -202,9 +202,8 @@ fn all_models_mock_sweep_includes_the_folders_checkpoints() {
     .expect("engine");
     let job = engine.submit(plan).expect("submit");
     let summary = until_finished(&engine, job, Duration::from_mins(1));
-    // The catalog's LoRA entry fails on its own (the mock refuses LoRAs); everything else runs.
-    assert_eq!(summary.done + summary.failed, summary.items);
-    assert!(summary.failed <= 1, "{:?}", summary.errors);
+    // Every item runs, the catalog's LoRA entry (Pixel Art XL: SDXL Base 1.0 + its LoRA) too.
+    assert_eq!((summary.done, summary.failed), (summary.items, 0), "{:?}", summary.errors);
     for folder in ["xl-sdxl-tiny", "sd15-tiny"] {
         assert!(
             summary.paths.iter().any(|p| p.to_string_lossy().contains(folder)),
@@ -238,12 +237,21 @@ fn offline_cache(root: &Path) -> imagelab::models::hub::HubConfig {
     };
     copy_dir(&fixtures().join("sdxl_tiny"), &snapshot("tiny/sdxl-folder"));
     put_checkpoint(&snapshot("tiny/sdxl-single-file"), "model", "sdxl_tiny.f16", "sdxl_tiny");
+    copy_dir(&fixtures().join("sdxl_tiny_3lvl"), &snapshot("tiny/sdxl-3lvl"));
+    let lora = snapshot("tiny/lora");
+    fs_err::create_dir_all(&lora).expect("lora snapshot");
+    fs_err::copy(
+        fixtures().join("lora/lora_a.kohya_sgm.safetensors"),
+        lora.join("tiny-lora.safetensors"),
+    )
+    .expect("lora");
     imagelab::models::hub::HubConfig::offline_at(cache)
 }
 
 /// The candle backend sweeps a catalog of tiny models in every layout — a diffusers repo and a
-/// single-file repo through the hub cache, A1111 folder checkpoints (SDXL, SD 1.5) — and each
-/// single file's image is diffusers' (`from_single_file`) for the same settings.
+/// single-file repo through the hub cache, a base + LoRA entry (as Pixel Art XL: the LoRA file
+/// of its repo merged into its base), A1111 folder checkpoints (SDXL, SD 1.5) — and each single
+/// file's image is diffusers' (`from_single_file`) for the same settings.
 #[test]
 fn candle_sweep_over_tiny_models_in_every_layout() {
     let root = tempfile::tempdir().expect("tempdir");
@@ -259,6 +267,21 @@ fn candle_sweep_over_tiny_models_in_every_layout() {
             display_name: "Tiny single file".into(),
             hub_id: "tiny/sdxl-single-file".into(),
             kind: EntryKind::Pipeline,
+            defaults: ModelDefaults::SDXL,
+        },
+        CatalogEntry {
+            display_name: "Tiny three levels".into(),
+            hub_id: "tiny/sdxl-3lvl".into(),
+            kind: EntryKind::Pipeline,
+            defaults: ModelDefaults::SDXL,
+        },
+        CatalogEntry {
+            display_name: "Tiny with LoRA".into(),
+            hub_id: "tiny/lora".into(),
+            kind: EntryKind::Lora {
+                base: "Tiny three levels".into(),
+                file: "tiny-lora.safetensors".into(),
+            },
             defaults: ModelDefaults::SDXL,
         },
     ];
@@ -283,7 +306,7 @@ fn candle_sweep_over_tiny_models_in_every_layout() {
     };
     let backend = CandleBackend::new(Some(imagelab::app::hub_resolver(hub)));
     let plan = prepare_plan(&request, &profiles, &catalog, &backend.capabilities()).expect("plan");
-    assert_eq!(plan.items.len(), 4);
+    assert_eq!(plan.items.len(), 6);
     let out = tempfile::tempdir().expect("out");
     let engine = Engine::spawn(
         Box::new(backend),
@@ -293,7 +316,19 @@ fn candle_sweep_over_tiny_models_in_every_layout() {
     .expect("engine");
     let job = engine.submit(plan).expect("submit");
     let summary = until_finished(&engine, job, Duration::from_mins(10));
-    assert_eq!((summary.done, summary.failed), (4, 0), "{:?}", summary.errors);
+    assert_eq!((summary.done, summary.failed), (6, 0), "{:?}", summary.errors);
+    // The LoRA entry ran on its base with the LoRA merged: not the base's image.
+    let image_of = |folder: &str| {
+        let path = summary
+            .paths
+            .iter()
+            .find(|p| p.to_string_lossy().contains(folder))
+            .unwrap_or_else(|| panic!("{folder}: {:?}", summary.paths));
+        image::open(path).expect("png").to_rgb8()
+    };
+    let (base, with_lora) = (image_of("tiny-three-levels"), image_of("tiny-with-lora"));
+    let changed = base.as_raw().iter().zip(with_lora.as_raw()).filter(|(a, b)| a != b).count();
+    assert!(changed > base.as_raw().len() / 4, "{changed} values changed");
     let reference = crate::refs::reference("single_file/sdxl_tiny.f16");
     let theirs: Vec<u8> = crate::refs::get(&reference, "txt2img_cfg5_zero_neg.image_u8")
         .flatten_all()

@@ -691,7 +691,7 @@ fn models_folder_files_are_in_the_pickers() {
         request.loras[0].source.ends_with("pixel.safetensors") && request.loras[0].weight == 1.0
     );
     assert_eq!(request.vae.as_deref(), Some("fp16_fix"));
-    // Without the LoRA (the mock has no LoRAs), Generate runs the folder's checkpoint.
+    // Without the LoRA, Generate runs the folder's checkpoint.
     harness.get_by_role_and_label(Role::CheckBox, "pixel").click();
     harness.run_steps(2);
     harness.state_mut().controls.form.width_px = 64;

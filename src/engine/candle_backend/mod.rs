@@ -22,6 +22,7 @@
 mod cache_policy;
 mod ladder;
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,6 +36,7 @@ use super::backend::{
 };
 use crate::diffusion::DiffusionError;
 use crate::diffusion::device::{device_label, dtype_label, select_device, select_dtype};
+use crate::diffusion::lora::LoraToApply;
 use crate::diffusion::pipeline::VaeDecode;
 use crate::diffusion::pipeline::{
     DiffusionPipeline, GenerationRequest, PipelineParts, vae_override,
@@ -43,12 +45,16 @@ use crate::diffusion::tokenizer::LongPromptMode;
 use crate::diffusion::unet::SampleSize;
 use crate::models::ModelError;
 use crate::models::cache::{CacheStats, ModelCache};
-use crate::models::catalog::{EntryKind, ModelDefaults, ModelRef, ModelSource};
+use crate::models::catalog::{ModelDefaults, ModelRef, ModelSource};
+use crate::models::lora::{a1111_hash, lora_name, short_hash};
 use crate::models::oom::{Attempt, VAE_TILE_PX, is_out_of_memory};
+use crate::models::safetensors_header::read_header;
 use crate::storage::metadata::NOISE_SOURCE_TORCH_CPU;
+use crate::vocab::LoraHash;
 
-/// Turns a model reference into local files: a diffusers folder, a single-file checkpoint or
-/// (for kind [`EntryKind::Vae`]) a VAE folder or file — e.g. in a hub snapshot.
+/// Turns a model reference into local files: a diffusers folder, a single-file checkpoint, (for
+/// kind [`crate::models::catalog::EntryKind::Vae`]) a VAE folder or file, or (kind `Lora`) a LoRA
+/// file — e.g. in a hub snapshot.
 pub type FolderResolver =
     Box<dyn FnMut(&ModelRef, &mut dyn FnMut(LoadProgress)) -> Result<PathBuf, ModelError> + Send>;
 
@@ -60,6 +66,8 @@ pub struct CandleBackend {
     device: Option<Device>,
     memory_budget: Option<u64>,
     vae_tile_px: u32,
+    /// A1111's names and hashes of the LoRAs merged into each cached pipeline.
+    lora_hashes: HashMap<ModelKey, Vec<LoraHash>>,
     /// Tests only: this many attempts fail as if the allocator had run out of memory.
     #[cfg(test)]
     simulated_out_of_memory: u32,
@@ -92,6 +100,7 @@ impl CandleBackend {
             device: None,
             memory_budget: None,
             vae_tile_px: VAE_TILE_PX,
+            lora_hashes: HashMap::new(),
             #[cfg(test)]
             simulated_out_of_memory: 0,
         }
@@ -131,12 +140,6 @@ impl CandleBackend {
         model: &ModelRef,
         on_progress: &mut dyn FnMut(LoadProgress),
     ) -> Result<PathBuf, BackendError> {
-        if let EntryKind::Lora { .. } = model.kind {
-            return Err(BackendError::Unsupported(format!(
-                "{} is a LoRA adapter; the candle backend does not apply LoRAs yet",
-                model.display_name
-            )));
-        }
         match &model.source {
             ModelSource::LocalDir(path) | ModelSource::LocalFile(path) => Ok(path.clone()),
             ModelSource::Hub(id) => match &mut self.resolver {
@@ -152,9 +155,9 @@ impl CandleBackend {
 /// A models-layer error as the engine reports it: what cannot be loaded is unsupported.
 fn model_error(err: &ModelError) -> BackendError {
     match err {
-        ModelError::UnsupportedCheckpoint { .. } | ModelError::NotSupportedYet { .. } => {
-            BackendError::Unsupported(err.to_string())
-        }
+        ModelError::UnsupportedCheckpoint { .. }
+        | ModelError::NotSupportedYet { .. }
+        | ModelError::LoraNotModel { .. } => BackendError::Unsupported(err.to_string()),
         other => BackendError::Failed(other.to_string()),
     }
 }
@@ -199,7 +202,7 @@ impl Backend for CandleBackend {
             negative_prompt: true,
             seeds: true,
             custom_schedulers: true,
-            lora: false,
+            lora: true,
             controlnet: false,
             upscaling: false,
         }
@@ -228,6 +231,7 @@ impl Backend for CandleBackend {
                 model_id: model.model_id(),
                 revision: None,
                 load_s: 0.0,
+                lora_hashes: self.lora_hashes.get(&key).cloned().unwrap_or_default(),
             });
         }
         let path = self.path_for(model, on_progress)?;
@@ -235,6 +239,24 @@ impl Backend for CandleBackend {
             Some(vae) => Some(self.path_for(vae, on_progress)?),
             None => None,
         };
+        let loras = options
+            .loras
+            .iter()
+            .map(|choice| {
+                Ok(LoraToApply {
+                    path: self.path_for(&choice.lora, on_progress)?,
+                    weight: choice.weight,
+                })
+            })
+            .collect::<Result<Vec<_>, BackendError>>()?;
+        let lora_hashes = loras
+            .iter()
+            .map(|lora| {
+                let header = read_header(&lora.path).map_err(|err| model_error(&err))?;
+                let hash = a1111_hash(&lora.path, &header).map_err(|err| model_error(&err))?;
+                Ok(LoraHash { name: lora_name(&lora.path), hash: short_hash(&hash).to_owned() })
+            })
+            .collect::<Result<Vec<_>, BackendError>>()?;
         let candle_device = select_device(options.device).map_err(backend_error)?;
         let candle_dtype = select_dtype(&candle_device, options.dtype).map_err(backend_error)?;
         on_progress(LoadProgress {
@@ -250,6 +272,29 @@ impl Backend for CandleBackend {
                 .map_err(backend_error)?;
             parts = parts.with_vae(vae, &vae_path);
         }
+        // Every LoRA is read and checked against the model here, before room is made; the
+        // products are added as each weight loads.
+        let (parts, reports) = parts.with_loras(&loras).map_err(backend_error)?;
+        for report in &reports {
+            let merged: Vec<String> = report
+                .modules
+                .iter()
+                .map(|(target, count)| format!("{count} {} modules", target.label()))
+                .collect();
+            on_progress(LoadProgress {
+                message: format!(
+                    "LoRA {}: {} merged{}",
+                    report.path.display(),
+                    merged.join(", "),
+                    if report.unmatched.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {} modules not in this model", report.unmatched.len())
+                    }
+                ),
+                fraction: None,
+            });
+        }
         self.make_room_to_load();
         let pipeline = DiffusionPipeline::from_parts(parts, &candle_device, candle_dtype)
             .map_err(backend_error)?;
@@ -258,12 +303,15 @@ impl Backend for CandleBackend {
             message: format!("loaded {}", model.display_name),
             fraction: Some(1.0),
         });
+        self.lora_hashes.retain(|cached, _| self.cache.contains(cached));
+        self.lora_hashes.insert(key.clone(), lora_hashes.clone());
         self.keep_loaded(key, pipeline);
         Ok(LoadedModel {
             defaults,
             model_id: model.model_id(),
             revision: None,
             load_s: started.elapsed().as_secs_f64(),
+            lora_hashes,
         })
     }
 
@@ -272,9 +320,7 @@ impl Backend for CandleBackend {
         params: &GenerateParams,
         on_step: &mut dyn FnMut(StepUpdate<'_>) -> ControlFlow<()>,
     ) -> Result<Generated, BackendError> {
-        if !params.loras.is_empty() {
-            return Err(BackendError::Unsupported("LoRA adapters (candle backend)".to_owned()));
-        }
+        // LoRAs were merged when the model loaded (`LoadOptions::loras`).
         self.generate_within_memory(params, on_step)
     }
 }
@@ -369,6 +415,7 @@ impl CandleBackend {
 mod tests {
     use super::ladder::activation_shape;
     use super::*;
+    use crate::models::catalog::{EntryKind, LoraChoice};
     use crate::models::oom::ActivationShape;
     use crate::vocab::SamplerKind;
 
@@ -510,6 +557,42 @@ mod tests {
         assert_eq!(backend.load(&model, &with_vae, &mut |_| {}).expect("back").load_s, 0.0);
         let stats = backend.cache_stats();
         assert_eq!((stats.hits, stats.misses, stats.entries), (2, 2, 2));
+    }
+
+    /// Issue 11: the LoRA set and weights are part of the model's key: another weight is
+    /// another pipeline, switching back is a cache hit with the same A1111 names and hashes.
+    #[test]
+    fn the_lora_set_is_part_of_the_cache_key() {
+        let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/diffusion");
+        let model = ModelRef {
+            display_name: "tiny".to_owned(),
+            source: ModelSource::LocalDir(fixtures.join("sdxl_tiny_3lvl")),
+            kind: EntryKind::Pipeline,
+            defaults: ModelDefaults::SDXL,
+        };
+        let lora = |weight: f32| LoraChoice {
+            lora: ModelRef {
+                display_name: "lora_a".to_owned(),
+                source: ModelSource::LocalFile(fixtures.join("lora/lora_a.kohya_sgm.safetensors")),
+                kind: EntryKind::Lora { base: String::new(), file: String::new() },
+                defaults: ModelDefaults::SDXL,
+            },
+            weight,
+        };
+        let with = |weight: f32| LoadOptions { loras: vec![lora(weight)], ..cpu() };
+        let mut backend = CandleBackend::default().with_cache_budget(u64::MAX);
+        let first = backend.load(&model, &with(0.8), &mut |_| {}).expect("with a LoRA");
+        assert!(first.load_s > 0.0);
+        assert_eq!(first.lora_hashes.len(), 1);
+        assert_eq!(first.lora_hashes[0].name, "lora_a.kohya_sgm");
+        assert_eq!(first.lora_hashes[0].hash.len(), 12);
+        assert!(backend.load(&model, &with(-0.5), &mut |_| {}).expect("other weight").load_s > 0.0);
+        assert!(backend.load(&model, &cpu(), &mut |_| {}).expect("none").load_s > 0.0);
+        let back = backend.load(&model, &with(0.8), &mut |_| {}).expect("back");
+        assert_eq!(back.load_s, 0.0);
+        assert_eq!(back.lora_hashes, first.lora_hashes);
+        let stats = backend.cache_stats();
+        assert_eq!((stats.hits, stats.misses, stats.entries), (1, 3, 3));
     }
 
     fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
