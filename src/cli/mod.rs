@@ -1,14 +1,16 @@
-//! The command line: `imagelab generate|info|models`, the environment-variable headless mode,
-//! and the window when run with no arguments.
+//! The command line: `imagelab generate|info|models|favorites|sheet`, the environment-variable
+//! headless mode, and the window when run with no arguments.
 //!
 //! Every command returns `Result<Outcome, CliError>`; [`main`] is the one place that prints an
 //! error and picks the exit code: 0 all done, 1 some item failed, 2 bad usage or input.
 
 pub mod env_mode;
+pub mod favorites;
 pub mod generate;
 pub mod info;
 pub mod models;
 mod report;
+pub mod sheet;
 
 use std::process::ExitCode;
 
@@ -108,6 +110,10 @@ pub enum CliCommand {
     },
     /// The model catalog against the local Hugging Face cache: list, prefetch, verify.
     Models(models::ModelsArgs),
+    /// What your favourites share, and running their best settings again.
+    Favorites(favorites::FavoritesArgs),
+    /// A labelled contact-sheet PNG of a sweep folder.
+    Sheet(sheet::SheetArgs),
     /// Open the window.
     #[cfg(feature = "gui")]
     Gui,
@@ -148,6 +154,12 @@ pub fn run(args: &[std::ffi::OsString], config: &FrontEndConfig) -> Result<Outco
         }
         Some(CliCommand::Info { file, json }) => info::run(&file, json),
         Some(CliCommand::Models(args)) => models::run(&args, config),
+        Some(CliCommand::Favorites(args)) => {
+            let empty = clap::ArgMatches::default();
+            let sub = matches.subcommand_matches("favorites").unwrap_or(&empty);
+            favorites::run(args, sub, config)
+        }
+        Some(CliCommand::Sheet(args)) => sheet::run(&args),
         #[cfg(feature = "gui")]
         Some(CliCommand::Gui) | None => {
             crate::ui::run_window(config).map_err(|err| match err {

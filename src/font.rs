@@ -1,4 +1,5 @@
-//! A 5×7 bitmap font, enough to draw settings onto mock images without any font files.
+//! A 5×7 bitmap font, enough to draw text into images without any font files: the mock
+//! backend's settings, the contact sheet's labels. A leaf: it uses nothing of ours.
 
 /// Glyph rows (top to bottom), 5 bits each, most significant bit on the left.
 fn glyph(ch: char) -> [u8; 7] {
