@@ -12,6 +12,7 @@ mod candle_cli;
 mod cli;
 mod diffusion;
 mod engine;
+mod favorites;
 mod models;
 mod rng;
 mod sampler_pipeline;
