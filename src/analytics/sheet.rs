@@ -31,8 +31,10 @@ const MARGIN_PX: u32 = 16;
 const BLOCK_GAP_PX: u32 = 8;
 const SUB_GAP_PX: u32 = 2;
 const LABEL_GAP_PX: u32 = 6;
-const BACKGROUND: [u8; 3] = [24, 24, 24];
-const INK: [u8; 3] = [235, 235, 235];
+/// The sheet's background.
+pub const BACKGROUND: [u8; 3] = [24, 24, 24];
+/// The labels' colour.
+pub const INK: [u8; 3] = [235, 235, 235];
 /// A cell whose item failed.
 pub const FAILED_FILL: [u8; 3] = [110, 28, 28];
 /// A cell with no image (never run, cancelled, or the file is gone or unreadable).
@@ -335,11 +337,11 @@ impl Builder {
         if cells.is_empty() {
             return;
         }
-        let had_images = self.cells.iter().any(|cell| {
+        let earlier_shows = self.cells.iter().any(|cell| {
             cell.model == model && cell.profile == profile && cell.status == CellStatus::Image
         });
-        let has_images = cells.iter().any(|cell| cell.status == CellStatus::Image);
-        if had_images && !has_images {
+        let this_shows = cells.iter().any(|cell| cell.status == CellStatus::Image);
+        if earlier_shows && !this_shows {
             return;
         }
         self.cells.retain(|cell| !(cell.model == model && cell.profile == profile));
@@ -452,25 +454,31 @@ fn to_u32(value: usize) -> u32 {
 /// Longest model label, in characters, before it wraps.
 const ROW_LABEL_CHARS: usize = 22;
 
-impl SheetGeometry {
-    /// Plans the sheet no wider than `max_width_px`: thumbnails as wide as fits (never wider
-    /// than the images), labels at scale 2 where a block holds 8 characters, else 1.
-    ///
-    /// # Errors
-    /// A width too small for thumbnails of at least [`MIN_THUMB_PX`]; the message says the
-    /// least width that works.
-    pub fn plan(layout: &SheetLayout, max_width_px: u32) -> Result<Self, AnalyticsError> {
+/// The sizes every part of the sheet follows.
+#[derive(Debug, Clone, Copy)]
+struct Sizing {
+    columns: u32,
+    rows: u32,
+    batch: u32,
+    scale: u32,
+    thumb_w: u32,
+    thumb_h: u32,
+    label_w: u32,
+    block_w: u32,
+}
+
+impl Sizing {
+    /// Thumbnails as wide as fits in `max_width_px` (never wider than the images); labels at
+    /// scale 2 where a block holds 8 characters, else 1.
+    fn fit(layout: &SheetLayout, max_width_px: u32) -> Result<Self, AnalyticsError> {
         let columns = to_u32(layout.grid_columns());
-        let rows = to_u32(layout.grid_rows());
         let batch = to_u32(layout.batch.max(1));
         let (image_w, image_h) = (layout.image_size.0.max(1), layout.image_size.1.max(1));
-        let mut scale = 2;
-        let (thumb_w, label_w) = loop {
+        let longest_model = layout.models.iter().map(|m| m.chars().count()).max().unwrap_or(1);
+        for scale in [2, 1] {
             let label_w = match layout.kind {
                 SheetKind::ModelsByProfiles => {
-                    let longest =
-                        layout.models.iter().map(|m| m.chars().count()).max().unwrap_or(1);
-                    to_u32(longest.min(ROW_LABEL_CHARS)) * font::CELL_W * scale + LABEL_GAP_PX
+                    to_u32(longest_model.min(ROW_LABEL_CHARS)) * font::CELL_W * scale + LABEL_GAP_PX
                 }
                 SheetKind::ProfileGrid => 0,
             };
@@ -478,124 +486,73 @@ impl SheetGeometry {
                 + label_w
                 + (columns - 1) * BLOCK_GAP_PX
                 + columns * (batch - 1) * SUB_GAP_PX;
-            let per_thumb = max_width_px.saturating_sub(fixed) / (columns * batch);
-            let thumb_w = per_thumb.min(image_w);
+            let thumb_w = (max_width_px.saturating_sub(fixed) / (columns * batch)).min(image_w);
             let block_w = batch * thumb_w + (batch - 1) * SUB_GAP_PX;
             if scale == 2 && block_w < 8 * font::CELL_W * 2 {
-                scale = 1;
                 continue;
             }
             if thumb_w < MIN_THUMB_PX {
                 let needed = fixed + columns * batch * MIN_THUMB_PX;
                 return Err(AnalyticsError::Sheet(format!(
-                    "--max-width {max_width_px}: too narrow for {} column(s) of {batch} image(s); \
-                     at least {needed} px gives {MIN_THUMB_PX} px thumbnails",
-                    columns
+                    "--max-width {max_width_px}: too narrow for {columns} column(s) of {batch} \
+                     image(s); at least {needed} px gives {MIN_THUMB_PX} px thumbnails"
                 )));
             }
-            break (thumb_w, label_w);
-        };
-        let thumb_h = (u64::from(thumb_w) * u64::from(image_h) / u64::from(image_w)).max(1);
-        let thumb_h = u32::try_from(thumb_h).unwrap_or(u32::MAX);
-        let block_w = batch * thumb_w + (batch - 1) * SUB_GAP_PX;
-        let line = line_px(scale);
+            let thumb_h = (u64::from(thumb_w) * u64::from(image_h) / u64::from(image_w)).max(1);
+            return Ok(Self {
+                columns,
+                rows: to_u32(layout.grid_rows()),
+                batch,
+                scale,
+                thumb_w,
+                thumb_h: u32::try_from(thumb_h).unwrap_or(u32::MAX),
+                label_w,
+                block_w,
+            });
+        }
+        unreachable_scale()
+    }
+
+    fn content_width(&self) -> u32 {
+        2 * MARGIN_PX
+            + self.label_w
+            + self.columns * self.block_w
+            + (self.columns - 1) * BLOCK_GAP_PX
+    }
+
+    fn block_x(&self, column: u32) -> u32 {
+        MARGIN_PX + self.label_w + column * (self.block_w + BLOCK_GAP_PX)
+    }
+
+    fn sub_x(&self, column: u32, sub: u32) -> u32 {
+        self.block_x(column) + sub * (self.thumb_w + SUB_GAP_PX)
+    }
+
+    /// Height of the batch-index line over each block (none for single images).
+    fn sub_header(&self) -> u32 {
+        if self.batch > 1 { line_px(1) + 2 } else { 0 }
+    }
+}
+
+/// Scale 1 always returns from [`Sizing::fit`]; this keeps the function total.
+fn unreachable_scale() -> Result<Sizing, AnalyticsError> {
+    Err(AnalyticsError::Sheet("no label scale fits".to_owned()))
+}
+
+impl SheetGeometry {
+    /// Plans the sheet no wider than `max_width_px` (see `Sizing::fit`).
+    ///
+    /// # Errors
+    /// A width too small for thumbnails of at least [`MIN_THUMB_PX`]; the message says the
+    /// least width that works.
+    pub fn plan(layout: &SheetLayout, max_width_px: u32) -> Result<Self, AnalyticsError> {
+        let sizing = Sizing::fit(layout, max_width_px)?;
         let mut labels = Vec::new();
-
-        // Title.
-        let content_w = 2 * MARGIN_PX + label_w + columns * block_w + (columns - 1) * BLOCK_GAP_PX;
-        let title_chars = chars_fitting(content_w - 2 * MARGIN_PX, scale);
-        let mut title = vec![format!(
-            "CONTACT SHEET {}",
-            layout
-                .run_dir
-                .file_name()
-                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
-        )];
-        if layout.kind == SheetKind::ProfileGrid
-            && let Some(model) = layout.models.first()
-        {
-            title.push(format!("MODEL {model}"));
-        }
-        if let Some(prompt) = &layout.prompt {
-            title.push(format!("PROMPT {prompt}"));
-        }
-        let mut y = MARGIN_PX;
-        for text in title {
-            for wrapped in font::wrap(&text, title_chars).into_iter().take(3) {
-                labels.push(Label { text: wrapped, x: MARGIN_PX, y, scale });
-                y += line;
-            }
-        }
-        y += LABEL_GAP_PX;
-
-        let header_chars = chars_fitting(block_w, scale);
-        let wrapped_profiles: Vec<Vec<String>> =
-            layout.profiles.iter().map(|p| font::wrap(p, header_chars)).collect();
-        let sub_header = if batch > 1 { line_px(1) + 2 } else { 0 };
-        let grid_left = MARGIN_PX + label_w;
-        let block_x = |column: u32| grid_left + column * (block_w + BLOCK_GAP_PX);
-        let sub_x = |column: u32, sub: u32| block_x(column) + sub * (thumb_w + SUB_GAP_PX);
-
-        // Row tops: a header band above every block row (profile grid), or once (models).
-        let mut row_tops = Vec::with_capacity(rows as usize);
-        match layout.kind {
-            SheetKind::ModelsByProfiles => {
-                let header_lines = wrapped_profiles.iter().map(Vec::len).max().unwrap_or(1);
-                let header_h = to_u32(header_lines) * line + 2 + sub_header;
-                for (column, lines) in wrapped_profiles.iter().enumerate() {
-                    push_lines(&mut labels, lines, block_x(to_u32(column)), y, scale);
-                }
-                push_sub_headers(
-                    &mut labels,
-                    layout.batch,
-                    columns,
-                    &sub_x,
-                    y + header_h - sub_header,
-                );
-                y += header_h;
-                let wrapped_models: Vec<Vec<String>> =
-                    layout.models.iter().map(|m| font::wrap(m, ROW_LABEL_CHARS)).collect();
-                for lines in &wrapped_models {
-                    row_tops.push(y);
-                    push_lines(&mut labels, lines, MARGIN_PX, y, scale);
-                    let label_h = to_u32(lines.len()) * line;
-                    y += thumb_h.max(label_h) + BLOCK_GAP_PX;
-                }
-            }
-            SheetKind::ProfileGrid => {
-                for row in 0..rows {
-                    let in_row: Vec<usize> = (0..columns)
-                        .map(|column| (row * columns + column) as usize)
-                        .filter(|&index| index < layout.profiles.len())
-                        .collect();
-                    let header_lines = in_row
-                        .iter()
-                        .map(|&index| wrapped_profiles[index].len())
-                        .max()
-                        .unwrap_or(1);
-                    let header_h = to_u32(header_lines) * line + 2 + sub_header;
-                    for (column, &index) in in_row.iter().enumerate() {
-                        push_lines(
-                            &mut labels,
-                            &wrapped_profiles[index],
-                            block_x(to_u32(column)),
-                            y,
-                            scale,
-                        );
-                    }
-                    push_sub_headers(
-                        &mut labels,
-                        layout.batch,
-                        to_u32(in_row.len()),
-                        &sub_x,
-                        y + header_h - sub_header,
-                    );
-                    y += header_h;
-                    row_tops.push(y);
-                    y += thumb_h + BLOCK_GAP_PX;
-                }
-            }
-        }
+        let mut y = title_labels(layout, &sizing, &mut labels);
+        let row_tops = match layout.kind {
+            SheetKind::ModelsByProfiles => model_rows(layout, &sizing, &mut labels, &mut y),
+            SheetKind::ProfileGrid => profile_rows(layout, &sizing, &mut labels, &mut y),
+        };
         let height = y - BLOCK_GAP_PX + MARGIN_PX;
         let cells = layout
             .cells
@@ -604,23 +561,107 @@ impl SheetGeometry {
                 let (row, column) =
                     layout.block_position(&cell.model, &cell.profile).unwrap_or((0, 0));
                 Rect {
-                    x: sub_x(to_u32(column), to_u32(cell.batch_index)),
+                    x: sizing.sub_x(to_u32(column), to_u32(cell.batch_index)),
                     y: row_tops.get(row).copied().unwrap_or(0),
-                    width: thumb_w,
-                    height: thumb_h,
+                    width: sizing.thumb_w,
+                    height: sizing.thumb_h,
                 }
             })
             .collect();
         Ok(Self {
-            width: content_w,
+            width: sizing.content_width(),
             height,
-            thumb_width: thumb_w,
-            thumb_height: thumb_h,
-            scale,
+            thumb_width: sizing.thumb_w,
+            thumb_height: sizing.thumb_h,
+            scale: sizing.scale,
             cells,
             labels,
         })
     }
+}
+
+/// The title lines (sweep folder, the model of a one-model sweep, the prompt); returns the
+/// top of what follows.
+fn title_labels(layout: &SheetLayout, sizing: &Sizing, labels: &mut Vec<Label>) -> u32 {
+    let scale = sizing.scale;
+    let title_chars = chars_fitting(sizing.content_width() - 2 * MARGIN_PX, scale);
+    let folder =
+        layout.run_dir.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let mut title = vec![format!("CONTACT SHEET {folder}")];
+    if layout.kind == SheetKind::ProfileGrid
+        && let Some(model) = layout.models.first()
+    {
+        title.push(format!("MODEL {model}"));
+    }
+    if let Some(prompt) = &layout.prompt {
+        title.push(format!("PROMPT {prompt}"));
+    }
+    let mut y = MARGIN_PX;
+    for text in title {
+        for wrapped in font::wrap(&text, title_chars).into_iter().take(3) {
+            labels.push(Label { text: wrapped, x: MARGIN_PX, y, scale });
+            y += line_px(scale);
+        }
+    }
+    y + LABEL_GAP_PX
+}
+
+fn wrapped_profiles(layout: &SheetLayout, sizing: &Sizing) -> Vec<Vec<String>> {
+    let header_chars = chars_fitting(sizing.block_w, sizing.scale);
+    layout.profiles.iter().map(|p| font::wrap(p, header_chars)).collect()
+}
+
+/// Rows = models under one header of profiles; returns each row's top.
+fn model_rows(
+    layout: &SheetLayout,
+    sizing: &Sizing,
+    labels: &mut Vec<Label>,
+    y: &mut u32,
+) -> Vec<u32> {
+    let (scale, line) = (sizing.scale, line_px(sizing.scale));
+    let profiles = wrapped_profiles(layout, sizing);
+    let header_lines = profiles.iter().map(Vec::len).max().unwrap_or(1);
+    let header_h = to_u32(header_lines) * line + 2 + sizing.sub_header();
+    for (column, lines) in profiles.iter().enumerate() {
+        push_lines(labels, lines, sizing.block_x(to_u32(column)), *y, scale);
+    }
+    push_sub_headers(labels, sizing, sizing.columns, *y + header_h - sizing.sub_header());
+    *y += header_h;
+    let mut tops = Vec::with_capacity(layout.models.len());
+    for model in &layout.models {
+        let lines = font::wrap(model, ROW_LABEL_CHARS);
+        tops.push(*y);
+        push_lines(labels, &lines, MARGIN_PX, *y, scale);
+        *y += sizing.thumb_h.max(to_u32(lines.len()) * line) + BLOCK_GAP_PX;
+    }
+    tops
+}
+
+/// One model: rows of profile blocks, each row under its own header; returns each row's top.
+fn profile_rows(
+    layout: &SheetLayout,
+    sizing: &Sizing,
+    labels: &mut Vec<Label>,
+    y: &mut u32,
+) -> Vec<u32> {
+    let profiles = wrapped_profiles(layout, sizing);
+    let mut tops = Vec::with_capacity(sizing.rows as usize);
+    for row in 0..sizing.rows {
+        let in_row: Vec<usize> = (0..sizing.columns)
+            .map(|column| (row * sizing.columns + column) as usize)
+            .filter(|&index| index < layout.profiles.len())
+            .collect();
+        let header_lines = in_row.iter().map(|&index| profiles[index].len()).max().unwrap_or(1);
+        let header_h = to_u32(header_lines) * line_px(sizing.scale) + 2 + sizing.sub_header();
+        for (column, &index) in in_row.iter().enumerate() {
+            push_lines(labels, &profiles[index], sizing.block_x(to_u32(column)), *y, sizing.scale);
+        }
+        push_sub_headers(labels, sizing, to_u32(in_row.len()), *y + header_h - sizing.sub_header());
+        *y += header_h;
+        tops.push(*y);
+        *y += sizing.thumb_h + BLOCK_GAP_PX;
+    }
+    tops
 }
 
 fn push_lines(labels: &mut Vec<Label>, lines: &[String], x: u32, mut y: u32, scale: u32) {
@@ -630,21 +671,15 @@ fn push_lines(labels: &mut Vec<Label>, lines: &[String], x: u32, mut y: u32, sca
     }
 }
 
-fn push_sub_headers(
-    labels: &mut Vec<Label>,
-    batch: usize,
-    blocks: u32,
-    sub_x: &dyn Fn(u32, u32) -> u32,
-    y: u32,
-) {
-    if batch < 2 {
+fn push_sub_headers(labels: &mut Vec<Label>, sizing: &Sizing, blocks: u32, y: u32) {
+    if sizing.batch < 2 {
         return;
     }
     for column in 0..blocks {
-        for sub in 0..to_u32(batch) {
+        for sub in 0..sizing.batch {
             labels.push(Label {
                 text: format!("#{}", sub + 1),
-                x: sub_x(column, sub),
+                x: sizing.sub_x(column, sub),
                 y,
                 scale: 1,
             });

@@ -452,6 +452,20 @@ impl Analysis {
     /// first `top` bundles with their commands, unmatched favourites and damaged log lines.
     pub fn format_human(&self, rows: usize, top: usize) -> String {
         let mut out = String::new();
+        self.summary_text(&mut out);
+        for stats in &self.dimensions {
+            if !stats.rows.is_empty() {
+                out.push('\n');
+                table_text(&mut out, stats, rows);
+            }
+        }
+        out.push('\n');
+        self.bundles_text(&mut out, top);
+        self.problems_text(&mut out);
+        out
+    }
+
+    fn summary_text(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "{} favourite(s) among {} image(s): {} overall.",
@@ -473,86 +487,50 @@ impl Analysis {
             out,
             "rate = favourites / images with the value; lift = rate / overall rate (1.00 = average)."
         );
-        for stats in &self.dimensions {
-            if stats.rows.is_empty() {
-                continue;
-            }
-            out.push('\n');
-            let width = stats
-                .rows
-                .iter()
-                .take(rows)
-                .map(|row| value_text(row.value.as_ref()).chars().count())
-                .chain([stats.dimension.label().chars().count()])
-                .max()
-                .unwrap_or(0)
-                .min(40);
-            let _ = writeln!(
-                out,
-                "{:<width$}  {:>5}  {:>6}  {:>7}  {:>6}",
-                stats.dimension.label(),
-                "favs",
-                "images",
-                "rate",
-                "lift"
-            );
-            for row in stats.rows.iter().take(rows) {
-                let text: String = value_text(row.value.as_ref()).chars().take(40).collect();
-                let _ = writeln!(
-                    out,
-                    "{text:<width$}  {:>5}  {:>6}  {:>7}  {:>6}",
-                    row.count,
-                    row.generated,
-                    percent(row.rate),
-                    row.lift.map_or_else(|| "-".to_owned(), |lift| format!("{lift:.2}"))
-                );
-            }
-            if stats.rows.len() > rows {
-                let _ =
-                    writeln!(out, "… {} more value(s) (--json lists all)", stats.rows.len() - rows);
-            }
-        }
-        out.push('\n');
+    }
+
+    fn bundles_text(&self, out: &mut String, top: usize) {
         if self.bundles.is_empty() {
             let _ = writeln!(
                 out,
-                "No bundles: no combination of settings is shared by {} or more favourites.",
+                "No bundles: no combination of settings is shared by {} or more favourites more \
+                 often than average.",
                 self.min_support
             );
-        } else {
-            let _ = writeln!(
-                out,
-                "Bundles: settings shared by at least {} favourites, ranked by favourites, then lift.",
-                self.min_support
-            );
-            for (index, (bundle, request)) in
-                self.bundles.iter().zip(&self.requests).enumerate().take(top)
-            {
-                let _ = writeln!(
-                    out,
-                    "{:>3}. {} favs of {} images ({}, lift {}): {}",
-                    index + 1,
-                    bundle.count,
-                    bundle.generated,
-                    percent(bundle.rate),
-                    bundle.lift.map_or_else(|| "-".to_owned(), |lift| format!("{lift:.2}")),
-                    bundle.describe()
-                );
-                let _ = writeln!(out, "     {}", request.command());
-            }
-            if self.bundles.len() > top {
-                let _ = writeln!(
-                    out,
-                    "… {} more bundle(s) (--json lists all)",
-                    self.bundles.len() - top
-                );
-            }
-            let _ = writeln!(
-                out,
-                "Run one with a new prompt: imagelab favorites apply N --prompt '…' (same favourites \
-                 flags), or imagelab generate --bundle ANALYSIS.json:N --prompt '…'."
-            );
+            return;
         }
+        let _ = writeln!(
+            out,
+            "Bundles: settings shared by at least {} favourites, ranked by favourites, then lift.",
+            self.min_support
+        );
+        for (index, (bundle, request)) in
+            self.bundles.iter().zip(&self.requests).enumerate().take(top)
+        {
+            let _ = writeln!(
+                out,
+                "{:>3}. {} favs of {} images ({}, lift {}): {}",
+                index + 1,
+                bundle.count,
+                bundle.generated,
+                percent(bundle.rate),
+                lift_text(bundle.lift),
+                bundle.describe()
+            );
+            let _ = writeln!(out, "     {}", request.command());
+        }
+        if self.bundles.len() > top {
+            let _ =
+                writeln!(out, "… {} more bundle(s) (--json lists all)", self.bundles.len() - top);
+        }
+        let _ = writeln!(
+            out,
+            "Run one with a new prompt: imagelab favorites apply N --prompt '…' (same favourites \
+             flags), or imagelab generate --bundle ANALYSIS.json:N --prompt '…'."
+        );
+    }
+
+    fn problems_text(&self, out: &mut String) {
         if !self.unmatched.is_empty() {
             let _ = writeln!(out, "\nUnmatched ({}):", self.unmatched.len());
             for unmatched in &self.unmatched {
@@ -574,8 +552,47 @@ impl Analysis {
         for note in &self.notes {
             let _ = writeln!(out, "note: {note}");
         }
-        out
     }
+}
+
+/// One dimension as a table of at most `rows` values.
+fn table_text(out: &mut String, stats: &DimensionStats, rows: usize) {
+    let width = stats
+        .rows
+        .iter()
+        .take(rows)
+        .map(|row| value_text(row.value.as_ref()).chars().count())
+        .chain([stats.dimension.label().chars().count()])
+        .max()
+        .unwrap_or(0)
+        .min(40);
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:>5}  {:>6}  {:>7}  {:>6}",
+        stats.dimension.label(),
+        "favs",
+        "images",
+        "rate",
+        "lift"
+    );
+    for row in stats.rows.iter().take(rows) {
+        let text: String = value_text(row.value.as_ref()).chars().take(40).collect();
+        let _ = writeln!(
+            out,
+            "{text:<width$}  {:>5}  {:>6}  {:>7}  {:>6}",
+            row.count,
+            row.generated,
+            percent(row.rate),
+            lift_text(row.lift)
+        );
+    }
+    if stats.rows.len() > rows {
+        let _ = writeln!(out, "… {} more value(s) (--json lists all)", stats.rows.len() - rows);
+    }
+}
+
+fn lift_text(lift: Option<f64>) -> String {
+    lift.map_or_else(|| "-".to_owned(), |lift| format!("{lift:.2}"))
 }
 
 fn value_text(value: Option<&DimValue>) -> String {

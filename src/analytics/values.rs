@@ -338,7 +338,7 @@ mod tests {
     fn numbers_group_by_value_and_sort_numerically() {
         assert_eq!(Decimal::from_f32(7.0), Decimal::from_json(&serde_json::Number::from(7)));
         assert_eq!(Decimal::from_f32(7.1).as_str(), "7.1");
-        let mut values = vec![Decimal::from_u64(30), Decimal::from_f32(4.5), Decimal::from_u64(8)];
+        let mut values = [Decimal::from_u64(30), Decimal::from_f32(4.5), Decimal::from_u64(8)];
         values.sort();
         let texts: Vec<&str> = values.iter().map(Decimal::as_str).collect();
         assert_eq!(texts, ["4.5", "8", "30"]);

@@ -96,7 +96,7 @@ pub struct GenerateArgs {
     /// as closely as they map); any other flag given overrides the image.
     #[arg(long)]
     pub from: Option<PathBuf>,
-    /// Run bundle N of a saved `favorites analyze --json` (FILE:N) with a new --prompt; any
+    /// Run bundle N of a saved `favorites analyze --json` (`FILE:N`) with a new --prompt; any
     /// other flag given overrides the bundle.
     #[arg(long, value_name = "FILE:N", value_parser = parse_bundle_ref, conflicts_with = "from")]
     pub bundle: Option<(PathBuf, usize)>,

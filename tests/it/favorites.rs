@@ -2,6 +2,7 @@
 //! users run them: every way of naming favourites, foreign images, damaged logs, and counts,
 //! rates, lifts and bundles checked against numbers worked out by hand.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -206,7 +207,7 @@ fn a_list_of_favourites_gives_the_hand_computed_counts_lifts_and_bundles() {
     let list = dir.path().join("favs.txt");
     let mut text = String::from("# picked by hand\n");
     for path in picks(&run_dir) {
-        text.push_str(&format!("{}\n", path.display()));
+        let _ = writeln!(text, "{}", path.display());
     }
     text.push_str("nope/never-made.png\n");
     fs_err::write(&list, text).expect("list");
@@ -266,12 +267,9 @@ fn every_way_of_naming_favourites_finds_the_same_images() {
     // A CSV with a `path` column among others; quoted fields hold commas and quotes.
     let csv = dir.path().join("favs.csv");
     let mut text = String::from("rating,\"path\",\"note, free text\"\r\n");
-    text.push_str(&format!(
-        "5,\"{}\",\"loved \"\"it\"\"\"\r\n",
-        links.join("fav, one.png").display()
-    ));
+    let _ = write!(text, "5,\"{}\",\"loved \"\"it\"\"\"\r\n", links.join("fav, one.png").display());
     for path in &picks[1..] {
-        text.push_str(&format!("4,{},\r\n", path.display()));
+        let _ = write!(text, "4,{},\r\n", path.display());
     }
     fs_err::write(&csv, text).expect("csv");
     let (json, _) = analyze(&[&[os("--csv"), csv.as_os_str()][..], &logs].concat());
@@ -488,7 +486,10 @@ fn apply_and_generate_bundle_run_a_bundle_with_a_new_prompt() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (out, run_dir) = mock_sweep(dir.path());
     let list = dir.path().join("favs.txt");
-    let text: String = picks(&run_dir).iter().map(|p| format!("{}\n", p.display())).collect();
+    let text = picks(&run_dir).iter().fold(String::new(), |mut text, path| {
+        let _ = writeln!(text, "{}", path.display());
+        text
+    });
     fs_err::write(&list, text).expect("list");
 
     // Bundle 3 is SDXL Base 1.0 with its shared settings; it fixes no profile.
@@ -532,8 +533,28 @@ fn apply_and_generate_bundle_run_a_bundle_with_a_new_prompt() {
     let record = generated_record(&out3);
     assert_eq!((record.model.as_str(), record.profile.as_str()), ("Juggernaut XL", "Cinematic"));
     assert_eq!((record.steps, record.width), (3, 64), "typed --steps kept");
+}
 
-    // Refusals, before any work: no prompt, no such bundle, not an analysis.
+#[test]
+fn a_bundle_that_cannot_run_is_refused_before_any_work() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (out, run_dir) = mock_sweep(dir.path());
+    let list = dir.path().join("favs.txt");
+    let text = picks(&run_dir).iter().fold(String::new(), |mut text, path| {
+        let _ = writeln!(text, "{}", path.display());
+        text
+    });
+    fs_err::write(&list, text).expect("list");
+    let analysis = dir.path().join("analysis.json");
+    let output = imagelab()
+        .args(["favorites", "analyze", "--json", "--list"])
+        .arg(&list)
+        .arg("--logs")
+        .arg(&out)
+        .output()
+        .expect("runs");
+    fs_err::write(&analysis, &output.stdout).expect("save");
+    // No prompt, no such bundle, not an analysis, no number.
     let out4 = dir.path().join("out4");
     let cases: Vec<(Vec<String>, &str)> = vec![
         (

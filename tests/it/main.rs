@@ -17,6 +17,7 @@ mod models;
 mod rng;
 mod sampler_pipeline;
 mod schedulers;
+mod sheet;
 mod slurm;
 mod ui;
 mod util;
