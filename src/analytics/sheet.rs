@@ -491,7 +491,7 @@ impl Sizing {
             if scale == 2 && block_w < 8 * font::CELL_W * 2 {
                 continue;
             }
-            if thumb_w < MIN_THUMB_PX {
+            if thumb_w < MIN_THUMB_PX.min(image_w) {
                 let needed = fixed + columns * batch * MIN_THUMB_PX;
                 return Err(AnalyticsError::Sheet(format!(
                     "--max-width {max_width_px}: too narrow for {columns} column(s) of {batch} \

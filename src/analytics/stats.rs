@@ -77,6 +77,8 @@ pub struct Bundle {
     pub lift: Option<f64>,
     /// The favourites, as given.
     pub favorites: Vec<String>,
+    /// The request it makes (see [`Bundle::request_with`]).
+    pub request: BundleRequest,
 }
 
 /// The settings a bundle sets, as `generate --bundle FILE:N` reads them back.
@@ -169,7 +171,7 @@ impl Bundle {
 
     /// The request fields it sets. The model is named as the catalog names it when the
     /// catalog knows its id, else by its id (hub id or path), else by the name recorded.
-    pub fn request(&self, catalog: &Catalog) -> BundleRequest {
+    pub fn request_with(&self, catalog: &Catalog) -> BundleRequest {
         let text = |dimension: &Dimension| self.value(dimension).map(ToString::to_string);
         let model = self.value(&Dimension::Model).map(|name| {
             self.model_id
@@ -249,8 +251,6 @@ pub struct Analysis {
     pub damaged: Vec<DamagedLine>,
     /// What else the reader noticed.
     pub notes: Vec<String>,
-    /// Each bundle's request, in bundle order.
-    pub requests: Vec<BundleRequest>,
 }
 
 fn ratio(part: usize, whole: usize) -> f64 {
@@ -302,9 +302,11 @@ impl Analysis {
             .collect();
 
         let min_support = min_support.max(1);
-        let bundles = bundles(images, matched, min_support, overall_rate);
+        let mut bundles = bundles(images, matched, min_support, overall_rate);
         let catalog = Catalog::builtin();
-        let requests = bundles.iter().map(|bundle| bundle.request(&catalog)).collect();
+        for bundle in &mut bundles {
+            bundle.request = bundle.request_with(&catalog);
+        }
         let favorites = matched
             .favorites
             .iter()
@@ -334,7 +336,6 @@ impl Analysis {
             logs: population.log_files().iter().map(|p| p.display().to_string()).collect(),
             damaged: population.damaged().to_vec(),
             notes: population.notes().to_vec(),
-            requests,
         }
     }
 
@@ -385,9 +386,9 @@ impl Analysis {
         let bundles = self
             .bundles
             .iter()
-            .zip(&self.requests)
             .enumerate()
-            .map(|(index, (bundle, request))| {
+            .map(|(index, bundle)| {
+                let request = &bundle.request;
                 let value = |dimension: &Dimension| {
                     bundle.value(dimension).map_or(Value::Null, DimValue::to_json)
                 };
@@ -504,9 +505,7 @@ impl Analysis {
             "Bundles: settings shared by at least {} favourites, ranked by favourites, then lift.",
             self.min_support
         );
-        for (index, (bundle, request)) in
-            self.bundles.iter().zip(&self.requests).enumerate().take(top)
-        {
+        for (index, bundle) in self.bundles.iter().enumerate().take(top) {
             let _ = writeln!(
                 out,
                 "{:>3}. {} favs of {} images ({}, lift {}): {}",
@@ -517,7 +516,7 @@ impl Analysis {
                 lift_text(bundle.lift),
                 bundle.describe()
             );
-            let _ = writeln!(out, "     {}", request.command());
+            let _ = writeln!(out, "     {}", bundle.request.command());
         }
         if self.bundles.len() > top {
             let _ =
@@ -714,6 +713,7 @@ fn bundles(
                 rate,
                 lift: lift(rate, overall_rate),
                 favorites: members.iter().map(|&m| matched.favorites[m].given.clone()).collect(),
+                request: BundleRequest::default(),
             });
         }
     }
@@ -855,7 +855,7 @@ mod tests {
                 (format!("model A · profile P · {shared}"), 2, "3.00".into()),
             ]
         );
-        let request = &analysis.requests[2];
+        let request = &analysis.bundles[2].request;
         assert_eq!(request.model.as_deref(), Some("org/A"), "an unknown model by its id");
         assert_eq!(
             (request.width, request.height, request.steps),

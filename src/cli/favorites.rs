@@ -198,8 +198,7 @@ fn run_apply(
         )));
     };
     let bundle = &analysis.bundles[index];
-    let overlay =
-        analysis.requests[index].to_overlay().map_err(|err| CliError::Usage(err.to_string()))?;
+    let overlay = bundle.request.to_overlay().map_err(|err| CliError::Usage(err.to_string()))?;
     eprintln!("bundle {}: {} ({} favourites)", args.number, bundle.describe(), bundle.count);
     let mut options = args.generate.into_options(config)?;
     overlay.apply(&mut options.request, generate::typed_fields(matches));

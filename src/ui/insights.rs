@@ -388,9 +388,7 @@ fn bundles_ui(ui: &mut egui::Ui, analysis: &Analysis) -> Option<BundleRequest> {
         return None;
     }
     ui.label("Settings favourites share, by how many favourites have them, then lift.");
-    for (index, (bundle, request)) in
-        analysis.bundles.iter().zip(&analysis.requests).enumerate().take(MAX_BUNDLES)
-    {
+    for (index, bundle) in analysis.bundles.iter().enumerate().take(MAX_BUNDLES) {
         ui.horizontal_wrapped(|ui| {
             ui.label(format!(
                 "{}. {} favs of {} ({}, lift {}): {}",
@@ -402,7 +400,7 @@ fn bundles_ui(ui: &mut egui::Ui, analysis: &Analysis) -> Option<BundleRequest> {
                 bundle.describe()
             ));
             if ui.button("Use these settings").clicked() {
-                chosen = Some(request.clone());
+                chosen = Some(bundle.request.clone());
             }
         });
     }
