@@ -158,7 +158,7 @@ impl Population {
             if !dir.is_dir() {
                 return Err(AnalyticsError::NotAFolder { flag: "--logs", path: dir.clone() });
             }
-            let found = walk(dir)?;
+            let found = walk(dir, &mut population.notes)?;
             if found.logs.is_empty() {
                 population.notes.push(format!("no jobs*.log beneath {}", dir.display()));
             }
@@ -430,15 +430,25 @@ fn is_log_name(name: &str) -> bool {
     name.starts_with("jobs") && name.ends_with(".log")
 }
 
-fn walk(dir: &Path) -> Result<Found, AnalyticsError> {
+/// Folders holding logs or stars beneath `dir`. The folder itself must be readable; a
+/// sub-folder that is not is skipped with a note.
+fn walk(dir: &Path, notes: &mut Vec<String>) -> Result<Found, AnalyticsError> {
     let mut found = Found::default();
     let mut pending = vec![dir.to_owned()];
     while let Some(folder) = pending.pop() {
         let mut logs = Vec::new();
         let mut starred = false;
-        for entry in fs_err::read_dir(&folder)? {
-            let entry = entry?;
-            let kind = entry.file_type()?;
+        let entries = match fs_err::read_dir(&folder) {
+            Ok(entries) => entries,
+            Err(err) if folder.as_path() != dir => {
+                notes.push(format!("skipped a folder that cannot be read: {err}"));
+                continue;
+            }
+            Err(err) => return Err(err.into()),
+        };
+        for entry in entries {
+            let Ok(entry) = entry else { continue };
+            let Ok(kind) = entry.file_type() else { continue };
             let name = entry.file_name();
             let name = name.to_string_lossy();
             if kind.is_dir() {
