@@ -9,8 +9,10 @@ pub mod cli;
 pub mod diffusion;
 pub mod engine;
 pub mod font;
+pub mod gpu;
 pub mod models;
 pub mod request;
+pub mod runner;
 pub mod storage;
 #[cfg(feature = "gui")]
 pub mod ui;

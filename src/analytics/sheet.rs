@@ -190,8 +190,10 @@ impl SheetLayout {
         Self::from_metadata(&run_dir)
     }
 
-    /// The layout from jobs-log lines (paths relative to `root`); a later line for the same
-    /// model and profile (a resumed item) replaces an earlier one.
+    /// The layout from jobs-log lines (paths relative to `root`). An image's sub-column is its
+    /// place in the batch (its seed minus the item's base seed), so the lines of an item that
+    /// was interrupted and resumed, or run again, fill one block: an image replaces whatever
+    /// held its place, and a failed or missing place never hides an image.
     pub fn from_records(
         run_dir: &Path,
         root: &Path,
@@ -200,38 +202,58 @@ impl SheetLayout {
     ) -> Self {
         let mut builder = Builder::default();
         for record in records {
-            let mut cells = Vec::new();
-            for (index, relative) in record.paths.iter().enumerate() {
-                let path = root.join(relative);
-                cells.push(SheetCell {
-                    model: record.model.clone(),
-                    profile: record.profile.clone(),
-                    batch_index: index,
-                    seed: record.seeds.get(index).copied(),
-                    file: Some(relative_to(run_dir, &path)),
-                    path: Some(path),
-                    status: CellStatus::Image,
-                });
-            }
+            builder.note_names(&record.model, &record.profile);
             let asked = usize::try_from(record.batch_size).unwrap_or(usize::MAX).min(4096);
-            for index in record.paths.len()..asked.max(record.paths.len()) {
-                let status = match (record.status, &record.error) {
-                    (ItemStatus::Failed, Some(error)) => CellStatus::Failed(error.clone()),
-                    (ItemStatus::Failed, None) => CellStatus::Failed("failed".to_owned()),
-                    (ItemStatus::Cancelled, _) => CellStatus::Empty("cancelled".to_owned()),
-                    (ItemStatus::Done, _) => CellStatus::Empty("not saved".to_owned()),
-                };
-                cells.push(SheetCell {
-                    model: record.model.clone(),
-                    profile: record.profile.clone(),
-                    batch_index: index,
-                    seed: None,
-                    path: None,
-                    file: None,
-                    status,
-                });
+            let places = asked.max(record.paths.len());
+            let mut taken = vec![false; places];
+            let size = (record.width, record.height);
+            for (position, relative) in record.paths.iter().enumerate() {
+                let seed = record.seeds.get(position).copied();
+                let batch_index = seed
+                    .and_then(|seed| seed.checked_sub(record.seed_base))
+                    .and_then(|offset| usize::try_from(offset).ok())
+                    .filter(|&offset| offset < places && !taken[offset])
+                    .unwrap_or(position);
+                if let Some(place) = taken.get_mut(batch_index) {
+                    *place = true;
+                }
+                let path = root.join(relative);
+                builder.place(
+                    SheetCell {
+                        model: record.model.clone(),
+                        profile: record.profile.clone(),
+                        batch_index,
+                        seed,
+                        file: Some(relative_to(run_dir, &path)),
+                        path: Some(path),
+                        status: CellStatus::Image,
+                    },
+                    size,
+                );
             }
-            builder.item(&record.model, &record.profile, cells, (record.width, record.height));
+            let status = match (record.status, &record.error) {
+                (ItemStatus::Failed, Some(error)) => CellStatus::Failed(error.clone()),
+                (ItemStatus::Failed, None) => CellStatus::Failed("failed".to_owned()),
+                (ItemStatus::Cancelled, _) => CellStatus::Empty("cancelled".to_owned()),
+                (ItemStatus::Interrupted, _) => {
+                    CellStatus::Empty("interrupted; `imagelab resume` makes it".to_owned())
+                }
+                (ItemStatus::Done, _) => CellStatus::Empty("not saved".to_owned()),
+            };
+            for (batch_index, _) in taken.iter().enumerate().filter(|(_, taken)| !**taken) {
+                builder.place(
+                    SheetCell {
+                        model: record.model.clone(),
+                        profile: record.profile.clone(),
+                        batch_index,
+                        seed: None,
+                        path: None,
+                        file: None,
+                        status: status.clone(),
+                    },
+                    size,
+                );
+            }
         }
         let mut layout = builder.finish(run_dir, notes);
         layout.prompt = layout.cells.iter().find_map(|cell| {
@@ -331,24 +353,23 @@ impl Builder {
         }
     }
 
-    /// One item's cells, replacing an earlier item's for the same model and profile.
-    fn item(&mut self, model: &str, profile: &str, cells: Vec<SheetCell>, size: (u32, u32)) {
-        self.note_names(model, profile);
-        if cells.is_empty() {
-            return;
-        }
-        let earlier_shows = self.cells.iter().any(|cell| {
-            cell.model == model && cell.profile == profile && cell.status == CellStatus::Image
+    /// A cell at its place: it replaces what was there, unless that is an image and it is not.
+    fn place(&mut self, cell: SheetCell, size: (u32, u32)) {
+        let existing = self.cells.iter().position(|other| {
+            other.model == cell.model
+                && other.profile == cell.profile
+                && other.batch_index == cell.batch_index
         });
-        let this_shows = cells.iter().any(|cell| cell.status == CellStatus::Image);
-        if earlier_shows && !this_shows {
-            return;
+        if let Some(index) = existing {
+            if self.cells[index].status == CellStatus::Image && cell.status != CellStatus::Image {
+                return;
+            }
+            self.cells.remove(index);
         }
-        self.cells.retain(|cell| !(cell.model == model && cell.profile == profile));
-        if size.0 > 0 && size.1 > 0 {
-            *self.sizes.entry(size).or_default() += cells.len();
+        if cell.status == CellStatus::Image && size.0 > 0 && size.1 > 0 {
+            *self.sizes.entry(size).or_default() += 1;
         }
-        self.cells.extend(cells);
+        self.cells.push(cell);
     }
 
     fn add_cell(&mut self, cell: SheetCell, size: (u32, u32)) {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::{BackendChoice, DEFAULT_OUTPUT_DIR};
 use crate::engine::mock::MockBackend;
+use crate::gpu::{SourceChoice, Visibility};
 use crate::models::hub::HubConfig;
 use crate::request::profiles::{Profiles, ProfilesError};
 
@@ -33,6 +34,15 @@ pub const MOCK_STEP_MS_VAR: &str = "IMAGELAB_MOCK_STEP_MS";
 pub const MOCK_FAIL_MODEL_VAR: &str = "IMAGELAB_MOCK_FAIL_MODEL";
 /// Mock backend: a substring of the final prompt that fails the image half-way.
 pub const MOCK_FAIL_PROMPT_VAR: &str = "IMAGELAB_MOCK_FAIL_PROMPT";
+/// Which GPU lister to use: `auto` (NVML, else `nvidia-smi`), `nvml` or `nvidia-smi`.
+pub const GPU_SOURCE_VAR: &str = "IMAGELAB_GPU_SOURCE";
+/// CUDA's list of visible GPUs (indices or UUIDs); maps `nvidia-smi` indices to CUDA ordinals.
+pub const CUDA_VISIBLE_DEVICES_VAR: &str = "CUDA_VISIBLE_DEVICES";
+/// CUDA's device order (`PCI_BUS_ID` makes CUDA ordinals follow `nvidia-smi`).
+pub const CUDA_DEVICE_ORDER_VAR: &str = "CUDA_DEVICE_ORDER";
+/// Seconds a graceful stop (first SIGINT/SIGTERM) waits for the running image before it
+/// cancels it (unset: as long as the image takes; 0: cancel at once). See `app::stop`.
+pub const STOP_GRACE_S_VAR: &str = "IMAGELAB_STOP_GRACE_S";
 /// Log filter (tracing's `EnvFilter` syntax; default `warn`).
 pub const LOG_FILTER_VAR: &str = "RUST_LOG";
 /// Set (to anything): no colour on stderr.
@@ -171,6 +181,39 @@ impl FrontEndConfig {
         Ok(mock)
     }
 
+    /// `IMAGELAB_GPU_SOURCE`, else auto (NVML, then `nvidia-smi`).
+    ///
+    /// # Errors
+    /// A value that is not a source name.
+    pub fn gpu_source(&self) -> Result<SourceChoice, ConfigError> {
+        self.non_empty(GPU_SOURCE_VAR).map_or(Ok(SourceChoice::Auto), |text| {
+            SourceChoice::parse(&text)
+                .map_err(|message| ConfigError { variable: GPU_SOURCE_VAR, message })
+        })
+    }
+
+    /// `CUDA_VISIBLE_DEVICES` (an empty value counts: it hides every GPU) and
+    /// `CUDA_DEVICE_ORDER`.
+    pub fn gpu_visibility(&self) -> Visibility {
+        Visibility::new(self.var(CUDA_VISIBLE_DEVICES_VAR), self.non_empty(CUDA_DEVICE_ORDER_VAR))
+    }
+
+    /// `IMAGELAB_STOP_GRACE_S` as a duration (`None` when unset: no limit).
+    ///
+    /// # Errors
+    /// A value that is not a number of seconds ≥ 0.
+    pub fn stop_grace(&self) -> Result<Option<Duration>, ConfigError> {
+        let Some(text) = self.non_empty(STOP_GRACE_S_VAR) else { return Ok(None) };
+        text.parse::<f64>()
+            .ok()
+            .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+            .map(Some)
+            .ok_or_else(|| ConfigError {
+                variable: STOP_GRACE_S_VAR,
+                message: format!("{text:?} is not a number of seconds ≥ 0"),
+            })
+    }
+
     /// `RUST_LOG`, when set.
     pub fn log_filter(&self) -> Option<String> {
         self.var(LOG_FILTER_VAR)
@@ -211,6 +254,15 @@ mod tests {
         assert_eq!(set.backend(), Ok(BackendChoice::Mock));
         assert_eq!((set.model_cache_bytes(), set.memory_budget_bytes()), (2 << 20, None));
         assert_eq!(set.instance_id().as_deref(), Some("gpu-1"));
+        assert_eq!(empty.stop_grace(), Ok(None));
+        assert_eq!(
+            config(&[(STOP_GRACE_S_VAR, "8.5")]).stop_grace(),
+            Ok(Some(Duration::from_millis(8500)))
+        );
+        for bad in ["-1", "soon", "NaN", "inf"] {
+            let err = config(&[(STOP_GRACE_S_VAR, bad)]).stop_grace().expect_err(bad);
+            assert_eq!(err.variable, STOP_GRACE_S_VAR);
+        }
         let bad = config(&[(BACKEND_VAR, "torch"), (MOCK_STEP_MS_VAR, "fast")]);
         assert_eq!(bad.backend().expect_err("bad").variable, BACKEND_VAR);
         assert_eq!(

@@ -7,11 +7,13 @@
 //! with. Restoring settings from an image is [`crate::request::restore`].
 
 pub mod config;
+pub mod stop;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use config::{ConfigError, FrontEndConfig};
+pub use stop::{StopRequest, StopSignal, StopSignals};
 
 use crate::engine::candle_backend::{CandleBackend, FolderResolver};
 use crate::engine::{Backend, EngineConfig, LoadProgress};

@@ -8,7 +8,7 @@ use clap::{ArgMatches, Args};
 
 use super::{CliError, Outcome, report};
 use crate::app::config::{BACKEND_VAR, DEVICE_VAR, OUTPUT_DIR_VAR};
-use crate::app::{BackendChoice, DEFAULT_OUTPUT_DIR, EngineSetup, FrontEndConfig};
+use crate::app::{BackendChoice, DEFAULT_OUTPUT_DIR, EngineSetup, FrontEndConfig, StopSignals};
 use crate::engine::{Engine, Event, no_waker, prepare_plan};
 use crate::models::catalog::{Catalog, DEFAULT_MODEL};
 use crate::request::restore::{RequestField, restore_settings};
@@ -270,35 +270,85 @@ pub fn apply_from(
 pub fn run(options: &GenerateOptions, config: &FrontEndConfig) -> Result<Outcome, CliError> {
     let profiles = config.profiles().map_err(|err| CliError::Usage(err.to_string()))?;
     let catalog = Catalog::builtin();
+    let grace = config.stop_grace()?;
     let wiring = options.engine_setup().wire(config)?;
     let plan = prepare_plan(&options.request, &profiles, &catalog, &wiring.backend.capabilities())?;
+    let stops = install_stop_signals(grace)?;
     let engine = Engine::spawn(wiring.backend, wiring.engine, no_waker())
         .map_err(|err| CliError::Usage(err.to_string()))?;
     let total_images = plan.image_count();
     let job = engine.submit(plan).map_err(|err| CliError::Usage(err.to_string()))?;
     let mut progress = report::Progress::new(total_images);
     let mut collected = report::Collected::default();
-    let summary = loop {
-        let Ok(event) = engine.events().recv() else {
-            break None;
-        };
-        progress.on_event(&event);
-        collected.on_event(&event);
-        if let Event::JobFinished { job: finished, summary } = event
-            && finished == job
-        {
-            break Some(summary);
-        }
-    };
+    let summary = run_until_finished(&engine, &[job], &stops, &mut progress, &mut collected);
     progress.finish();
     drop(engine);
-    let Some(summary) = summary else {
+    let Some(summary) = summary.into_iter().next() else {
         return Err(CliError::Failed("the engine stopped before the job finished".to_owned()));
     };
-    report::print_summary(&summary, &collected, options.json);
-    Ok(if summary.failed > 0 || summary.cancelled > 0 {
+    let stopped_by = stops.request().map(|request| request.signal);
+    report::print_summary(&summary, &collected, options.json, stopped_by);
+    Ok(outcome_of(std::slice::from_ref(&summary), &stops))
+}
+
+/// Hooks SIGINT/SIGTERM for a headless run, with the grace of `IMAGELAB_STOP_GRACE_S`.
+///
+/// # Errors
+/// The handlers cannot be installed.
+pub(crate) fn install_stop_signals(
+    grace: Option<std::time::Duration>,
+) -> Result<StopSignals, CliError> {
+    let stops = StopSignals::install()
+        .map_err(|err| CliError::Failed(format!("cannot install signal handlers: {err}")))?;
+    stops.set_grace(grace);
+    Ok(stops)
+}
+
+/// Drains the engine's events until every job of `jobs` finished, forwarding stop signals to
+/// the engine (the first: finish the running image; the second: cancel it now). Returns the
+/// summaries of the jobs that finished, in the order they finished; fewer when the engine
+/// ended early.
+pub(crate) fn run_until_finished(
+    engine: &Engine,
+    jobs: &[crate::engine::JobId],
+    stops: &StopSignals,
+    progress: &mut report::Progress,
+    collected: &mut report::Collected,
+) -> Vec<crate::engine::JobSummary> {
+    let requests = stops.subscribe();
+    let mut summaries = Vec::new();
+    while summaries.len() < jobs.len() {
+        crossbeam_channel::select! {
+            recv(engine.events()) -> event => {
+                let Ok(event) = event else { break };
+                progress.on_event(&event);
+                collected.on_event(&event);
+                if let Event::JobFinished { job, summary } = event
+                    && jobs.contains(&job)
+                {
+                    summaries.push(summary);
+                }
+            }
+            recv(requests) -> request => {
+                let Ok(request) = request else { continue };
+                progress.on_stop(request);
+                if let Err(err) = engine.stop(request.mode, request.signal.name()) {
+                    progress.warn(&format!("cannot stop the engine: {err}"));
+                }
+            }
+        }
+    }
+    summaries
+}
+
+/// The outcome of finished jobs: stopped by a signal (130/143) before anything else, then
+/// failed or cancelled items (1), else done.
+pub(crate) fn outcome_of(summaries: &[crate::engine::JobSummary], stops: &StopSignals) -> Outcome {
+    if let Some(code) = stops.exit_code() {
+        Outcome::Stopped(code)
+    } else if summaries.iter().any(|s| s.failed > 0 || s.cancelled > 0 || s.interrupted > 0) {
         Outcome::SomeFailed
     } else {
         Outcome::Done
-    })
+    }
 }

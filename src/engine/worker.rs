@@ -13,7 +13,7 @@ use super::backend::{
     Backend, BackendError, GenerateParams, Generated, LoadProgress, LoadedModel, ModelKey,
     StepUpdate,
 };
-use super::protocol::{Command, Event, JobId, JobSummary, QueueStats, SavedImage};
+use super::protocol::{Command, Event, JobId, JobSummary, QueueStats, SavedImage, StopMode};
 use crate::models::catalog::{ModelDefaults, ModelRef};
 use crate::request::{Plan, Sweep, WorkItem};
 use crate::storage::inputs;
@@ -41,8 +41,28 @@ enum Interrupt {
     CancelJob,
     /// Skip the current item only.
     Skip,
-    /// Stop everything.
+    /// A clean stop ([`Command::Stop`]): the item is interrupted, resumable.
+    Stop,
+    /// Stop everything (the engine is going away): the item is interrupted, resumable.
     Shutdown,
+}
+
+impl Interrupt {
+    /// Which wins when several arrive at once.
+    fn rank(self) -> u8 {
+        match self {
+            Self::Skip => 0,
+            Self::CancelJob => 1,
+            Self::Stop => 2,
+            Self::Shutdown => 3,
+        }
+    }
+
+    /// Whether the work it stops is left for `imagelab resume` (a stop or a shutdown), rather
+    /// than dropped on the user's word (cancel, skip).
+    fn resumable(self) -> bool {
+        matches!(self, Self::Stop | Self::Shutdown)
+    }
 }
 
 /// The command side of the worker: pending jobs, stats, event sending. Kept apart from the
@@ -54,6 +74,8 @@ struct Inbox {
     pending: VecDeque<(JobId, Box<Plan>)>,
     stats: QueueStats,
     shutdown: bool,
+    /// Set by [`Command::Stop`]: how, and why (for messages and the jobs log).
+    stop: Option<(StopMode, String)>,
 }
 
 impl Inbox {
@@ -81,6 +103,11 @@ impl Inbox {
     fn apply(&mut self, command: Command, running: Option<JobId>) -> Option<Interrupt> {
         match command {
             Command::Submit { job, plan } => {
+                if let Some((_, reason)) = &self.stop {
+                    let why = format!("not started: the engine is stopping ({reason})");
+                    self.drop_pending(job, &plan, &why, true);
+                    return None;
+                }
                 self.pending.push_back((job, plan));
                 self.emit(Event::Queued {
                     job,
@@ -93,7 +120,7 @@ impl Inbox {
             Command::Cancel(job) => {
                 let index = self.pending.iter().position(|(pending, _)| *pending == job);
                 if let Some((_, plan)) = index.and_then(|index| self.pending.remove(index)) {
-                    self.drop_pending(job, &plan, "cancelled before it started");
+                    self.drop_pending(job, &plan, "cancelled before it started", false);
                     self.emit_stats();
                 }
                 None
@@ -102,10 +129,25 @@ impl Inbox {
             Command::ClearQueue => {
                 let dropped: Vec<(JobId, Box<Plan>)> = self.pending.drain(..).collect();
                 for (job, plan) in dropped {
-                    self.drop_pending(job, &plan, "removed from the queue");
+                    self.drop_pending(job, &plan, "removed from the queue", false);
                 }
                 self.emit_stats();
                 None
+            }
+            Command::Stop { mode, reason } => {
+                let (mode, reason) = if let Some((current, first_reason)) = self.stop.take() {
+                    (current.max(mode), first_reason)
+                } else {
+                    let dropped: Vec<(JobId, Box<Plan>)> = self.pending.drain(..).collect();
+                    let why = format!("not started: stopped ({reason})");
+                    for (job, plan) in dropped {
+                        self.drop_pending(job, &plan, &why, true);
+                    }
+                    self.emit_stats();
+                    (mode, reason)
+                };
+                self.stop = Some((mode, reason));
+                (mode == StopMode::Now && running.is_some()).then_some(Interrupt::Stop)
             }
             Command::Shutdown => {
                 self.shutdown = true;
@@ -114,34 +156,37 @@ impl Inbox {
         }
     }
 
-    /// Reports a job that never started: every item counted as cancelled.
-    fn drop_pending(&mut self, job: JobId, plan: &Plan, why: &str) {
+    /// Reports a job that never started: every item counted as cancelled, or as interrupted
+    /// when a stop or shutdown (not the user) dropped it.
+    fn drop_pending(&mut self, job: JobId, plan: &Plan, why: &str, interrupted: bool) {
         self.stats.cancelled += 1;
         let items = plan.items.len();
+        let (cancelled, interrupted) = if interrupted { (0, items) } else { (items, 0) };
         self.emit(Event::JobFinished {
             job,
             summary: JobSummary {
                 items,
-                cancelled: items,
+                cancelled,
+                interrupted,
                 errors: vec![why.to_owned()],
                 ..JobSummary::default()
             },
         });
     }
 
+    /// Why a stop interrupted an item, for its jobs-log line.
+    fn stop_reason(&self) -> String {
+        self.stop.as_ref().map_or_else(|| "stopped".to_owned(), |(_, reason)| reason.clone())
+    }
+
     /// Applies every command waiting, without blocking; the strongest interrupt wins.
     fn poll(&mut self, running: JobId) -> Option<Interrupt> {
-        let mut strongest = None;
+        let mut strongest: Option<Interrupt> = None;
         while let Ok(command) = self.commands.try_recv() {
             if let Some(interrupt) = self.apply(command, Some(running)) {
-                strongest = Some(match (strongest, interrupt) {
-                    (Some(Interrupt::Shutdown), _) | (_, Interrupt::Shutdown) => {
-                        Interrupt::Shutdown
-                    }
-                    (Some(Interrupt::CancelJob), _) | (_, Interrupt::CancelJob) => {
-                        Interrupt::CancelJob
-                    }
-                    _ => Interrupt::Skip,
+                strongest = Some(match strongest {
+                    Some(current) if current.rank() >= interrupt.rank() => current,
+                    _ => interrupt,
                 });
             }
         }
@@ -183,6 +228,7 @@ impl Worker {
                 pending: VecDeque::new(),
                 stats: QueueStats::default(),
                 shutdown: false,
+                stop: None,
             },
             outputs,
             loaded: None,
@@ -207,16 +253,10 @@ impl Worker {
                 Err(_) => break,
             }
         }
-        // Anything still queued at shutdown is reported as dropped.
-        let dropped: Vec<JobId> = self.inbox.pending.drain(..).map(|(job, _)| job).collect();
-        for job in dropped {
-            self.inbox.emit(Event::JobFinished {
-                job,
-                summary: JobSummary {
-                    errors: vec!["engine shut down".into()],
-                    ..JobSummary::default()
-                },
-            });
+        // Anything still queued at shutdown is reported as dropped, left for `resume`.
+        let dropped: Vec<(JobId, Box<Plan>)> = self.inbox.pending.drain(..).collect();
+        for (job, plan) in dropped {
+            self.inbox.drop_pending(job, &plan, "not started: the engine shut down", true);
         }
     }
 
@@ -234,15 +274,26 @@ impl Worker {
             if stop.is_none() {
                 stop = self.inbox.poll(job).filter(|i| *i != Interrupt::Skip);
             }
-            if stop.is_some() {
-                summary.cancelled += 1;
+            if stop.is_none() && self.inbox.stop.is_some() {
+                stop = Some(Interrupt::Stop);
+            }
+            if let Some(interrupt) = stop {
+                if interrupt.resumable() {
+                    summary.interrupted += 1;
+                } else {
+                    summary.cancelled += 1;
+                }
                 continue;
             }
             match self.run_item(job, plan, item, &mut summary) {
                 ItemOutcome::Done => summary.done += 1,
                 ItemOutcome::Failed => summary.failed += 1,
                 ItemOutcome::Cancelled(interrupt) => {
-                    summary.cancelled += 1;
+                    if interrupt.resumable() {
+                        summary.interrupted += 1;
+                    } else {
+                        summary.cancelled += 1;
+                    }
                     if interrupt != Interrupt::Skip {
                         stop = Some(interrupt);
                     }
@@ -329,11 +380,16 @@ impl Worker {
             ItemOutcome::Done => record.status = ItemStatus::Done,
             ItemOutcome::Failed => record.status = ItemStatus::Failed,
             ItemOutcome::Cancelled(interrupt) => {
-                record.status = ItemStatus::Cancelled;
+                record.status = if interrupt.resumable() {
+                    ItemStatus::Interrupted
+                } else {
+                    ItemStatus::Cancelled
+                };
                 record.error = Some(match interrupt {
                     Interrupt::Skip => "skipped by user".to_owned(),
                     Interrupt::CancelJob => "cancelled by user".to_owned(),
-                    Interrupt::Shutdown => "cancelled: engine shut down".to_owned(),
+                    Interrupt::Stop => format!("interrupted: {}", self.inbox.stop_reason()),
+                    Interrupt::Shutdown => "interrupted: the engine shut down".to_owned(),
                 });
             }
         }
@@ -405,10 +461,13 @@ impl Worker {
     ) -> ItemOutcome {
         let out_dir = self.outputs.root.join(&item.out_dir);
         for (image_index, &seed) in item.seeds.iter().enumerate() {
-            if image_index > 0
-                && let Some(interrupt) = self.inbox.poll(job)
-            {
+            // Commands that came during the model load or the previous image; a clean stop
+            // starts no new image.
+            if let Some(interrupt) = self.inbox.poll(job) {
                 return ItemOutcome::Cancelled(interrupt);
+            }
+            if self.inbox.stop.is_some() {
+                return ItemOutcome::Cancelled(Interrupt::Stop);
             }
             let params = prepared.params(plan, item, seed, self.want_previews);
             let mut generated = match self.generate_one(job, item.index, image_index, &params) {
@@ -652,6 +711,7 @@ fn new_record(job: JobId, plan: &Plan, item: &WorkItem) -> JobRecord {
         job,
         notes: Vec::new(),
         extra: serde_json::Map::new(),
+        runner: plan.runner.clone(),
     }
 }
 

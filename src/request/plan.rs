@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use super::{Profiles, Request, RequestError, Sweep};
 use crate::models::catalog::{Catalog, ModelRef};
+use crate::storage::jobs_log::RunnerTag;
 use crate::storage::naming::slug;
 use crate::vocab::SamplerKind;
 
@@ -53,6 +54,9 @@ pub struct Plan {
     pub run_dir: Option<PathBuf>,
     /// Items in run order: model-major.
     pub items: Vec<WorkItem>,
+    /// Set by the overnight runner: copied into every jobs-log line of the plan.
+    #[serde(default)]
+    pub runner: Option<RunnerTag>,
 }
 
 impl Plan {
@@ -145,7 +149,7 @@ pub fn build_plan(
     }
     let mut request = request.clone();
     request.seed = Some(seed_base);
-    Ok(Plan { request, seed_base, run_dir, items })
+    Ok(Plan { request, seed_base, run_dir, items, runner: None })
 }
 
 #[cfg(test)]

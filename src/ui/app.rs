@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::engine::{Backend, Engine, EngineConfig, Event, JobId, prepare_plan, relative_path};
+use crate::app::StopSignals;
+use crate::engine::{
+    Backend, Engine, EngineConfig, Event, JobId, StopMode, prepare_plan, relative_path,
+};
 use crate::models::catalog::Catalog;
 use crate::request::Profiles;
 use crate::request::restore::restore_settings;
@@ -20,13 +23,26 @@ use super::insights::{InsightsAction, InsightsPanel, InsightsResult, InsightsWor
 use super::log::{LogPanel, Severity};
 use super::model_status::{ModelStatusSource, NoModelStatus};
 use super::queue::{JobState, QueueAction, QueuePanel, QueuedJob};
+use super::runner_panel::{RunnerAction, RunnerPanel};
 use super::settings::{FormSettings, STORAGE_KEY};
 use super::sweep::{SweepAction, SweepPanel};
 use super::thumbnails::{Loaded, ThumbnailLoader};
 use super::watch::{JobProgress, WatchPanel};
+use crate::gpu::watch::GpuWatcher;
+use crate::gpu::{IdleRule, Visibility};
+use crate::runner::limits::{parse_duration, parse_until};
+use crate::runner::pool::{GpuChoice, GpuOpener, plan_slots};
+use crate::runner::{
+    BackendFactory, Generator, JobSettings, RunChoices, RunnerEvent, RunnerHandle, RunnerSetup,
+    Slot, StopLevel, StopToken, TemplateSet,
+};
 
 /// Time spent draining engine events per frame; the rest waits for the next frame.
 pub const EVENT_BUDGET: Duration = Duration::from_millis(4);
+/// How often the GPU table is refreshed (on its own thread).
+pub const GPU_REFRESH: Duration = Duration::from_secs(2);
+/// How often a runner worker looks at a busy GPU again.
+pub const RUNNER_RECHECK: Duration = Duration::from_secs(10);
 /// Time spent uploading decoded thumbnails per frame.
 pub const THUMBNAIL_BUDGET: Duration = Duration::from_millis(3);
 
@@ -42,13 +58,28 @@ pub struct AppConfig {
     pub instance_id: Option<String>,
     /// A profiles file to use instead of `./profiles.ron` or the built-in profiles.
     pub profiles_path: Option<PathBuf>,
+    /// Makes one backend per runner worker (`None`: the Runner panel cannot start runs).
+    pub backend_factory: Option<BackendFactory>,
+    /// Opens the GPU lister for the GPU table and `--gpus auto` (`None`: no GPU awareness).
+    pub gpus: Option<GpuOpener>,
+    /// `CUDA_VISIBLE_DEVICES` / `CUDA_DEVICE_ORDER`.
+    pub visibility: Visibility,
 }
 
 impl AppConfig {
     /// A window on `output_root` with `backend`: no notice, no instance id, the profiles of
     /// `./profiles.ron` or the built-in ones.
     pub fn new(output_root: PathBuf, backend: Box<dyn Backend>) -> Self {
-        Self { output_root, backend, notice: None, instance_id: None, profiles_path: None }
+        Self {
+            output_root,
+            backend,
+            notice: None,
+            instance_id: None,
+            profiles_path: None,
+            backend_factory: None,
+            gpus: None,
+            visibility: Visibility::default(),
+        }
     }
 }
 
@@ -88,9 +119,22 @@ pub struct LabApp {
     /// What the central panel shows.
     pub view: CentralView,
     insights_worker: InsightsWorker,
+    /// The overnight runner and the GPU table.
+    pub runner_panel: RunnerPanel,
+    runner: Option<RunnerHandle>,
+    gpu_watcher: Option<GpuWatcher>,
+    backend_factory: Option<BackendFactory>,
+    gpu_opener: Option<GpuOpener>,
+    visibility: Visibility,
+    instance_id: Option<String>,
+    waker: Arc<dyn Fn() + Send + Sync>,
     thumbnails: ThumbnailLoader,
     last_seed: Option<u64>,
     job_labels: HashMap<JobId, String>,
+    /// SIGINT/SIGTERM: forwarded to the engine as a clean stop; the window closes when idle.
+    stop_signals: Option<StopSignals>,
+    /// The strongest stop sent to the engine so far.
+    stop_sent: Option<StopMode>,
 }
 
 impl std::fmt::Debug for LabApp {
@@ -124,9 +168,23 @@ impl LabApp {
         let waker: Arc<dyn Fn() + Send + Sync> = Arc::new(move || repaint_ctx.request_repaint());
         let engine_config = EngineConfig {
             output_root: config.output_root.clone(),
-            instance_id: config.instance_id,
+            instance_id: config.instance_id.clone(),
             previews: true,
         };
+        let gpu_watcher = config.gpus.as_ref().and_then(|open| {
+            let open = Arc::clone(open);
+            GpuWatcher::spawn(
+                Box::new(move || open()),
+                config.visibility.clone(),
+                IdleRule::default(),
+                GPU_REFRESH,
+                waker.clone(),
+            )
+            .map_err(|err| {
+                log.push(Severity::Error, format!("cannot start the GPU watcher: {err}"));
+            })
+            .ok()
+        });
         let engine = match Engine::spawn(config.backend, engine_config, waker.clone()) {
             Ok(engine) => {
                 log.push(Severity::Info, format!("engine: {} backend", engine.backend_name()));
@@ -144,7 +202,7 @@ impl LabApp {
         let mut insights = InsightsPanel::default();
         insights.pending = insights_worker.analyze(&config.output_root, insights.min_support);
         insights_worker.sweeps(&config.output_root);
-        let thumbnails = ThumbnailLoader::spawn(waker).unwrap_or_else(|err| {
+        let thumbnails = ThumbnailLoader::spawn(waker.clone()).unwrap_or_else(|err| {
             log.push(Severity::Error, format!("cannot start the thumbnail decoder: {err}"));
             ThumbnailLoader::inert()
         });
@@ -170,9 +228,54 @@ impl LabApp {
             insights,
             view: CentralView::default(),
             insights_worker,
+            runner_panel: RunnerPanel::default(),
+            runner: None,
+            gpu_watcher,
+            backend_factory: config.backend_factory,
+            gpu_opener: config.gpus,
+            visibility: config.visibility,
+            instance_id: config.instance_id,
+            waker,
             thumbnails,
             last_seed: None,
             job_labels: HashMap::new(),
+            stop_signals: None,
+            stop_sent: None,
+        }
+    }
+
+    /// Follows stop signals: the first lets the running image finish and starts nothing new,
+    /// the second cancels it; the window closes once the queue is idle. Wakes the window on
+    /// each signal.
+    pub fn watch_stop_signals(&mut self, ctx: &egui::Context, signals: StopSignals) {
+        let repaint = ctx.clone();
+        signals.on_request(move |_| repaint.request_repaint());
+        self.stop_signals = Some(signals);
+    }
+
+    /// Forwards a new stop request to the engine; closes the window when nothing runs.
+    fn follow_stop_signals(&mut self, ctx: &egui::Context) {
+        let Some(request) = self.stop_signals.as_ref().and_then(StopSignals::request) else {
+            return;
+        };
+        if self.stop_sent.is_none_or(|sent| sent < request.mode) {
+            self.stop_sent = Some(request.mode);
+            let name = request.signal.name();
+            let message = match request.mode {
+                StopMode::AfterImage => {
+                    format!("{name}: finishing the running image, then closing")
+                }
+                StopMode::Now => format!("{name}: cancelling the running image, then closing"),
+            };
+            self.log.push(Severity::Warning, message);
+            if let Some(engine) = &self.engine
+                && let Err(err) = engine.stop(request.mode, name)
+            {
+                self.log.push(Severity::Error, err.to_string());
+            }
+        }
+        if !self.queue.busy() {
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
         }
     }
 
@@ -229,8 +332,175 @@ impl LabApp {
         }
     }
 
+    /// Starts an overnight run from the Runner panel's form and the controls' size, steps,
+    /// CFG, sampler and batch; problems go to the panel and the log.
+    pub fn start_runner(&mut self) {
+        if self.runner.is_some() {
+            return;
+        }
+        match self.runner_setup() {
+            Ok((setup, factory, notes)) => {
+                for note in notes {
+                    self.log.push(Severity::Warning, format!("runner: {note}"));
+                }
+                let labels = setup.slots.iter().map(Slot::label).collect();
+                let seed = setup.generator.run_seed();
+                match RunnerHandle::start(setup, factory, StopToken::new(), self.waker.clone()) {
+                    Ok(handle) => {
+                        self.runner = Some(handle);
+                        self.runner_panel.started(labels);
+                        self.log.push(Severity::Info, format!("runner started (seed {seed})"));
+                    }
+                    Err(err) => self.runner_failed(err),
+                }
+            }
+            Err(err) => self.runner_failed(err),
+        }
+    }
+
+    fn runner_failed(&mut self, err: String) {
+        self.log.push(Severity::Error, format!("runner: {err}"));
+        self.runner_panel.error = Some(err);
+    }
+
+    /// Stop once: running images finish; twice: they are cancelled.
+    pub fn stop_runner(&mut self) {
+        if let Some(runner) = &self.runner {
+            let level = runner.stop_token().escalate();
+            self.runner_panel.stops = self.runner_panel.stops.saturating_add(1);
+            let what = if level == StopLevel::Cancel {
+                "cancelling"
+            } else {
+                "finishing the running images"
+            };
+            self.log.push(Severity::Info, format!("runner: {what}"));
+        }
+    }
+
+    fn runner_setup(&self) -> Result<(RunnerSetup, BackendFactory, Vec<String>), String> {
+        let factory = self.backend_factory.clone().ok_or("this window has no backend factory")?;
+        let form = &self.runner_panel.form;
+        let profiles = self.profiles.clone();
+        let catalog = self.catalog.clone();
+        let set = if form.templates.trim().is_empty() {
+            TemplateSet::builtin(&profiles, &catalog)
+        } else {
+            TemplateSet::load(Path::new(form.templates.trim()), &profiles, &catalog)
+        }
+        .map_err(|err| err.to_string())?;
+        let number = |text: &str, what: &str| -> Result<Option<u64>, String> {
+            let text = text.trim();
+            if text.is_empty() {
+                return Ok(None);
+            }
+            text.parse().map(Some).map_err(|_| format!("{what}: {text:?} is not a whole number"))
+        };
+        let seed =
+            number(&form.seed, "run seed")?.unwrap_or_else(crate::request::plan::random_seed);
+        let list = |text: &str| -> Vec<String> {
+            text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+        };
+        let choices = RunChoices { models: list(&form.models), profiles: list(&form.profiles) };
+        let generator = Generator::new(set, seed, &choices, &profiles, &catalog)
+            .map_err(|err| err.to_string())?;
+        let max_jobs = number(&form.jobs, "jobs")?.filter(|jobs| *jobs > 0);
+        let now = chrono::Local::now();
+        let started = std::time::Instant::now();
+        let mut deadline = None;
+        if !form.for_duration.trim().is_empty() {
+            deadline = Some(
+                started + parse_duration(&form.for_duration).map_err(|e| format!("for: {e}"))?,
+            );
+        }
+        if !form.until.trim().is_empty() {
+            let at = parse_until(&form.until, now).map_err(|e| format!("until: {e}"))?;
+            let at = started + (at - now).to_std().unwrap_or_default();
+            deadline = Some(deadline.map_or(at, |d: std::time::Instant| d.min(at)));
+        }
+        let choice = GpuChoice::parse(&form.gpus)?;
+        let opener: GpuOpener = self.gpu_opener.clone().unwrap_or_else(|| {
+            Arc::new(|| Err(crate::gpu::GpuError::NoDriver("GPU awareness is off".into())))
+        });
+        let controls = &self.controls.form;
+        let (slots, idle, notes) = plan_slots(
+            &choice,
+            controls.device,
+            &opener,
+            &self.visibility,
+            IdleRule::default(),
+            RUNNER_RECHECK,
+        )
+        .map_err(|err| err.to_string())?;
+        let setup = RunnerSetup {
+            generator,
+            profiles,
+            catalog,
+            max_jobs,
+            deadline,
+            slots,
+            idle,
+            settings: JobSettings {
+                batch: controls.batch,
+                width: Some(controls.width_px),
+                height: Some(controls.height_px),
+                steps: Some(controls.steps),
+                cfg: Some(controls.cfg),
+                scheduler: controls.scheduler,
+                schedule_type: controls.schedule_type,
+                dtype: None,
+            },
+            output_root: self.output_root.clone(),
+            instance_id: self.instance_id.clone(),
+            run_dir: PathBuf::from(format!("{}_runner", now.format("%Y%m%d-%H%M%S"))),
+            max_failures: 3,
+            lookahead: 256,
+        };
+        setup.validate().map_err(|err| err.to_string())?;
+        Ok((setup, factory, notes))
+    }
+
+    /// Whether an overnight run is going.
+    pub fn runner_running(&self) -> bool {
+        self.runner.is_some()
+    }
+
+    fn drain_runner(&mut self) {
+        let Some(runner) = &self.runner else { return };
+        let started = std::time::Instant::now();
+        let mut finished = false;
+        while started.elapsed() < EVENT_BUDGET {
+            let Ok(event) = runner.events().try_recv() else { break };
+            self.runner_panel.on_event(&event);
+            match &event {
+                RunnerEvent::JobFinished { outcome, .. } => {
+                    for path in &outcome.images {
+                        let relative = relative_path(&self.output_root, path);
+                        self.thumbnails.request(path);
+                        self.gallery.add_session_image(path.clone(), relative);
+                    }
+                    if let Some(error) = &outcome.error
+                        && outcome.status == crate::storage::jobs_log::ItemStatus::Failed
+                    {
+                        self.log
+                            .push(Severity::Error, format!("runner #{}: {error}", outcome.number));
+                    }
+                }
+                RunnerEvent::Finished(_) => finished = true,
+                _ => {}
+            }
+        }
+        if finished {
+            if let Some(summary) = &self.runner_panel.summary {
+                self.log.push(Severity::Info, format!("runner finished: {summary}"));
+            }
+            self.runner = None;
+        }
+    }
+
     /// Stops the engine: cancels what runs and joins the thread. Safe to call twice.
     pub fn shutdown(&mut self) {
+        self.runner = None;
+        self.gpu_watcher = None;
         if let Some(engine) = self.engine.take() {
             engine.shutdown();
         }
@@ -259,6 +529,10 @@ impl LabApp {
                 Err(text) => self.log.push(Severity::Error, text),
             }
         }
+        self.drain_runner();
+        if let Some(watcher) = &self.gpu_watcher {
+            self.runner_panel.gpus = watcher.latest();
+        }
         for loaded in self.thumbnails.drain(ctx, THUMBNAIL_BUDGET) {
             match loaded {
                 Loaded::Thumbnail { path, info, .. } => {
@@ -286,6 +560,7 @@ impl LabApp {
                 InsightsResult::Sweeps(found) => self.sweep.sweeps = found,
             }
         }
+        self.follow_stop_signals(ctx);
         if more {
             ctx.request_repaint();
         }
@@ -515,14 +790,19 @@ impl LabApp {
 #[derive(Debug, Default)]
 struct CentralActions {
     queue: Option<QueueAction>,
+    runner: Option<RunnerAction>,
     sweep: Option<SweepAction>,
     insights: Option<InsightsAction>,
 }
 
 impl LabApp {
-    /// The queue, then the chosen view: preview, sweep grid or insights.
+    /// The queue, the runner, then the chosen view: preview, sweep grid or insights.
     fn central_ui(&mut self, ui: &mut egui::Ui) -> CentralActions {
         let mut actions = CentralActions { queue: self.queue.ui(ui), ..CentralActions::default() };
+        ui.separator();
+        egui::CollapsingHeader::new("Runner").id_salt("runner_panel").show(ui, |ui| {
+            actions.runner = self.runner_panel.ui(ui);
+        });
         ui.separator();
         ui.horizontal(|ui| {
             ui.selectable_value(&mut self.view, CentralView::Preview, "Preview");
@@ -610,8 +890,12 @@ impl eframe::App for LabApp {
         });
         let mut central = CentralActions::default();
         egui::CentralPanel::default_margins().show(ui, |ui| central = self.central_ui(ui));
-        let CentralActions { queue: queue_action, sweep: sweep_action, insights: insights_action } =
-            central;
+        let CentralActions {
+            queue: queue_action,
+            runner: runner_action,
+            sweep: sweep_action,
+            insights: insights_action,
+        } = central;
         self.log.toasts_ui(&ctx);
         match control_action {
             Some(ControlAction::Generate) => self.generate(),
@@ -640,6 +924,11 @@ impl eframe::App for LabApp {
             if let Err(err) = result {
                 self.log.push(Severity::Error, err.to_string());
             }
+        }
+        match runner_action {
+            Some(RunnerAction::Start) => self.start_runner(),
+            Some(RunnerAction::Stop) => self.stop_runner(),
+            None => {}
         }
         if let Some(action) = gallery_action {
             self.on_gallery_action(&ctx, action);

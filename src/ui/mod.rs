@@ -11,14 +11,22 @@ pub mod insights;
 pub mod log;
 pub mod model_status;
 pub mod queue;
+pub mod runner_panel;
 pub mod settings;
 pub mod sweep;
 pub mod thumbnails;
 pub mod watch;
 
-use crate::app::{ConfigError, EngineSetup, FrontEndConfig};
+use std::sync::Arc;
+
+use crate::app::{
+    BackendChoice, ConfigError, EngineSetup, FrontEndConfig, WINDOW_MOCK_STEP_DELAY, make_backend,
+};
+use crate::gpu::open_source;
 use crate::models::Catalog;
 use crate::models::hub::HubConfig;
+use crate::runner::BackendFactory;
+use crate::runner::pool::GpuOpener;
 
 pub use app::{AppConfig, LabApp};
 
@@ -40,13 +48,25 @@ pub enum WindowError {
 /// # Errors
 /// A variable with a bad value, named.
 pub fn config_from(config: &FrontEndConfig) -> Result<AppConfig, ConfigError> {
-    let wiring = EngineSetup::window(config)?.wire(config)?;
+    let setup = EngineSetup::window(config)?;
+    let wiring = setup.wire(config)?;
+    // Runner workers get the backend the window got (the mock when candle fell back).
+    let choice = if wiring.notice.is_some() { BackendChoice::Mock } else { setup.backend };
+    let factory_config = config.clone();
+    let backend_factory: BackendFactory = Arc::new(move |_slot| {
+        make_backend(choice, &factory_config, WINDOW_MOCK_STEP_DELAY).map_err(|e| e.to_string())
+    });
+    let source = config.gpu_source()?;
+    let gpus: GpuOpener = Arc::new(move || open_source(source));
     Ok(AppConfig {
         output_root: wiring.engine.output_root,
         backend: wiring.backend,
         notice: wiring.notice,
         instance_id: wiring.engine.instance_id,
         profiles_path: config.profiles_path(),
+        backend_factory: Some(backend_factory),
+        gpus: Some(gpus),
+        visibility: config.gpu_visibility(),
     })
 }
 
@@ -55,7 +75,13 @@ pub fn config_from(config: &FrontEndConfig) -> Result<AppConfig, ConfigError> {
 /// # Errors
 /// A bad setting, or a window that cannot open.
 pub fn run_window(config: &FrontEndConfig) -> Result<(), WindowError> {
-    run_window_with(config_from(config)?, config.hub())
+    let grace = config.stop_grace()?;
+    let app_config = config_from(config)?;
+    match crate::app::StopSignals::install() {
+        Ok(signals) => signals.set_grace(grace),
+        Err(err) => tracing::warn!(%err, "no clean stop on SIGINT/SIGTERM"),
+    }
+    run_window_with(app_config, config.hub())
 }
 
 /// Opens the window with a given backend and output folder; `hub` is where the model status
@@ -76,6 +102,10 @@ pub fn run_window_with(config: AppConfig, hub: HubConfig) -> Result<(), WindowEr
         options,
         Box::new(move |cc| {
             let mut app = LabApp::new(cc, config);
+            match crate::app::StopSignals::install() {
+                Ok(signals) => app.watch_stop_signals(&cc.egui_ctx, signals),
+                Err(err) => tracing::warn!(%err, "no clean stop on SIGINT/SIGTERM"),
+            }
             let ctx = cc.egui_ctx.clone();
             let waker = std::sync::Arc::new(move || ctx.request_repaint());
             let status = model_status::HubCacheStatus::spawn(Catalog::builtin(), hub, waker);

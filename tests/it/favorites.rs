@@ -426,7 +426,9 @@ fn copies_the_metadata_reader_cannot_name_are_matched_by_content() {
             "model": model, "model_id": "org/m", "scheduler": "euler", "steps": 4, "cfg": 7.0,
             "width": 16, "height": 16, "batch_size": 1, "seed_base": seed, "seeds": [seed],
             "paths": [path], "run_dir": null, "error": null, "duration_s": 0.1, "device": "cpu",
-            "template": if seed == 1 { "portrait" } else { "landscape" }
+            // What `imagelab runner` adds to its lines.
+            "runner": {"job": seed, "template": if seed == 1 { "portrait" } else { "landscape" },
+                       "prompt": "x", "seed": 9}
         })
         .to_string()
     };
@@ -442,10 +444,13 @@ fn copies_the_metadata_reader_cannot_name_are_matched_by_content() {
     assert_eq!((json["count"].as_u64(), json["generated"].as_u64()), (Some(1), Some(2)));
     assert_eq!(json["favorites"][0]["matched_by"], "content");
     assert_eq!(rows(&json, "by_model")[0], row("M1", 1, 1, "2.0000"));
-    // A field the jobs log gained (a runner's template) is a dimension of its own.
-    assert!(json["dimensions"].as_array().expect("dims").contains(&Value::from("template")));
+    // The runner's fields (its template, job number, generated prompt) are dimensions too.
+    let dimensions = json["dimensions"].as_array().expect("dims");
+    for name in ["runner.template", "runner.job", "runner.prompt", "runner.seed"] {
+        assert!(dimensions.contains(&Value::from(name)), "{name}: {dimensions:?}");
+    }
     assert_eq!(
-        rows(&json, "by_template"),
+        rows(&json, "by_runner.template"),
         [row("portrait", 1, 1, "2.0000"), row("landscape", 0, 1, "0.0000")]
     );
 }

@@ -15,10 +15,12 @@ mod engine;
 mod favorites;
 mod models;
 mod rng;
+mod runner;
 mod sampler_pipeline;
 mod schedulers;
 mod sheet;
 mod slurm;
+mod stops;
 mod ui;
 mod util;
 

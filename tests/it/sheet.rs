@@ -332,3 +332,47 @@ fn a_sheet_that_cannot_be_made_is_refused_with_the_reason() {
     check(&[empty.as_os_str()], "no image in it has imagelab settings");
     assert!(!run_dir.join("contact_sheet.png").exists(), "nothing written");
 }
+
+/// An item stopped after its first image (status `interrupted`) and resumed later (a second
+/// line with the rest): one block, each image in its batch place by seed.
+#[test]
+fn an_interrupted_item_and_its_resumed_line_fill_one_block() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = "20260101-000000_all-profiles";
+    let line = |paths: &[&str], seeds: &[u64], status: &str| {
+        json!({
+            "timestamp": "2026-11-23T09:30:05+00:00", "mode": "txt2img", "prompt": "p",
+            "negative": "", "all_profiles": true, "all_models": false, "profile": "P",
+            "model": "M", "model_id": "org/M", "scheduler": "euler", "steps": 4, "cfg": 7.0,
+            "width": 32, "height": 32, "batch_size": 3, "seed_base": 40, "seeds": seeds,
+            "paths": paths, "run_dir": run, "error": null, "duration_s": 0.1, "device": "cpu",
+            "status": status
+        })
+        .to_string()
+    };
+    for (name, shade) in [("a.png", 50_u8), ("c.png", 150)] {
+        let path = dir.path().join(run).join(name);
+        fs_err::create_dir_all(path.parent().expect("parent")).expect("dir");
+        image::RgbImage::from_pixel(32, 32, image::Rgb([shade, shade, shade]))
+            .save(&path)
+            .expect("png");
+    }
+    let lines = [
+        line(&[&format!("{run}/a.png")], &[40], "interrupted"),
+        // The resumed line: the third image made, the second failed again at a later stop.
+        line(&[&format!("{run}/c.png")], &[42], "interrupted"),
+    ];
+    fs_err::write(dir.path().join("jobs.log"), lines.join("\n")).expect("log");
+    let (json, _) = run_sheet(&[dir.path().join(run).as_os_str()]);
+    let (img, metadata) = decode(Path::new(json["path"].as_str().expect("path")));
+    assert_eq!((metadata.batch, metadata.cells.len()), (3, 3));
+    let status: Vec<(usize, &str, Option<u64>)> =
+        metadata.cells.iter().map(|c| (c.batch_index, c.status.as_str(), c.seed)).collect();
+    assert_eq!(status, [(0, "image", Some(40)), (1, "empty", None), (2, "image", Some(42))]);
+    assert!(metadata.cells[1].reason.as_deref().is_some_and(|r| r.contains("interrupted")));
+    let px = |i: usize| {
+        let rect = metadata.cells[i].rect;
+        img.get_pixel(rect.x + 1, rect.y + 1).0
+    };
+    assert_eq!((px(0), px(1), px(2)), ([50; 3], sheet::EMPTY_FILL, [150; 3]));
+}

@@ -372,6 +372,7 @@ fn screenshots() {
     save(&mut harness, "sweep-grid.png");
     harness.get_by_label("Insights").click();
     step_until(&mut harness, "the analysis", |app| analysis_count(app) == Some(2));
+    harness.run_steps(2);
     harness.get_by_role_and_label(Role::Button, "Profile").click();
     harness.run_steps(3);
     save(&mut harness, "insights.png");
@@ -694,4 +695,100 @@ fn sweep_grid_stars_and_insights_follow_the_stars() {
     harness.get_by_label("Star SDXL Turbo / Cinematic #1").click();
     harness.run_steps(1);
     step_until(&mut harness, "the analysis of 2 stars", |app| analysis_count(app) == Some(2));
+}
+
+/// The Runner panel on the real app: two fake GPUs (one busy) in the GPU table, a run of 4
+/// generated jobs started and finished from the panel, all on the idle GPU.
+#[test]
+fn runner_panel_starts_a_run_on_idle_gpus_and_shows_the_gpu_table() {
+    use imagelab::gpu::{FixedGpus, GpuProcess, GpuSource};
+    use imagelab::runner::BackendFactory;
+
+    let out = tempfile::tempdir().expect("tempdir");
+    let gpus = FixedGpus::new(vec![FixedGpus::idle_gpu(0), FixedGpus::idle_gpu(1)]);
+    gpus.update(1, |gpu| gpu.processes.push(GpuProcess { pid: 4242, used_memory_mib: Some(9000) }));
+    let dir = out.path().to_owned();
+    let source = gpus.clone();
+    let mut harness = Harness::builder().with_size(WINDOW).build_eframe(move |cc| {
+        let mut config = AppConfig::new(dir, Box::new(MockBackend::new()));
+        let factory: BackendFactory = std::sync::Arc::new(|_slot| {
+            Ok(Box::new(MockBackend::new().with_step_delay(Duration::from_millis(2)))
+                as Box<dyn imagelab::engine::Backend>)
+        });
+        config.backend_factory = Some(factory);
+        config.gpus =
+            Some(std::sync::Arc::new(move || Ok(Box::new(source.clone()) as Box<dyn GpuSource>)));
+        LabApp::with_form(&cc.egui_ctx, config, small_form())
+    });
+    harness.get_by_label("Runner").click();
+    harness.run_steps(2);
+    step_until(&mut harness, "the GPU table", |app| app.runner_panel.gpus.is_some());
+    harness.run_steps(2);
+    harness.get_by_label_contains("busy: compute process(es) running: pid 4242");
+    harness.get_by_role_and_label(Role::TextInput, "Jobs").focus();
+    harness.run_steps(1);
+    harness.key_press(egui::Key::Backspace);
+    harness.key_press(egui::Key::Backspace);
+    harness.get_by_role_and_label(Role::TextInput, "Jobs").type_text("4");
+    harness.run_steps(1);
+    assert_eq!(harness.state().runner_panel.form.jobs, "4", "typed into the Jobs field");
+    harness.state_mut().runner_panel.form.seed = "12".into();
+    harness.run_steps(1);
+    harness.get_by_label("Start runner").click();
+    harness.run_steps(2);
+    assert!(harness.state().runner_running(), "{:?}", harness.state().runner_panel.error);
+    step_until(&mut harness, "the run to end", |app| !app.runner_running());
+    harness.run_steps(2);
+    let panel = &harness.state().runner_panel;
+    assert_eq!((panel.jobs_done, panel.images, panel.failed), (4, 4, 0));
+    assert_eq!(panel.workers.len(), 2);
+    assert_eq!(panel.workers[0].jobs, 4, "GPU 0 did every job: {:?}", panel.workers);
+    assert_eq!(panel.workers[1].jobs, 0, "GPU 1 is busy: {:?}", panel.workers);
+    assert!(panel.workers[0].prompt.starts_with('#'), "current prompt shown");
+    assert!(panel.workers[0].images_per_hour() > 0.0);
+    harness.get_by_label_contains("last run: 4 job(s), 4 image(s), 0 failed");
+    let records = jobs_log::read_all(out.path()).expect("log").records;
+    assert_eq!(records.len(), 4);
+    assert!(records.iter().all(|r| r.runner.as_ref().and_then(|t| t.gpu) == Some(0)));
+    let session = harness.state().gallery.entries.iter().filter(|e| e.from_session).count();
+    assert_eq!(session, 4, "the run's images reach the gallery");
+}
+
+/// Whether the last frame asked to close the window.
+fn asked_to_close(harness: &Harness<'_, LabApp>) -> bool {
+    harness.output().viewport_output.get(&egui::ViewportId::ROOT).is_some_and(|viewport| {
+        viewport.commands.iter().any(|command| matches!(command, egui::ViewportCommand::Close))
+    })
+}
+
+#[test]
+fn a_stop_signal_finishes_the_running_image_then_closes_the_window() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let form = FormSettings { batch: 3, steps: 40, ..small_form() };
+    let mut harness = harness(out.path(), Duration::from_millis(30), form);
+    let signals = imagelab::app::StopSignals::manual();
+    let ctx = harness.ctx.clone();
+    harness.state_mut().watch_stop_signals(&ctx, signals.clone());
+    type_prompt(&mut harness, "closing time");
+    harness.get_by_label("Generate").click();
+    harness.run_steps(1);
+    step_until(&mut harness, "image 0 in flight", |app| {
+        app.watch.progress.as_ref().is_some_and(|progress| progress.step >= 1)
+    });
+    signals.deliver(imagelab::app::StopSignal::Terminate);
+    harness.step();
+    assert!(!asked_to_close(&harness), "the running image finishes first");
+    step_until(&mut harness, "the job to end", |app| !app.queue.busy());
+    harness.step();
+    assert!(asked_to_close(&harness), "idle after the stop: the window closes");
+    let app = harness.state();
+    assert!(
+        app.log.lines.iter().any(|line| line.text.contains("SIGTERM: finishing the running image")),
+        "{:?}",
+        app.log.lines
+    );
+    let log = jobs_log::read_all(out.path()).expect("jobs log");
+    assert_eq!(log.records.len(), 1);
+    assert_eq!(log.records[0].status, ItemStatus::Interrupted, "{:?}", log.records[0]);
+    assert_eq!(log.records[0].paths.len(), 1, "image 0 finished, nothing new started");
 }
