@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one module per area.
 
+mod bench_gpu;
 mod candle_cli;
 mod cli;
 mod diffusion;
