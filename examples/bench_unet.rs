@@ -13,7 +13,7 @@ use std::time::Instant;
 use candle_core::{DType, Tensor};
 use imagelab::diffusion::device::{select_device, select_dtype};
 use imagelab::diffusion::unet::{UNet2DConditionModel, UNetConditioning};
-use imagelab::request::{DeviceChoice, Precision};
+use imagelab::vocab::{DeviceChoice, Precision};
 
 fn run() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -48,10 +48,12 @@ fn run() -> anyhow::Result<()> {
         .pooled_width()
         .map(|width| Tensor::randn(0f32, 1.0, (2, width), &device))
         .transpose()?;
-    #[allow(clippy::cast_precision_loss)]
-    let side = size as f32;
+    let side_px = size as f32;
     let time_ids = Tensor::new(
-        &[[side, side, 0.0, 0.0, side, side], [side, side, 0.0, 0.0, side, side]],
+        &[
+            [side_px, side_px, 0.0, 0.0, side_px, side_px],
+            [side_px, side_px, 0.0, 0.0, side_px, side_px],
+        ],
         &device,
     )?;
     let mut step_s = Vec::new();

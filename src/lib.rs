@@ -3,6 +3,7 @@
 //! One engine serves the desktop window (`ui`, feature `gui`) and the command line (`cli`).
 //! See `ARCHITECTURE.md` for the map.
 
+pub mod app;
 pub mod cli;
 pub mod diffusion;
 pub mod engine;
@@ -11,3 +12,4 @@ pub mod request;
 pub mod storage;
 #[cfg(feature = "gui")]
 pub mod ui;
+pub mod vocab;

@@ -1,7 +1,7 @@
 //! Writer against reader: whatever the prompt, profile or model text, A1111's reading of our
 //! infotext gives back every setting, and the prompts as A1111 normalises them (lines stripped).
 #![no_main]
-use imagelab::request::{Mode, SamplerKind};
+use imagelab::vocab::{Mode, SamplerKind};
 use imagelab::storage::metadata::{GenerationInfo, infotext};
 use libfuzzer_sys::fuzz_target;
 

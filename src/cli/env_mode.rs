@@ -4,12 +4,13 @@
 
 use std::path::PathBuf;
 
-use super::EXIT_USAGE;
-use super::generate::{self, BackendChoice, DEFAULT_OUTPUT_DIR, GenerateOptions};
+use super::generate::{self, GenerateOptions};
+use super::{CliError, Outcome};
+use crate::app::config::{BACKEND_VAR, DEVICE_VAR, INSTANCE_ID_VAR, OUTPUT_DIR_VAR};
+use crate::app::{BackendChoice, DEFAULT_OUTPUT_DIR, FrontEndConfig};
 use crate::models::catalog::DEFAULT_MODEL;
-use crate::request::{
-    DeviceChoice, Precision, RAW_PROFILE, Request, RequestError, SamplerKind, SigmaSchedule, Sweep,
-};
+use crate::request::{Request, RequestError, Sweep};
+use crate::vocab::{DeviceChoice, Precision, RAW_PROFILE, SamplerKind, SigmaSchedule};
 
 /// Every variable the mode reads, for `--help` and docs.
 pub const VARIABLES: &[&str] = &[
@@ -31,18 +32,17 @@ pub const VARIABLES: &[&str] = &[
     "IMG2IMG_STRENGTH",
     "RUN_ALL_PROFILES",
     "RUN_ALL_MODELS",
-    "IMAGELAB_BACKEND",
-    "IMAGELAB_OUTPUT_DIR",
-    "IMAGELAB_DEVICE",
+    BACKEND_VAR,
+    OUTPUT_DIR_VAR,
+    DEVICE_VAR,
     "IMAGELAB_DTYPE",
     "IMAGELAB_JSON",
-    "INSTANCE_ID",
+    INSTANCE_ID_VAR,
 ];
 
-/// True when the process environment asks for env-var mode.
-pub fn is_requested() -> bool {
-    let lookup = |name: &str| std::env::var(name).ok();
-    requested_by(&lookup)
+/// True when the environment asks for env-var mode.
+pub fn is_requested(config: &FrontEndConfig) -> bool {
+    requested_by(&|name: &str| config.var(name))
 }
 
 fn requested_by(lookup: &dyn Fn(&str) -> Option<String>) -> bool {
@@ -50,21 +50,13 @@ fn requested_by(lookup: &dyn Fn(&str) -> Option<String>) -> bool {
         || lookup("HEADLESS").is_some_and(|v| parse_bool_text(&v) == Some(true))
 }
 
-/// Runs env-var mode from the process environment; returns the exit code.
-pub fn run_from_process_env() -> u8 {
-    let lookup = |name: &str| std::env::var(name).ok();
-    match parse(&lookup) {
-        Ok(options) => generate::run(&options),
-        Err(err) => {
-            eprintln!("error: {err}");
-            EXIT_USAGE
-        }
-    }
-}
-
-/// Alias used by `cli::main`.
-pub fn run() -> u8 {
-    run_from_process_env()
+/// Runs env-var mode: the same run as `imagelab generate` with the same settings.
+///
+/// # Errors
+/// A variable with a bad value (named), or what [`generate::run`] refuses.
+pub fn run(config: &FrontEndConfig) -> Result<Outcome, CliError> {
+    let options = parse(&|name: &str| config.var(name))?;
+    generate::run(&options, config)
 }
 
 fn parse_bool_text(text: &str) -> Option<bool> {
@@ -73,6 +65,19 @@ fn parse_bool_text(text: &str) -> Option<bool> {
         "0" | "false" | "no" | "off" | "" => Some(false),
         _ => None,
     }
+}
+
+/// `value` parsed as a number, naming variable `name` when it is not one.
+fn number<T: std::str::FromStr>(
+    name: &str,
+    value: Option<String>,
+) -> Result<Option<T>, RequestError> {
+    value
+        .map(|text| {
+            text.parse::<T>()
+                .map_err(|_| RequestError::new(name, format!("{text:?} is not a valid number")))
+        })
+        .transpose()
 }
 
 /// Reads the mode's variables through `lookup` (the process environment, or a map in tests).
@@ -92,17 +97,6 @@ pub fn parse(lookup: &dyn Fn(&str) -> Option<String>) -> Result<GenerateOptions,
             }),
         }
     };
-    fn number<T: std::str::FromStr>(
-        name: &str,
-        value: Option<String>,
-    ) -> Result<Option<T>, RequestError> {
-        value
-            .map(|text| {
-                text.parse::<T>()
-                    .map_err(|_| RequestError::new(name, format!("{text:?} is not a valid number")))
-            })
-            .transpose()
-    }
     let sweep = Sweep::from_switches(flag("RUN_ALL_PROFILES")?, flag("RUN_ALL_MODELS")?).map_err(
         |mut err| {
             err.field = "RUN_ALL_PROFILES/RUN_ALL_MODELS".into();
@@ -122,23 +116,31 @@ pub fn parse(lookup: &dyn Fn(&str) -> Option<String>) -> Result<GenerateOptions,
     };
     let scheduler = get("SCHEDULER")
         .map(|name| {
-            SamplerKind::parse(&name).map_err(|message| RequestError::new("SCHEDULER", message))
+            SamplerKind::parse(&name)
+                .map_err(|message| RequestError::new("SCHEDULER", message.to_string()))
         })
         .transpose()?;
     let schedule_type = get("SCHEDULE_TYPE")
-        .map(|name| SigmaSchedule::parse(&name).map_err(|m| RequestError::new("SCHEDULE_TYPE", m)))
+        .map(|name| {
+            SigmaSchedule::parse(&name)
+                .map_err(|m| RequestError::new("SCHEDULE_TYPE", m.to_string()))
+        })
         .transpose()?
         .unwrap_or_default();
-    let device = get("IMAGELAB_DEVICE")
-        .map(|text| DeviceChoice::parse(&text).map_err(|m| RequestError::new("IMAGELAB_DEVICE", m)))
+    let device = get(DEVICE_VAR)
+        .map(|text| {
+            DeviceChoice::parse(&text).map_err(|m| RequestError::new(DEVICE_VAR, m.to_string()))
+        })
         .transpose()?
         .unwrap_or_default();
     let dtype = get("IMAGELAB_DTYPE")
-        .map(|text| Precision::parse(&text).map_err(|m| RequestError::new("IMAGELAB_DTYPE", m)))
-        .transpose()?;
-    let backend = get("IMAGELAB_BACKEND")
         .map(|text| {
-            BackendChoice::parse(&text).map_err(|m| RequestError::new("IMAGELAB_BACKEND", m))
+            Precision::parse(&text).map_err(|m| RequestError::new("IMAGELAB_DTYPE", m.to_string()))
+        })
+        .transpose()?;
+    let backend = get(BACKEND_VAR)
+        .map(|text| {
+            BackendChoice::parse(&text).map_err(|m| RequestError::new(BACKEND_VAR, m.to_string()))
         })
         .transpose()?
         .unwrap_or(BackendChoice::Candle);
@@ -164,11 +166,10 @@ pub fn parse(lookup: &dyn Fn(&str) -> Option<String>) -> Result<GenerateOptions,
     };
     Ok(GenerateOptions {
         request,
-        out: get("IMAGELAB_OUTPUT_DIR")
-            .map_or_else(|| PathBuf::from(DEFAULT_OUTPUT_DIR), PathBuf::from),
+        out: get(OUTPUT_DIR_VAR).map_or_else(|| PathBuf::from(DEFAULT_OUTPUT_DIR), PathBuf::from),
         json: flag("IMAGELAB_JSON")?,
         backend,
-        instance_id: get("INSTANCE_ID"),
+        instance_id: get(INSTANCE_ID_VAR),
     })
 }
 

@@ -1,52 +1,24 @@
 //! `imagelab generate`: flags → validated request → engine → files, summary, exit code.
 //! The environment-variable mode builds the same [`GenerateOptions`] and runs the same code.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Args;
+use clap::{ArgMatches, Args};
 
-use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, report};
-use crate::engine::candle_backend::{CandleBackend, FolderResolver};
-use crate::engine::{
-    Backend, Engine, EngineConfig, Event, LoadProgress, mock::MockBackend, no_waker, prepare_plan,
-};
+use super::{CliError, Outcome, report};
+use crate::app::config::{BACKEND_VAR, DEVICE_VAR, OUTPUT_DIR_VAR};
+use crate::app::{BackendChoice, DEFAULT_OUTPUT_DIR, EngineSetup, FrontEndConfig};
+use crate::engine::{Engine, Event, no_waker, prepare_plan};
 use crate::models::catalog::{Catalog, DEFAULT_MODEL};
-use crate::models::hub::{DownloadEvent, HubConfig, WeightVariant, resolve_pipeline};
-use crate::request::{
-    DeviceChoice, LoraSpec, Precision, Profiles, RAW_PROFILE, Request, SamplerKind, SigmaSchedule,
-    Sweep,
-};
-
-/// The default output root.
-pub const DEFAULT_OUTPUT_DIR: &str = "output_images";
-
-/// Which backend runs the request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BackendChoice {
-    /// candle SDXL on the chosen device.
-    Candle,
-    /// The deterministic mock (no weights).
-    Mock,
-}
-
-impl BackendChoice {
-    /// Parses `candle|mock`.
-    ///
-    /// # Errors
-    /// Names the valid values.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "candle" => Ok(Self::Candle),
-            "mock" => Ok(Self::Mock),
-            _ => Err(format!("unknown backend {text:?}; valid: candle, mock")),
-        }
-    }
-}
+use crate::request::restore::{RequestField, restore_settings};
+use crate::request::{Request, RequestError, Sweep};
+use crate::storage::metadata::recover_file;
+use crate::vocab::{DeviceChoice, LoraSpec, Precision, RAW_PROFILE, SamplerKind, SigmaSchedule};
 
 /// Flags of `imagelab generate` (REFERENCE §8).
 #[derive(Debug, Clone, Args)]
-#[allow(clippy::struct_excessive_bools)]
+#[allow(clippy::struct_excessive_bools, reason = "one field per command-line switch")]
 pub struct GenerateArgs {
     /// Model: catalog name, hub id (org/name), diffusers folder or .safetensors file.
     #[arg(long, default_value = DEFAULT_MODEL)]
@@ -78,10 +50,10 @@ pub struct GenerateArgs {
     /// Images per model × profile.
     #[arg(long, default_value_t = 1)]
     pub batch: u32,
-    /// Sampler: default, euler, euler_a, heun, dpmpp_2m, dpmpp_2m_karras, dpmpp_sde_karras, lms, ddim, unipc.
+    /// Sampler: default, euler, `euler_a`, heun, `dpmpp_2m`, `dpmpp_2m_karras`, `dpmpp_sde_karras`, lms, ddim, unipc.
     #[arg(long, value_parser = SamplerKind::parse)]
     pub scheduler: Option<SamplerKind>,
-    /// Sigma schedule independent of the sampler: automatic, karras, exponential, sgm_uniform.
+    /// Sigma schedule independent of the sampler: automatic, karras, exponential, `sgm_uniform`.
     #[arg(long, default_value = "automatic", value_parser = SigmaSchedule::parse)]
     pub schedule_type: SigmaSchedule,
     /// img2img source image (PNG, JPEG, WebP).
@@ -91,7 +63,7 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 0.75, allow_negative_numbers = true)]
     pub strength: f32,
     /// Output root.
-    #[arg(long, env = "IMAGELAB_OUTPUT_DIR", default_value = DEFAULT_OUTPUT_DIR)]
+    #[arg(long, env = OUTPUT_DIR_VAR, default_value = DEFAULT_OUTPUT_DIR)]
     pub out: PathBuf,
     /// Also save the latent handed to the VAE (`.latent`, safetensors).
     #[arg(long)]
@@ -100,13 +72,13 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub json: bool,
     /// auto, cpu, cuda:N or metal.
-    #[arg(long, env = "IMAGELAB_DEVICE", default_value = "auto", value_parser = DeviceChoice::parse)]
+    #[arg(long, env = DEVICE_VAR, default_value = "auto", value_parser = DeviceChoice::parse)]
     pub device: DeviceChoice,
     /// f32, f16 or bf16 (default: f32 on CPU, f16 on GPU).
     #[arg(long, value_parser = Precision::parse)]
     pub dtype: Option<Precision>,
     /// candle or mock.
-    #[arg(long, env = "IMAGELAB_BACKEND", default_value = "candle", value_parser = BackendChoice::parse)]
+    #[arg(long, env = BACKEND_VAR, default_value = "candle", value_parser = BackendChoice::parse)]
     pub backend: BackendChoice,
     /// Run every profile on the model.
     #[arg(long)]
@@ -114,7 +86,7 @@ pub struct GenerateArgs {
     /// Run every catalog model × every profile.
     #[arg(long)]
     pub all_models: bool,
-    /// LoRA adapter FILE_OR_HUB_ID[:WEIGHT] (repeatable).
+    /// LoRA adapter `FILE_OR_HUB_ID`[:WEIGHT] (repeatable).
     #[arg(long = "lora", value_parser = LoraSpec::parse)]
     pub loras: Vec<LoraSpec>,
     /// Truncate prompts at 77 tokens (diffusers) instead of chunking them (A1111, ComfyUI).
@@ -141,12 +113,26 @@ pub struct GenerateOptions {
     pub instance_id: Option<String>,
 }
 
+impl GenerateOptions {
+    /// The engine this run needs: no previews, no fallback, a mock without delay.
+    pub fn engine_setup(&self) -> EngineSetup {
+        EngineSetup {
+            backend: self.backend,
+            output_root: self.out.clone(),
+            instance_id: self.instance_id.clone(),
+            previews: false,
+            mock_step_delay: Duration::ZERO,
+            fall_back_to_mock: false,
+        }
+    }
+}
+
 impl GenerateArgs {
     /// The request and options these flags describe.
     ///
     /// # Errors
     /// Both sweep switches on (naming both).
-    pub fn into_options(self) -> Result<GenerateOptions, crate::request::RequestError> {
+    pub fn into_options(self, config: &FrontEndConfig) -> Result<GenerateOptions, RequestError> {
         let sweep = Sweep::from_switches(self.all_profiles, self.all_models)?;
         let request = Request {
             model: self.model,
@@ -175,109 +161,78 @@ impl GenerateArgs {
             out: self.out,
             json: self.json,
             backend: self.backend,
-            instance_id: std::env::var("INSTANCE_ID").ok().filter(|s| !s.trim().is_empty()),
+            instance_id: config.instance_id(),
         })
     }
 }
 
 /// Runs `imagelab generate` with parsed flags (`matches` tells which flags were typed, so
 /// they override `--from`).
-pub fn run_args(mut args: GenerateArgs, matches: &clap::ArgMatches) -> u8 {
-    if let Some(file) = args.from.clone() {
-        match super::info::apply_from(&file, &mut args, matches) {
-            Ok(notes) => {
-                for note in notes {
-                    eprintln!("note: {note}");
-                }
-            }
-            Err(err) => return usage_error(&err),
-        }
-    }
-    match args.into_options() {
-        Ok(options) => run(&options),
-        Err(err) => usage_error(&err.to_string()),
-    }
-}
-
-fn usage_error(message: &str) -> u8 {
-    eprintln!("error: {message}");
-    EXIT_USAGE
-}
-
-/// Builds the backend a run asked for.
 ///
 /// # Errors
-/// A backend that cannot start here, with why.
-pub fn make_backend(choice: BackendChoice) -> Result<Box<dyn Backend>, String> {
-    match choice {
-        BackendChoice::Mock => Ok(Box::new(MockBackend::from_env(Duration::ZERO)?)),
-        BackendChoice::Candle => Ok(Box::new(CandleBackend::new(Some(hub_resolver())))),
+/// Bad flags or `--from` image, or a run that could not start (see [`run`]).
+pub fn run_args(
+    args: GenerateArgs,
+    matches: &ArgMatches,
+    config: &FrontEndConfig,
+) -> Result<Outcome, CliError> {
+    let from = args.from.clone();
+    let mut options = args.into_options(config)?;
+    if let Some(file) = from {
+        for note in apply_from(&file, &mut options.request, matches)? {
+            eprintln!("note: {note}");
+        }
     }
+    run(&options, config)
 }
 
-/// Resolves hub models to a local snapshot folder through the Hugging Face cache (downloading
-/// only what the pipeline needs unless `HF_HUB_OFFLINE=1`), reporting downloads as load progress.
-fn hub_resolver() -> FolderResolver {
-    let config = HubConfig::from_env();
-    // GPU builds load `*.fp16.safetensors` when a repo has them; CPU builds run in f32.
-    let prefer = if cfg!(any(feature = "cuda", feature = "metal")) {
-        WeightVariant::Fp16
-    } else {
-        WeightVariant::Full
-    };
-    Box::new(move |model, on_progress| {
-        let mut on_download = |event: &DownloadEvent| match event {
-            DownloadEvent::Started { repo_file, .. } => {
-                on_progress(LoadProgress {
-                    message: format!("downloading {repo_file}"),
-                    fraction: None,
-                });
-            }
-            DownloadEvent::Progress { repo_file, done_bytes, total_bytes } if *total_bytes > 0 => {
-                #[allow(clippy::cast_precision_loss)]
-                let fraction = (*done_bytes as f64 / *total_bytes as f64) as f32;
-                on_progress(LoadProgress {
-                    message: format!("downloading {repo_file}"),
-                    fraction: Some(fraction),
-                });
-            }
-            _ => {}
-        };
-        resolve_pipeline(model, &config, prefer, &mut on_download)
-            .map(|pipeline| pipeline.root)
-            .map_err(|err| err.to_string())
-    })
+/// Lays the settings of the image at `file` under the flags the user typed. Returns what a
+/// re-run will do differently, for stderr.
+///
+/// # Errors
+/// The file cannot be read or holds no settings; the message names the file.
+pub fn apply_from(
+    file: &Path,
+    request: &mut Request,
+    matches: &ArgMatches,
+) -> Result<Vec<String>, CliError> {
+    let recovered = recover_file(file).map_err(|err| CliError::Usage(format!("--from: {err}")))?;
+    let restored = restore_settings(&recovered, &Catalog::builtin());
+    let typed = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    restored.overlay.apply(request, |field| match field {
+        RequestField::Model => typed("model"),
+        RequestField::Prompt => typed("prompt"),
+        RequestField::Negative => typed("negative"),
+        RequestField::Profile => typed("profile"),
+        RequestField::Scheduler => typed("scheduler"),
+        RequestField::ScheduleType => typed("schedule_type"),
+        RequestField::Width => typed("width"),
+        RequestField::Height => typed("height"),
+        RequestField::Steps => typed("steps"),
+        RequestField::Cfg => typed("cfg"),
+        RequestField::Seed => typed("seed"),
+        RequestField::InitImage => typed("init_image"),
+        RequestField::Strength => typed("strength"),
+        RequestField::Sweep => typed("all_profiles") || typed("all_models"),
+        RequestField::Loras => typed("loras"),
+        RequestField::TruncatePrompt => typed("truncate"),
+    });
+    Ok(restored.notes)
 }
 
-/// Runs a headless request to the end: validate, generate, report. Returns the exit code.
-pub fn run(options: &GenerateOptions) -> u8 {
-    let profiles = match Profiles::discover() {
-        Ok(profiles) => profiles,
-        Err(err) => return usage_error(&err.to_string()),
-    };
+/// Runs a headless request to the end: validate, generate, report.
+///
+/// # Errors
+/// Bad input found before any work (nothing written), or an engine that stopped mid-job.
+pub fn run(options: &GenerateOptions, config: &FrontEndConfig) -> Result<Outcome, CliError> {
+    let profiles = config.profiles().map_err(|err| CliError::Usage(err.to_string()))?;
     let catalog = Catalog::builtin();
-    let backend = match make_backend(options.backend) {
-        Ok(backend) => backend,
-        Err(err) => return usage_error(&format!("backend: {err}")),
-    };
-    let plan = match prepare_plan(&options.request, &profiles, &catalog, &backend.capabilities()) {
-        Ok(plan) => plan,
-        Err(err) => return usage_error(&err.to_string()),
-    };
-    let config = EngineConfig {
-        output_root: options.out.clone(),
-        instance_id: options.instance_id.clone(),
-        previews: false,
-    };
-    let engine = match Engine::spawn(backend, config, no_waker()) {
-        Ok(engine) => engine,
-        Err(err) => return usage_error(&err.to_string()),
-    };
+    let wiring = options.engine_setup().wire(config)?;
+    let plan = prepare_plan(&options.request, &profiles, &catalog, &wiring.backend.capabilities())?;
+    let engine = Engine::spawn(wiring.backend, wiring.engine, no_waker())
+        .map_err(|err| CliError::Usage(err.to_string()))?;
     let total_images = plan.image_count();
-    let job = match engine.submit(plan) {
-        Ok(job) => job,
-        Err(err) => return usage_error(&err.to_string()),
-    };
+    let job = engine.submit(plan).map_err(|err| CliError::Usage(err.to_string()))?;
     let mut progress = report::Progress::new(total_images);
     let mut collected = report::Collected::default();
     let summary = loop {
@@ -295,9 +250,12 @@ pub fn run(options: &GenerateOptions) -> u8 {
     progress.finish();
     drop(engine);
     let Some(summary) = summary else {
-        eprintln!("error: the engine stopped before the job finished");
-        return EXIT_FAILED;
+        return Err(CliError::Failed("the engine stopped before the job finished".to_owned()));
     };
     report::print_summary(&summary, &collected, options.json);
-    if summary.failed > 0 || summary.cancelled > 0 { EXIT_FAILED } else { EXIT_OK }
+    Ok(if summary.failed > 0 || summary.cancelled > 0 {
+        Outcome::SomeFailed
+    } else {
+        Outcome::Done
+    })
 }

@@ -1,7 +1,8 @@
-//! The command line: `imagelab generate|…`, the environment-variable headless mode, and the
-//! window when run with no arguments.
+//! The command line: `imagelab generate|info|models`, the environment-variable headless mode,
+//! and the window when run with no arguments.
 //!
-//! Exit codes: 0 all done, 1 some item failed, 2 bad usage or input.
+//! Every command returns `Result<Outcome, CliError>`; [`main`] is the one place that prints an
+//! error and picks the exit code: 0 all done, 1 some item failed, 2 bad usage or input.
 
 pub mod env_mode;
 pub mod generate;
@@ -13,12 +14,75 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use crate::app::{ConfigError, FrontEndConfig};
+
 /// Exit code: every item done.
 pub const EXIT_OK: u8 = 0;
 /// Exit code: at least one item failed.
 pub const EXIT_FAILED: u8 = 1;
 /// Exit code: bad usage or input; nothing was written.
 pub const EXIT_USAGE: u8 = 2;
+
+/// How a command that ran to its end went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything done (exit 0).
+    Done,
+    /// It ran, but at least one item failed or was cancelled (exit 1).
+    SomeFailed,
+}
+
+impl Outcome {
+    /// The process exit code.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Self::Done => EXIT_OK,
+            Self::SomeFailed => EXIT_FAILED,
+        }
+    }
+}
+
+/// Why a command stopped: printed once, as `error: …`, by [`main`].
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad usage or input, found before any work (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// A request field, named.
+    #[error(transparent)]
+    Request(#[from] crate::request::RequestError),
+    /// A front-end setting from the environment, named.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The run started but could not finish (exit 1).
+    #[error("{0}")]
+    Failed(String),
+    /// clap's own answer: a usage error (exit 2), or `--help` / `--version` (exit 0).
+    #[error(transparent)]
+    Clap(#[from] clap::Error),
+}
+
+impl CliError {
+    /// The process exit code.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Usage(_) | Self::Request(_) | Self::Config(_) => EXIT_USAGE,
+            Self::Failed(_) => EXIT_FAILED,
+            Self::Clap(err) if err.use_stderr() => EXIT_USAGE,
+            Self::Clap(_) => EXIT_OK,
+        }
+    }
+
+    /// Prints the error on stderr (clap's answers as clap formats them, on their stream).
+    pub fn print(&self) {
+        match self {
+            Self::Clap(err) => {
+                let _ = err.print();
+            }
+            other => eprintln!("error: {other}"),
+        }
+    }
+}
 
 /// SDXL Image Lab: native Stable Diffusion XL, in a window or headless.
 #[derive(Debug, Parser)]
@@ -49,50 +113,67 @@ pub enum CliCommand {
     Gui,
 }
 
-/// Entry point of the binary: parses, runs, maps errors to exit codes.
+/// Entry point of the binary: parses, runs, prints the error if any, maps it to an exit code.
 pub fn main() -> ExitCode {
-    init_tracing();
+    let config = FrontEndConfig::from_process_env();
+    init_tracing(&config);
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if args.len() <= 1 && env_mode::is_requested() {
-        return ExitCode::from(env_mode::run());
-    }
-    let parsed = Cli::command()
-        .try_get_matches_from(&args)
-        .and_then(|matches| Cli::from_arg_matches(&matches).map(|cli| (cli, matches)));
-    let (cli, matches) = match parsed {
-        Ok(parsed) => parsed,
+    let code = match run(&args, &config) {
+        Ok(outcome) => outcome.exit_code(),
         Err(err) => {
-            let _ = err.print();
-            return ExitCode::from(if err.use_stderr() { EXIT_USAGE } else { EXIT_OK });
-        }
-    };
-    let code = match cli.command {
-        Some(CliCommand::Generate(args)) => {
-            let empty = clap::ArgMatches::default();
-            let sub = matches.subcommand_matches("generate").unwrap_or(&empty);
-            generate::run_args(*args, sub)
-        }
-        Some(CliCommand::Info { file, json }) => info::run(&file, json),
-        Some(CliCommand::Models(args)) => models::run(&args),
-        #[cfg(feature = "gui")]
-        Some(CliCommand::Gui) | None => crate::ui::run_window(),
-        #[cfg(not(feature = "gui"))]
-        None => {
-            eprintln!(
-                "imagelab was built without the window (feature `gui`); try `imagelab generate --help`"
-            );
-            EXIT_USAGE
+            err.print();
+            err.exit_code()
         }
     };
     ExitCode::from(code)
 }
 
+/// Parses `args` (the program name first) and runs the command.
+///
+/// # Errors
+/// Whatever stopped the command; [`CliError::exit_code`] says which exit code it means.
+pub fn run(args: &[std::ffi::OsString], config: &FrontEndConfig) -> Result<Outcome, CliError> {
+    if args.len() <= 1 && env_mode::is_requested(config) {
+        return env_mode::run(config);
+    }
+    let parsed = Cli::command()
+        .try_get_matches_from(args)
+        .and_then(|matches| Cli::from_arg_matches(&matches).map(|cli| (cli, matches)));
+    let (cli, matches) = parsed?;
+    match cli.command {
+        Some(CliCommand::Generate(args)) => {
+            let empty = clap::ArgMatches::default();
+            let sub = matches.subcommand_matches("generate").unwrap_or(&empty);
+            generate::run_args(*args, sub, config)
+        }
+        Some(CliCommand::Info { file, json }) => info::run(&file, json),
+        Some(CliCommand::Models(args)) => models::run(&args, config),
+        #[cfg(feature = "gui")]
+        Some(CliCommand::Gui) | None => {
+            crate::ui::run_window(config).map_err(|err| match err {
+                crate::ui::WindowError::Config(err) => CliError::Config(err),
+                crate::ui::WindowError::Window(message) => {
+                    CliError::Failed(format!("cannot open the window: {message}"))
+                }
+            })?;
+            Ok(Outcome::Done)
+        }
+        #[cfg(not(feature = "gui"))]
+        None => Err(CliError::Usage(
+            "imagelab was built without the window (feature `gui`); try `imagelab generate --help`"
+                .to_owned(),
+        )),
+    }
+}
+
 /// Logs go to stderr; `RUST_LOG` filters them; `NO_COLOR` turns colour off.
-fn init_tracing() {
+fn init_tracing(config: &FrontEndConfig) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    let color = std::env::var_os("NO_COLOR").is_none()
-        && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let filter = config
+        .log_filter()
+        .and_then(|text| EnvFilter::try_new(text).ok())
+        .unwrap_or_else(|| EnvFilter::new("warn"));
+    let color = !config.no_color() && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

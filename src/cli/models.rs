@@ -2,7 +2,8 @@
 
 use clap::{Args, Subcommand};
 
-use super::{EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+use super::{CliError, Outcome};
+use crate::app::FrontEndConfig;
 use crate::models::Catalog;
 use crate::models::hub::{DownloadEvent, HubConfig, WeightVariant};
 use crate::models::manage;
@@ -38,35 +39,35 @@ pub enum ModelsAction {
     Verify,
 }
 
-fn print_json<T: serde::Serialize>(value: &T) -> bool {
-    match serde_json::to_string_pretty(value) {
-        Ok(text) => {
-            println!("{text}");
-            true
-        }
-        Err(err) => {
-            eprintln!("error: cannot write JSON: {err}");
-            false
-        }
-    }
+fn print_json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|err| CliError::Failed(format!("cannot write JSON: {err}")))?;
+    println!("{text}");
+    Ok(())
 }
 
-/// Runs `imagelab models …`; returns the exit code.
-pub fn run(args: &ModelsArgs) -> u8 {
+/// `SomeFailed` when `failed`.
+fn outcome(failed: bool) -> Outcome {
+    if failed { Outcome::SomeFailed } else { Outcome::Done }
+}
+
+/// Runs `imagelab models …`.
+///
+/// # Errors
+/// An unknown model name (exit 2); JSON that cannot be written.
+pub fn run(args: &ModelsArgs, front_end: &FrontEndConfig) -> Result<Outcome, CliError> {
     let catalog = Catalog::builtin();
-    let config = HubConfig::from_env();
+    let config: HubConfig = front_end.hub();
     let prefer = if args.fp16 { WeightVariant::Fp16 } else { WeightVariant::Full };
     match &args.action {
         ModelsAction::List => {
             let listings = manage::list_models(&catalog, &config, prefer);
             if args.json {
-                if !print_json(&listings) {
-                    return EXIT_FAILED;
-                }
+                print_json(&listings)?;
             } else {
                 print!("{}", manage::format_listing(&listings));
             }
-            EXIT_OK
+            Ok(Outcome::Done)
         }
         ModelsAction::Prefetch { names, all } => {
             let names = if *all { vec!["all".to_owned()] } else { names.clone() };
@@ -78,38 +79,28 @@ pub fn run(args: &ModelsArgs) -> u8 {
                     );
                 }
                 DownloadEvent::AlreadyCached { repo_file } => {
-                    eprintln!("{model}: cached {repo_file}")
+                    eprintln!("{model}: cached {repo_file}");
                 }
                 _ => {}
             };
-            let outcomes = match manage::prefetch(&catalog, &names, &config, prefer, &mut on_event)
-            {
-                Ok(outcomes) => outcomes,
-                Err(err) => {
-                    eprintln!("error: {err}");
-                    return EXIT_USAGE;
-                }
-            };
+            let outcomes = manage::prefetch(&catalog, &names, &config, prefer, &mut on_event)
+                .map_err(|err| CliError::Usage(err.to_string()))?;
             if args.json {
-                print_json(&outcomes);
+                print_json(&outcomes)?;
             } else {
                 print!("{}", manage::format_prefetch(&outcomes));
             }
-            if outcomes.iter().any(|o| o.error.is_some()) { EXIT_FAILED } else { EXIT_OK }
+            Ok(outcome(outcomes.iter().any(|o| o.error.is_some())))
         }
         ModelsAction::Verify => {
             let mut on_file = |repo: &str, file: &str| tracing::info!("verifying {repo}: {file}");
             let reports = manage::verify(&catalog, &config, prefer, &mut on_file);
             if args.json {
-                print_json(&reports);
+                print_json(&reports)?;
             } else {
                 print!("{}", manage::format_verify(&reports));
             }
-            if reports.iter().all(manage::RepoVerification::is_healthy) {
-                EXIT_OK
-            } else {
-                EXIT_FAILED
-            }
+            Ok(outcome(!reports.iter().all(manage::RepoVerification::is_healthy)))
         }
     }
 }

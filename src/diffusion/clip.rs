@@ -1,6 +1,6 @@
 //! CLIP text encoders as transformers' `CLIPTextModel` / `CLIPTextModelWithProjection`, read
 //! from the component's own `config.json`. Unlike candle's own CLIP, every hidden state is kept:
-//! SDXL conditions on the penultimate layer (no final norm) and pools text_encoder_2's projected
+//! SDXL conditions on the penultimate layer (no final norm) and pools `text_encoder_2`'s projected
 //! EOS token; SD 1.x uses the last layer with the final norm.
 
 use std::path::Path;
@@ -243,7 +243,6 @@ impl ClipTextModel {
         let split = |t: Tensor| -> candle_core::Result<Tensor> {
             t.reshape((batch, seq_len, heads, head_dim))?.transpose(1, 2)?.contiguous()
         };
-        #[allow(clippy::cast_precision_loss)]
         let scale = 1.0 / (head_dim as f64).sqrt();
         let query = split(layer.q_proj.forward(&normed)?)?;
         let key = split(layer.k_proj.forward(&normed)?)?;

@@ -13,7 +13,7 @@ use std::sync::Once;
 use candle_core::{DType, Device};
 
 use super::error::{DiffusionError, Result};
-use crate::request::{DeviceChoice, Precision};
+use crate::vocab::{DeviceChoice, Precision};
 
 /// Opens the device the user chose.
 ///

@@ -57,7 +57,7 @@ impl DiffusionError {
 /// # Errors
 /// [`DiffusionError::Io`].
 pub fn read_text(what: &'static str, path: &Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| DiffusionError::Io {
+    fs_err::read_to_string(path).map_err(|source| DiffusionError::Io {
         what,
         path: path.to_path_buf(),
         source,

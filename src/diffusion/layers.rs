@@ -183,7 +183,6 @@ pub fn attention(query: &Tensor, key: &Tensor, value: &Tensor, heads: usize) -> 
     let query = split(query, query_len)?;
     let key = split(key, key_len)?;
     let value = split(value, key_len)?;
-    #[allow(clippy::cast_precision_loss)]
     let scale = 1.0 / (head_dim as f64).sqrt();
     let scores = (query.matmul(&key.t()?)? * scale)?;
     let dtype = scores.dtype();
@@ -270,9 +269,8 @@ pub fn timestep_embedding(
     device: &candle_core::Device,
 ) -> Result<Tensor> {
     let half = dim / 2;
-    #[allow(clippy::cast_possible_truncation)]
+    #[allow(clippy::cast_possible_truncation, reason = "diffusers computes the exponent in f32")]
     let log_period = -(10_000f64.ln()) as f32;
-    #[allow(clippy::cast_precision_loss)]
     let frequencies: Vec<f32> =
         (0..half).map(|k| ((log_period * k as f32) / (half as f32 - freq_shift)).exp()).collect();
     let mut data = Vec::with_capacity(timesteps.len() * dim);

@@ -22,12 +22,15 @@ impl TorchGenerator {
     /// Seeds the generator as `manual_seed(seed)` does (MT19937 takes the low 32 bits).
     pub fn new(seed: u64) -> Self {
         let mut state = [0u32; 624];
-        #[allow(clippy::cast_possible_truncation)]
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "the low 32 bits, as torch seeds mt19937"
+        )]
         let low = seed as u32;
         state[0] = low;
         for i in 1..624 {
             let prev = state[i - 1];
-            #[allow(clippy::cast_possible_truncation)]
+            #[allow(clippy::cast_possible_truncation, reason = "i < 624")]
             let i32_ = i as u32;
             state[i] = 1_812_433_253u32.wrapping_mul(prev ^ (prev >> 30)).wrapping_add(i32_);
         }
@@ -63,7 +66,6 @@ impl TorchGenerator {
     }
 
     /// One float32 uniform in [0, 1): `(next_u32 & 0xFFFFFF) · 2⁻²⁴`.
-    #[allow(clippy::cast_precision_loss)]
     pub fn uniform_f32(&mut self) -> f32 {
         (self.next_u32() & 0x00ff_ffff) as f32 * (1.0 / 16_777_216.0)
     }
@@ -108,23 +110,21 @@ impl TorchGenerator {
     /// uniforms, returning `r·cos θ` and keeping `r·sin θ` for the next scalar draw, as torch
     /// keeps it in the generator.
     fn scalar_normal(&mut self) -> f32 {
-        let value = match self.cached_normal.take() {
-            Some(cached) => cached,
-            None => {
-                let u1 = self.uniform_f64();
-                let u2 = self.uniform_f64();
-                let radius = (-2.0 * (-u2).ln_1p()).sqrt();
-                let theta = 2.0 * std::f64::consts::PI * u1;
-                self.cached_normal = Some(radius * theta.sin());
-                radius * theta.cos()
-            }
+        let value = if let Some(cached) = self.cached_normal.take() {
+            cached
+        } else {
+            let u1 = self.uniform_f64();
+            let u2 = self.uniform_f64();
+            let radius = (-2.0 * (-u2).ln_1p()).sqrt();
+            let theta = 2.0 * std::f64::consts::PI * u1;
+            self.cached_normal = Some(radius * theta.sin());
+            radius * theta.cos()
         };
-        #[allow(clippy::cast_possible_truncation)]
+        #[allow(clippy::cast_possible_truncation, reason = "torch draws in f64 and rounds to f32")]
         let value = value as f32;
         value
     }
 
-    #[allow(clippy::cast_precision_loss)]
     fn uniform_f64(&mut self) -> f64 {
         let hi = u64::from(self.next_u32());
         let lo = u64::from(self.next_u32());

@@ -51,7 +51,7 @@ pub struct ClipTokenizer {
     byte_chars: [char; 256],
     pattern: Regex,
     /// Special tokens (BOS, EOS, pad, unk) by text, longest first: transformers splits them
-    /// out before BPE wherever they appear (so tokenizer_2's pad `!` is always its own token).
+    /// out before BPE wherever they appear (so `tokenizer_2`'s pad `!` is always its own token).
     specials: Vec<(String, u32)>,
     bos_id: u32,
     eos_id: u32,
@@ -353,7 +353,7 @@ mod tests {
     }
 
     fn recorded() -> Value {
-        let text = std::fs::read_to_string(fixtures().join("tokens.json")).expect("tokens.json");
+        let text = fs_err::read_to_string(fixtures().join("tokens.json")).expect("tokens.json");
         serde_json::from_str(&text).expect("tokens.json parses")
     }
 
@@ -361,7 +361,7 @@ mod tests {
         serde_json::from_value(value.clone()).expect("ids")
     }
 
-    /// Exact ids of transformers' CLIPTokenizer on tricky prompts, for the real 49 408-entry
+    /// Exact ids of transformers' `CLIPTokenizer` on tricky prompts, for the real 49 408-entry
     /// vocabulary and for each tiny pipeline's tokenizer (pad `<|endoftext|>` and `!`).
     #[test]
     fn matches_transformers_ids_exactly() {

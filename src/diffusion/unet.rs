@@ -110,12 +110,35 @@ pub struct UNetConfig {
     /// Output convolution kernel.
     #[serde(default = "three")]
     pub conv_out_kernel: usize,
-    /// Overrides 4·block_out_channels[0].
+    /// Overrides `4·block_out_channels`[0].
     #[serde(default)]
     pub time_embedding_dim: Option<usize>,
+    /// Latent side the model was trained at (× the VAE scale: its native image size).
+    #[serde(default)]
+    pub sample_size: Option<SampleSize>,
     /// Everything else, checked for options this implementation lacks.
     #[serde(flatten)]
     pub rest: serde_json::Map<String, Value>,
+}
+
+/// `sample_size`: one side, or `[height, width]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum SampleSize {
+    /// A square latent.
+    Square(usize),
+    /// `[height, width]`.
+    HeightWidth([usize; 2]),
+}
+
+impl SampleSize {
+    /// (height, width) in latent pixels.
+    pub fn height_width(self) -> (usize, usize) {
+        match self {
+            Self::Square(side) => (side, side),
+            Self::HeightWidth([height, width]) => (height, width),
+        }
+    }
 }
 
 fn four() -> usize {
@@ -145,7 +168,7 @@ fn one() -> usize {
 fn three() -> usize {
     3
 }
-#[allow(clippy::unnecessary_wraps)]
+#[allow(clippy::unnecessary_wraps, reason = "serde `default` functions return the field's type")]
 fn default_mid() -> Option<String> {
     Some("UNetMidBlock2DCrossAttn".to_owned())
 }
@@ -295,10 +318,275 @@ struct MidBlock {
     resnet_out: ResnetBlock,
 }
 
+/// The per-level numbers of a UNet config, expanded to one entry per level and checked.
+struct LevelShape {
+    levels: usize,
+    channels: Vec<usize>,
+    layers_per_block: Vec<usize>,
+    cross: Vec<usize>,
+    transformer_layers: Vec<usize>,
+    reverse_transformer_layers: Vec<usize>,
+    heads: Vec<usize>,
+    time_dim: usize,
+}
+
+impl LevelShape {
+    /// Refuses options that are not implemented and lists of the wrong length.
+    fn of(config: &UNetConfig, path: &Path) -> Result<Self> {
+        for (field, allowed) in UNSUPPORTED_UNLESS {
+            if let Some(value) = config.rest.get(*field) {
+                let is_allowed = value.to_string().as_str() == *allowed
+                    || (*allowed == "false" && value.is_null());
+                if !is_allowed {
+                    return Err(DiffusionError::config(
+                        *field,
+                        format!("{value} is not supported (only {allowed})"),
+                        path,
+                    ));
+                }
+            }
+        }
+        let levels = config.block_out_channels.len();
+        if config.down_block_types.len() != levels
+            || config.up_block_types.len() != levels
+            || levels == 0
+        {
+            return Err(DiffusionError::config(
+                "down_block_types/up_block_types",
+                format!("need one entry per block_out_channels ({levels})"),
+                path,
+            ));
+        }
+        let transformer_layers = config.transformer_layers_per_block.expand(
+            levels,
+            "transformer_layers_per_block",
+            path,
+        )?;
+        let reverse_transformer_layers = match &config.reverse_transformer_layers_per_block {
+            Some(layers) if layers.len() == levels => layers.clone(),
+            Some(_) => {
+                return Err(DiffusionError::config(
+                    "reverse_transformer_layers_per_block",
+                    "needs one entry per level",
+                    path,
+                ));
+            }
+            None => transformer_layers.iter().rev().copied().collect(),
+        };
+        let heads = match &config.num_attention_heads {
+            Some(heads) => heads.expand(levels, "num_attention_heads", path)?,
+            None => config.attention_head_dim.expand(levels, "attention_head_dim", path)?,
+        };
+        Ok(Self {
+            levels,
+            channels: config.block_out_channels.clone(),
+            layers_per_block: config.layers_per_block.expand(levels, "layers_per_block", path)?,
+            cross: config.cross_attention_dim.expand(levels, "cross_attention_dim", path)?,
+            transformer_layers,
+            reverse_transformer_layers,
+            heads,
+            time_dim: config.time_embedding_dim.unwrap_or(config.block_out_channels[0] * 4),
+        })
+    }
+
+    /// A resnet from `in_channels` to `out_channels` with the time embedding.
+    fn resnet(
+        &self,
+        config: &UNetConfig,
+        in_channels: usize,
+        out_channels: usize,
+        vb: VarBuilder,
+    ) -> Result<ResnetBlock> {
+        let shape = ResnetShape {
+            in_channels,
+            out_channels,
+            temb_channels: Some(self.time_dim),
+            groups: config.norm_num_groups,
+            eps: config.norm_eps,
+            output_scale_factor: 1.0,
+        };
+        Ok(ResnetBlock::new(shape, vb)?)
+    }
+
+    /// Down level `index`: its resnets (and transformers), then a downsampler except at the
+    /// bottom.
+    fn down_level(
+        &self,
+        index: usize,
+        config: &UNetConfig,
+        block: &VarBuilder,
+        path: &Path,
+    ) -> Result<Level> {
+        let with_attention =
+            block_has_attention(&config.down_block_types[index], "down_block_types", path)?;
+        let input_channels = self.channels[index.saturating_sub(1)];
+        let output_channels = self.channels[index];
+        let mut resnets = Vec::new();
+        let mut attentions = Vec::new();
+        for layer in 0..self.layers_per_block[index] {
+            let input = if layer == 0 { input_channels } else { output_channels };
+            resnets.push(self.resnet(
+                config,
+                input,
+                output_channels,
+                block.pp(format!("resnets.{layer}")),
+            )?);
+            if with_attention {
+                attentions.push(SpatialTransformer::new(
+                    output_channels,
+                    self.heads[index],
+                    self.transformer_layers[index],
+                    self.cross[index],
+                    config,
+                    block.pp(format!("attentions.{layer}")),
+                )?);
+            }
+        }
+        let downsample = if index + 1 < self.levels {
+            Some(Downsample::new(
+                output_channels,
+                config.downsample_padding,
+                block.pp("downsamplers.0"),
+            )?)
+        } else {
+            None
+        };
+        Ok(Level { resnets, attentions, downsample, upsample: None })
+    }
+
+    /// The mid block at the bottom level's width (with or without cross-attention), if any.
+    fn mid_block(
+        &self,
+        config: &UNetConfig,
+        block: &VarBuilder,
+        path: &Path,
+    ) -> Result<Option<MidBlock>> {
+        let bottom = self.levels - 1;
+        let top = self.channels[bottom];
+        let attention = match config.mid_block_type.as_deref() {
+            None => return Ok(None),
+            Some("UNetMidBlock2DCrossAttn") => Some(SpatialTransformer::new(
+                top,
+                self.heads[bottom],
+                self.transformer_layers[bottom],
+                self.cross[bottom],
+                config,
+                block.pp("attentions.0"),
+            )?),
+            Some("UNetMidBlock2D") => None,
+            Some(other) => {
+                return Err(DiffusionError::config(
+                    "mid_block_type",
+                    format!("{other:?} is not supported"),
+                    path,
+                ));
+            }
+        };
+        Ok(Some(MidBlock {
+            resnet_in: self.resnet(config, top, top, block.pp("resnets.0"))?,
+            attention,
+            resnet_out: self.resnet(config, top, top, block.pp("resnets.1"))?,
+        }))
+    }
+
+    /// Up level `index` (bottom first): one more resnet than the down level, each taking a skip
+    /// connection, then an upsampler except at the top.
+    fn up_level(
+        &self,
+        index: usize,
+        config: &UNetConfig,
+        block: &VarBuilder,
+        path: &Path,
+    ) -> Result<Level> {
+        let levels = self.levels;
+        let down_index = levels - 1 - index;
+        let with_attention =
+            block_has_attention(&config.up_block_types[index], "up_block_types", path)?;
+        let previous_output = self.channels[(down_index + 1).min(levels - 1)];
+        let output_channels = self.channels[down_index];
+        let input_channels = self.channels[down_index.saturating_sub(1)];
+        let layers = self.layers_per_block[down_index] + 1;
+        let mut resnets = Vec::new();
+        let mut attentions = Vec::new();
+        for layer in 0..layers {
+            let skip = if layer + 1 == layers { input_channels } else { output_channels };
+            let input = if layer == 0 { previous_output } else { output_channels };
+            resnets.push(self.resnet(
+                config,
+                input + skip,
+                output_channels,
+                block.pp(format!("resnets.{layer}")),
+            )?);
+            if with_attention {
+                attentions.push(SpatialTransformer::new(
+                    output_channels,
+                    self.heads[down_index],
+                    self.reverse_transformer_layers[index],
+                    self.cross[down_index],
+                    config,
+                    block.pp(format!("attentions.{layer}")),
+                )?);
+            }
+        }
+        let upsample = if index + 1 < levels {
+            Some(Upsample::new(output_channels, block.pp("upsamplers.0"))?)
+        } else {
+            None
+        };
+        Ok(Level { resnets, attentions, downsample: None, upsample })
+    }
+}
+
+/// Whether a block type has cross-attention (`CrossAttn…`) or not; other types are refused.
+fn block_has_attention(name: &str, field: &str, path: &Path) -> Result<bool> {
+    match name {
+        "DownBlock2D" | "UpBlock2D" => Ok(false),
+        "CrossAttnDownBlock2D" | "CrossAttnUpBlock2D" => Ok(true),
+        other => Err(DiffusionError::config(
+            field,
+            format!("block type {other:?} is not supported"),
+            path,
+        )),
+    }
+}
+
+/// SDXL's `text_time` embedding: pooled text + six size ids through two linears.
+fn add_embedding(
+    config: &UNetConfig,
+    time_dim: usize,
+    embedding: &VarBuilder,
+    path: &Path,
+) -> Result<Option<(Linear, Linear, usize)>> {
+    match config.addition_embed_type.as_deref() {
+        None => Ok(None),
+        Some("text_time") => {
+            let (Some(time_embed_dim), Some(input_dim)) =
+                (config.addition_time_embed_dim, config.projection_class_embeddings_input_dim)
+            else {
+                return Err(DiffusionError::config(
+                    "addition_time_embed_dim/projection_class_embeddings_input_dim",
+                    "text_time needs both",
+                    path,
+                ));
+            };
+            Ok(Some((
+                candle_nn::linear(input_dim, time_dim, embedding.pp("linear_1"))?,
+                candle_nn::linear(time_dim, time_dim, embedding.pp("linear_2"))?,
+                time_embed_dim,
+            )))
+        }
+        Some(other) => Err(DiffusionError::config(
+            "addition_embed_type",
+            format!("{other:?} is not supported"),
+            path,
+        )),
+    }
+}
+
 /// The conditioning of one UNet call.
 #[derive(Debug, Clone, Copy)]
 pub struct UNetConditioning<'a> {
-    /// Text hidden states (B, S, cross_attention_dim).
+    /// Text hidden states (B, S, `cross_attention_dim`).
     pub encoder_hidden_states: &'a Tensor,
     /// SDXL: pooled text embedding (B, projection).
     pub text_embeds: Option<&'a Tensor>,
@@ -335,222 +623,25 @@ impl UNet2DConditionModel {
         Self::new(config, vb, dtype, &config_path)
     }
 
-    /// Builds the UNet from its config and weights.
+    /// Builds the UNet from its config and weights: the time embedding, each down level, the
+    /// mid block, each up level, the SDXL `text_time` embedding, in diffusers' order.
     ///
     /// # Errors
     /// Inconsistent or unsupported config, missing weights.
-    #[allow(clippy::too_many_lines)]
     pub fn new(config: UNetConfig, vb: VarBuilder, dtype: DType, path: &Path) -> Result<Self> {
-        for (field, allowed) in UNSUPPORTED_UNLESS {
-            if let Some(value) = config.rest.get(*field) {
-                let is_allowed = value.to_string().as_str() == *allowed
-                    || (*allowed == "false" && value.is_null());
-                if !is_allowed {
-                    return Err(DiffusionError::config(
-                        *field,
-                        format!("{value} is not supported (only {allowed})"),
-                        path,
-                    ));
-                }
-            }
-        }
-        let levels = config.block_out_channels.len();
-        if config.down_block_types.len() != levels
-            || config.up_block_types.len() != levels
-            || levels == 0
-        {
-            return Err(DiffusionError::config(
-                "down_block_types/up_block_types",
-                format!("need one entry per block_out_channels ({levels})"),
-                path,
-            ));
-        }
+        let shape = LevelShape::of(&config, path)?;
         let channels = &config.block_out_channels;
-        let layers_per_block = config.layers_per_block.expand(levels, "layers_per_block", path)?;
-        let cross = config.cross_attention_dim.expand(levels, "cross_attention_dim", path)?;
-        let transformer_layers = config.transformer_layers_per_block.expand(
-            levels,
-            "transformer_layers_per_block",
-            path,
-        )?;
-        let heads = match &config.num_attention_heads {
-            Some(heads) => heads.expand(levels, "num_attention_heads", path)?,
-            None => config.attention_head_dim.expand(levels, "attention_head_dim", path)?,
-        };
-        let reverse_transformer_layers = match &config.reverse_transformer_layers_per_block {
-            Some(layers) if layers.len() == levels => layers.clone(),
-            Some(_) => {
-                return Err(DiffusionError::config(
-                    "reverse_transformer_layers_per_block",
-                    "needs one entry per level",
-                    path,
-                ));
-            }
-            None => transformer_layers.iter().rev().copied().collect(),
-        };
-        let time_dim = config.time_embedding_dim.unwrap_or(channels[0] * 4);
-        let shape = |in_channels, out_channels| ResnetShape {
-            in_channels,
-            out_channels,
-            temb_channels: Some(time_dim),
-            groups: config.norm_num_groups,
-            eps: config.norm_eps,
-            output_scale_factor: 1.0,
-        };
-        let block_kind = |name: &str, field: &str| -> Result<bool> {
-            match name {
-                "DownBlock2D" | "UpBlock2D" => Ok(false),
-                "CrossAttnDownBlock2D" | "CrossAttnUpBlock2D" => Ok(true),
-                other => Err(DiffusionError::config(
-                    field,
-                    format!("block type {other:?} is not supported"),
-                    path,
-                )),
-            }
-        };
-
-        let mut down = Vec::with_capacity(levels);
-        let mut output_channels = channels[0];
-        for index in 0..levels {
-            let input_channels = output_channels;
-            output_channels = channels[index];
-            let with_attention = block_kind(&config.down_block_types[index], "down_block_types")?;
-            let block = vb.pp(format!("down_blocks.{index}"));
-            let mut resnets = Vec::new();
-            let mut attentions = Vec::new();
-            for layer in 0..layers_per_block[index] {
-                let input = if layer == 0 { input_channels } else { output_channels };
-                resnets.push(ResnetBlock::new(
-                    shape(input, output_channels),
-                    block.pp(format!("resnets.{layer}")),
-                )?);
-                if with_attention {
-                    attentions.push(SpatialTransformer::new(
-                        output_channels,
-                        heads[index],
-                        transformer_layers[index],
-                        cross[index],
-                        &config,
-                        block.pp(format!("attentions.{layer}")),
-                    )?);
-                }
-            }
-            let downsample = if index + 1 < levels {
-                Some(Downsample::new(
-                    output_channels,
-                    config.downsample_padding,
-                    block.pp("downsamplers.0"),
-                )?)
-            } else {
-                None
-            };
-            down.push(Level { resnets, attentions, downsample, upsample: None });
-        }
-
-        let top = channels[levels - 1];
-        let mid = match config.mid_block_type.as_deref() {
-            Some("UNetMidBlock2DCrossAttn") => {
-                let block = vb.pp("mid_block");
-                Some(MidBlock {
-                    resnet_in: ResnetBlock::new(shape(top, top), block.pp("resnets.0"))?,
-                    attention: Some(SpatialTransformer::new(
-                        top,
-                        heads[levels - 1],
-                        transformer_layers[levels - 1],
-                        cross[levels - 1],
-                        &config,
-                        block.pp("attentions.0"),
-                    )?),
-                    resnet_out: ResnetBlock::new(shape(top, top), block.pp("resnets.1"))?,
-                })
-            }
-            Some("UNetMidBlock2D") => {
-                let block = vb.pp("mid_block");
-                Some(MidBlock {
-                    resnet_in: ResnetBlock::new(shape(top, top), block.pp("resnets.0"))?,
-                    attention: None,
-                    resnet_out: ResnetBlock::new(shape(top, top), block.pp("resnets.1"))?,
-                })
-            }
-            None => None,
-            Some(other) => {
-                return Err(DiffusionError::config(
-                    "mid_block_type",
-                    format!("{other:?} is not supported"),
-                    path,
-                ));
-            }
-        };
-
-        let reversed_channels: Vec<usize> = channels.iter().rev().copied().collect();
-        let reversed_heads: Vec<usize> = heads.iter().rev().copied().collect();
-        let reversed_layers: Vec<usize> = layers_per_block.iter().rev().copied().collect();
-        let reversed_cross: Vec<usize> = cross.iter().rev().copied().collect();
-        let mut up = Vec::with_capacity(levels);
-        let mut output_channels = reversed_channels[0];
-        for index in 0..levels {
-            let previous_output = output_channels;
-            output_channels = reversed_channels[index];
-            let input_channels = reversed_channels[(index + 1).min(levels - 1)];
-            let with_attention = block_kind(&config.up_block_types[index], "up_block_types")?;
-            let block = vb.pp(format!("up_blocks.{index}"));
-            let layers = reversed_layers[index] + 1;
-            let mut resnets = Vec::new();
-            let mut attentions = Vec::new();
-            for layer in 0..layers {
-                let skip = if layer + 1 == layers { input_channels } else { output_channels };
-                let input = if layer == 0 { previous_output } else { output_channels };
-                resnets.push(ResnetBlock::new(
-                    shape(input + skip, output_channels),
-                    block.pp(format!("resnets.{layer}")),
-                )?);
-                if with_attention {
-                    attentions.push(SpatialTransformer::new(
-                        output_channels,
-                        reversed_heads[index],
-                        reverse_transformer_layers[index],
-                        reversed_cross[index],
-                        &config,
-                        block.pp(format!("attentions.{layer}")),
-                    )?);
-                }
-            }
-            let upsample = if index + 1 < levels {
-                Some(Upsample::new(output_channels, block.pp("upsamplers.0"))?)
-            } else {
-                None
-            };
-            up.push(Level { resnets, attentions, downsample: None, upsample });
-        }
-
-        let add_embedding = match config.addition_embed_type.as_deref() {
-            None => None,
-            Some("text_time") => {
-                let (Some(time_embed_dim), Some(input_dim)) =
-                    (config.addition_time_embed_dim, config.projection_class_embeddings_input_dim)
-                else {
-                    return Err(DiffusionError::config(
-                        "addition_time_embed_dim/projection_class_embeddings_input_dim",
-                        "text_time needs both",
-                        path,
-                    ));
-                };
-                let embedding = vb.pp("add_embedding");
-                Some((
-                    candle_nn::linear(input_dim, time_dim, embedding.pp("linear_1"))?,
-                    candle_nn::linear(time_dim, time_dim, embedding.pp("linear_2"))?,
-                    time_embed_dim,
-                ))
-            }
-            Some(other) => {
-                return Err(DiffusionError::config(
-                    "addition_embed_type",
-                    format!("{other:?} is not supported"),
-                    path,
-                ));
-            }
-        };
-
+        let down = (0..shape.levels)
+            .map(|index| {
+                shape.down_level(index, &config, &vb.pp(format!("down_blocks.{index}")), path)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mid = shape.mid_block(&config, &vb.pp("mid_block"), path)?;
+        let up = (0..shape.levels)
+            .map(|index| shape.up_level(index, &config, &vb.pp(format!("up_blocks.{index}")), path))
+            .collect::<Result<Vec<_>>>()?;
+        let add_embedding = add_embedding(&config, shape.time_dim, &vb.pp("add_embedding"), path)?;
+        let time_dim = shape.time_dim;
         Ok(Self {
             conv_in: conv_same(
                 config.in_channels,
@@ -618,7 +709,7 @@ impl UNet2DConditionModel {
         let dtype = self.dtype;
         let sample = sample.to_dtype(dtype)?;
         let context = conditioning.encoder_hidden_states.to_dtype(dtype)?;
-        #[allow(clippy::cast_possible_truncation)]
+        #[allow(clippy::cast_possible_truncation, reason = "diffusers embeds timesteps in f32")]
         let timesteps = vec![timestep as f32; batch];
         let time_features = timestep_embedding(
             &timesteps,
@@ -712,7 +803,7 @@ mod tests {
     fn fixture_config() -> (std::path::PathBuf, serde_json::Map<String, Value>) {
         let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/diffusion/sdxl_tiny/unet/config.json");
-        let text = std::fs::read_to_string(&path).expect("config");
+        let text = fs_err::read_to_string(&path).expect("config");
         (path, serde_json::from_str(&text).expect("json"))
     }
 

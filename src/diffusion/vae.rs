@@ -1,6 +1,6 @@
 //! diffusers' `AutoencoderKL` read from `vae/config.json`: the encoder (img2img, giving the
 //! latent distribution's mean and std) and the decoder, with `scaling_factor`, `force_upcast`
-//! and the scale factor 2^(len(block_out_channels) − 1).
+//! and the scale factor `2^(len(block_out_channels)` − 1).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use crate::models::cache::{ByteSize, LazyPart};
 
 /// `vae/config.json`, the fields the model uses.
 #[derive(Debug, Clone, Deserialize)]
+#[allow(clippy::struct_excessive_bools, reason = "mirrors the config file's switches")]
 pub struct VaeConfig {
     /// Image channels in.
     #[serde(default = "three")]
@@ -77,7 +78,7 @@ fn yes() -> bool {
 }
 
 impl VaeConfig {
-    /// Pixels per latent: 2^(len(block_out_channels) − 1).
+    /// Pixels per latent: `2^(len(block_out_channels)` − 1).
     pub fn scale_factor(&self) -> usize {
         1 << self.block_out_channels.len().saturating_sub(1)
     }

@@ -9,33 +9,37 @@ use candle_nn::VarBuilder;
 use serde_json::Value;
 
 use super::error::{DiffusionError, Result, read_json};
+use crate::models::weight_files::{WeightVariant, choose_weight_files};
 
-/// The weights files of a diffusers component folder: `<stem>.fp16.safetensors` when
-/// `prefer_fp16` and it exists, else `<stem>.safetensors`; either may be sharded
-/// (`<name>.safetensors.index.json` listing the shards). Pickled `.bin` files are never
-/// considered.
+/// The weights files of a diffusers component folder, chosen as the hub planner chooses them
+/// ([`choose_weight_files`]): the `fp16` variant first when `prefer_fp16`, single file or
+/// shards (the shards the index lists, all required). Pickled `.bin` files are never considered.
 ///
 /// # Errors
 /// No weights (the message names what was looked for), or a malformed shard index.
 pub fn component_weights(folder: &Path, stem: &str, prefer_fp16: bool) -> Result<Vec<PathBuf>> {
-    let full = format!("{stem}.safetensors");
-    let half = format!("{stem}.fp16.safetensors");
-    let names = if prefer_fp16 { [&half, &full] } else { [&full, &half] };
-    for name in names {
-        let single = folder.join(name);
-        if single.is_file() {
-            return Ok(vec![single]);
-        }
-        let index_path = folder.join(format!("{name}.index.json"));
-        if index_path.is_file() {
-            return shards_from_index(folder, &index_path);
-        }
+    // A missing or unreadable folder has no weights: the error below names it.
+    let names: Vec<String> = fs_err::read_dir(folder)
+        .map(|entries| {
+            entries.filter_map(|entry| entry.ok()?.file_name().into_string().ok()).collect()
+        })
+        .unwrap_or_default();
+    let prefer = if prefer_fp16 { WeightVariant::Fp16 } else { WeightVariant::Full };
+    let chosen = choose_weight_files(names.iter().map(String::as_str), &[stem], prefer).map_err(
+        |_| {
+            DiffusionError::config(
+                "weights",
+                format!(
+                    "no {stem}.safetensors or {stem}.fp16.safetensors (only .safetensors are loaded)"
+                ),
+                folder,
+            )
+        },
+    )?;
+    match &chosen.index {
+        Some(index) => shards_from_index(folder, &folder.join(index)),
+        None => Ok(chosen.files.iter().map(|file| folder.join(file)).collect()),
     }
-    Err(DiffusionError::config(
-        "weights",
-        format!("no {stem}.safetensors or {stem}.fp16.safetensors (only .safetensors are loaded)"),
-        folder,
-    ))
 }
 
 /// The distinct shard files named by a `*.safetensors.index.json` `weight_map`, in order.
@@ -79,7 +83,7 @@ fn shards_from_index(folder: &Path, index_path: &Path) -> Result<Vec<PathBuf>> {
 ///
 /// # Errors
 /// Unreadable or malformed files.
-#[allow(unsafe_code)]
+#[allow(unsafe_code, reason = "the one audited mmap: see SAFETY below")]
 pub fn mmap_var_builder(
     files: &[PathBuf],
     dtype: DType,
@@ -123,7 +127,7 @@ pub fn safetensors_bytes(
     for file in files {
         let header_error =
             |what: String| DiffusionError::config("safetensors header", what, file.as_path());
-        let mut reader = std::fs::File::open(file).map_err(|err| header_error(err.to_string()))?;
+        let mut reader = fs_err::File::open(file).map_err(|err| header_error(err.to_string()))?;
         let mut length = [0u8; 8];
         reader.read_exact(&mut length).map_err(|err| header_error(err.to_string()))?;
         let length = u64::from_le_bytes(length);
@@ -158,13 +162,12 @@ mod tests {
     #[test]
     fn fp16_variant_is_preferred_only_when_asked_and_bin_files_are_never_picked() {
         let folder = tempfile::tempdir().expect("tempdir");
-        std::fs::write(folder.path().join("diffusion_pytorch_model.bin"), b"pickle")
-            .expect("write");
+        fs_err::write(folder.path().join("diffusion_pytorch_model.bin"), b"pickle").expect("write");
         let missing = component_weights(folder.path(), "diffusion_pytorch_model", false);
         assert!(missing.expect_err("no safetensors").to_string().contains("only .safetensors"));
-        std::fs::write(folder.path().join("diffusion_pytorch_model.safetensors"), b"x")
+        fs_err::write(folder.path().join("diffusion_pytorch_model.safetensors"), b"x")
             .expect("write");
-        std::fs::write(folder.path().join("diffusion_pytorch_model.fp16.safetensors"), b"x")
+        fs_err::write(folder.path().join("diffusion_pytorch_model.fp16.safetensors"), b"x")
             .expect("write");
         let full =
             component_weights(folder.path(), "diffusion_pytorch_model", false).expect("full");
@@ -178,14 +181,12 @@ mod tests {
         let folder = tempfile::tempdir().expect("tempdir");
         let index = r#"{"weight_map": {"a": "model-00001-of-00002.safetensors",
             "b": "model-00002-of-00002.safetensors", "c": "model-00001-of-00002.safetensors"}}"#;
-        std::fs::write(folder.path().join("model.safetensors.index.json"), index).expect("write");
-        std::fs::write(folder.path().join("model-00001-of-00002.safetensors"), b"x")
-            .expect("write");
+        fs_err::write(folder.path().join("model.safetensors.index.json"), index).expect("write");
+        fs_err::write(folder.path().join("model-00001-of-00002.safetensors"), b"x").expect("write");
         let missing =
             component_weights(folder.path(), "model", false).expect_err("shard 2 missing");
         assert!(missing.to_string().contains("model-00002-of-00002"), "{missing}");
-        std::fs::write(folder.path().join("model-00002-of-00002.safetensors"), b"x")
-            .expect("write");
+        fs_err::write(folder.path().join("model-00002-of-00002.safetensors"), b"x").expect("write");
         let shards = component_weights(folder.path(), "model", false).expect("shards");
         assert_eq!(shards.len(), 2);
     }

@@ -5,12 +5,13 @@ use std::ops::ControlFlow;
 
 use serde::{Deserialize, Serialize};
 
-use crate::models::catalog::{EntryKind, ModelDefaults, ModelRef};
-use crate::request::{DeviceChoice, LoraSpec, Plan, Precision, SamplerKind, SigmaSchedule, Sweep};
+use crate::models::catalog::{EntryKind, ModelDefaults, ModelRef, ModelSource};
+use crate::request::{Plan, Sweep};
+use crate::vocab::{DeviceChoice, LoraSpec, Precision, SamplerKind, SigmaSchedule};
 
 /// What a backend can do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[allow(clippy::struct_excessive_bools)]
+#[allow(clippy::struct_excessive_bools, reason = "one switch per capability")]
 pub struct Capabilities {
     /// Image to image.
     pub img2img: bool,
@@ -61,10 +62,30 @@ impl Capabilities {
     }
 }
 
+/// What identifies a loaded model — the engine's "already loaded" check and the backends'
+/// model caches: the same source on another device or in another precision is another set of
+/// tensors.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ModelKey {
+    /// Where the model comes from.
+    pub source: ModelSource,
+    /// The device asked for.
+    pub device: DeviceChoice,
+    /// The precision asked for (`None`: the device's default).
+    pub dtype: Option<Precision>,
+}
+
+impl ModelKey {
+    /// The key of `model` on `device` in `dtype`.
+    pub fn new(model: &ModelRef, device: DeviceChoice, dtype: Option<Precision>) -> Self {
+        Self { source: model.source.clone(), device, dtype }
+    }
+}
+
 /// Progress while a model loads or downloads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadProgress {
-    /// What is happening ("downloading unet/diffusion_pytorch_model.fp16.safetensors").
+    /// What is happening ("downloading `unet/diffusion_pytorch_model.fp16.safetensors`").
     pub message: String,
     /// Fraction done, when known.
     pub fraction: Option<f32>,

@@ -2,10 +2,9 @@
 //! drawn on it. It honours size, steps, progress, preview and cancel, so the engine, the CLI
 //! and the window can be tested and demonstrated with no weights and no GPU.
 //!
-//! Failure injection for tests and demos (environment, read by [`MockBackend::from_env`]):
-//! `IMAGELAB_MOCK_STEP_MS` (delay per step), `IMAGELAB_MOCK_FAIL_MODEL` (a display name whose
-//! load fails), `IMAGELAB_MOCK_FAIL_PROMPT` (a substring of the final prompt that fails the
-//! image half-way).
+//! Failure injection for tests and demos: [`MockBackend::failing_model`] (a display name whose
+//! load fails), [`MockBackend::failing_prompt`] (a substring of the final prompt that fails the
+//! image half-way); front ends set them from `IMAGELAB_MOCK_*` (see `app::config`).
 
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
@@ -18,8 +17,8 @@ use super::backend::{
 };
 use super::font;
 use crate::models::catalog::ModelRef;
-use crate::request::{DeviceChoice, Precision, SamplerKind};
 use crate::storage::metadata::NOISE_SOURCE_TORCH_CPU;
+use crate::vocab::{DeviceChoice, Precision, SamplerKind};
 
 /// Largest side of a preview, in pixels.
 const PREVIEW_MAX_PX: u32 = 128;
@@ -60,25 +59,6 @@ impl MockBackend {
     pub fn failing_prompt(mut self, needle: impl Into<String>) -> Self {
         self.fail_prompt = Some(needle.into());
         self
-    }
-
-    /// Reads the `IMAGELAB_MOCK_*` variables; `default_delay` applies when the delay is unset.
-    ///
-    /// # Errors
-    /// `IMAGELAB_MOCK_STEP_MS` that is not a number.
-    pub fn from_env(default_delay: Duration) -> Result<Self, String> {
-        let mut mock = Self::new().with_step_delay(default_delay);
-        if let Ok(ms) = std::env::var("IMAGELAB_MOCK_STEP_MS") {
-            let ms: u64 = ms
-                .trim()
-                .parse()
-                .map_err(|_| format!("IMAGELAB_MOCK_STEP_MS: {ms:?} is not a whole number"))?;
-            mock.step_delay = Duration::from_millis(ms);
-        }
-        mock.fail_model = std::env::var("IMAGELAB_MOCK_FAIL_MODEL").ok().filter(|s| !s.is_empty());
-        mock.fail_prompt =
-            std::env::var("IMAGELAB_MOCK_FAIL_PROMPT").ok().filter(|s| !s.is_empty());
-        Ok(mock)
     }
 }
 
@@ -170,7 +150,6 @@ impl Backend for MockBackend {
                     self.fail_prompt.as_deref().unwrap_or_default()
                 )));
             }
-            #[allow(clippy::cast_precision_loss)]
             let fraction = step as f32 / steps as f32;
             let preview = params.want_preview.then(|| preview_of(&noise, &final_image, fraction));
             steps_s.push(step_started.elapsed().as_secs_f64());
@@ -212,7 +191,11 @@ fn color_of(seed: u64, salt: u64) -> [u8; 3] {
     [r, g, b]
 }
 
-#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "pixel arithmetic on values kept within 0..=255"
+)]
 fn render(params: &GenerateParams, model: &str, sampler: SamplerKind) -> RgbImage {
     let (width, height) = (params.width, params.height);
     let top = color_of(params.seed, 1);
@@ -230,8 +213,8 @@ fn render(params: &GenerateParams, model: &str, sampler: SamplerKind) -> RgbImag
         image::Rgb(px)
     });
     // A seeded disc, so different seeds differ in shape too.
-    let cx = (mix(params.seed ^ 7) % u64::from(width.max(1))) as f32;
-    let cy = (mix(params.seed ^ 11) % u64::from(height.max(1))) as f32;
+    let cx = (mix(params.seed ^ 0x7) % u64::from(width.max(1))) as f32;
+    let cy = (mix(params.seed ^ 0xb) % u64::from(height.max(1))) as f32;
     let radius = width.min(height) as f32 * 0.22;
     for (x, y, px) in img.enumerate_pixels_mut() {
         let (dx, dy) = (x as f32 - cx, y as f32 - cy);
@@ -264,7 +247,11 @@ fn noise_image(width: u32, height: u32, seed: u64) -> RgbImage {
 }
 
 /// `dst = dst·(1−keep) + src·keep` where sizes agree (the engine already resized `src`).
-#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "pixel arithmetic on values kept within 0..=255"
+)]
 fn blend_into(dst: &mut RgbImage, src: &RgbImage, keep: f32) {
     if dst.dimensions() != src.dimensions() {
         return;
@@ -276,7 +263,11 @@ fn blend_into(dst: &mut RgbImage, src: &RgbImage, keep: f32) {
     }
 }
 
-#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "pixel arithmetic on values kept within 0..=255"
+)]
 fn preview_of(noise: &RgbImage, target: &RgbImage, fraction: f32) -> Preview {
     let (width, height) = target.dimensions();
     let step = (width.max(height) / PREVIEW_MAX_PX).max(1);

@@ -22,7 +22,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
 pub use backend::{
     Backend, BackendError, Capabilities, GenerateParams, Generated, LoadProgress, LoadedModel,
-    Preview, StepUpdate, Timings,
+    ModelKey, Preview, StepUpdate, Timings,
 };
 pub use protocol::{Command, Event, JobId, JobSummary, QueueStats, SavedImage};
 pub use worker::{Outputs, Waker, relative_path};

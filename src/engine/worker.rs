@@ -9,14 +9,18 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use super::backend::{Backend, BackendError, GenerateParams, LoadProgress, LoadedModel};
+use super::backend::{
+    Backend, BackendError, GenerateParams, Generated, LoadProgress, LoadedModel, ModelKey,
+    StepUpdate,
+};
 use super::protocol::{Command, Event, JobId, JobSummary, QueueStats, SavedImage};
-use crate::models::catalog::{ModelRef, ModelSource};
-use crate::request::{DeviceChoice, Plan, Precision, Sweep, WorkItem};
+use crate::models::catalog::{ModelDefaults, ModelRef};
+use crate::request::{Plan, Sweep, WorkItem};
 use crate::storage::inputs;
 use crate::storage::jobs_log::{self, ItemStatus, JobRecord};
 use crate::storage::metadata::{GenerationInfo, png_io, version_string};
 use crate::storage::naming::{image_stem, write_new_file};
+use crate::vocab::SamplerKind;
 
 /// Wakes the front end after events were sent (`ctx.request_repaint` in the window).
 pub type Waker = Arc<dyn Fn() + Send + Sync>;
@@ -145,20 +149,12 @@ impl Inbox {
     }
 }
 
-/// The model the backend has ready, and for which device.
-#[derive(Debug, Clone, PartialEq)]
-struct LoadedKey {
-    source: ModelSource,
-    device: DeviceChoice,
-    dtype: Option<Precision>,
-}
-
 /// The engine thread's state.
 pub(crate) struct Worker {
     backend: Box<dyn Backend>,
     inbox: Inbox,
     outputs: Outputs,
-    loaded: Option<(LoadedKey, LoadedModel)>,
+    loaded: Option<(ModelKey, LoadedModel)>,
     want_previews: bool,
 }
 
@@ -272,11 +268,7 @@ impl Worker {
         model: &ModelRef,
         plan: &Plan,
     ) -> Result<LoadedModel, String> {
-        let key = LoadedKey {
-            source: model.source.clone(),
-            device: plan.request.device,
-            dtype: plan.request.dtype,
-        };
+        let key = ModelKey::new(model, plan.request.device, plan.request.dtype);
         if let Some((loaded_key, loaded)) = &self.loaded
             && *loaded_key == key
         {
@@ -300,7 +292,7 @@ impl Worker {
         Ok(loaded)
     }
 
-    #[allow(clippy::too_many_lines)]
+    /// Runs one item to its jobs-log line and its event: load, resolve, every image.
     fn run_item(
         &mut self,
         job: JobId,
@@ -317,38 +309,19 @@ impl Worker {
             profile: item.profile.clone(),
             images: item.seeds.len(),
         });
-        let mut record = JobRecord {
-            timestamp: String::new(),
-            mode: plan.request.mode(),
-            prompt: item.prompt.clone(),
-            negative: item.negative.clone(),
-            all_profiles: plan.request.sweep == Sweep::AllProfiles,
-            all_models: plan.request.sweep == Sweep::AllModelsAllProfiles,
-            profile: item.profile.clone(),
-            model: item.model.display_name.clone(),
-            model_id: item.model.model_id(),
-            scheduler: item
-                .scheduler
-                .unwrap_or(item.model.defaults.scheduler)
-                .cli_name()
-                .to_owned(),
-            steps: item.steps.unwrap_or(item.model.defaults.steps),
-            cfg: item.cfg.unwrap_or(item.model.defaults.cfg),
-            width: item.width.unwrap_or(item.model.defaults.width),
-            height: item.height.unwrap_or(item.model.defaults.height),
-            batch_size: u32::try_from(item.seeds.len()).unwrap_or(u32::MAX),
-            seed_base: plan.seed_base,
-            seeds: Vec::new(),
-            paths: Vec::new(),
-            run_dir: plan.run_dir.as_ref().map(|dir| dir.to_string_lossy().replace('\\', "/")),
-            error: None,
-            duration_s: 0.0,
-            device: self.backend.device_label(),
-            status: ItemStatus::Done,
-            job,
-            notes: Vec::new(),
+        let mut record = new_record(job, plan, item);
+        let outcome = match self.prepare_item(job, plan, item) {
+            Ok(prepared) => {
+                prepared.settings.fill(&mut record);
+                record.model_id.clone_from(&prepared.loaded.model_id);
+                self.generate_images(job, plan, item, &prepared, &mut record, summary)
+            }
+            Err(failure) => {
+                failure.settings.fill(&mut record);
+                record.error = Some(failure.error);
+                ItemOutcome::Failed
+            }
         };
-        let outcome = self.generate_item(job, plan, item, &mut record, summary);
         record.timestamp = chrono::Local::now().to_rfc3339();
         record.duration_s = started.elapsed().as_secs_f64();
         record.device = self.backend.device_label();
@@ -370,7 +343,7 @@ impl Worker {
         let record = Box::new(record);
         match &outcome {
             ItemOutcome::Done => {
-                self.inbox.emit(Event::ItemSaved { job, item: item.index, record })
+                self.inbox.emit(Event::ItemSaved { job, item: item.index, record });
             }
             ItemOutcome::Failed => {
                 let error = record.error.clone().unwrap_or_default();
@@ -380,61 +353,56 @@ impl Worker {
                 self.inbox.emit(Event::ItemFailed { job, item: item.index, error, record });
             }
             ItemOutcome::Cancelled(_) => {
-                self.inbox.emit(Event::ItemCancelled { job, item: item.index, record })
+                self.inbox.emit(Event::ItemCancelled { job, item: item.index, record });
             }
         }
         outcome
     }
 
-    #[allow(clippy::too_many_lines)]
-    fn generate_item(
+    /// Loads the item's model and init image and resolves its settings, once. A failure still
+    /// resolves them (from the catalog's defaults) for the jobs-log line.
+    fn prepare_item(
         &mut self,
         job: JobId,
         plan: &Plan,
         item: &WorkItem,
+    ) -> Result<PreparedItem, ItemFailure> {
+        let catalog_settings = || ItemSettings::resolve(item, item.model.defaults, None);
+        let loaded = self
+            .ensure_loaded(job, &item.model, plan)
+            .map_err(|error| ItemFailure { settings: catalog_settings(), error })?;
+        let init_image = match &plan.request.init_image {
+            None => None,
+            Some(path) => Some(inputs::load_image(path).map_err(|error| ItemFailure {
+                settings: catalog_settings(),
+                error: format!("init_image: {error}"),
+            })?),
+        };
+        let init_size = init_image.as_ref().map(image::RgbImage::dimensions);
+        let settings = ItemSettings::resolve(item, loaded.defaults, init_size);
+        let (width, height) = (settings.width, settings.height);
+        if width < 8 || height < 8 {
+            return Err(ItemFailure {
+                settings,
+                error: format!(
+                    "init_image: too small ({width}x{height} after rounding down to multiples of 8)"
+                ),
+            });
+        }
+        let init_image = init_image.map(|image| inputs::fit(image, width, height));
+        Ok(PreparedItem { loaded, settings, init_image })
+    }
+
+    /// Makes and saves every image of a prepared item, polling commands between images.
+    fn generate_images(
+        &mut self,
+        job: JobId,
+        plan: &Plan,
+        item: &WorkItem,
+        prepared: &PreparedItem,
         record: &mut JobRecord,
         summary: &mut JobSummary,
     ) -> ItemOutcome {
-        let loaded = match self.ensure_loaded(job, &item.model, plan) {
-            Ok(loaded) => loaded,
-            Err(error) => {
-                record.error = Some(error);
-                return ItemOutcome::Failed;
-            }
-        };
-        let defaults = loaded.defaults;
-        record.model_id = loaded.model_id.clone();
-        let init_image = match &plan.request.init_image {
-            None => None,
-            Some(path) => match inputs::load_image(path) {
-                Ok(image) => Some(image),
-                Err(error) => {
-                    record.error = Some(format!("init_image: {error}"));
-                    return ItemOutcome::Failed;
-                }
-            },
-        };
-        let (width, height) = match (&init_image, item.width, item.height) {
-            (_, Some(w), Some(h)) => (w, h),
-            (Some(init), None, None) => inputs::own_size_rounded(init.width(), init.height()),
-            (_, w, h) => (w.unwrap_or(defaults.width), h.unwrap_or(defaults.height)),
-        };
-        if width < 8 || height < 8 {
-            record.error = Some(format!(
-                "init_image: too small ({width}x{height} after rounding down to multiples of 8)"
-            ));
-            return ItemOutcome::Failed;
-        }
-        let init_image = init_image.map(|image| inputs::fit(image, width, height));
-        let sampler = item.scheduler.unwrap_or(defaults.scheduler);
-        let steps = item.steps.unwrap_or(defaults.steps);
-        let cfg = item.cfg.unwrap_or(defaults.cfg);
-        record.width = width;
-        record.height = height;
-        record.steps = steps;
-        record.cfg = cfg;
-        record.scheduler = sampler.cli_name().to_owned();
-
         let out_dir = self.outputs.root.join(&item.out_dir);
         for (image_index, &seed) in item.seeds.iter().enumerate() {
             if image_index > 0
@@ -442,102 +410,26 @@ impl Worker {
             {
                 return ItemOutcome::Cancelled(interrupt);
             }
-            let params = GenerateParams {
-                prompt: item.prompt.clone(),
-                negative: item.negative.clone(),
-                width,
-                height,
-                steps,
-                cfg,
-                sampler,
-                schedule_type: plan.request.schedule_type,
-                seed,
-                init_image: init_image.clone(),
-                strength: plan.request.strength,
-                truncate_prompt: plan.request.truncate_prompt,
-                save_latent: plan.request.save_latent,
-                loras: plan.request.loras.clone(),
-                want_preview: self.want_previews,
-            };
-            let mut interrupt = None;
-            let mut last_step = Instant::now();
-            let mut rate = 0.0f32;
-            let inbox = &mut self.inbox;
-            let mut on_step = |update: super::backend::StepUpdate<'_>| {
-                let elapsed = last_step.elapsed().as_secs_f32().max(1e-6);
-                last_step = Instant::now();
-                rate = if rate == 0.0 { 1.0 / elapsed } else { 0.7 * rate + 0.3 / elapsed };
-                inbox.emit_lossy(Event::Progress {
-                    job,
-                    item: item.index,
-                    image: image_index,
-                    step: update.step,
-                    steps: update.steps,
-                    it_per_s: rate,
-                });
-                if let Some(preview) = update.preview {
-                    inbox.emit_lossy(Event::Preview {
-                        job,
-                        item: item.index,
-                        preview: preview.clone(),
-                    });
-                }
-                match inbox.poll(job) {
-                    None => ControlFlow::Continue(()),
-                    Some(found) => {
-                        interrupt = Some(found);
-                        ControlFlow::Break(())
-                    }
-                }
-            };
-            let result = self.backend.generate(&params, &mut on_step);
-            let mut generated = match result {
+            let params = prepared.params(plan, item, seed, self.want_previews);
+            let mut generated = match self.generate_one(job, item.index, image_index, &params) {
                 Ok(generated) => generated,
-                Err(BackendError::Cancelled) => {
-                    return ItemOutcome::Cancelled(interrupt.unwrap_or(Interrupt::CancelJob));
-                }
-                Err(error) => {
-                    record.error = Some(error.to_string());
+                Err(Stopped::Interrupted(interrupt)) => return ItemOutcome::Cancelled(interrupt),
+                Err(Stopped::Failed(error)) => {
+                    record.error = Some(error);
                     return ItemOutcome::Failed;
                 }
             };
             if image_index == 0 {
-                generated.timings.load_s = loaded.load_s;
+                generated.timings.load_s = prepared.loaded.load_s;
             }
-            record.scheduler = generated.sampler.cli_name().to_owned();
+            generated.sampler.cli_name().clone_into(&mut record.scheduler);
             for note in &generated.notes {
                 if !record.notes.contains(note) {
                     record.notes.push(note.clone());
                 }
             }
-            let info = GenerationInfo {
-                prompt: item.prompt.clone(),
-                negative: item.negative.clone(),
-                user_prompt: plan.request.prompt.clone(),
-                user_negative: plan.request.negative.clone(),
-                profile: item.profile.clone(),
-                model: item.model.display_name.clone(),
-                model_id: loaded.model_id.clone(),
-                model_revision: loaded.revision.clone(),
-                sampler: generated.sampler,
-                requested_sampler: sampler,
-                schedule_type: plan.request.schedule_type,
-                steps,
-                cfg,
-                seed,
-                width: generated.image.width(),
-                height: generated.image.height(),
-                mode: plan.request.mode(),
-                strength: plan.request.init_image.as_ref().map(|_| plan.request.strength),
-                init_image: plan.request.init_image.as_ref().map(|p| p.display().to_string()),
-                noise_source: generated.noise_source.clone(),
-                loras: plan.request.loras.clone(),
-                truncate_prompt: plan.request.truncate_prompt,
-                dtype: generated.dtype.clone(),
-                device: self.backend.device_label(),
-                version: version_string(),
-                notes: generated.notes.clone(),
-            };
+            let info =
+                prepared.generation_info(plan, item, seed, &generated, self.backend.device_label());
             let saved = match save_image(&out_dir, &plan.request.prompt, &info, &generated) {
                 Ok(saved) => saved,
                 Err(error) => {
@@ -552,6 +444,214 @@ impl Worker {
         }
         ItemOutcome::Done
     }
+
+    /// One image from the backend, with progress and previews sent and commands polled after
+    /// every step.
+    fn generate_one(
+        &mut self,
+        job: JobId,
+        item: usize,
+        image: usize,
+        params: &GenerateParams,
+    ) -> Result<Generated, Stopped> {
+        let mut interrupt = None;
+        let mut last_step = Instant::now();
+        let mut rate = 0.0f32;
+        let inbox = &mut self.inbox;
+        let mut on_step = |update: StepUpdate<'_>| {
+            let elapsed = last_step.elapsed().as_secs_f32().max(1e-6);
+            last_step = Instant::now();
+            rate = if rate == 0.0 { 1.0 / elapsed } else { 0.7 * rate + 0.3 / elapsed };
+            inbox.emit_lossy(Event::Progress {
+                job,
+                item,
+                image,
+                step: update.step,
+                steps: update.steps,
+                it_per_s: rate,
+            });
+            if let Some(preview) = update.preview {
+                inbox.emit_lossy(Event::Preview { job, item, preview: preview.clone() });
+            }
+            match inbox.poll(job) {
+                None => ControlFlow::Continue(()),
+                Some(found) => {
+                    interrupt = Some(found);
+                    ControlFlow::Break(())
+                }
+            }
+        };
+        match self.backend.generate(params, &mut on_step) {
+            Ok(generated) => Ok(generated),
+            Err(BackendError::Cancelled) => {
+                Err(Stopped::Interrupted(interrupt.unwrap_or(Interrupt::CancelJob)))
+            }
+            Err(error) => Err(Stopped::Failed(error.to_string())),
+        }
+    }
+}
+
+/// Why an image stopped short.
+enum Stopped {
+    /// A command interrupted it.
+    Interrupted(Interrupt),
+    /// The backend failed, with why.
+    Failed(String),
+}
+
+/// An item's settings with every default resolved: the user's or the profile's where set,
+/// else the loaded model's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ItemSettings {
+    width: u32,
+    height: u32,
+    steps: u32,
+    cfg: f32,
+    sampler: SamplerKind,
+}
+
+impl ItemSettings {
+    /// `item`'s settings over `defaults`; with an init image and no size given, the image's
+    /// own size rounded down to multiples of 8.
+    fn resolve(item: &WorkItem, defaults: ModelDefaults, init_size: Option<(u32, u32)>) -> Self {
+        let (width, height) = match (init_size, item.width, item.height) {
+            (_, Some(width), Some(height)) => (width, height),
+            (Some((width, height)), None, None) => inputs::own_size_rounded(width, height),
+            (_, width, height) => {
+                (width.unwrap_or(defaults.width), height.unwrap_or(defaults.height))
+            }
+        };
+        Self {
+            width,
+            height,
+            steps: item.steps.unwrap_or(defaults.steps),
+            cfg: item.cfg.unwrap_or(defaults.cfg),
+            sampler: item.scheduler.unwrap_or(defaults.scheduler),
+        }
+    }
+
+    /// Writes the settings into the item's jobs-log line.
+    fn fill(&self, record: &mut JobRecord) {
+        record.width = self.width;
+        record.height = self.height;
+        record.steps = self.steps;
+        record.cfg = self.cfg;
+        self.sampler.cli_name().clone_into(&mut record.scheduler);
+    }
+}
+
+/// An item ready to generate: its model loaded, its settings resolved, its init image fitted.
+struct PreparedItem {
+    loaded: LoadedModel,
+    settings: ItemSettings,
+    init_image: Option<image::RgbImage>,
+}
+
+/// Why an item could not be prepared, with the settings its jobs-log line records.
+struct ItemFailure {
+    settings: ItemSettings,
+    error: String,
+}
+
+impl PreparedItem {
+    /// What the backend gets for image `seed`.
+    fn params(
+        &self,
+        plan: &Plan,
+        item: &WorkItem,
+        seed: u64,
+        want_preview: bool,
+    ) -> GenerateParams {
+        GenerateParams {
+            prompt: item.prompt.clone(),
+            negative: item.negative.clone(),
+            width: self.settings.width,
+            height: self.settings.height,
+            steps: self.settings.steps,
+            cfg: self.settings.cfg,
+            sampler: self.settings.sampler,
+            schedule_type: plan.request.schedule_type,
+            seed,
+            init_image: self.init_image.clone(),
+            strength: plan.request.strength,
+            truncate_prompt: plan.request.truncate_prompt,
+            save_latent: plan.request.save_latent,
+            loras: plan.request.loras.clone(),
+            want_preview,
+        }
+    }
+
+    /// The metadata written into the PNG of image `seed`.
+    fn generation_info(
+        &self,
+        plan: &Plan,
+        item: &WorkItem,
+        seed: u64,
+        generated: &Generated,
+        device: String,
+    ) -> GenerationInfo {
+        let request = &plan.request;
+        GenerationInfo {
+            prompt: item.prompt.clone(),
+            negative: item.negative.clone(),
+            user_prompt: request.prompt.clone(),
+            user_negative: request.negative.clone(),
+            profile: item.profile.clone(),
+            model: item.model.display_name.clone(),
+            model_id: self.loaded.model_id.clone(),
+            model_revision: self.loaded.revision.clone(),
+            sampler: generated.sampler,
+            requested_sampler: self.settings.sampler,
+            schedule_type: request.schedule_type,
+            steps: self.settings.steps,
+            cfg: self.settings.cfg,
+            seed,
+            width: generated.image.width(),
+            height: generated.image.height(),
+            mode: request.mode(),
+            strength: request.init_image.as_ref().map(|_| request.strength),
+            init_image: request.init_image.as_ref().map(|p| p.display().to_string()),
+            noise_source: generated.noise_source.clone(),
+            loras: request.loras.clone(),
+            truncate_prompt: request.truncate_prompt,
+            dtype: generated.dtype.clone(),
+            device,
+            version: version_string(),
+            notes: generated.notes.clone(),
+        }
+    }
+}
+
+/// The jobs-log line of an item before it runs: what the plan says (settings, status and
+/// timing are filled in as it runs).
+fn new_record(job: JobId, plan: &Plan, item: &WorkItem) -> JobRecord {
+    JobRecord {
+        timestamp: String::new(),
+        mode: plan.request.mode(),
+        prompt: item.prompt.clone(),
+        negative: item.negative.clone(),
+        all_profiles: plan.request.sweep == Sweep::AllProfiles,
+        all_models: plan.request.sweep == Sweep::AllModelsAllProfiles,
+        profile: item.profile.clone(),
+        model: item.model.display_name.clone(),
+        model_id: item.model.model_id(),
+        scheduler: String::new(),
+        steps: 0,
+        cfg: 0.0,
+        width: 0,
+        height: 0,
+        batch_size: u32::try_from(item.seeds.len()).unwrap_or(u32::MAX),
+        seed_base: plan.seed_base,
+        seeds: Vec::new(),
+        paths: Vec::new(),
+        run_dir: plan.run_dir.as_ref().map(|dir| dir.to_string_lossy().replace('\\', "/")),
+        error: None,
+        duration_s: 0.0,
+        device: String::new(),
+        status: ItemStatus::Done,
+        job,
+        notes: Vec::new(),
+    }
 }
 
 /// Writes the PNG (and latent) under never-overwritten names.
@@ -559,7 +659,7 @@ fn save_image(
     out_dir: &Path,
     user_prompt: &str,
     info: &GenerationInfo,
-    generated: &super::backend::Generated,
+    generated: &Generated,
 ) -> Result<SavedImage, String> {
     let image = &generated.image;
     let bytes = png_io::encode_png(image.width(), image.height(), image.as_raw(), info)

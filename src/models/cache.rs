@@ -48,7 +48,7 @@ impl<T: ByteSize + ?Sized> ByteSize for Arc<T> {
     }
 }
 
-impl<K, T: ByteSize> ByteSize for std::collections::HashMap<K, T> {
+impl<K, T: ByteSize, S: std::hash::BuildHasher> ByteSize for std::collections::HashMap<K, T, S> {
     fn byte_size(&self) -> u64 {
         self.values().map(ByteSize::byte_size).sum()
     }
@@ -266,7 +266,7 @@ impl<T> LazyPart<T> {
 
 impl<T: ByteSize> ByteSize for LazyPart<T> {
     fn byte_size(&self) -> u64 {
-        self.slot.lock().map_or(0, |slot| slot.as_ref().map_or(0, |part| part.byte_size()))
+        self.slot.lock().map_or(0, |slot| slot.as_ref().map_or(0, ByteSize::byte_size))
     }
 }
 

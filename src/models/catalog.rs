@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-use crate::request::SamplerKind;
+use crate::vocab::SamplerKind;
 
 /// The model the window and the CLI start with.
 pub const DEFAULT_MODEL: &str = "SDXL Base 1.0";
@@ -103,6 +103,27 @@ impl ModelRef {
     }
 }
 
+/// A model key that names no model.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnknownModel {
+    /// No key at all.
+    #[error("no model given; valid: {valid}")]
+    Empty {
+        /// The catalog names, comma-separated.
+        valid: String,
+    },
+    /// Not a catalog name, a hub id or an existing path.
+    #[error(
+        "unknown model {key:?} (not a catalog name, hub id `org/name`, or existing path); valid: {valid}"
+    )]
+    Unknown {
+        /// The key as given (trimmed).
+        key: String,
+        /// The catalog names, comma-separated.
+        valid: String,
+    },
+}
+
 /// The known models, in menu order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Catalog {
@@ -191,11 +212,11 @@ impl Catalog {
     /// `org/name` hub id.
     ///
     /// # Errors
-    /// An unknown key; the message lists the catalog names.
-    pub fn resolve(&self, key: &str) -> Result<ModelRef, String> {
+    /// [`UnknownModel`], listing the catalog names.
+    pub fn resolve(&self, key: &str) -> Result<ModelRef, UnknownModel> {
         let key = key.trim();
         if key.is_empty() {
-            return Err(format!("no model given; valid: {}", self.names().join(", ")));
+            return Err(UnknownModel::Empty { valid: self.names().join(", ") });
         }
         if let Some(entry) = self.find(key) {
             return Ok(Self::entry_ref(entry));
@@ -225,10 +246,7 @@ impl Catalog {
                 defaults: ModelDefaults::SDXL,
             });
         }
-        Err(format!(
-            "unknown model {key:?} (not a catalog name, hub id `org/name`, or existing path); valid: {}",
-            self.names().join(", ")
-        ))
+        Err(UnknownModel::Unknown { key: key.to_owned(), valid: self.names().join(", ") })
     }
 
     /// Display names, for menus and error messages.
@@ -270,7 +288,7 @@ mod tests {
         assert_eq!(by_id.display_name, "RealVis XL V5.0");
         let unlisted = catalog.resolve("someone/my-sdxl").expect("any hub id");
         assert_eq!(unlisted.source, ModelSource::Hub("someone/my-sdxl".into()));
-        let err = catalog.resolve("no such thing").expect_err("junk");
+        let err = catalog.resolve("no such thing").expect_err("junk").to_string();
         assert!(err.contains("SDXL Base 1.0"), "{err}");
         assert!(catalog.resolve("../no/such/folder").is_err());
     }

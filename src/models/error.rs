@@ -66,7 +66,7 @@ pub enum ModelError {
         /// The folder or file examined.
         path: PathBuf,
     },
-    /// A JSON file (model_index.json, a config, a shard index) that does not parse.
+    /// A JSON file (`model_index.json`, a config, a shard index) that does not parse.
     #[error("cannot read {what}: {source}: {}", path.display())]
     InvalidJson {
         /// Which file this is for the pipeline.
@@ -83,10 +83,10 @@ pub enum ModelError {
         repo: String,
         /// Path inside the repo (empty for repo-level requests).
         repo_file: String,
-        /// The client's error, including HTTP status (401/403: gated repo, set HF_TOKEN).
+        /// The client's error, including HTTP status (401/403: gated repo, set `HF_TOKEN`).
         message: String,
     },
-    /// A network operation was asked for while HF_HUB_OFFLINE is set.
+    /// A network operation was asked for while `HF_HUB_OFFLINE` is set.
     #[error("HF_HUB_OFFLINE is set, so {repo} cannot be downloaded; unset it to prefetch")]
     OfflineDownload {
         /// Hub repo id.

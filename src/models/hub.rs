@@ -23,6 +23,8 @@ use super::layout::{
     unsafe_weights,
 };
 use super::safetensors_header::read_header;
+pub use super::weight_files::WeightVariant;
+use super::weight_files::{WeightChoiceError, WeightFiles, choose_weight_files};
 
 /// Where the hub cache is and how to reach the hub, read once from the environment.
 #[derive(Clone, PartialEq, Eq)]
@@ -51,7 +53,7 @@ impl std::fmt::Debug for HubConfig {
     }
 }
 
-/// True for the values huggingface_hub treats as true (`1`, `ON`, `YES`, `TRUE`).
+/// True for the values `huggingface_hub` treats as true (`1`, `ON`, `YES`, `TRUE`).
 fn env_flag(value: Option<&str>) -> bool {
     value.is_some_and(|v| {
         matches!(v.trim().to_ascii_uppercase().as_str(), "1" | "ON" | "YES" | "TRUE")
@@ -59,32 +61,30 @@ fn env_flag(value: Option<&str>) -> bool {
 }
 
 impl HubConfig {
-    /// Reads `HF_HOME`, `HF_HUB_CACHE`, `HF_HUB_OFFLINE`, `HF_TOKEN`, `HF_ENDPOINT` from the
-    /// process environment.
-    pub fn from_env() -> Self {
-        Self::from_vars(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
-    }
-
-    /// Builds the config from a variable lookup (tests pass a map; no global state).
+    /// Builds the config from a variable lookup (`HF_HOME`, `HF_HUB_CACHE`, `HF_HUB_OFFLINE`,
+    /// `HF_TOKEN`, `HF_ENDPOINT`): the front end passes the process environment, tests a map.
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Self {
-        let hf_home = var("HF_HOME").map(PathBuf::from).unwrap_or_else(|| {
-            let cache = var("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|| {
-                var("HOME").or_else(|| var("USERPROFILE")).map_or_else(
-                    || PathBuf::from(".cache"),
-                    |home| PathBuf::from(home).join(".cache"),
-                )
-            });
-            cache.join("huggingface")
-        });
+        let hf_home = var("HF_HOME").map_or_else(
+            || {
+                let cache = var("XDG_CACHE_HOME").map_or_else(
+                    || {
+                        var("HOME").or_else(|| var("USERPROFILE")).map_or_else(
+                            || PathBuf::from(".cache"),
+                            |home| PathBuf::from(home).join(".cache"),
+                        )
+                    },
+                    PathBuf::from,
+                );
+                cache.join("huggingface")
+            },
+            PathBuf::from,
+        );
         let cache_dir = var("HF_HUB_CACHE")
             .or_else(|| var("HUGGINGFACE_HUB_CACHE"))
             .map_or_else(|| hf_home.join("hub"), PathBuf::from);
         let token = var("HF_TOKEN").or_else(|| {
             let path = var("HF_TOKEN_PATH").map_or_else(|| hf_home.join("token"), PathBuf::from);
-            std::fs::read_to_string(path)
-                .ok()
-                .map(|t| t.trim().to_owned())
-                .filter(|t| !t.is_empty())
+            fs_err::read_to_string(path).ok().map(|t| t.trim().to_owned()).filter(|t| !t.is_empty())
         });
         Self {
             cache_dir,
@@ -127,7 +127,7 @@ pub struct CachedRepo {
 impl CachedRepo {
     /// The commit `refs/main` points to, when present.
     pub fn main_revision(&self) -> Option<String> {
-        std::fs::read_to_string(self.dir.join("refs").join("main"))
+        fs_err::read_to_string(self.dir.join("refs").join("main"))
             .ok()
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty())
@@ -135,7 +135,7 @@ impl CachedRepo {
 
     /// Every snapshot folder (commit hash, path), sorted by name.
     pub fn snapshots(&self) -> Vec<(String, PathBuf)> {
-        let Ok(entries) = std::fs::read_dir(self.dir.join("snapshots")) else { return Vec::new() };
+        let Ok(entries) = fs_err::read_dir(self.dir.join("snapshots")) else { return Vec::new() };
         let mut snapshots: Vec<(String, PathBuf)> = entries
             .filter_map(Result::ok)
             .filter(|e| e.path().is_dir())
@@ -154,23 +154,13 @@ impl CachedRepo {
             }
         }
         let newest = self.snapshots().into_iter().max_by_key(|(_, dir)| {
-            std::fs::metadata(dir).and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH)
+            fs_err::metadata(dir).and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH)
         });
         if let Some((revision, _)) = &newest {
             tracing::warn!(repo = %self.repo_id, %revision, "refs/main missing or stale; using the newest snapshot");
         }
         newest
     }
-}
-
-/// Which weight files to prefer when a repo has both.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WeightVariant {
-    /// Full-precision files (`*.safetensors`); the CPU choice.
-    Full,
-    /// `*.fp16.safetensors` when present (per component), else full precision; the GPU choice.
-    Fp16,
 }
 
 /// What happens while fetching, for progress bars (window and CLI).
@@ -261,7 +251,7 @@ impl ResolvedPipeline {
         self.components
             .iter()
             .flat_map(|c| &c.weights)
-            .filter_map(|p| std::fs::metadata(p).ok())
+            .filter_map(|p| fs_err::metadata(p).ok())
             .map(|m| m.len())
             .sum()
     }
@@ -296,7 +286,7 @@ pub enum PlanProblem {
         /// The pickle files.
         files: Vec<String>,
     },
-    /// model_index.json is not an object.
+    /// `model_index.json` is not an object.
     BadIndex,
 }
 
@@ -334,22 +324,11 @@ pub fn plan_pipeline(
         };
         let component = if WEIGHTED_COMPONENTS.contains(&name.as_str()) {
             let config = require(format!("{name}/config.json"))?;
-            let (weights, variant) = plan_weights(&name, listing, prefer)?;
+            let WeightFiles { files: weights, index, variant } =
+                plan_weights(&name, listing, prefer)?;
             let mut files = vec![config];
             files.extend(weights.iter().cloned());
-            let index_names = [
-                format!(
-                    "{name}/diffusion_pytorch_model.safetensors.index{}.json",
-                    variant_suffix(variant.as_deref())
-                ),
-                format!(
-                    "{name}/model.safetensors.index{}.json",
-                    variant_suffix(variant.as_deref())
-                ),
-            ];
-            files.extend(
-                index_names.into_iter().filter(|f| listing.contains(f) && weights.len() > 1),
-            );
+            files.extend(index);
             PlannedComponent { name, files, weights, variant }
         } else if TOKENIZERS.contains(&name.as_str()) {
             let mut files = vec![
@@ -374,53 +353,36 @@ pub fn plan_pipeline(
     Ok(planned)
 }
 
-fn variant_suffix(variant: Option<&str>) -> String {
-    variant.map(|v| format!(".{v}")).unwrap_or_default()
-}
-
-/// The weight files of one component folder: a single file or shards, variant first when
-/// preferred, then the other precision.
+/// The weight files of one component folder (see [`choose_weight_files`]), as repo paths.
 fn plan_weights(
     component: &str,
     listing: &BTreeSet<String>,
     prefer: WeightVariant,
-) -> Result<(Vec<String>, Option<String>), PlanProblem> {
+) -> Result<WeightFiles, PlanProblem> {
     let prefix = format!("{component}/");
-    let in_folder: Vec<&str> = listing
-        .iter()
-        .filter_map(|f| f.strip_prefix(&prefix))
-        .filter(|f| !f.contains('/'))
-        .collect();
-    let order: [Option<&str>; 2] =
-        if prefer == WeightVariant::Fp16 { [Some("fp16"), None] } else { [None, Some("fp16")] };
-    for variant in order {
-        for stem in ["diffusion_pytorch_model", "model"] {
-            let single = format!("{stem}{}.safetensors", variant_suffix(variant));
-            if in_folder.contains(&single.as_str()) {
-                return Ok((vec![format!("{prefix}{single}")], variant.map(str::to_owned)));
-            }
-            let shard_prefix = format!("{stem}{}-", variant_suffix(variant));
-            let mut shards: Vec<String> = in_folder
-                .iter()
-                .filter(|f| {
-                    f.starts_with(&shard_prefix) && f.contains("-of-") && is_safetensors_file(f)
-                })
-                .map(|f| format!("{prefix}{f}"))
-                .collect();
-            if !shards.is_empty() {
-                shards.sort();
-                return Ok((shards, variant.map(str::to_owned)));
-            }
+    let in_folder =
+        listing.iter().filter_map(|f| f.strip_prefix(&prefix)).filter(|f| !f.contains('/'));
+    // Transformers' text encoders are `model.*`, diffusers' components `diffusion_pytorch_model.*`.
+    let stems: &[&str] = if component.starts_with("text_encoder") {
+        &["model", "diffusion_pytorch_model"]
+    } else {
+        &["diffusion_pytorch_model", "model"]
+    };
+    let in_repo = |file: String| format!("{prefix}{file}");
+    match choose_weight_files(in_folder, stems, prefer) {
+        Ok(chosen) => Ok(WeightFiles {
+            files: chosen.files.into_iter().map(in_repo).collect(),
+            index: chosen.index.map(in_repo),
+            variant: chosen.variant,
+        }),
+        Err(WeightChoiceError::PickleOnly { files }) => Err(PlanProblem::PickleOnly {
+            component: component.to_owned(),
+            files: files.into_iter().map(in_repo).collect(),
+        }),
+        Err(WeightChoiceError::Missing { expected }) => {
+            Err(PlanProblem::Missing(in_repo(expected)))
         }
     }
-    let pickles: Vec<String> =
-        in_folder.iter().filter(|f| is_pickle_file(f)).map(|f| format!("{prefix}{f}")).collect();
-    if !pickles.is_empty() {
-        return Err(PlanProblem::PickleOnly { component: component.to_owned(), files: pickles });
-    }
-    let stem =
-        if component.starts_with("text_encoder") { "model" } else { "diffusion_pytorch_model" };
-    Err(PlanProblem::Missing(format!("{prefix}{stem}.safetensors")))
 }
 
 /// Every file under `root`, as `/`-separated relative paths (symlinks followed for the test
@@ -429,7 +391,7 @@ pub fn list_files(root: &Path) -> BTreeSet<String> {
     let mut files = BTreeSet::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = fs_err::read_dir(&dir) else { continue };
         for entry in entries.filter_map(Result::ok) {
             let path = entry.path();
             if path.is_dir() {
@@ -520,7 +482,7 @@ fn resolve_folder(
     Ok(ResolvedPipeline { root: root.to_path_buf(), revision, components })
 }
 
-/// The error for a folder or snapshot without model_index.json: single file, LoRA, pickles.
+/// The error for a folder or snapshot without `model_index.json`: single file, LoRA, pickles.
 fn no_model_index(root: &Path, listing: &BTreeSet<String>, origin: &Origin<'_>) -> ModelError {
     let top_level = |f: &&String| !f.contains('/');
     let safetensors: Vec<&String> =
@@ -750,7 +712,7 @@ fn fetch_pipeline(
 }
 
 /// The repo files a pipeline needs, planned from the hub's file list; layouts without
-/// model_index.json are refused before anything large is downloaded.
+/// `model_index.json` are refused before anything large is downloaded.
 fn needed_repo_files(
     session: &HubSession,
     prefer: WeightVariant,

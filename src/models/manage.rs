@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-use super::catalog::{Catalog, CatalogEntry, EntryKind};
+use super::catalog::{Catalog, CatalogEntry, EntryKind, UnknownModel};
 use super::hub::{
     DownloadEvent, HubConfig, PlanProblem, WeightVariant, download_repo, list_files, plan_pipeline,
 };
@@ -106,7 +106,7 @@ fn missing_pipeline_files(snapshot: &Path, prefer: WeightVariant) -> Vec<String>
         let has_single = listing.iter().any(|f| !f.contains('/') && is_safetensors_file(f));
         return if has_single { Vec::new() } else { vec!["model_index.json".to_owned()] };
     }
-    let index = std::fs::read_to_string(snapshot.join("model_index.json"))
+    let index = fs_err::read_to_string(snapshot.join("model_index.json"))
         .ok()
         .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
     let Some(index) = index else { return vec!["model_index.json (unreadable)".to_owned()] };
@@ -135,8 +135,12 @@ fn missing_pipeline_files(snapshot: &Path, prefer: WeightVariant) -> Vec<String>
 }
 
 /// (bytes of all blobs, count of interrupted downloads) in a `blobs/` folder.
+#[allow(
+    clippy::case_sensitive_file_extension_comparisons,
+    reason = "hf-hub's own lower-case suffixes"
+)]
 fn blob_usage(blobs: &Path) -> (u64, usize) {
-    let Ok(entries) = std::fs::read_dir(blobs) else { return (0, 0) };
+    let Ok(entries) = fs_err::read_dir(blobs) else { return (0, 0) };
     let mut bytes = 0;
     let mut incomplete = 0;
     for entry in entries.filter_map(Result::ok) {
@@ -147,7 +151,7 @@ fn blob_usage(blobs: &Path) -> (u64, usize) {
         if name.ends_with(".part") || name.ends_with(".incomplete") {
             incomplete += 1;
         }
-        bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
+        bytes += entry.metadata().map_or(0, |m| m.len());
     }
     (bytes, incomplete)
 }
@@ -184,7 +188,6 @@ pub fn format_listing(listings: &[ModelListing]) -> String {
 /// Bytes in binary units (`6.9 GiB`).
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    #[allow(clippy::cast_precision_loss)]
     let mut value = bytes as f64;
     let mut unit = 0;
     while value >= 1024.0 && unit < UNITS.len() - 1 {
@@ -209,6 +212,17 @@ pub struct PrefetchOutcome {
     pub error: Option<String>,
 }
 
+/// A prefetch that cannot start: nothing was downloaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrefetchError {
+    /// A name that is no model.
+    #[error(transparent)]
+    Unknown(#[from] UnknownModel),
+    /// A local path: there is nothing to download.
+    #[error("{0:?} is a local path; only hub models can be prefetched")]
+    LocalPath(String),
+}
+
 /// Downloads what each named model needs (`names` empty or `["all"]` = the whole catalog).
 /// Keeps going after a failure; each outcome says what happened.
 ///
@@ -220,7 +234,7 @@ pub fn prefetch(
     config: &HubConfig,
     prefer: WeightVariant,
     progress: &mut dyn FnMut(&str, &DownloadEvent),
-) -> Result<Vec<PrefetchOutcome>, String> {
+) -> Result<Vec<PrefetchOutcome>, PrefetchError> {
     let all = names.is_empty() || names.iter().any(|n| n.eq_ignore_ascii_case("all"));
     let targets: Vec<(String, String, Option<String>)> = if all {
         catalog.entries().iter().map(target_of).collect()
@@ -236,11 +250,9 @@ pub fn prefetch(
                         };
                         Ok((model.display_name.clone(), id.clone(), file))
                     }
-                    _ => {
-                        Err(format!("{name:?} is a local path; only hub models can be prefetched"))
-                    }
+                    _ => Err(PrefetchError::LocalPath(name.clone())),
                 },
-                Err(err) => Err(err),
+                Err(err) => Err(err.into()),
             })
             .collect::<Result<_, _>>()?
     };
@@ -396,7 +408,7 @@ fn snapshot_entries(snapshot: &Path) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let mut stack = vec![snapshot.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = fs_err::read_dir(&dir) else { continue };
         for entry in entries.filter_map(Result::ok) {
             let path = entry.path();
             let is_link = entry.file_type().is_ok_and(|t| t.is_symlink());
@@ -418,13 +430,13 @@ fn check_snapshot_file(
     path: &Path,
     hashed: &mut BTreeMap<PathBuf, FileStatus>,
 ) -> (u64, FileStatus) {
-    let Ok(target) = std::fs::read_link(path) else {
-        let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let Ok(target) = fs_err::read_link(path) else {
+        let bytes = fs_err::metadata(path).map_or(0, |m| m.len());
         return (bytes, FileStatus::Unchecked);
     };
     let blob = path.parent().map_or_else(|| target.clone(), |parent| parent.join(&target));
-    let Ok(meta) = std::fs::metadata(&blob) else { return (0, FileStatus::Missing) };
-    let blob = std::fs::canonicalize(&blob).unwrap_or(blob);
+    let Ok(meta) = fs_err::metadata(&blob) else { return (0, FileStatus::Missing) };
+    let blob = fs_err::canonicalize(&blob).unwrap_or(blob);
     if let Some(status) = hashed.get(&blob) {
         return (meta.len(), status.clone());
     }
@@ -562,6 +574,7 @@ impl Sha1 {
         self.pending.extend_from_slice(chunks.remainder());
     }
 
+    #[allow(clippy::many_single_char_names, reason = "the names of FIPS 180-4")]
     fn compress(&mut self, block: &[u8]) {
         let mut w = [0_u32; 80];
         for (i, word) in block.chunks_exact(4).enumerate() {

@@ -10,6 +10,9 @@ pub mod layout;
 pub mod manage;
 pub mod oom;
 pub mod safetensors_header;
+pub mod weight_files;
 
-pub use catalog::{Catalog, CatalogEntry, EntryKind, ModelDefaults, ModelRef, ModelSource};
+pub use catalog::{
+    Catalog, CatalogEntry, EntryKind, ModelDefaults, ModelRef, ModelSource, UnknownModel,
+};
 pub use error::ModelError;

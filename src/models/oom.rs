@@ -16,6 +16,10 @@ use serde::{Deserialize, Serialize};
 /// Long-side factors of the "smaller" rungs (numerator, denominator): 1024 → 768 → 576 → 512.
 pub const SMALLER_LONG_SIDE_FACTORS: [(u32, u32); 3] = [(3, 4), (9, 16), (1, 2)];
 
+/// How many "smaller" rungs there are.
+#[allow(clippy::cast_possible_truncation, reason = "three factors")]
+const SMALLER_RUNGS: u8 = SMALLER_LONG_SIDE_FACTORS.len() as u8;
+
 /// The smallest side the ladder goes to, in pixels (8 latent pixels).
 pub const MIN_SIDE_PX: u32 = 64;
 
@@ -92,11 +96,17 @@ fn smaller_size(requested_width: u32, requested_height: u32, step: u8) -> Option
         *SMALLER_LONG_SIDE_FACTORS.get(usize::from(step).checked_sub(1)?)?;
     let long = requested_width.max(requested_height);
     let short = requested_width.min(requested_height);
-    let new_long = (u64::from(long) * u64::from(numerator) / u64::from(denominator)) as u32 / 8 * 8;
+    // At most the long side: fits in u32.
+    let new_long = u32::try_from(u64::from(long) * u64::from(numerator) / u64::from(denominator))
+        .unwrap_or(long)
+        / 8
+        * 8;
     let new_long = new_long.max(MIN_SIDE_PX);
     let scaled_short =
         (u64::from(short) * u64::from(new_long) + u64::from(long) / 2) / u64::from(long.max(1));
-    let new_short = ((scaled_short as u32 + 4) / 8 * 8).clamp(MIN_SIDE_PX.min(new_long), new_long);
+    // At most the new long side: fits in u32.
+    let scaled_short = u32::try_from(scaled_short).unwrap_or(new_long);
+    let new_short = ((scaled_short + 4) / 8 * 8).clamp(MIN_SIDE_PX.min(new_long), new_long);
     Some(if requested_width >= requested_height {
         (new_long, new_short)
     } else {
@@ -112,7 +122,7 @@ pub fn next_rung(
     current: &Attempt,
 ) -> Option<Attempt> {
     let smaller_from = |first_step: u8| {
-        (first_step..=SMALLER_LONG_SIDE_FACTORS.len() as u8).find_map(|step| {
+        (first_step..=SMALLER_RUNGS).find_map(|step| {
             let (width, height) = smaller_size(requested_width, requested_height, step)?;
             (u64::from(width) * u64::from(height)
                 < u64::from(current.width) * u64::from(current.height))
@@ -208,68 +218,108 @@ pub fn is_out_of_memory(message: &str) -> bool {
         .any(|needle| lower.contains(needle))
 }
 
-/// Parameters of SDXL base (diffusers' `num_parameters()` of each component).
-const UNET_PARAMS: u64 = 2_567_463_684;
-const TEXT_ENCODER_PARAMS: u64 = 123_060_480;
-const TEXT_ENCODER_2_PARAMS: u64 = 694_659_840;
-const VAE_PARAMS: u64 = 83_653_863;
-
-/// An SDXL memory need, split by what holds it.
+/// The measures of a loaded pipeline that drive its activation memory, read from its configs
+/// (the one memory estimate of the lab; the backend adds the weights it holds).
+///
+/// - UNet: per pass (×2 with CFG, ×images per call), latent pixels × 12.5·`unet_channels`
+///   (the skip connections and working buffers: 4000 for SDXL's 320) plus one attention score
+///   matrix, heads × tokens², at the first cross-attention level (SDXL: 10 heads at 1/2 of the
+///   latent side), in the UNet's element size;
+/// - VAE decode: output pixels × 6·`vae_channels` (768 for SDXL's 128) plus the mid-block
+///   attention over all latent pixels, per image, in the VAE's element size; a tiled decode
+///   needs one [`VAE_TILE_PX`]-class tile at a time;
+/// - the peak is the larger of the two (they do not overlap).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemoryEstimate {
-    /// UNet + text encoders in the chosen dtype, VAE in f32 (it is upcast).
-    pub weights_bytes: u64,
-    /// Peak UNet activations (CFG doubles the batch; attention scores materialised).
-    pub unet_activation_bytes: u64,
-    /// Peak VAE decode activations in f32 (tiled: one tile at a time).
-    pub vae_decode_bytes: u64,
-    /// Weights + the larger of the two activation peaks (they do not overlap).
-    pub total_bytes: u64,
+pub struct ActivationShape {
+    /// Pixels per latent pixel along a side.
+    pub vae_scale: u64,
+    /// UNet `block_out_channels[0]`.
+    pub unet_channels: u64,
+    /// Index of the first cross-attention down block (each level halves the side).
+    pub attention_level: u32,
+    /// Attention heads there.
+    pub attention_heads: u64,
+    /// Bytes per UNet element.
+    pub unet_element_bytes: u64,
+    /// VAE `block_out_channels[0]`.
+    pub vae_channels: u64,
+    /// Bytes per VAE element.
+    pub vae_element_bytes: u64,
 }
 
-/// A coarse upper estimate of SDXL inference memory (not a measurement).
-///
-/// UNet peak: the skip connections and working buffers (~4000 channels-equivalent per latent
-/// pixel) plus one 10-head attention score matrix at the 1/16 level, for `batch × 2` passes
-/// when `cfg` guidance runs. VAE peak: three 256-channel f32 buffers at output resolution plus
-/// the mid-block attention over all latent pixels, per image; tiled: the same for a
-/// [`VAE_TILE_PX`] tile.
-pub fn estimate_sdxl_bytes(
-    width: u32,
-    height: u32,
-    batch: u32,
-    dtype: candle_core::DType,
-    with_cfg: bool,
-    tiled_vae_decode: bool,
-) -> MemoryEstimate {
-    let element = dtype.size_in_bytes() as u64;
-    let weights_bytes =
-        (UNET_PARAMS + TEXT_ENCODER_PARAMS + TEXT_ENCODER_2_PARAMS) * element + VAE_PARAMS * 4;
-    let passes = u64::from(batch.max(1)) * if with_cfg { 2 } else { 1 };
-    let latent_px = u64::from(width / 8) * u64::from(height / 8);
-    let tokens = u64::from(width / 16) * u64::from(height / 16);
-    let unet_activation_bytes = passes * (latent_px * 4000 + 10 * tokens * tokens) * element;
-    let (decode_w, decode_h) = if tiled_vae_decode {
-        (width.min(VAE_TILE_PX), height.min(VAE_TILE_PX))
-    } else {
-        (width, height)
-    };
-    let decode_px = u64::from(decode_w) * u64::from(decode_h);
-    let decode_latent_px = decode_px / 64;
-    let vae_decode_bytes =
-        u64::from(batch.max(1)) * (decode_px * 256 * 3 + decode_latent_px * decode_latent_px) * 4;
-    MemoryEstimate {
-        weights_bytes,
-        unet_activation_bytes,
-        vae_decode_bytes,
-        total_bytes: weights_bytes + unet_activation_bytes.max(vae_decode_bytes),
+impl ActivationShape {
+    /// SDXL base (its `unet/config.json` and `vae/config.json`) with the UNet in elements of
+    /// `unet_element_bytes` and the VAE upcast to f32, as it runs in half precision.
+    pub const fn sdxl_base(unet_element_bytes: u64) -> Self {
+        Self {
+            vae_scale: 8,
+            unet_channels: 320,
+            attention_level: 1,
+            attention_heads: 10,
+            unet_element_bytes,
+            vae_channels: 128,
+            vae_element_bytes: 4,
+        }
+    }
+
+    /// The activation peak of `attempt` making `images` images per call, with tiles of
+    /// `vae_tile_px` pixels for a tiled decode.
+    pub fn peak_bytes(
+        &self,
+        attempt: &Attempt,
+        with_cfg: bool,
+        images: u32,
+        vae_tile_px: u32,
+    ) -> u64 {
+        let scale = self.vae_scale.max(1);
+        let images = u64::from(images.max(1));
+        let (width, height) = (u64::from(attempt.width), u64::from(attempt.height));
+        let latent_px = (width / scale) * (height / scale);
+        let tokens = latent_px >> (2 * self.attention_level);
+        let passes = images * if with_cfg { 2 } else { 1 };
+        let unet_bytes = passes
+            * (latent_px * self.unet_channels * 25 / 2 + self.attention_heads * tokens * tokens)
+            * self.unet_element_bytes;
+        let tile = u64::from(vae_tile_px);
+        let (decode_w, decode_h) = if attempt.tiled_vae_decode {
+            (width.min(tile), height.min(tile))
+        } else {
+            (width, height)
+        };
+        let decode_px = decode_w * decode_h;
+        let decode_latent_px = decode_px / (scale * scale);
+        let vae_bytes = images
+            * (decode_px * 6 * self.vae_channels + decode_latent_px * decode_latent_px)
+            * self.vae_element_bytes;
+        unet_bytes.max(vae_bytes)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::DType;
+
+    /// Parameters of SDXL base (diffusers' `num_parameters()` of each component).
+    const UNET_PARAMS: u64 = 2_567_463_684;
+    const TEXT_ENCODER_PARAMS: u64 = 123_060_480;
+    const TEXT_ENCODER_2_PARAMS: u64 = 694_659_840;
+    const VAE_PARAMS: u64 = 83_653_863;
+
+    /// SDXL base's weights: UNet and text encoders in elements of `element` bytes, the VAE in
+    /// f32 (it is upcast).
+    fn sdxl_weight_bytes(element: u64) -> u64 {
+        (UNET_PARAMS + TEXT_ENCODER_PARAMS + TEXT_ENCODER_2_PARAMS) * element + VAE_PARAMS * 4
+    }
+
+    /// SDXL base's need: weights + the activation peak.
+    fn sdxl_total(attempt: &Attempt, element: u64, with_cfg: bool, images: u32) -> u64 {
+        sdxl_weight_bytes(element)
+            + ActivationShape::sdxl_base(element).peak_bytes(attempt, with_cfg, images, VAE_TILE_PX)
+    }
+
+    fn at(width: u32, height: u32, tiled_vae_decode: bool) -> Attempt {
+        Attempt { tiled_vae_decode, ..Attempt::first(width, height) }
+    }
 
     fn sizes(rungs: &[Attempt]) -> Vec<(u32, u32, Rung)> {
         rungs.iter().map(|a| (a.width, a.height, a.rung)).collect()
@@ -315,9 +365,7 @@ mod tests {
     fn each_rung_is_forced_by_a_small_enough_budget() {
         const CACHED_OTHER_MODELS: u64 = 5_000_000_000;
         let estimate = |a: &Attempt| {
-            estimate_sdxl_bytes(a.width, a.height, 1, DType::F16, true, a.tiled_vae_decode)
-                .total_bytes
-                + if a.caches_freed { 0 } else { CACHED_OTHER_MODELS }
+            sdxl_total(a, 2, true, 1) + if a.caches_freed { 0 } else { CACHED_OTHER_MODELS }
         };
         let rungs = ladder(1024, 1024);
         let needs: Vec<u64> = rungs.iter().map(estimate).collect();
@@ -344,28 +392,31 @@ mod tests {
     /// in that neighbourhood, and must scale the right way.
     #[test]
     fn sdxl_estimate_is_plausible_and_monotonic() {
-        let base = estimate_sdxl_bytes(1024, 1024, 1, DType::F16, true, false);
-        assert!((9_000_000_000..14_000_000_000).contains(&base.total_bytes), "{base:?}");
-        assert!(
-            estimate_sdxl_bytes(1024, 1024, 1, DType::F32, true, false).total_bytes
-                > base.total_bytes
-        );
-        assert!(
-            estimate_sdxl_bytes(1024, 1024, 2, DType::F16, true, false).total_bytes
-                > base.total_bytes
-        );
-        assert!(
-            estimate_sdxl_bytes(768, 768, 1, DType::F16, true, false).total_bytes
-                < base.total_bytes
-        );
-        assert!(
-            estimate_sdxl_bytes(1024, 1024, 1, DType::F16, true, true).vae_decode_bytes
-                < base.vae_decode_bytes
-        );
-        assert!(
-            estimate_sdxl_bytes(1024, 1024, 1, DType::F16, false, false).unet_activation_bytes
-                < base.unet_activation_bytes
-        );
+        let base = sdxl_total(&at(1024, 1024, false), 2, true, 1);
+        assert!((9_000_000_000..14_000_000_000).contains(&base), "{base}");
+        assert!(sdxl_total(&at(1024, 1024, false), 4, true, 1) > base, "f32 needs more");
+        assert!(sdxl_total(&at(1024, 1024, false), 2, true, 2) > base, "two images need more");
+        assert!(sdxl_total(&at(768, 768, false), 2, true, 1) < base);
+        // Each peak alone: the VAE decode (no UNet), the UNet (no VAE).
+        let shape = ActivationShape::sdxl_base(2);
+        let vae_decode = |attempt: &Attempt| {
+            ActivationShape { unet_element_bytes: 0, ..shape }.peak_bytes(
+                attempt,
+                true,
+                1,
+                VAE_TILE_PX,
+            )
+        };
+        let unet = |attempt: &Attempt, with_cfg| {
+            ActivationShape { vae_element_bytes: 0, ..shape }.peak_bytes(
+                attempt,
+                with_cfg,
+                1,
+                VAE_TILE_PX,
+            )
+        };
+        assert!(vae_decode(&at(1024, 1024, true)) < vae_decode(&at(1024, 1024, false)));
+        assert!(unet(&at(1024, 1024, false), false) < unet(&at(1024, 1024, false), true));
     }
 
     #[test]

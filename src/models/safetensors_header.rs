@@ -233,7 +233,7 @@ mod tests {
         let tensors = HashMap::from([("a.weight".to_owned(), a), ("b.bias".to_owned(), b)]);
         let bytes = safetensors::serialize(&tensors, None).expect("serialize");
         let path = dir.join("ok.safetensors");
-        std::fs::write(&path, bytes).expect("write");
+        fs_err::write(&path, bytes).expect("write");
         path
     }
 
@@ -251,12 +251,12 @@ mod tests {
     fn truncated_file_names_the_file_and_the_tensor() {
         let dir = tempfile::tempdir().expect("tmp");
         let path = write_real_file(dir.path());
-        let bytes = std::fs::read(&path).expect("read");
-        std::fs::write(&path, &bytes[..bytes.len() - 5]).expect("truncate");
+        let bytes = fs_err::read(&path).expect("read");
+        fs_err::write(&path, &bytes[..bytes.len() - 5]).expect("truncate");
         let message = read_header(&path).expect_err("truncated").to_string();
         assert!(message.contains("truncated"), "{message}");
         assert!(message.ends_with("ok.safetensors"), "{message}");
-        std::fs::write(&path, &bytes[..4]).expect("truncate");
+        fs_err::write(&path, &bytes[..4]).expect("truncate");
         assert!(read_header(&path).expect_err("tiny").to_string().contains("shorter than"));
     }
 
@@ -268,9 +268,9 @@ mod tests {
             let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
             bytes.extend_from_slice(header.as_bytes());
             bytes.extend(std::iter::repeat_n(0_u8, data));
-            std::fs::write(&path, bytes).expect("write");
+            fs_err::write(&path, bytes).expect("write");
         };
-        std::fs::write(&path, u64::MAX.to_le_bytes()).expect("write");
+        fs_err::write(&path, u64::MAX.to_le_bytes()).expect("write");
         assert!(read_header(&path).expect_err("length").to_string().contains("limit"));
         write("{not json", 0);
         assert!(read_header(&path).expect_err("json").to_string().contains("not JSON"));

@@ -6,17 +6,18 @@
 
 pub mod plan;
 pub mod profiles;
-pub mod sampler;
+pub mod restore;
 
 use serde::{Deserialize, Serialize};
-use std::fmt;
 use std::path::PathBuf;
 
 pub use plan::{Plan, WorkItem, build_plan};
-pub use profiles::{Profile, Profiles, RAW_PROFILE};
-pub use sampler::{SamplerKind, SigmaSchedule};
+pub use profiles::{Profile, Profiles};
 
 use crate::models::catalog::Catalog;
+use crate::vocab::{
+    DeviceChoice, LoraSpec, Mode, Precision, RAW_PROFILE, SamplerKind, SigmaSchedule,
+};
 
 /// Which sweep a request runs. One enum, so both sweeps can never be on at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -56,131 +57,6 @@ impl Sweep {
                  --all-models already runs every profile on every model",
             )),
         }
-    }
-}
-
-/// txt2img or img2img; derived from whether an init image is given.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// Text to image.
-    Txt2img,
-    /// Image to image.
-    Img2img,
-}
-
-impl Mode {
-    /// `txt2img` / `img2img`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Txt2img => "txt2img",
-            Self::Img2img => "img2img",
-        }
-    }
-}
-
-/// Where the numerics run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeviceChoice {
-    /// CUDA, then Metal, then CPU.
-    #[default]
-    Auto,
-    /// The CPU.
-    Cpu,
-    /// CUDA device N.
-    Cuda(usize),
-    /// Apple Metal.
-    Metal,
-}
-
-impl DeviceChoice {
-    /// Parses `auto|cpu|cuda|cuda:N|metal`.
-    ///
-    /// # Errors
-    /// The message names the accepted forms.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let lower = text.trim().to_ascii_lowercase();
-        match lower.as_str() {
-            "auto" => Ok(Self::Auto),
-            "cpu" => Ok(Self::Cpu),
-            "metal" => Ok(Self::Metal),
-            "cuda" => Ok(Self::Cuda(0)),
-            other => {
-                other.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(Self::Cuda).ok_or_else(
-                    || format!("unknown device {text:?}; valid: auto, cpu, cuda:N, metal"),
-                )
-            }
-        }
-    }
-}
-
-impl fmt::Display for DeviceChoice {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Auto => f.write_str("auto"),
-            Self::Cpu => f.write_str("cpu"),
-            Self::Cuda(n) => write!(f, "cuda:{n}"),
-            Self::Metal => f.write_str("metal"),
-        }
-    }
-}
-
-/// Floating-point precision of the UNet and text encoders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    /// 32-bit float (the CPU default).
-    F32,
-    /// IEEE half.
-    F16,
-    /// bfloat16.
-    Bf16,
-}
-
-impl Precision {
-    /// Parses `f32|f16|bf16`.
-    ///
-    /// # Errors
-    /// The message names the accepted values.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "f32" | "fp32" | "float32" => Ok(Self::F32),
-            "f16" | "fp16" | "float16" => Ok(Self::F16),
-            "bf16" | "bfloat16" => Ok(Self::Bf16),
-            _ => Err(format!("unknown dtype {text:?}; valid: f32, f16, bf16")),
-        }
-    }
-}
-
-/// A LoRA adapter to apply: a file or hub id, and its weight.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LoraSpec {
-    /// A `.safetensors` file or a hub repo id.
-    pub source: String,
-    /// Scale of the adapter (default 1.0).
-    pub weight: f32,
-}
-
-impl LoraSpec {
-    /// Parses `FILE_OR_HUB_ID[:WEIGHT]`.
-    ///
-    /// # Errors
-    /// A weight that is not a finite number.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        if let Some((source, weight)) = text.rsplit_once(':')
-            && !weight.contains(['/', '\\'])
-            && !source.is_empty()
-        {
-            let weight: f32 = weight
-                .parse()
-                .map_err(|_| format!("--lora {text:?}: weight {weight:?} is not a number"))?;
-            if !weight.is_finite() {
-                return Err(format!("--lora {text:?}: weight must be finite"));
-            }
-            return Ok(Self { source: source.to_owned(), weight });
-        }
-        Ok(Self { source: text.to_owned(), weight: 1.0 })
     }
 }
 
@@ -373,7 +249,9 @@ impl Request {
             ));
         }
         if self.sweep != Sweep::AllModelsAllProfiles {
-            catalog.resolve(&self.model).map_err(|message| RequestError::new("model", message))?;
+            catalog
+                .resolve(&self.model)
+                .map_err(|err| RequestError::new("model", err.to_string()))?;
         }
         Ok(())
     }
@@ -435,22 +313,5 @@ mod tests {
     fn both_sweeps_refused_naming_both() {
         let err = Sweep::from_switches(true, true).expect_err("both");
         assert!(err.message.contains("--all-profiles") && err.message.contains("--all-models"));
-    }
-
-    #[test]
-    fn lora_spec_parses_weight() {
-        assert_eq!(
-            LoraSpec::parse("nerijs/pixel-art-xl:0.8"),
-            Ok(LoraSpec { source: "nerijs/pixel-art-xl".into(), weight: 0.8 })
-        );
-        assert_eq!(LoraSpec::parse("a.safetensors").map(|l| l.weight), Ok(1.0));
-        assert!(LoraSpec::parse("a.safetensors:x").is_err());
-    }
-
-    #[test]
-    fn device_parses() {
-        assert_eq!(DeviceChoice::parse("cuda:1"), Ok(DeviceChoice::Cuda(1)));
-        assert_eq!(DeviceChoice::parse("CPU"), Ok(DeviceChoice::Cpu));
-        assert!(DeviceChoice::parse("tpu").is_err());
     }
 }

@@ -7,9 +7,10 @@ use chrono::{DateTime, Local};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-use super::{Profiles, Request, RequestError, SamplerKind, Sweep};
+use super::{Profiles, Request, RequestError, Sweep};
 use crate::models::catalog::{Catalog, ModelRef};
 use crate::storage::naming::slug;
+use crate::vocab::SamplerKind;
 
 /// One (model, profile) combination of a plan, with its batch of seeds. Every finished item
 /// gets exactly one jobs-log line.
@@ -105,7 +106,7 @@ pub fn build_plan(
         Sweep::None | Sweep::AllProfiles => vec![
             catalog
                 .resolve(&request.model)
-                .map_err(|message| RequestError::new("model", message))?,
+                .map_err(|err| RequestError::new("model", err.to_string()))?,
         ],
     };
     let chosen_profiles: Vec<&super::Profile> = match request.sweep {
@@ -187,7 +188,7 @@ mod tests {
             plan(&Request { sweep: Sweep::AllProfiles, batch: 2, ..Request::default() });
         assert_eq!(all_profiles.items.len(), profiles.all().len());
         assert_eq!(all_profiles.image_count(), 2 * profiles.all().len());
-        assert!(all_profiles.items.iter().any(|i| i.profile == super::super::RAW_PROFILE));
+        assert!(all_profiles.items.iter().any(|i| i.profile == crate::vocab::RAW_PROFILE));
         assert_eq!(
             image_count(Sweep::AllProfiles, 2, &profiles, &catalog),
             all_profiles.image_count()

@@ -4,10 +4,7 @@
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-use super::SamplerKind;
-
-/// The profile that leaves the prompt untouched; the baseline of every sweep.
-pub const RAW_PROFILE: &str = "None (raw)";
+use crate::vocab::{RAW_PROFILE, SamplerKind};
 
 /// One style profile as written in `profiles.ron`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -154,19 +151,20 @@ impl Profiles {
     ///
     /// # Panics
     /// Only if the shipped file is broken, which a unit test rules out.
-    #[allow(clippy::expect_used)]
+    #[allow(clippy::expect_used, reason = "the shipped file is checked by a unit test")]
     pub fn builtin() -> Self {
         Self::parse(BUILTIN_PROFILES_RON, "profiles.ron (built in)")
             .expect("the shipped profiles.ron is valid (tested)")
     }
 
-    /// Loads `IMAGELAB_PROFILES` or `./profiles.ron` when present, else the built-in copy.
+    /// Loads `path` when given (the front end's `IMAGELAB_PROFILES`), else `./profiles.ron`
+    /// when present, else the built-in copy.
     ///
     /// # Errors
     /// A file that exists but is broken is an error, never silently replaced.
-    pub fn discover() -> Result<Self, ProfilesError> {
-        if let Some(path) = std::env::var_os("IMAGELAB_PROFILES") {
-            return Self::load(Path::new(&path));
+    pub fn discover(path: Option<&Path>) -> Result<Self, ProfilesError> {
+        if let Some(path) = path {
+            return Self::load(path);
         }
         let local = Path::new("profiles.ron");
         if local.is_file() {

@@ -59,7 +59,7 @@ mod tests {
         set(dir.path(), "a.png", true).expect("star");
         set(dir.path(), "sweep/m/b.png", true).expect("star");
         set(dir.path(), "a.png", false).expect("unstar");
-        let text = std::fs::read_to_string(dir.path().join(FAVORITES_FILE)).expect("file");
+        let text = fs_err::read_to_string(dir.path().join(FAVORITES_FILE)).expect("file");
         assert_eq!(text, "sweep/m/b.png\n");
     }
 }

@@ -69,6 +69,6 @@ pub fn check_output_dir(root: &Path) -> Result<(), String> {
     let probe = root.join(format!(".imagelab-write-test.{}", std::process::id()));
     fs_err::write(&probe, b"ok")
         .map_err(|e| format!("output folder is not writable ({e}): {}", root.display()))?;
-    let _ = std::fs::remove_file(&probe);
+    let _ = fs_err::remove_file(&probe);
     Ok(())
 }

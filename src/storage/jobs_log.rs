@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::request::Mode;
+use crate::vocab::Mode;
 
 /// How an item ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +127,10 @@ pub struct LogContents {
 ///
 /// # Errors
 /// Only when the folder itself cannot be listed; unreadable files are reported as damaged.
+#[allow(
+    clippy::case_sensitive_file_extension_comparisons,
+    reason = "the lab writes these names itself, lower-case"
+)]
 pub fn read_all(dir: &Path) -> std::io::Result<LogContents> {
     let mut files: Vec<PathBuf> = fs_err::read_dir(dir)?
         .filter_map(Result::ok)
@@ -216,11 +220,11 @@ mod tests {
         append(&a, &sample(2)).expect("append");
         append(&b, &sample(3)).expect("append");
         // A torn write from a crashed process, then a good line after it.
-        let mut file = std::fs::OpenOptions::new().append(true).open(&b).expect("open");
+        let mut file = fs_err::OpenOptions::new().append(true).open(&b).expect("open");
         file.write_all(b"{\"timestamp\": \"2026-11-2\n").expect("write");
         drop(file);
         append(&b, &sample(4)).expect("append");
-        std::fs::write(dir.path().join("other.log"), "not ours").expect("write");
+        fs_err::write(dir.path().join("other.log"), "not ours").expect("write");
 
         let contents = read_all(dir.path()).expect("read");
         let mut seeds: Vec<u64> = contents.records.iter().map(|r| r.seed_base).collect();

@@ -63,7 +63,7 @@ pub fn write_new_file(dir: &Path, stem: &str, ext: &str, bytes: &[u8]) -> io::Re
     fs_err::write(&tmp, bytes)?;
     let result = claim_name(dir, stem, ext, &tmp);
     // The temporary name is gone after a rename, or must be removed after a link.
-    let _ = std::fs::remove_file(&tmp);
+    let _ = fs_err::remove_file(&tmp);
     result
 }
 
@@ -74,12 +74,12 @@ fn claim_name(dir: &Path, stem: &str, ext: &str, tmp: &Path) -> io::Result<PathB
         let target = dir.join(name);
         // A hard link fails if the target exists: atomic "create if absent", even against
         // another process writing the same folder.
-        match std::fs::hard_link(tmp, &target) {
+        match fs_err::hard_link(tmp, &target) {
             Ok(()) => return Ok(target),
             Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
             Err(_) => {
                 // File systems without hard links: reserve the name, then rename over it.
-                match std::fs::OpenOptions::new().write(true).create_new(true).open(&target) {
+                match fs_err::OpenOptions::new().write(true).create_new(true).open(&target) {
                     Ok(_) => {
                         fs_err::rename(tmp, &target)?;
                         return Ok(target);
@@ -131,9 +131,9 @@ mod tests {
         assert_eq!(a.file_name().and_then(|n| n.to_str()), Some("img.png"));
         assert_eq!(b.file_name().and_then(|n| n.to_str()), Some("img-2.png"));
         assert_eq!(c.file_name().and_then(|n| n.to_str()), Some("img-3.png"));
-        assert_eq!(std::fs::read(&a).expect("read"), b"one");
-        assert_eq!(std::fs::read(&b).expect("read"), b"two");
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        assert_eq!(fs_err::read(&a).expect("read"), b"one");
+        assert_eq!(fs_err::read(&b).expect("read"), b"two");
+        let leftovers: Vec<_> = fs_err::read_dir(dir.path())
             .expect("list")
             .filter_map(Result::ok)
             .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))

@@ -10,7 +10,9 @@ use std::time::Duration;
 use crate::engine::{Backend, Engine, EngineConfig, Event, JobId, prepare_plan, relative_path};
 use crate::models::catalog::Catalog;
 use crate::request::Profiles;
+use crate::request::restore::restore_settings;
 use crate::storage::favorites;
+use crate::storage::metadata::{Recovered, recover};
 
 use super::controls::{ControlAction, ControlsContext, ControlsPanel};
 use super::gallery::{GalleryAction, GalleryPanel};
@@ -34,6 +36,18 @@ pub struct AppConfig {
     pub backend: Box<dyn Backend>,
     /// A notice to show at start (e.g. why the mock runs instead of candle).
     pub notice: Option<String>,
+    /// `INSTANCE_ID`: selects `jobs_<id>.log`.
+    pub instance_id: Option<String>,
+    /// A profiles file to use instead of `./profiles.ron` or the built-in profiles.
+    pub profiles_path: Option<PathBuf>,
+}
+
+impl AppConfig {
+    /// A window on `output_root` with `backend`: no notice, no instance id, the profiles of
+    /// `./profiles.ron` or the built-in ones.
+    pub fn new(output_root: PathBuf, backend: Box<dyn Backend>) -> Self {
+        Self { output_root, backend, notice: None, instance_id: None, profiles_path: None }
+    }
 }
 
 /// The lab window.
@@ -81,7 +95,7 @@ impl LabApp {
         if let Some(notice) = config.notice {
             log.push(Severity::Warning, notice);
         }
-        let profiles = Profiles::discover().unwrap_or_else(|err| {
+        let profiles = Profiles::discover(config.profiles_path.as_deref()).unwrap_or_else(|err| {
             log.push(Severity::Error, format!("{err}; using the built-in profiles"));
             Profiles::builtin()
         });
@@ -89,7 +103,7 @@ impl LabApp {
         let waker: Arc<dyn Fn() + Send + Sync> = Arc::new(move || repaint_ctx.request_repaint());
         let engine_config = EngineConfig {
             output_root: config.output_root.clone(),
-            instance_id: std::env::var("INSTANCE_ID").ok().filter(|id| !id.is_empty()),
+            instance_id: config.instance_id,
             previews: true,
         };
         let engine = match Engine::spawn(config.backend, engine_config, waker.clone()) {
@@ -330,7 +344,8 @@ impl LabApp {
     fn on_gallery_action(&mut self, ctx: &egui::Context, action: GalleryAction) {
         match action {
             GalleryAction::UseSettings(info) => {
-                self.controls.form.restore_from(&info);
+                let recovered = Recovered::from_generation_info(*info);
+                self.restore_settings(&recovered);
                 self.log.push(Severity::Info, "settings restored from the image");
             }
             GalleryAction::SetFavorite(relative, starred) => {
@@ -351,6 +366,16 @@ impl LabApp {
         }
     }
 
+    /// Lays the settings of a recovered image over the form; what could not be taken goes to
+    /// the log.
+    fn restore_settings(&mut self, found: &Recovered) {
+        let restored = restore_settings(found, &self.catalog);
+        self.controls.form.apply_overlay(&restored.overlay);
+        for note in restored.notes {
+            self.log.push(Severity::Warning, note);
+        }
+    }
+
     /// A file dropped on the window: a PNG of ours restores its settings; any other image
     /// becomes the img2img source.
     pub fn on_dropped_file(&mut self, path: &Path) {
@@ -361,26 +386,19 @@ impl LabApp {
                 return;
             }
         };
-        match crate::storage::metadata::recover(&bytes) {
-            Ok(found) if found.generation.is_some() => {
-                if let Some(info) = &found.generation {
-                    self.controls.form.restore_from(info);
-                }
-                self.log.push(Severity::Info, format!("settings restored from {}", path.display()));
-            }
+        match recover(&bytes) {
             Ok(found) => {
-                let catalog = Catalog::builtin();
-                for note in self.controls.form.restore_from_foreign(&found, &catalog) {
-                    self.log.push(Severity::Warning, note);
-                }
-                self.log.push(
-                    Severity::Info,
+                self.restore_settings(&found);
+                let message = if found.generation.is_some() {
+                    format!("settings restored from {}", path.display())
+                } else {
                     format!(
                         "settings restored from a {} image: {}",
                         found.source.display_name(),
                         path.display()
-                    ),
-                );
+                    )
+                };
+                self.log.push(Severity::Info, message);
             }
             Err(_) => {
                 if image::guess_format(&bytes).is_ok() {

@@ -3,11 +3,28 @@
 
 use crate::models::catalog::Catalog;
 use crate::request::plan::image_count;
-use crate::request::{DeviceChoice, Profiles, SamplerKind, SigmaSchedule, Sweep, limits};
+use crate::request::{Profiles, Sweep, limits};
+use crate::vocab::{DeviceChoice, SamplerKind, SigmaSchedule};
 
 use super::model_status::{ModelAvailability, ModelStatusSource};
 use super::settings::{FormSettings, aspect_presets};
 use super::thumbnails::ThumbnailLoader;
+
+/// Any local diffusers folder or hub id works too (the engine detects the layout).
+fn model_path_ui(ui: &mut egui::Ui, model: &mut String) {
+    ui.horizontal(|ui| {
+        let label = ui.label("Path or hub id");
+        ui.add(
+            egui::TextEdit::singleline(model).desired_width(150.0).hint_text("folder or org/name"),
+        )
+        .labelled_by(label.id);
+        if ui.button("Folder...").on_hover_text("a diffusers folder (model_index.json)").clicked()
+            && let Some(folder) = rfd::FileDialog::new().pick_folder()
+        {
+            *model = folder.display().to_string();
+        }
+    });
+}
 
 /// Sweeps making more images than this ask for confirmation first.
 pub const CONFIRM_ABOVE_IMAGES: usize = 50;
@@ -113,24 +130,7 @@ impl ControlsPanel {
             })
             .response
             .labelled_by(label.id);
-        // Any local diffusers folder or hub id works too (the engine detects the layout).
-        ui.horizontal(|ui| {
-            let label = ui.label("Path or hub id");
-            ui.add(
-                egui::TextEdit::singleline(&mut form.model)
-                    .desired_width(150.0)
-                    .hint_text("folder or org/name"),
-            )
-            .labelled_by(label.id);
-            if ui
-                .button("Folder...")
-                .on_hover_text("a diffusers folder (model_index.json)")
-                .clicked()
-                && let Some(folder) = rfd::FileDialog::new().pick_folder()
-            {
-                form.model = folder.display().to_string();
-            }
-        });
+        model_path_ui(ui, &mut form.model);
         if form.model != before {
             form.apply_model_defaults(cx.catalog);
         }
@@ -214,6 +214,32 @@ impl ControlsPanel {
                 .desired_width(f32::INFINITY),
         )
         .labelled_by(label.id);
+        self.restored_extras_ui(ui);
+    }
+
+    /// Settings only an image restores (no control sets them yet): shown, and clearable, when
+    /// set, so a restored run is not silently different from what the form shows.
+    fn restored_extras_ui(&mut self, ui: &mut egui::Ui) {
+        let form = &mut self.form;
+        if !form.loras.is_empty() {
+            ui.horizontal_wrapped(|ui| {
+                let names: Vec<String> = form
+                    .loras
+                    .iter()
+                    .map(|lora| format!("{}:{}", lora.source, lora.weight))
+                    .collect();
+                ui.small(format!("LoRAs from the image: {}", names.join(", ")));
+                if ui.small_button("Clear LoRAs").clicked() {
+                    form.loras.clear();
+                }
+            });
+        }
+        if form.truncate_prompt {
+            ui.checkbox(
+                &mut form.truncate_prompt,
+                "Truncate prompts at 77 tokens (from the image)",
+            );
+        }
     }
 
     fn size_ui(&mut self, ui: &mut egui::Ui, catalog: &Catalog) {

@@ -13,57 +13,54 @@ pub mod settings;
 pub mod thumbnails;
 pub mod watch;
 
-use std::path::PathBuf;
-use std::time::Duration;
-
-use crate::cli::generate::{BackendChoice, DEFAULT_OUTPUT_DIR, make_backend};
-use crate::engine::mock::MockBackend;
+use crate::app::{ConfigError, EngineSetup, FrontEndConfig};
 use crate::models::Catalog;
 use crate::models::hub::HubConfig;
 
 pub use app::{AppConfig, LabApp};
 
-/// Step delay of the mock when the window falls back to it, so progress can be watched.
-const MOCK_STEP_DELAY: Duration = Duration::from_millis(60);
-
-/// Picks the backend (`IMAGELAB_BACKEND`, default candle) and output root
-/// (`IMAGELAB_OUTPUT_DIR`, default `output_images`); falls back to the mock with a notice.
-pub fn config_from_env() -> Result<AppConfig, String> {
-    let output_root = std::env::var_os("IMAGELAB_OUTPUT_DIR")
-        .map_or_else(|| PathBuf::from(DEFAULT_OUTPUT_DIR), PathBuf::from);
-    let choice = match std::env::var("IMAGELAB_BACKEND") {
-        Ok(text) if !text.trim().is_empty() => BackendChoice::parse(&text)?,
-        _ => BackendChoice::Candle,
-    };
-    let (backend, notice) = match (choice, make_backend(choice)) {
-        (BackendChoice::Mock, Ok(_)) | (_, Err(_)) => {
-            let notice = match make_backend(choice) {
-                Err(err) => Some(format!("{err}; the window runs the mock backend")),
-                Ok(_) => None,
-            };
-            let mock = MockBackend::from_env(MOCK_STEP_DELAY)?;
-            (Box::new(mock) as Box<dyn crate::engine::Backend>, notice)
-        }
-        (BackendChoice::Candle, Ok(backend)) => (backend, None),
-    };
-    Ok(AppConfig { output_root, backend, notice })
+/// Why the window did not run.
+#[derive(Debug, thiserror::Error)]
+pub enum WindowError {
+    /// A setting from the environment, named.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// eframe could not open the window.
+    #[error("{0}")]
+    Window(String),
 }
 
-/// Opens the window with the backend and output folder from the environment (see
-/// [`config_from_env`]); returns the process exit code.
-pub fn run_window() -> u8 {
-    match config_from_env() {
-        Ok(config) => run_window_with(config),
-        Err(err) => {
-            eprintln!("error: {err}");
-            super::cli::EXIT_USAGE
-        }
-    }
+/// The window's start-up settings from the front-end configuration: the backend
+/// (`IMAGELAB_BACKEND`, default candle, falling back to the mock with a notice), the output root
+/// (`IMAGELAB_OUTPUT_DIR`, default `output_images`), `INSTANCE_ID` and `IMAGELAB_PROFILES`.
+///
+/// # Errors
+/// A variable with a bad value, named.
+pub fn config_from(config: &FrontEndConfig) -> Result<AppConfig, ConfigError> {
+    let wiring = EngineSetup::window(config)?.wire(config)?;
+    Ok(AppConfig {
+        output_root: wiring.engine.output_root,
+        backend: wiring.backend,
+        notice: wiring.notice,
+        instance_id: wiring.engine.instance_id,
+        profiles_path: config.profiles_path(),
+    })
 }
 
-/// Opens the window with a given backend and output folder (for `imagelab gui` flags);
-/// returns the process exit code.
-pub fn run_window_with(config: AppConfig) -> u8 {
+/// Opens the window with the settings of `config` (see [`config_from`]).
+///
+/// # Errors
+/// A bad setting, or a window that cannot open.
+pub fn run_window(config: &FrontEndConfig) -> Result<(), WindowError> {
+    run_window_with(config_from(config)?, config.hub())
+}
+
+/// Opens the window with a given backend and output folder; `hub` is where the model status
+/// panel looks for cached models.
+///
+/// # Errors
+/// eframe cannot open the window.
+pub fn run_window_with(config: AppConfig, hub: HubConfig) -> Result<(), WindowError> {
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("SDXL Image Lab")
@@ -71,27 +68,17 @@ pub fn run_window_with(config: AppConfig) -> u8 {
             .with_drag_and_drop(true),
         ..eframe::NativeOptions::default()
     };
-    let result = eframe::run_native(
+    eframe::run_native(
         "imagelab",
         options,
         Box::new(move |cc| {
             let mut app = LabApp::new(cc, config);
             let ctx = cc.egui_ctx.clone();
             let waker = std::sync::Arc::new(move || ctx.request_repaint());
-            let status = model_status::HubCacheStatus::spawn(
-                Catalog::builtin(),
-                HubConfig::from_env(),
-                waker,
-            );
+            let status = model_status::HubCacheStatus::spawn(Catalog::builtin(), hub, waker);
             app.set_model_status(Box::new(status));
             Ok(Box::new(app))
         }),
-    );
-    match result {
-        Ok(()) => super::cli::EXIT_OK,
-        Err(err) => {
-            eprintln!("error: cannot open the window: {err}");
-            super::cli::EXIT_FAILED
-        }
-    }
+    )
+    .map_err(|err| WindowError::Window(err.to_string()))
 }

@@ -95,11 +95,11 @@ impl HubCacheStatus {
             hub: hub.clone(),
             waker: Arc::clone(&waker),
         };
-        let states = Arc::clone(&status.states);
+        let shared_states = Arc::clone(&status.states);
         let started =
             std::thread::Builder::new().name("imagelab-model-status".into()).spawn(move || {
                 let found = read_states(&catalog, &hub);
-                if let Ok(mut states) = states.write() {
+                if let Ok(mut states) = shared_states.write() {
                     // A download started meanwhile knows better than this first look.
                     for (name, availability) in found {
                         states.entry(name).or_insert(availability);
@@ -183,7 +183,7 @@ impl HubCacheStatus {
         let result = prefetch(&self.catalog, &names, &self.hub, WeightVariant::Full, &mut on_event);
         let error = match result {
             Ok(outcomes) => outcomes.into_iter().find_map(|outcome| outcome.error),
-            Err(err) => Some(err),
+            Err(err) => Some(err.to_string()),
         };
         let message = match error {
             None => Ok(format!("{display_name}: downloaded")),

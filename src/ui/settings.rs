@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::models::catalog::{Catalog, DEFAULT_MODEL, ModelDefaults};
-use crate::request::{DeviceChoice, RAW_PROFILE, Request, SamplerKind, SigmaSchedule, Sweep};
-use crate::storage::metadata::{GenerationInfo, Recovered};
+use crate::request::restore::RequestOverlay;
+use crate::request::{Request, Sweep};
+use crate::vocab::{DeviceChoice, LoraSpec, RAW_PROFILE, SamplerKind, SigmaSchedule};
 
 /// The key under which the form is stored in eframe's storage.
 pub const STORAGE_KEY: &str = "imagelab.form";
@@ -50,6 +51,10 @@ pub struct FormSettings {
     pub sweep: Sweep,
     /// Where to run.
     pub device: DeviceChoice,
+    /// LoRA adapters (restored from an image; there is no LoRA picker yet).
+    pub loras: Vec<LoraSpec>,
+    /// Truncate prompts at 77 tokens (restored from an image).
+    pub truncate_prompt: bool,
 }
 
 impl Default for FormSettings {
@@ -73,6 +78,8 @@ impl Default for FormSettings {
             strength: 0.75,
             sweep: Sweep::None,
             device: DeviceChoice::Auto,
+            loras: Vec::new(),
+            truncate_prompt: false,
         }
     }
 }
@@ -97,6 +104,8 @@ impl FormSettings {
             strength: self.strength,
             sweep: self.sweep,
             device: self.device,
+            loras: self.loras.clone(),
+            truncate_prompt: self.truncate_prompt,
             ..Request::default()
         }
     }
@@ -113,88 +122,30 @@ impl FormSettings {
         }
     }
 
-    /// Takes the settings an image was made with ("use these settings", a dropped PNG).
-    /// The prompts are the ones the user typed, so the profile is not applied twice.
-    pub fn restore_from(&mut self, info: &GenerationInfo) {
-        self.prompt = if info.user_prompt.is_empty() && info.profile.is_empty() {
-            info.prompt.clone()
-        } else {
-            info.user_prompt.clone()
-        };
-        self.negative = if info.user_negative.is_empty() && info.profile.is_empty() {
-            info.negative.clone()
-        } else {
-            info.user_negative.clone()
-        };
-        if !info.profile.is_empty() {
-            self.profile = info.profile.clone();
-        }
-        // A local folder is found again by its path; hub models by their catalog name or id.
-        if !info.model_id.is_empty() && std::path::Path::new(&info.model_id).exists() {
-            self.model = info.model_id.clone();
-        } else if !info.model.is_empty() {
-            self.model = info.model.clone();
-        }
-        self.scheduler = Some(info.requested_sampler);
-        self.schedule_type = info.schedule_type;
-        if info.steps > 0 {
-            self.steps = info.steps;
-        }
-        self.cfg = info.cfg;
-        if info.width > 0 && info.height > 0 {
-            self.width_px = info.width;
-            self.height_px = info.height;
-        }
-        self.seed = info.seed;
-        self.random_seed = false;
-        if let Some(strength) = info.strength {
-            self.strength = strength;
-        }
-        self.init_image = info.init_image.as_ref().map(PathBuf::from);
-        self.sweep = Sweep::None;
-    }
-}
-
-impl FormSettings {
-    /// Takes what another tool's image says (A1111, ComfyUI, InvokeAI, Fooocus): the fields that
-    /// map; the model only when the catalog knows it. Returns what could not be taken, for the log.
-    pub fn restore_from_foreign(&mut self, found: &Recovered, catalog: &Catalog) -> Vec<String> {
-        let mut notes = found.warnings.clone();
-        self.prompt.clone_from(&found.prompt);
-        self.negative.clone_from(&found.negative);
-        self.profile = crate::request::RAW_PROFILE.to_owned();
-        if let Some(seed) = found.seed {
+    /// Takes the settings an image restores ("use these settings", a dropped PNG; see
+    /// [`crate::request::restore`]). A restored seed is fixed, not random.
+    pub fn apply_overlay(&mut self, overlay: &RequestOverlay) {
+        let mut request = self.to_request(self.seed);
+        overlay.apply(&mut request, |_| false);
+        self.model = request.model;
+        self.prompt = request.prompt;
+        self.negative = request.negative;
+        self.profile = request.profile;
+        self.scheduler = request.scheduler;
+        self.schedule_type = request.schedule_type;
+        self.width_px = request.width.unwrap_or(self.width_px);
+        self.height_px = request.height.unwrap_or(self.height_px);
+        self.steps = request.steps.unwrap_or(self.steps);
+        self.cfg = request.cfg.unwrap_or(self.cfg);
+        if let Some(seed) = overlay.seed {
             self.seed = seed;
             self.random_seed = false;
         }
-        if let Some(steps) = found.steps {
-            self.steps = steps;
-        }
-        if let Some(cfg) = found.cfg {
-            self.cfg = cfg;
-        }
-        if let (Some(width), Some(height)) = (found.width, found.height) {
-            self.width_px = width;
-            self.height_px = height;
-        }
-        match found.sampler {
-            Some(kind) => self.scheduler = Some(kind),
-            None if !found.sampler_name.is_empty() => {
-                notes.push(format!("sampler {:?} has no equivalent here", found.sampler_name));
-            }
-            None => {}
-        }
-        if !found.model.is_empty() {
-            match catalog.resolve(&found.model) {
-                Ok(model) => self.model = model.display_name,
-                Err(_) => notes.push(format!(
-                    "model {:?} is not known here; kept {:?}",
-                    found.model, self.model
-                )),
-            }
-        }
-        self.sweep = Sweep::None;
-        notes
+        self.init_image = request.init_image;
+        self.strength = request.strength;
+        self.sweep = request.sweep;
+        self.loras = request.loras;
+        self.truncate_prompt = request.truncate_prompt;
     }
 }
 
@@ -222,6 +173,13 @@ pub fn aspect_presets(native: ModelDefaults) -> Vec<(u32, u32)> {
 mod tests {
     use super::*;
     use crate::request::Profiles;
+    use crate::request::restore::restore_settings;
+    use crate::storage::metadata::{GenerationInfo, Recovered};
+
+    fn restore(form: &mut FormSettings, info: GenerationInfo) {
+        let recovered = Recovered::from_generation_info(info);
+        form.apply_overlay(&restore_settings(&recovered, &Catalog::builtin()).overlay);
+    }
 
     #[test]
     fn schedule_type_travels_to_the_request_and_back_from_an_image() {
@@ -232,7 +190,7 @@ mod tests {
         let info =
             GenerationInfo { schedule_type: SigmaSchedule::Karras, ..GenerationInfo::default() };
         let mut restored = FormSettings::default();
-        restored.restore_from(&info);
+        restore(&mut restored, info);
         assert_eq!(restored.schedule_type, SigmaSchedule::Karras);
     }
 
@@ -266,7 +224,7 @@ mod tests {
             ..GenerationInfo::default()
         };
         let mut form = FormSettings::default();
-        form.restore_from(&info);
+        restore(&mut form, info);
         assert_eq!(form.prompt, "a cat");
         assert_eq!((form.seed, form.random_seed, form.steps), (77, false, 4));
         assert_eq!(form.model, "SDXL Turbo");

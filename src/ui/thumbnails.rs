@@ -57,7 +57,10 @@ pub struct ThumbnailLoader {
 
 impl std::fmt::Debug for ThumbnailLoader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ThumbnailLoader").field("textures", &self.textures.len()).finish()
+        f.debug_struct("ThumbnailLoader")
+            .field("textures", &self.textures.len())
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -167,7 +170,7 @@ fn list_pngs(root: &Path) -> Vec<PathBuf> {
     let mut found: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
     let mut folders = vec![(root.to_owned(), 0_usize)];
     while let Some((folder, depth)) = folders.pop() {
-        let Ok(entries) = std::fs::read_dir(&folder) else { continue };
+        let Ok(entries) = fs_err::read_dir(&folder) else { continue };
         for entry in entries.flatten() {
             let path = entry.path();
             let Ok(meta) = entry.metadata() else { continue };

@@ -31,14 +31,13 @@ fn check_pipeline(name: &str) -> usize {
     let folder = root.join(name);
     let refs = root.join("refs").join(name);
     let runs: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(refs.join("runs.json")).expect("runs.json"))
+        serde_json::from_slice(&fs_err::read(refs.join("runs.json")).expect("runs.json"))
             .expect("json");
-    let bytes = std::fs::read(refs.join("reference.safetensors")).expect("reference");
+    let bytes = fs_err::read(refs.join("reference.safetensors")).expect("reference");
     let reference = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
     let vae: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(folder.join("vae/config.json")).expect("vae config"))
+        serde_json::from_slice(&fs_err::read(folder.join("vae/config.json")).expect("vae config"))
             .expect("json");
-    #[allow(clippy::cast_possible_truncation)]
     let scaling = vae["scaling_factor"].as_f64().expect("scaling_factor") as f32;
     let runs = runs["runs"].as_object().expect("runs");
     for (key, run) in runs {
@@ -84,7 +83,7 @@ fn check_pipeline(name: &str) -> usize {
         assert!(worst <= 1, "{name}/{key}: pixels differ by {worst} levels");
 
         let latent_path = pngs[0].with_extension("latent");
-        let latent_bytes = std::fs::read(&latent_path).expect("latent file");
+        let latent_bytes = fs_err::read(&latent_path).expect("latent file");
         let latent =
             safetensors::SafeTensors::deserialize(&latent_bytes).expect("latent safetensors");
         let ours = f32s(&latent, "latent_tensor");
@@ -168,7 +167,7 @@ fn memory_budget_shrinks_the_image_and_says_so_in_png_and_jobs_log() {
         kind: imagelab::models::catalog::EntryKind::Pipeline,
         defaults: imagelab::models::catalog::ModelDefaults::SDXL,
     };
-    probe.load(&model, imagelab::request::DeviceChoice::Cpu, None, &mut |_| {}).expect("load");
+    probe.load(&model, imagelab::vocab::DeviceChoice::Cpu, None, &mut |_| {}).expect("load");
     let rungs = ladder(128, 128);
     let need = |index: usize| probe.estimate_bytes(&rungs[index], true).expect("loaded");
     let mebibyte = 1024 * 1024;
@@ -196,7 +195,7 @@ fn memory_budget_shrinks_the_image_and_says_so_in_png_and_jobs_log() {
         note,
         "out of memory fallback: freed the model cache, reduced size to 96x96 (requested 128x128)"
     );
-    let bytes = std::fs::read(&pngs[0]).expect("png bytes");
+    let bytes = fs_err::read(&pngs[0]).expect("png bytes");
     let info = imagelab::storage::metadata::png_io::read_generation_info(&bytes)
         .expect("imagelab chunk")
         .expect("present");
@@ -206,7 +205,7 @@ fn memory_budget_shrinks_the_image_and_says_so_in_png_and_jobs_log() {
         .filter(|p| p.extension().is_some_and(|e| e == "log"))
         .collect();
     assert_eq!(logs.len(), 1, "{logs:?}");
-    let log = std::fs::read_to_string(&logs[0]).expect("jobs log");
+    let log = fs_err::read_to_string(&logs[0]).expect("jobs log");
     let record: serde_json::Value =
         serde_json::from_str(log.lines().last().expect("a line")).expect("json line");
     assert_eq!(record["notes"], serde_json::json!([note]), "{log}");

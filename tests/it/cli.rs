@@ -1,5 +1,6 @@
 //! The built binary, run the way users and scripts run it, with `--backend mock`.
 
+use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::util::{files_below, imagelab, parameters_of, pngs_below, stderr, stdout};
@@ -55,7 +56,7 @@ fn json_summary_lists_files_that_exist_with_metadata() {
         let img = image::open(path).expect("a real PNG");
         assert_eq!((img.width(), img.height()), (256, 192));
         let latent = Path::new(file["latent"].as_str().expect("latent path"));
-        let bytes = std::fs::read(latent).expect("latent file");
+        let bytes = fs_err::read(latent).expect("latent file");
         let tensors = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
         assert_eq!(tensors.tensor("latent_tensor").expect("key").shape(), [1, 4, 24, 32]);
         let params = parameters_of(path);
@@ -73,7 +74,7 @@ fn json_summary_lists_files_that_exist_with_metadata() {
         let name = path.file_name().and_then(|n| n.to_str()).expect("name");
         assert!(name.ends_with(&format!("_cinematic_a-red-fox-in-snow_{}.png", 42 + i)), "{name}");
     }
-    let log = std::fs::read_to_string(out.join("jobs.log")).expect("jobs.log");
+    let log = fs_err::read_to_string(out.join("jobs.log")).expect("jobs.log");
     let line: serde_json::Value =
         serde_json::from_str(log.lines().next().expect("a line")).expect("json");
     for field in [
@@ -135,9 +136,9 @@ fn bad_input_exits_2_naming_the_field() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out");
     let not_image = dir.path().join("notes.png");
-    std::fs::write(&not_image, "this is text").expect("write");
+    fs_err::write(&not_image, "this is text").expect("write");
     let a_file = dir.path().join("file");
-    std::fs::write(&a_file, "x").expect("write");
+    fs_err::write(&a_file, "x").expect("write");
     let unwritable = a_file.join("sub");
     let cases: Vec<(Vec<String>, &str)> = vec![
         (vec!["--width".into(), "1001".into()], "width"),
@@ -164,6 +165,9 @@ fn bad_input_exits_2_naming_the_field() {
         (vec!["--init-image".into(), not_image.display().to_string()], "notes.png"),
         (vec!["--device".into(), "tpu".into()], "cuda:N"),
     ];
+    // Every message, pinned (tests/it/snapshots/): wording changes are seen in review.
+    let mut messages = String::new();
+    let tmp = dir.path().display().to_string();
     for (args, needle) in cases {
         let mut full = vec!["--prompt".to_owned(), "x".to_owned()];
         full.extend(args.iter().cloned());
@@ -172,10 +176,41 @@ fn bad_input_exits_2_naming_the_field() {
         assert_eq!(output.status.code(), Some(2), "{args:?}: {}", stderr(&output));
         assert!(stderr(&output).contains(needle), "{args:?}: {}", stderr(&output));
         assert!(!out.exists(), "{args:?} wrote something");
+        let shown: Vec<String> = args.iter().map(|arg| arg.replace(&tmp, "<tmp>")).collect();
+        let _ =
+            writeln!(messages, "$ {}\n{}", shown.join(" "), stderr(&output).replace(&tmp, "<tmp>"));
     }
     let output = generate(&unwritable, &["--prompt", "x"]);
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(stderr(&output).contains("output"), "{}", stderr(&output));
+    let _ = write!(messages, "$ --out <tmp>/file/sub\n{}", stderr(&output).replace(&tmp, "<tmp>"));
+    insta::assert_snapshot!("bad_input_errors", messages);
+}
+
+/// The human summary of a run (stderr: progress lines and the totals), pinned with the times,
+/// timestamps and the temporary folder masked.
+#[test]
+fn human_summary_is_pinned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    let output = generate(
+        &out,
+        &[
+            "--prompt", "a kite", "--steps", "2", "--width", "64", "--height", "64", "--seed", "5",
+            "--batch", "2",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let time = regex::Regex::new(r"\d{8}-\d{6}").expect("regex");
+    let seconds = regex::Regex::new(r"in \d+\.\d s").expect("regex");
+    let mask = |text: String| {
+        let text = text.replace(&dir.path().display().to_string(), "<tmp>");
+        seconds.replace_all(&time.replace_all(&text, "<time>"), "in <s> s").into_owned()
+    };
+    insta::assert_snapshot!(
+        "human_summary",
+        format!("stdout:\n{}stderr:\n{}", mask(stdout(&output)), mask(stderr(&output)))
+    );
 }
 
 #[test]
@@ -310,7 +345,7 @@ fn img2img_records_strength_and_uses_the_init_size() {
     assert_eq!((img.width(), img.height()), (200, 144), "own size rounded down to multiples of 8");
     let params = parameters_of(png);
     assert!(params.contains("Denoising strength: 0.6"), "{params}");
-    let log = std::fs::read_to_string(out.join("jobs.log")).expect("log");
+    let log = fs_err::read_to_string(out.join("jobs.log")).expect("log");
     assert!(log.contains("\"mode\":\"img2img\""), "{log}");
 }
 

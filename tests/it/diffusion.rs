@@ -17,7 +17,7 @@ use imagelab::diffusion::pipeline::{DiffusionPipeline, GenerationRequest};
 use imagelab::diffusion::tokenizer::LongPromptMode;
 use imagelab::diffusion::unet::{UNet2DConditionModel, UNetConditioning};
 use imagelab::diffusion::vae::AutoencoderKl;
-use imagelab::request::sampler::SamplerKind;
+use imagelab::vocab::SamplerKind;
 use serde_json::Value;
 
 use crate::util::repo_root;
@@ -33,7 +33,7 @@ fn reference(name: &str) -> HashMap<String, Tensor> {
 
 fn runs(name: &str) -> serde_json::Map<String, Value> {
     let path = fixtures().join("refs").join(name).join("runs.json");
-    let text = std::fs::read_to_string(path).expect("runs.json");
+    let text = fs_err::read_to_string(path).expect("runs.json");
     let value: Value = serde_json::from_str(&text).expect("runs.json parses");
     value["runs"].as_object().expect("runs").clone()
 }
@@ -231,7 +231,7 @@ fn full_runs_match_diffusers_latents_and_images() {
                 steps: usize::try_from(run["steps"].as_u64().expect("steps")).expect("usize"),
                 cfg: run["cfg"].as_f64().expect("cfg"),
                 sampler,
-                schedule: imagelab::request::SigmaSchedule::Automatic,
+                schedule: imagelab::vocab::SigmaSchedule::Automatic,
                 seed: run["seed"].as_u64().expect("seed"),
                 init_image: img2img.then(|| init.clone()),
                 strength: run.get("strength").and_then(Value::as_f64).unwrap_or(1.0),
@@ -290,7 +290,7 @@ fn cancel_stops_within_the_step_and_latents_save_as_comfyui_does() {
         steps: 3,
         cfg: 1.0,
         sampler: SamplerKind::Default,
-        schedule: imagelab::request::SigmaSchedule::Automatic,
+        schedule: imagelab::vocab::SigmaSchedule::Automatic,
         seed: 3,
         init_image: None,
         strength: 1.0,
@@ -327,7 +327,7 @@ fn bad_sizes_are_refused_with_a_message() {
         steps: 2,
         cfg: 5.0,
         sampler: SamplerKind::Default,
-        schedule: imagelab::request::SigmaSchedule::Automatic,
+        schedule: imagelab::vocab::SigmaSchedule::Automatic,
         seed: 0,
         init_image: None,
         strength: 1.0,
@@ -355,7 +355,7 @@ fn half_precision_pipeline_stays_close_to_f32_reference() {
         steps: 5,
         cfg: 5.0,
         sampler: SamplerKind::Default,
-        schedule: imagelab::request::SigmaSchedule::Automatic,
+        schedule: imagelab::vocab::SigmaSchedule::Automatic,
         seed: 42,
         init_image: None,
         strength: 1.0,
@@ -388,7 +388,7 @@ fn tiled_vae_decode_is_close_to_the_full_decode() {
         steps: 3,
         cfg: 5.0,
         sampler: SamplerKind::Default,
-        schedule: imagelab::request::SigmaSchedule::Automatic,
+        schedule: imagelab::vocab::SigmaSchedule::Automatic,
         seed: 11,
         init_image: None,
         strength: 1.0,
@@ -452,7 +452,7 @@ fn vae_encoder_loads_on_first_img2img_and_is_reused() {
         steps: 2,
         cfg: 1.0,
         sampler: SamplerKind::Default,
-        schedule: imagelab::request::SigmaSchedule::Automatic,
+        schedule: imagelab::vocab::SigmaSchedule::Automatic,
         seed: 7,
         init_image: None,
         strength: 1.0,
@@ -476,4 +476,88 @@ fn vae_encoder_loads_on_first_img2img_and_is_reused() {
     assert!(std::sync::Arc::ptr_eq(&built, &reused), "the second img2img reuses the encoder");
     assert_eq!(pipeline.byte_size(), before + encoder_bytes, "counted once");
     assert_close("img2img with the reused encoder", &second.latents, &first.latents, 0.0);
+}
+
+/// A pipeline whose UNet and second text encoder are sharded `fp16` variants, as
+/// `save_pretrained(variant="fp16", max_shard_size=…)` writes them
+/// (`tools/reference/make_sharded_fp16.py)`: the hub planner and the loader choose the same files
+/// (the shards and their `*.safetensors.index.fp16.json`), the loader maps every shard, and the
+/// image matches what diffusers made from the same folder with `variant="fp16"` in f32.
+#[test]
+fn sharded_fp16_variant_loads_like_diffusers() {
+    use imagelab::diffusion::weights::component_weights;
+    use imagelab::models::hub::{WeightVariant, list_files, plan_pipeline};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let folder = dir.path().join("pipeline");
+    for file in imagelab::models::hub::list_files(&fixtures().join("sdxl_tiny")) {
+        let target = folder.join(&file);
+        fs_err::create_dir_all(target.parent().expect("parent")).expect("mkdir");
+        fs_err::copy(fixtures().join("sdxl_tiny").join(&file), target).expect("copy");
+    }
+    fs_err::remove_file(folder.join("unet/diffusion_pytorch_model.safetensors")).expect("rm");
+    fs_err::remove_file(folder.join("text_encoder_2/model.safetensors")).expect("rm");
+    let sharded = fixtures().join("sdxl_tiny_sharded_fp16");
+    for file in list_files(&sharded) {
+        fs_err::copy(sharded.join(&file), folder.join(&file)).expect("copy shard");
+    }
+
+    let listing = list_files(&folder);
+    let model_index: Value = serde_json::from_str(
+        &fs_err::read_to_string(folder.join("model_index.json")).expect("model_index.json"),
+    )
+    .expect("json");
+    let expected_unet = [
+        "unet/diffusion_pytorch_model.fp16-00001-of-00002.safetensors",
+        "unet/diffusion_pytorch_model.fp16-00002-of-00002.safetensors",
+    ];
+    for prefer in [WeightVariant::Fp16, WeightVariant::Full] {
+        let plan = plan_pipeline(&model_index, &listing, prefer).expect("plan");
+        let unet = plan.iter().find(|c| c.name == "unet").expect("unet");
+        assert_eq!(unet.weights, expected_unet, "{prefer:?}");
+        assert!(
+            unet.files
+                .contains(&"unet/diffusion_pytorch_model.safetensors.index.fp16.json".to_owned()),
+            "{:?}",
+            unet.files
+        );
+        let encoder = plan.iter().find(|c| c.name == "text_encoder_2").expect("text_encoder_2");
+        assert_eq!(encoder.weights.len(), 2, "{:?}", encoder.weights);
+        assert_eq!(encoder.variant.as_deref(), Some("fp16"));
+        for prefer_fp16 in [true, false] {
+            let loaded =
+                component_weights(&folder.join("unet"), "diffusion_pytorch_model", prefer_fp16)
+                    .expect("unet weights");
+            let loaded: Vec<String> = loaded
+                .iter()
+                .map(|p| format!("unet/{}", p.file_name().expect("name").to_string_lossy()))
+                .collect();
+            assert_eq!(loaded, expected_unet, "the loader chooses what the planner downloads");
+        }
+    }
+
+    let pipeline = DiffusionPipeline::load(&folder, &Device::Cpu, DType::F32).expect("load");
+    let request = GenerationRequest {
+        prompt: "a red cube".to_owned(),
+        negative: String::new(),
+        width: 64,
+        height: 64,
+        steps: 3,
+        cfg: 1.0,
+        sampler: SamplerKind::Default,
+        schedule: imagelab::vocab::SigmaSchedule::Automatic,
+        seed: 3,
+        init_image: None,
+        strength: 1.0,
+        long_prompt: LongPromptMode::Chunk,
+        want_preview: false,
+    };
+    let output = pipeline.generate(&request, &mut |_| ControlFlow::Continue(())).expect("generate");
+    let path = fixtures().join("refs/sdxl_tiny_sharded_fp16.safetensors");
+    let refs = candle_core::safetensors::load(&path, &Device::Cpu).expect("reference");
+    let theirs: Vec<u8> =
+        get(&refs, "image_u8").flatten_all().expect("flat").to_vec1().expect("u8");
+    let worst =
+        output.image.as_raw().iter().zip(&theirs).map(|(a, b)| a.abs_diff(*b)).max().unwrap_or(0);
+    assert!(worst <= 1, "8-bit image differs from diffusers by {worst}");
 }

@@ -265,7 +265,7 @@ fn all_models_sweep_loads_each_model_once() {
     assert_eq!(summary.failed, 0);
     // One folder per model slug inside the sweep folder.
     let run_dir = summary.run_dir.expect("sweep folder");
-    let model_dirs = std::fs::read_dir(&run_dir).expect("run dir").count();
+    let model_dirs = fs_err::read_dir(&run_dir).expect("run dir").count();
     assert_eq!(model_dirs, models);
 }
 

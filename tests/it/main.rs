@@ -1,5 +1,13 @@
 //! Integration tests: one binary, one module per area.
 
+#![allow(clippy::float_cmp, reason = "tests check bit-exact reproduction on purpose")]
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "fixture counts and sizes are small"
+)]
+#![allow(clippy::case_sensitive_file_extension_comparisons, reason = "fixture names are ours")]
+
 mod bench_gpu;
 mod candle_cli;
 mod cli;
@@ -9,6 +17,7 @@ mod models;
 mod rng;
 mod sampler_pipeline;
 mod schedulers;
+mod slurm;
 mod ui;
 mod util;
 

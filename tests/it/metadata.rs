@@ -12,11 +12,11 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use imagelab::request::{LoraSpec, Mode, SamplerKind};
 use imagelab::storage::metadata::png_io::{self, PARAMETERS_KEY};
 use imagelab::storage::metadata::{
     GenerationInfo, MetadataError, Source, format_human, infotext, recover, recover_file,
 };
+use imagelab::vocab::{LoraSpec, Mode, SamplerKind};
 
 use crate::util::repo_root;
 
@@ -25,7 +25,7 @@ fn fixtures() -> PathBuf {
 }
 
 fn read_fixture(name: &str) -> Vec<u8> {
-    std::fs::read(fixtures().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    fs_err::read(fixtures().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
 /// Our sample requests: Latin-1 and non-Latin-1 prompts, img2img, quotes, colons, LoRAs.
@@ -98,12 +98,12 @@ fn pixels(width: u32, height: u32) -> Vec<u8> {
 #[test]
 #[ignore = "regenerates committed fixtures"]
 fn write_imagelab_fixtures() {
-    std::fs::create_dir_all(fixtures()).expect("fixture folder");
+    fs_err::create_dir_all(fixtures()).expect("fixture folder");
     for (name, info) in imagelab_samples() {
         let bytes =
             png_io::encode_png(info.width, info.height, &pixels(info.width, info.height), &info)
                 .expect("encode");
-        std::fs::write(fixtures().join(name), bytes).expect("write fixture");
+        fs_err::write(fixtures().join(name), bytes).expect("write fixture");
     }
 }
 
@@ -387,5 +387,23 @@ fn human_format_of_our_image() {
         "LoRA:            nerijs/pixel-art-xl (weight 0.8)",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+}
+
+/// What `imagelab info` prints for every tool's PNG, pinned: a change in wording or layout is
+/// seen in review (tests/it/snapshots/).
+#[test]
+fn info_text_of_every_tool_is_pinned() {
+    let mut names: Vec<String> = fs_err::read_dir(fixtures())
+        .expect("fixtures")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".png"))
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 9, "{names:?}");
+    for name in names {
+        let found = recover(&read_fixture(&name)).expect("reads");
+        let stem = name.trim_end_matches(".png");
+        insta::assert_snapshot!(format!("info_{stem}"), format_human(&found));
     }
 }

@@ -33,9 +33,9 @@ fn tiny_safetensors(names: &[&str]) -> Vec<u8> {
     safetensors::serialize(&tensors, None).expect("serialize")
 }
 
-/// The files of a diffusers SDXL repo (model_index.json as diffusers 0.42.1 writes it).
+/// The files of a diffusers SDXL repo (`model_index.json` as diffusers 0.42.1 writes it).
 fn sdxl_repo_files() -> Vec<(String, Vec<u8>)> {
-    let model_index = std::fs::read(imagelab_fixture("sdxl_model_index.json")).expect("fixture");
+    let model_index = fs_err::read(imagelab_fixture("sdxl_model_index.json")).expect("fixture");
     let mut files = vec![("model_index.json".to_owned(), model_index)];
     let json = |text: &str| text.as_bytes().to_vec();
     files.push((
@@ -73,7 +73,7 @@ fn imagelab_fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models").join(name)
 }
 
-/// A hub cache in a temp dir, written as hf-hub and huggingface_hub write it.
+/// A hub cache in a temp dir, written as hf-hub and `huggingface_hub` write it.
 struct FakeHub {
     _dir: tempfile::TempDir,
     config: HubConfig,
@@ -101,20 +101,20 @@ impl FakeHub {
     ) -> PathBuf {
         let repo = self.repo_dir(repo_id);
         let snapshot = repo.join("snapshots").join(revision);
-        std::fs::create_dir_all(repo.join("blobs")).expect("blobs");
+        fs_err::create_dir_all(repo.join("blobs")).expect("blobs");
         for (repo_file, data) in files {
             let lfs = repo_file.ends_with(".safetensors") || repo_file.ends_with(".bin");
             let blob_name = if lfs { sha256_hex(data) } else { git_blob_sha1(data) };
-            std::fs::write(repo.join("blobs").join(&blob_name), data).expect("blob");
+            fs_err::write(repo.join("blobs").join(&blob_name), data).expect("blob");
             let link = snapshot.join(repo_file);
-            std::fs::create_dir_all(link.parent().expect("parent")).expect("snapshot dirs");
+            fs_err::create_dir_all(link.parent().expect("parent")).expect("snapshot dirs");
             let depth = repo_file.matches('/').count() + 2;
             let target = "../".repeat(depth) + "blobs/" + &blob_name;
             std::os::unix::fs::symlink(target, &link).expect("symlink");
         }
         if set_main {
-            std::fs::create_dir_all(repo.join("refs")).expect("refs");
-            std::fs::write(repo.join("refs/main"), revision).expect("ref");
+            fs_err::create_dir_all(repo.join("refs")).expect("refs");
+            fs_err::write(repo.join("refs/main"), revision).expect("ref");
         }
         snapshot
     }
@@ -220,7 +220,7 @@ fn pickle_only_repo_and_files_are_refused_with_the_reason() {
     assert!(message.contains("can run arbitrary code"), "{message}");
 
     let folder = tempfile::tempdir().expect("tmp");
-    std::fs::write(folder.path().join("model.ckpt"), b"pickle").expect("write");
+    fs_err::write(folder.path().join("model.ckpt"), b"pickle").expect("write");
     let err = detect_layout(folder.path()).expect_err("ckpt folder");
     assert!(matches!(err, ModelError::UnsafeWeights { .. }), "{err:?}");
     let err = detect_layout(&folder.path().join("model.ckpt")).expect_err("ckpt file");
@@ -237,7 +237,7 @@ fn truncated_weights_are_a_clear_error_and_verify_reports_them() {
         .find(|(f, _)| f == "unet/diffusion_pytorch_model.fp16.safetensors")
         .expect("file");
     let blob = hub.blob_of(SDXL_ID, unet_fp16);
-    std::fs::write(&blob, &unet_fp16[..unet_fp16.len() - 3]).expect("truncate");
+    fs_err::write(&blob, &unet_fp16[..unet_fp16.len() - 3]).expect("truncate");
 
     let err = resolve_key(&hub, SDXL_ID, WeightVariant::Fp16).expect_err("truncated");
     assert!(matches!(err, ModelError::InvalidSafetensors { .. }), "{err:?}");
@@ -263,7 +263,7 @@ fn truncated_weights_are_a_clear_error_and_verify_reports_them() {
         format_verify(&reports).contains("corrupt: unet/diffusion_pytorch_model.fp16.safetensors")
     );
 
-    std::fs::remove_file(&blob).expect("remove blob");
+    fs_err::remove_file(&blob).expect("remove blob");
     let reports = verify(&Catalog::builtin(), &hub.config, WeightVariant::Fp16, &mut |_, _| {});
     let missing = reports[0]
         .files
@@ -303,13 +303,13 @@ fn single_file_checkpoints_and_loras_are_detected_and_not_supported_yet() {
 
     let folder = tempfile::tempdir().expect("tmp");
     let file = folder.path().join("model.safetensors");
-    std::fs::write(&file, &checkpoint).expect("write");
+    fs_err::write(&file, &checkpoint).expect("write");
     assert_eq!(
         detect_layout(&file).expect("layout"),
         Layout::SingleFile(file.clone(), CheckpointFamily::Sdxl)
     );
     let lora_file = folder.path().join("style.safetensors");
-    std::fs::write(
+    fs_err::write(
         &lora_file,
         tiny_safetensors(&["lora_unet_mid_block_attentions_0_proj_in.lora_down.weight"]),
     )
@@ -326,8 +326,8 @@ fn local_diffusers_folder_resolves_and_names_missing_files() {
     let folder = tempfile::tempdir().expect("tmp");
     for (repo_file, data) in sdxl_repo_files() {
         let path = folder.path().join(&repo_file);
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("dirs");
-        std::fs::write(path, data).expect("write");
+        fs_err::create_dir_all(path.parent().expect("parent")).expect("dirs");
+        fs_err::write(path, data).expect("write");
     }
     let hub = FakeHub::new();
     let model = Catalog::builtin().resolve(&folder.path().display().to_string()).expect("path");
@@ -335,7 +335,7 @@ fn local_diffusers_folder_resolves_and_names_missing_files() {
         resolve_pipeline(&model, &hub.config, WeightVariant::Full, &mut |_| {}).expect("folder");
     assert_eq!(resolved.root, folder.path());
     assert_eq!(resolved.revision, None);
-    std::fs::remove_file(folder.path().join("tokenizer_2/merges.txt")).expect("remove");
+    fs_err::remove_file(folder.path().join("tokenizer_2/merges.txt")).expect("remove");
     let err = resolve_pipeline(&model, &hub.config, WeightVariant::Full, &mut |_| {})
         .expect_err("missing");
     assert!(
@@ -351,7 +351,7 @@ fn list_reports_cached_partial_and_absent_models_with_sizes() {
     hub.add_snapshot(SDXL_ID, REVISION, &files, true);
     let partial: Vec<_> = files.iter().filter(|(f, _)| !f.starts_with("vae/")).cloned().collect();
     hub.add_snapshot("stabilityai/sdxl-turbo", REVISION, &partial, true);
-    std::fs::write(hub.repo_dir("stabilityai/sdxl-turbo").join("blobs/abc.part"), [0_u8; 10])
+    fs_err::write(hub.repo_dir("stabilityai/sdxl-turbo").join("blobs/abc.part"), [0_u8; 10])
         .expect("part");
 
     let listings = list_models(&Catalog::builtin(), &hub.config, WeightVariant::Fp16);
@@ -369,6 +369,7 @@ fn list_reports_cached_partial_and_absent_models_with_sizes() {
     assert_eq!(by_name("RealVis XL V5.0").state, CacheState::NotDownloaded);
     let text = format_listing(&listings);
     assert!(text.contains("not downloaded") && text.contains("missing: vae/config.json"), "{text}");
+    insta::assert_snapshot!("models_list", text);
     let json = serde_json::to_value(&listings).expect("json");
     assert_eq!(json[0]["state"], "cached");
 }
@@ -391,7 +392,8 @@ fn prefetch_offline_reports_each_model_and_refuses_unknown_names() {
         WeightVariant::Fp16,
         &mut |_, _| {},
     )
-    .expect_err("unknown");
+    .expect_err("unknown")
+    .to_string();
     assert!(err.contains("SDXL Base 1.0"), "{err}");
     let everything =
         prefetch(&Catalog::builtin(), &[], &hub.config, WeightVariant::Fp16, &mut |_, _| {})
@@ -492,8 +494,8 @@ fn online_fetch_downloads_only_needed_safetensors_and_resumes_partial_blobs() {
     let (_, vae) =
         files.iter().find(|(f, _)| f == "vae/diffusion_pytorch_model.safetensors").expect("vae");
     let blobs = hub.repo_dir(SDXL_ID).join("blobs");
-    std::fs::create_dir_all(&blobs).expect("blobs");
-    std::fs::write(blobs.join(format!("{}.part", sha256_hex(vae))), &vae[..10]).expect("part");
+    fs_err::create_dir_all(&blobs).expect("blobs");
+    fs_err::write(blobs.join(format!("{}.part", sha256_hex(vae))), &vae[..10]).expect("part");
 
     let mut events = Vec::new();
     let model = Catalog::builtin().resolve("SDXL Base 1.0").expect("catalog");
@@ -517,7 +519,7 @@ fn online_fetch_downloads_only_needed_safetensors_and_resumes_partial_blobs() {
         "resumed: {downloads:#?}"
     );
     let vae_path = &resolved.component("vae").expect("vae").weights[0];
-    assert_eq!(&std::fs::read(vae_path).expect("vae"), vae, "resumed file is whole");
+    assert_eq!(&fs_err::read(vae_path).expect("vae"), vae, "resumed file is whole");
     assert!(events.iter().any(|e| matches!(e, imagelab::models::hub::DownloadEvent::Finished { repo_file } if repo_file == "unet/diffusion_pytorch_model.fp16.safetensors")));
 
     // Second run: everything cached, only the file list is asked for.
@@ -587,11 +589,11 @@ fn prefetch_online_fetches_a_lora_file_and_lists_it_cached() {
 fn weight_choice_matches_diffusers() {
     use imagelab::models::hub::plan_pipeline;
     let cases: Vec<serde_json::Value> = serde_json::from_str(
-        &std::fs::read_to_string(imagelab_fixture("variant_files.json")).expect("fixture"),
+        &fs_err::read_to_string(imagelab_fixture("variant_files.json")).expect("fixture"),
     )
     .expect("json");
     let model_index: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(imagelab_fixture("sdxl_model_index.json")).expect("fixture"),
+        &fs_err::read(imagelab_fixture("sdxl_model_index.json")).expect("fixture"),
     )
     .expect("json");
     assert_eq!(cases.len(), 6);

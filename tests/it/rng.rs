@@ -1,6 +1,6 @@
 //! `TorchGenerator` against `torch.randn(n, generator=torch.Generator().manual_seed(seed))`
 //! (REFERENCE §5). Reference: tests/fixtures/schedulers/rng.json, written by
-//! tools/reference/make_scheduler_refs.py with torch 2.15 on x86-64.
+//! `tools/reference/make_scheduler_refs.py` with torch 2.15 on x86-64.
 
 use imagelab::diffusion::rng::TorchGenerator;
 use serde_json::Value;
@@ -9,7 +9,7 @@ use crate::util::repo_root;
 
 fn reference() -> Value {
     let path = repo_root().join("tests/fixtures/schedulers/rng.json");
-    serde_json::from_str(&std::fs::read_to_string(path).expect("rng.json")).expect("json")
+    serde_json::from_str(&fs_err::read_to_string(path).expect("rng.json")).expect("json")
 }
 
 fn floats(value: &Value) -> Vec<f64> {
@@ -42,7 +42,6 @@ fn randn_matches_torch_for_many_lengths_and_seeds() {
                 // float64 Box–Muller rounded to float32 on both sides: identical. (The JSON
                 // value is the float32 widened; serde_json may parse it one float64 ulp off,
                 // so compare as float32.)
-                #[allow(clippy::cast_possible_truncation)]
                 let want32 = want as f32;
                 assert!(
                     ours[index] == want32,

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Tensor};
 use imagelab::diffusion::pipeline::{DiffusionPipeline, GenerationRequest};
 use imagelab::diffusion::tokenizer::LongPromptMode;
-use imagelab::request::sampler::SamplerKind;
+use imagelab::vocab::SamplerKind;
 use serde_json::Value;
 
 use crate::util::repo_root;
@@ -52,7 +52,7 @@ fn request_from(run: &Value, init: &image::RgbImage) -> GenerationRequest {
         cfg: run["cfg"].as_f64().expect("cfg"),
         sampler: SamplerKind::parse(run["sampler"].as_str().expect("sampler"))
             .expect("known sampler"),
-        schedule: imagelab::request::SigmaSchedule::Automatic,
+        schedule: imagelab::vocab::SigmaSchedule::Automatic,
         seed: run["seed"].as_u64().expect("seed"),
         init_image: (run["mode"] == "img2img").then(|| init.clone()),
         strength: run.get("strength").and_then(Value::as_f64).unwrap_or(1.0),
@@ -62,8 +62,8 @@ fn request_from(run: &Value, init: &image::RgbImage) -> GenerationRequest {
 }
 
 /// The bound. Measured on x86-64 (f32, `--nocapture` prints the table): every run
-/// ≤ 1.5e-6 except DDIM txt2img (1.5e-5 sdxl_tiny, 1.2e-5 sd15_tiny), whose latents are not
-/// scaled by σ_max (init_noise_sigma = 1) and so are ~10× smaller in norm than the other
+/// ≤ 1.5e-6 except DDIM txt2img (1.5e-5 `sdxl_tiny`, 1.2e-5 `sd15_tiny`), whose latents are not
+/// scaled by `σ_max` (`init_noise_sigma` = 1) and so are ~10× smaller in norm than the other
 /// samplers' for the same absolute rounding.
 const LATENT_TOLERANCE: f64 = 1e-4;
 
@@ -74,7 +74,7 @@ fn every_sampler_matches_diffusers_latents_txt2img_and_img2img() {
     let refs =
         candle_core::safetensors::load(refs_dir.join("sampler_runs.safetensors"), &Device::Cpu)
             .expect("sampler_runs.safetensors loads");
-    let text = std::fs::read_to_string(refs_dir.join("sampler_runs.json")).expect("json");
+    let text = fs_err::read_to_string(refs_dir.join("sampler_runs.json")).expect("json");
     let json: Value = serde_json::from_str(&text).expect("sampler_runs.json parses");
     let runs = json["runs"].as_object().expect("runs");
     let init = image::open(fixtures().join("init.png")).expect("init.png").to_rgb8();
@@ -122,7 +122,7 @@ fn dpmpp_sde_karras_is_deterministic_per_seed_and_seed_dependent() {
             steps: 4,
             cfg: 5.0,
             sampler: SamplerKind::DpmppSdeKarras,
-            schedule: imagelab::request::SigmaSchedule::Automatic,
+            schedule: imagelab::vocab::SigmaSchedule::Automatic,
             seed: 7,
             init_image,
             strength: 0.6,

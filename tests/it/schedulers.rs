@@ -1,6 +1,6 @@
 //! Samplers against diffusers (issue 4): schedules for 1…50 steps, full step trajectories
 //! (txt2img and img2img, ancestral noise from the seeded generator), and torch's `randn`.
-//! References: tests/fixtures/schedulers/, written by tools/reference/make_scheduler_refs.py.
+//! References: tests/fixtures/schedulers/, written by `tools/reference/make_scheduler_refs.py`.
 
 use std::collections::HashMap;
 
@@ -9,7 +9,7 @@ use imagelab::diffusion::rng::TorchGenerator;
 use imagelab::diffusion::schedulers::{
     self, AlgorithmType, Scheduler, SchedulerClass, SchedulerConfig, img2img_start_index,
 };
-use imagelab::request::sampler::SamplerKind;
+use imagelab::vocab::SamplerKind;
 use serde_json::Value;
 
 use crate::util::repo_root;
@@ -20,12 +20,12 @@ fn fixture_dir() -> std::path::PathBuf {
 
 fn config(name: &str) -> SchedulerConfig {
     let path = fixture_dir().join(format!("configs/{name}.json"));
-    let text = std::fs::read_to_string(&path).expect("fixture config");
+    let text = fs_err::read_to_string(&path).expect("fixture config");
     SchedulerConfig::from_json(&text).expect("valid config")
 }
 
 fn json(name: &str) -> Value {
-    let text = std::fs::read_to_string(fixture_dir().join(name)).expect("fixture json");
+    let text = fs_err::read_to_string(fixture_dir().join(name)).expect("fixture json");
     serde_json::from_str(&text).expect("valid json")
 }
 

@@ -1,4 +1,4 @@
-//! The lab window, driven through AccessKit like a user (egui_kittest) on the real app with the
+//! The lab window, driven through AccessKit like a user (`egui_kittest`) on the real app with the
 //! mock backend: no weights, no GPU. Pixel snapshots run only where wgpu finds an adapter.
 
 use std::collections::HashMap;
@@ -20,7 +20,7 @@ use crate::util;
 
 const WINDOW: [f32; 2] = [1400.0, 900.0];
 /// Longest a mock job may take here (2-core CI, debug build).
-const JOB_TIMEOUT: Duration = Duration::from_secs(60);
+const JOB_TIMEOUT: Duration = Duration::from_mins(1);
 
 fn small_form() -> FormSettings {
     FormSettings {
@@ -38,11 +38,7 @@ fn small_form() -> FormSettings {
 fn harness(out: &Path, step_delay: Duration, form: FormSettings) -> Harness<'static, LabApp> {
     let out = out.to_owned();
     Harness::builder().with_size(WINDOW).build_eframe(move |cc| {
-        let config = AppConfig {
-            output_root: out,
-            backend: Box::new(MockBackend::new().with_step_delay(step_delay)),
-            notice: None,
-        };
+        let config = AppConfig::new(out, Box::new(MockBackend::new().with_step_delay(step_delay)));
         LabApp::with_form(&cc.egui_ctx, config, form)
     })
 }
@@ -121,7 +117,7 @@ fn generate_writes_the_requested_image_and_updates_preview_and_gallery() {
     assert_eq!((record.model.as_str(), record.width, record.height), ("SDXL Turbo", 64, 64));
     assert_eq!((record.steps, record.seed_base, record.batch_size), (4, 1234, 1));
     let png = out.path().join(&record.paths[0]);
-    let info = png_io::read_generation_info(&std::fs::read(&png).expect("png"))
+    let info = png_io::read_generation_info(&fs_err::read(&png).expect("png"))
         .expect("readable")
         .expect("imagelab chunk");
     assert_eq!((info.user_prompt.as_str(), info.seed), ("a red lighthouse", 1234));
@@ -196,11 +192,7 @@ fn settings_are_restored_from_storage() {
     let storage_ref: &'static MemoryStorage = Box::leak(Box::new(storage));
     let second = Harness::builder().with_size(WINDOW).build_eframe(move |cc| {
         cc.storage = Some(storage_ref);
-        let config = AppConfig {
-            output_root: out_path,
-            backend: Box::new(MockBackend::new()),
-            notice: None,
-        };
+        let config = AppConfig::new(out_path, Box::new(MockBackend::new()));
         LabApp::new(cc, config)
     });
     let form = &second.state().controls.form;
@@ -301,12 +293,12 @@ fn frame_time_while_generating() {
 #[ignore = "writes screenshots/, run by hand"]
 fn screenshots() {
     let dir = util::repo_root().join("screenshots");
-    std::fs::create_dir_all(&dir).expect("screenshots/");
+    fs_err::create_dir_all(&dir).expect("screenshots/");
     let save = |harness: &mut Harness<'_, LabApp>, name: &str| {
         let Some(image) = render_or_skip(harness) else { return };
         let path = dir.join(name);
         image::DynamicImage::ImageRgba8(image).to_rgb8().save(&path).expect("save screenshot");
-        let bytes = std::fs::metadata(&path).expect("written").len();
+        let bytes = fs_err::metadata(&path).expect("written").len();
         assert!(bytes < 300_000, "{name} is {bytes} bytes");
     };
     let out = tempfile::tempdir().expect("tempdir");
@@ -371,7 +363,7 @@ impl egui::DroppedFile for DroppedPath {
         &self.0
     }
     fn bytes(&self) -> Result<Vec<u8>, String> {
-        std::fs::read(&self.0).map_err(|err| err.to_string())
+        fs_err::read(&self.0).map_err(|err| err.to_string())
     }
 }
 
@@ -392,7 +384,7 @@ fn dropping_our_png_restores_its_settings() {
     };
     let png = out.path().join("dropped.png");
     let rgb = vec![128_u8; 8 * 8 * 3];
-    std::fs::write(&png, png_io::encode_png(8, 8, &rgb, &info).expect("encode")).expect("write");
+    fs_err::write(&png, png_io::encode_png(8, 8, &rgb, &info).expect("encode")).expect("write");
     let mut harness = harness(out.path(), Duration::ZERO, FormSettings::default());
     harness.input_mut().dropped_files.push(std::sync::Arc::new(DroppedPath(png)));
     harness.run_steps(2);
@@ -421,7 +413,7 @@ fn gallery_stars_a_favourite_and_restores_settings() {
     // (xdotool) stars and un-stars it; not yet understood.
     harness.get_by_label("Favourite: no").click_accesskit();
     harness.run_steps(2);
-    let favorites = std::fs::read_to_string(out.path().join("favorites.txt")).expect("favorites");
+    let favorites = fs_err::read_to_string(out.path().join("favorites.txt")).expect("favorites");
     assert_eq!(favorites, format!("{relative}\n"));
     harness.get_by_label("Favourite: yes");
     // Change the form, then take the image's settings back.
@@ -494,11 +486,10 @@ fn candle_backend_in_the_window_matches_diffusers() {
     };
     let out_dir = out.path().to_owned();
     let mut harness = Harness::builder().with_size(WINDOW).build_eframe(move |cc| {
-        let config = AppConfig {
-            output_root: out_dir,
-            backend: Box::new(imagelab::engine::candle_backend::CandleBackend::default()),
-            notice: None,
-        };
+        let config = AppConfig::new(
+            out_dir,
+            Box::new(imagelab::engine::candle_backend::CandleBackend::default()),
+        );
         LabApp::with_form(&cc.egui_ctx, config, form)
     });
     let path_field = harness.get_by_role_and_label(Role::TextInput, "Path or hub id");
@@ -520,8 +511,7 @@ fn candle_backend_in_the_window_matches_diffusers() {
     );
     let log = jobs_log::read_all(out.path()).expect("jobs log");
     let ours = image::open(out.path().join(&log.records[0].paths[0])).expect("png").to_rgb8();
-    let bytes =
-        std::fs::read(root.join("refs/sdxl_tiny/reference.safetensors")).expect("reference");
+    let bytes = fs_err::read(root.join("refs/sdxl_tiny/reference.safetensors")).expect("reference");
     let reference = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
     let theirs = reference.tensor("txt2img_cfg5_zero_neg.image_u8").expect("image_u8");
     let worst =

@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests.
 
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test module uses a different subset")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -44,7 +44,7 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(current) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&current) else { continue };
+        let Ok(entries) = fs_err::read_dir(&current) else { continue };
         for entry in entries.flatten() {
             let path = entry.path();
             if path.is_dir() {
@@ -65,7 +65,7 @@ pub fn pngs_below(dir: &Path) -> Vec<PathBuf> {
 
 /// The `parameters` text chunk of a PNG file.
 pub fn parameters_of(path: &Path) -> String {
-    let bytes = std::fs::read(path).expect("read png");
+    let bytes = fs_err::read(path).expect("read png");
     let chunks = imagelab::storage::metadata::png_io::read_text_chunks(&bytes).expect("chunks");
     chunks.into_iter().find(|(k, _)| k == "parameters").map(|(_, v)| v).expect("parameters chunk")
 }

@@ -38,7 +38,7 @@ impl Ddim {
         let spacing = cfg.timestep_spacing.unwrap_or(TimestepSpacing::Leading);
         let train_steps = cfg.num_train_timesteps();
         let timesteps = ddim_timesteps(spacing, train_steps, steps, cfg.steps_offset());
-        #[allow(clippy::cast_possible_truncation)]
+        #[allow(clippy::cast_possible_truncation, reason = "configs are f64, samples f32")]
         let clip_range =
             cfg.clip_sample.unwrap_or(true).then(|| cfg.clip_sample_range.unwrap_or(1.0) as f32);
         Ok(Self {
@@ -58,7 +58,11 @@ impl Ddim {
                 self.timesteps.len()
             ))
         })?;
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "timesteps are whole, non-negative training steps"
+        )]
         let timestep = timestep as usize;
         if timestep >= self.alphas_cumprod.len() {
             candle_core::bail!(

@@ -86,7 +86,7 @@ impl HeunDiscrete {
         let timesteps: Vec<f64> =
             repeat_after_first(&timesteps).into_iter().map(|t| f64::from(to_f32(t))).collect();
         let init_noise_sigma = karras_init_noise_sigma(spacing, &sigmas);
-        #[allow(clippy::cast_possible_truncation)]
+        #[allow(clippy::cast_possible_truncation, reason = "configs are f64, samples f32")]
         let clip_range =
             cfg.clip_sample.unwrap_or(false).then(|| cfg.clip_sample_range.unwrap_or(1.0) as f32);
         Ok(Self {

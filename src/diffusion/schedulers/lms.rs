@@ -63,8 +63,8 @@ impl LmsDiscrete {
         })
     }
 
-    /// ∫ over [σ_t, σ_t+1] of the Lagrange basis polynomial `current` through
-    /// σ_t, σ_t−1, …, σ_t−order+1.
+    /// ∫ over [`σ_t`, `σ_t+1`] of the Lagrange basis polynomial `current` through
+    /// `σ_t`, `σ_t−1`, …, `σ_t−order+1`.
     fn coefficient(&self, order: usize, step_index: usize, current: usize) -> f64 {
         let sigma = |offset: usize| f64::from(self.sigmas[step_index - offset]);
         let basis = |tau: f64| {

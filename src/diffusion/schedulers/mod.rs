@@ -31,7 +31,7 @@ pub use self::config::{
     SchedulerConfig, SchedulerError, TimestepSpacing, TimestepType,
 };
 use super::rng::TorchGenerator;
-use crate::request::sampler::SamplerKind;
+use crate::vocab::SamplerKind;
 
 /// The contract the pipeline drives. It mirrors diffusers' scheduler API so the denoising loop
 /// reads like diffusers' own:
@@ -285,7 +285,7 @@ pub fn build_class(
     })
 }
 
-pub use crate::request::sampler::SigmaSchedule;
+use crate::vocab::SigmaSchedule;
 
 /// [`build`] with a sigma schedule chosen independently of the sampler.
 ///
@@ -321,7 +321,11 @@ pub fn build_with_schedule(
 /// `t_start · order` with `t_start = steps − min(⌊steps · strength⌋, steps)`. The pipeline
 /// calls `add_noise(…, index)` and then steps from `index` to the end of `timesteps()`.
 pub fn img2img_start_index(steps: usize, strength: f64, order: usize) -> usize {
-    #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "strength in [0, 1] gives a count of at most `steps`"
+    )]
     let init_timestep = ((steps as f64 * strength.clamp(0.0, 1.0)).floor() as usize).min(steps);
     (steps - init_timestep) * order
 }

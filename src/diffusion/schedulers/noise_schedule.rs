@@ -39,17 +39,15 @@ impl BetaDefaults {
 /// `torch.linspace(start, end, steps, dtype=float32)` on the CPU: float32 step, the first half
 /// counted from `start`, the second half back from `end`.
 pub(crate) fn torch_linspace_f32(start: f64, end: f64, steps: usize) -> Vec<f32> {
-    #[allow(clippy::cast_possible_truncation)]
+    #[allow(clippy::cast_possible_truncation, reason = "torch.linspace runs in f32")]
     let (start, end) = (start as f32, end as f32);
     if steps == 1 {
         return vec![start];
     }
-    #[allow(clippy::cast_precision_loss)]
     let step = (end - start) / (steps - 1) as f32;
     let halfway = steps / 2;
     (0..steps)
         .map(|index| {
-            #[allow(clippy::cast_precision_loss)]
             if index < halfway {
                 start + step * index as f32
             } else {
@@ -61,6 +59,7 @@ pub(crate) fn torch_linspace_f32(start: f64, end: f64, steps: usize) -> Vec<f32>
 
 /// `numpy.linspace(start, stop, num)` in float64 (`i * step + start`, the last value exactly
 /// `stop`).
+#[allow(clippy::similar_names, reason = "numpy's own parameter names")]
 pub(crate) fn numpy_linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
     if num == 0 {
         return Vec::new();
@@ -68,11 +67,9 @@ pub(crate) fn numpy_linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
     if num == 1 {
         return vec![start];
     }
-    #[allow(clippy::cast_precision_loss)]
     let step = (stop - start) / (num - 1) as f64;
     let mut values: Vec<f64> = (0..num)
         .map(|index| {
-            #[allow(clippy::cast_precision_loss)]
             let index = index as f64;
             index * step + start
         })
@@ -83,17 +80,21 @@ pub(crate) fn numpy_linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
 
 /// `numpy.arange(start, stop, step)` for floats: `ceil((stop - start) / step)` values
 /// `start + i * delta` with `delta = (start + step) - start`, as numpy fills them.
+#[allow(clippy::similar_names, reason = "numpy's own parameter names")]
 pub(crate) fn numpy_arange(start: f64, stop: f64, step: f64) -> Vec<f64> {
     let length = ((stop - start) / step).ceil();
     if length.is_nan() || length <= 0.0 {
         return Vec::new();
     }
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "a positive, finite count"
+    )]
     let length = length as usize;
     let delta = (start + step) - start;
     (0..length)
         .map(|index| {
-            #[allow(clippy::cast_precision_loss)]
             let index = index as f64;
             start + index * delta
         })
@@ -124,7 +125,7 @@ pub(crate) fn betas(
                 ),
             });
         }
-        #[allow(clippy::cast_possible_truncation)]
+        #[allow(clippy::cast_possible_truncation, reason = "diffusers keeps betas in f32")]
         return Ok(trained.iter().map(|&beta| beta as f32).collect());
     }
     let beta_start = cfg.beta_start.unwrap_or(defaults.beta_start);
@@ -146,10 +147,9 @@ fn cosine_betas(train_steps: usize) -> Vec<f32> {
     let alpha_bar = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
     (0..train_steps)
         .map(|index| {
-            #[allow(clippy::cast_precision_loss)]
             let (t1, t2) =
                 (index as f64 / train_steps as f64, (index + 1) as f64 / train_steps as f64);
-            #[allow(clippy::cast_possible_truncation)]
+            #[allow(clippy::cast_possible_truncation, reason = "diffusers keeps betas in f32")]
             let beta = (1.0 - alpha_bar(t2) / alpha_bar(t1)).min(0.999) as f32;
             beta
         })
@@ -183,7 +183,10 @@ fn cumprod_f32(values: &[f32]) -> Vec<f32> {
         .iter()
         .map(|&value| {
             product *= f64::from(value);
-            #[allow(clippy::cast_possible_truncation)]
+            #[allow(
+                clippy::cast_possible_truncation,
+                reason = "diffusers stores alphas_cumprod in f32"
+            )]
             let stored = product as f32;
             stored
         })
@@ -232,7 +235,6 @@ pub(crate) fn discrete_timesteps(
     steps: usize,
     steps_offset: usize,
 ) -> Vec<f64> {
-    #[allow(clippy::cast_precision_loss)]
     let train = train_steps as f64;
     match spacing {
         TimestepSpacing::Linspace => {
@@ -245,11 +247,9 @@ pub(crate) fn discrete_timesteps(
         }
         TimestepSpacing::Leading => {
             let ratio = train_steps / steps;
-            #[allow(clippy::cast_precision_loss)]
             (0..steps).rev().map(|index| (index * ratio + steps_offset) as f64).collect()
         }
         TimestepSpacing::Trailing => {
-            #[allow(clippy::cast_precision_loss)]
             let ratio = train / steps as f64;
             numpy_arange(train, 0.0, -ratio)
                 .into_iter()
@@ -268,7 +268,6 @@ pub(crate) fn multistep_timesteps(
     steps: usize,
     steps_offset: usize,
 ) -> Vec<f64> {
-    #[allow(clippy::cast_precision_loss)]
     match spacing {
         TimestepSpacing::Linspace => {
             let mut values: Vec<f64> = numpy_linspace(0.0, last_timestep as f64 - 1.0, steps + 1)
@@ -305,7 +304,6 @@ pub(crate) fn ddim_timesteps(
 ) -> Vec<f64> {
     match spacing {
         TimestepSpacing::Linspace => {
-            #[allow(clippy::cast_precision_loss)]
             let mut values: Vec<f64> = numpy_linspace(0.0, train_steps as f64 - 1.0, steps)
                 .into_iter()
                 .map(round_half_even)
@@ -326,13 +324,15 @@ pub(crate) fn interp_sigmas(timesteps: &[f64], train_sigmas: &[f32]) -> Vec<f64>
             if t <= 0.0 {
                 return f64::from(train_sigmas[0]);
             }
-            #[allow(clippy::cast_precision_loss)]
             if t >= last as f64 {
                 return f64::from(train_sigmas[last]);
             }
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "t is a non-negative, finite index"
+            )]
             let low = t.floor() as usize;
-            #[allow(clippy::cast_precision_loss)]
             let weight = t - low as f64;
             let (a, b) = (f64::from(train_sigmas[low]), f64::from(train_sigmas[low + 1]));
             if weight == 0.0 { a } else { a + (b - a) * weight }
@@ -350,9 +350,8 @@ pub(crate) fn sigma_to_t(sigma: f64, log_sigmas: &[f32]) -> f64 {
     let low_index = count.saturating_sub(1).min(log_sigmas.len() - 2);
     let (low, high) = (log_sigmas[low_index], log_sigmas[low_index + 1]);
     let weight = ((f64::from(low) - log_sigma) / f64::from(low - high)).clamp(0.0, 1.0);
-    #[allow(clippy::cast_precision_loss)]
-    let t = (1.0 - weight) * low_index as f64 + weight * (low_index + 1) as f64;
-    t
+
+    (1.0 - weight) * low_index as f64 + weight * (low_index + 1) as f64
 }
 
 /// Karras et al. (2022) sigmas, ρ = 7, between `sigma_max` and `sigma_min` (float64).
@@ -436,7 +435,7 @@ pub(crate) fn karras_init_noise_sigma(spacing: TimestepSpacing, sigmas: &[f32]) 
 }
 
 /// Rounds a float64 to float32, as `.astype(np.float32)` does.
-#[allow(clippy::cast_possible_truncation)]
+#[allow(clippy::cast_possible_truncation, reason = "the f64 to f32 step diffusers takes")]
 pub(crate) fn to_f32(value: f64) -> f32 {
     value as f32
 }

@@ -167,12 +167,14 @@ impl UniPcMultistep {
         let mut r_matrix = Vec::with_capacity(order);
         let mut b = Vec::with_capacity(order);
         for i in 1..=order {
-            #[allow(clippy::cast_possible_wrap, clippy::cast_possible_truncation)]
+            #[allow(
+                clippy::cast_possible_wrap,
+                clippy::cast_possible_truncation,
+                reason = "i runs over 1..=order (at most 3)"
+            )]
             r_matrix.push(rks.iter().map(|rk| rk.powi(i as i32 - 1)).collect());
-            #[allow(clippy::cast_precision_loss)]
             b.push(h_phi_k * factorial as f32 / b_h);
             factorial *= i as u64 + 1;
-            #[allow(clippy::cast_precision_loss)]
             let inverse = to_f32(1.0 / factorial as f64);
             h_phi_k = h_phi_k / hh - inverse;
         }

@@ -130,11 +130,11 @@ fn number<T>(
 }
 
 /// `name: 0.8, other: 1` (our `Lora weights`, Fooocus' too).
-pub(crate) fn parse_lora_weights(text: &str) -> Vec<crate::request::LoraSpec> {
+pub(crate) fn parse_lora_weights(text: &str) -> Vec<crate::vocab::LoraSpec> {
     text.split(", ")
         .filter_map(|item| {
             let (source, weight) = item.rsplit_once(':')?;
-            Some(crate::request::LoraSpec {
+            Some(crate::vocab::LoraSpec {
                 source: source.trim().to_owned(),
                 weight: parse_f32(weight)?,
             })
@@ -145,7 +145,7 @@ pub(crate) fn parse_lora_weights(text: &str) -> Vec<crate::request::LoraSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::SamplerKind;
+    use crate::vocab::SamplerKind;
 
     const A1111_SDXL: &str = "masterpiece, a castle on a hill,\n(golden hour:1.2), \
         <lora:detail:0.5>\nNegative prompt: lowres, bad anatomy\nSteps: 28, Sampler: DPM++ 2M, \

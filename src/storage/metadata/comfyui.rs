@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use super::foreign_samplers;
 use super::recover::{Recovered, Source};
 use super::values::{as_f32, as_text, as_u32, as_u64};
-use crate::request::LoraSpec;
+use crate::vocab::LoraSpec;
 
 /// Keyword of ComfyUI's API-format graph chunk.
 pub const PROMPT_KEY: &str = "prompt";
@@ -47,10 +47,10 @@ impl<'a> Node<'a> {
 }
 
 fn node<'a>(graph: &'a Graph, id: &str) -> Option<Node<'a>> {
+    static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
     let (id, body) = graph.get_key_value(id)?;
     let body = body.as_object()?;
     let class = body.get("class_type")?.as_str()?;
-    static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
     let inputs = match body.get("inputs") {
         Some(Value::Object(inputs)) => inputs,
         _ => EMPTY.get_or_init(Map::new),
@@ -532,7 +532,7 @@ impl<'a> TextWalk<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::SamplerKind;
+    use crate::vocab::SamplerKind;
 
     /// ComfyUI's default workflow, as its API format writes it.
     pub(crate) const DEFAULT_WORKFLOW: &str = r#"{

@@ -18,7 +18,7 @@ use super::foreign_samplers;
 use super::infotext::ParsedInfotext;
 use super::recover::{Recovered, Source};
 use super::values::{as_f32, as_text, as_u32, as_u64, to_extra_text};
-use crate::request::LoraSpec;
+use crate::vocab::LoraSpec;
 
 /// Keyword of the chunk naming Fooocus' metadata scheme.
 pub const SCHEME_KEY: &str = "fooocus_scheme";
@@ -158,7 +158,7 @@ fn parse_resolution(value: &Value) -> Option<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::SamplerKind;
+    use crate::vocab::SamplerKind;
 
     #[test]
     fn reads_the_json_scheme() {

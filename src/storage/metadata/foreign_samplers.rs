@@ -6,7 +6,7 @@
 //! Each maps to one of our samplers when there is one; a mapping that changes the noise schedule
 //! says so, and a sampler we do not have is kept as text with a warning.
 
-use crate::request::SamplerKind;
+use crate::vocab::SamplerKind;
 
 /// The result of mapping a foreign sampler.
 #[derive(Debug, Clone, PartialEq, Eq)]

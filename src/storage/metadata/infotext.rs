@@ -12,7 +12,7 @@
 //! mirror of A1111's reader; the recorded results are compared in `tests/it/metadata.rs`.
 
 use super::GenerationInfo;
-use crate::request::{Mode, SamplerKind};
+use crate::vocab::{Mode, SamplerKind};
 
 /// Quotes a value when it holds `,`, `:`, a quote or a line break: JSON string syntax, non-ASCII
 /// kept as is (A1111's `quote` with `ensure_ascii=False`). We also quote values with a `"` (so a
@@ -53,7 +53,7 @@ pub fn format(info: &GenerationInfo) -> String {
     }
     let (sampler, mut schedule) = a1111_sampler_fields(info.sampler);
     // A schedule chosen on its own (A1111 ≥ 1.9's "Schedule type") is what ran.
-    if info.schedule_type != crate::request::SigmaSchedule::Automatic {
+    if info.schedule_type != crate::vocab::SigmaSchedule::Automatic {
         schedule = Some(info.schedule_type.a1111_name());
     }
     let mut fields: Vec<(&str, String)> =
@@ -146,12 +146,13 @@ fn is_key_char(c: char) -> bool {
 /// A failed attempt at one start position fails at every start up to the end of the key-like run
 /// it scanned, so the scan skips there; the closing quote of a quoted value is precomputed for
 /// every position in one backward pass.
+#[allow(clippy::cast_possible_truncation, reason = "indices are checked to fit in u32 first")]
 pub fn find_param_pairs(line: &str) -> Vec<(String, String)> {
-    let chars: Vec<char> = line.chars().collect();
-    let n = chars.len();
     // closing[i]: where a quoted body starting at i ends (index of its closing quote), or
     // NO_CLOSE; u32 keeps this table at 4 bytes a character for megabyte lines.
     const NO_CLOSE: u32 = u32::MAX;
+    let chars: Vec<char> = line.chars().collect();
+    let n = chars.len();
     if u32::try_from(n).is_err() {
         return Vec::new();
     }

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use super::foreign_samplers;
 use super::recover::{Recovered, Source};
 use super::values::{as_f32, as_text, as_u32, as_u64, to_extra_text};
-use crate::request::LoraSpec;
+use crate::vocab::LoraSpec;
 
 /// Keyword of InvokeAI's metadata chunk.
 pub const METADATA_KEY: &str = "invokeai_metadata";
@@ -126,7 +126,7 @@ fn model_name(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::SamplerKind;
+    use crate::vocab::SamplerKind;
 
     #[test]
     fn reads_v5_sdxl_img2img() {

@@ -24,7 +24,7 @@ pub use recover::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::request::{LoraSpec, Mode, SamplerKind, SigmaSchedule};
+use crate::vocab::{LoraSpec, Mode, RAW_PROFILE, SamplerKind, SigmaSchedule};
 
 /// The noise source whose seeds reproduce PyTorch's CPU generator (and diffusers/ComfyUI).
 pub const NOISE_SOURCE_TORCH_CPU: &str = "torch-cpu";
@@ -94,7 +94,7 @@ impl Default for GenerationInfo {
             negative: String::new(),
             user_prompt: String::new(),
             user_negative: String::new(),
-            profile: crate::request::RAW_PROFILE.to_owned(),
+            profile: RAW_PROFILE.to_owned(),
             model: String::new(),
             model_id: String::new(),
             model_revision: None,

@@ -273,14 +273,13 @@ fn decode_text_chunk(
                 (1, other) => return Err(format!("unknown compression method {other}")),
                 (other, _) => return Err(format!("compression flag {other} (must be 0 or 1)")),
             };
-            match std::str::from_utf8(raw) {
-                Ok(text) => text.to_owned(),
-                Err(_) => {
-                    warning = Some(format!(
-                        "iTXt chunk {keyword:?} is not valid UTF-8; undecodable bytes replaced"
-                    ));
-                    String::from_utf8_lossy(raw).into_owned()
-                }
+            if let Ok(text) = std::str::from_utf8(raw) {
+                text.to_owned()
+            } else {
+                warning = Some(format!(
+                    "iTXt chunk {keyword:?} is not valid UTF-8; undecodable bytes replaced"
+                ));
+                String::from_utf8_lossy(raw).into_owned()
             }
         }
     };
@@ -348,7 +347,8 @@ mod tests {
             height: 8,
             ..GenerationInfo::default()
         };
-        let rgb: Vec<u8> = (0..16 * 8 * 3).map(|i| (i % 251) as u8).collect();
+        let rgb: Vec<u8> =
+            (0..16 * 8 * 3).map(|i| u8::try_from(i % 251).expect("below 251")).collect();
         let bytes = encode_png(16, 8, &rgb, &info).expect("encode");
         (bytes, info, rgb)
     }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::png_io::{self, IMAGELAB_KEY, PARAMETERS_KEY, PngError, PngText};
 use super::{GenerationInfo, a1111, comfyui, fooocus, infotext, invokeai};
-use crate::request::{LoraSpec, Mode, SamplerKind};
+use crate::vocab::{LoraSpec, Mode, SamplerKind};
 
 /// Which tool wrote the metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -125,8 +125,8 @@ impl Recovered {
         recovered.width = Some(info.width);
         recovered.height = Some(info.height);
         recovered.sampler = Some(info.sampler);
-        recovered.sampler_name = sampler_name.to_owned();
-        recovered.scheduler = schedule.unwrap_or_default().to_owned();
+        sampler_name.clone_into(&mut recovered.sampler_name);
+        schedule.unwrap_or_default().clone_into(&mut recovered.scheduler);
         recovered.model =
             if info.model.is_empty() { info.model_id.clone() } else { info.model.clone() };
         recovered.strength = if info.mode == Mode::Img2img { info.strength } else { None };
@@ -201,8 +201,8 @@ pub fn recover(png_bytes: &[u8]) -> Result<Recovered, MetadataError> {
 /// # Errors
 /// The file cannot be read, or [`recover`] fails; the error names the file.
 pub fn recover_file(path: &Path) -> Result<Recovered, MetadataError> {
-    let bytes = std::fs::read(path)
-        .map_err(|source| MetadataError::Io { path: path.to_owned(), source })?;
+    let bytes =
+        fs_err::read(path).map_err(|source| MetadataError::Io { path: path.to_owned(), source })?;
     recover(&bytes)
         .map_err(|err| MetadataError::InFile { path: path.to_owned(), source: Box::new(err) })
 }

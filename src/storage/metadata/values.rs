@@ -4,6 +4,11 @@
 use serde_json::Value;
 
 /// A non-negative integer from a JSON number or a numeric string.
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "whole, non-negative and below 2^64 is checked first"
+)]
 pub fn as_u64(value: &Value) -> Option<u64> {
     match value {
         Value::Number(n) => n.as_u64().or_else(|| {
@@ -15,6 +20,11 @@ pub fn as_u64(value: &Value) -> Option<u64> {
 }
 
 /// A non-negative integer from text (`"42"`, `" 42 "`, `"42.0"`).
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "whole, non-negative and below 2^64 is checked first"
+)]
 pub fn parse_u64(text: &str) -> Option<u64> {
     let text = text.trim();
     text.parse::<u64>().ok().or_else(|| {
@@ -36,6 +46,7 @@ pub fn parse_u32(text: &str) -> Option<u32> {
 }
 
 /// A finite float from a JSON number or numeric string.
+#[allow(clippy::cast_possible_truncation, reason = "settings are f32; JSON numbers are f64")]
 pub fn as_f32(value: &Value) -> Option<f32> {
     match value {
         Value::Number(n) => n.as_f64().map(|f| f as f32).filter(|f| f.is_finite()),

@@ -7,6 +7,13 @@
 //! 3. noise: img2img draws the VAE latent sample first, then the initial noise; ancestral
 //!    samplers draw inside `step`, 4. the loop, CFG as one batch-2 UNet call (none when
 //!    cfg ≤ 1), 5. decode `latents / scaling_factor` (the VAE in f32 when `force_upcast`).
+//!
+//! Beside it: the tiled VAE decode (`tiled_decode.rs`), the per-step latent preview
+//! (`preview.rs`) and the `.latent` file (`latent_file.rs`).
+
+mod latent_file;
+mod preview;
+mod tiled_decode;
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -24,7 +31,7 @@ use super::unet::{UNet2DConditionModel, UNetConditioning};
 use super::vae::{AutoencoderKl, is_encoder_tensor};
 use super::weights::{component_weights, safetensors_bytes};
 use crate::models::cache::ByteSize;
-use crate::request::sampler::{SamplerKind, SigmaSchedule};
+use crate::vocab::{SamplerKind, SigmaSchedule};
 
 /// Which family the folder is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,14 +42,79 @@ pub enum PipelineFamily {
     StableDiffusion,
 }
 
+impl PipelineFamily {
+    /// The family of `model_index.json`'s `_class_name`.
+    fn of(index: &Value, index_path: &Path) -> Result<Self> {
+        match index.get("_class_name").and_then(Value::as_str).unwrap_or_default() {
+            "StableDiffusionXLPipeline" | "StableDiffusionXLImg2ImgPipeline" => Ok(Self::Sdxl),
+            "StableDiffusionPipeline" | "StableDiffusionImg2ImgPipeline" => {
+                Ok(Self::StableDiffusion)
+            }
+            other => Err(DiffusionError::config(
+                "_class_name",
+                format!("{other:?} is not a supported pipeline"),
+                index_path,
+            )),
+        }
+    }
+}
+
+/// The tokenizers and text encoders of a pipeline, in pipeline order.
+struct TextEncoders {
+    tokenizers: Vec<ClipTokenizer>,
+    encoders: Vec<ClipTextModel>,
+    /// Bytes of the encoders' weights as loaded.
+    weight_bytes: u64,
+}
+
+impl TextEncoders {
+    /// Loads each (tokenizer, text encoder) pair the family has: one for SD, two for SDXL.
+    fn load(
+        folder: &Path,
+        family: PipelineFamily,
+        index: &Value,
+        (device, dtype, prefer_fp16): (&Device, DType, bool),
+    ) -> Result<Self> {
+        let component_names: &[(&str, &str)] = match family {
+            PipelineFamily::Sdxl => {
+                &[("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2")]
+            }
+            PipelineFamily::StableDiffusion => &[("tokenizer", "text_encoder")],
+        };
+        let mut loaded = Self { tokenizers: Vec::new(), encoders: Vec::new(), weight_bytes: 0 };
+        for (tokenizer, encoder) in component_names {
+            if index.get(*encoder).and_then(|entry| entry.get(0)).is_none_or(Value::is_null) {
+                return Err(DiffusionError::config(
+                    *encoder,
+                    "this pipeline has no such text encoder (SDXL refiners are not supported)",
+                    &folder.join("model_index.json"),
+                ));
+            }
+            loaded.tokenizers.push(ClipTokenizer::from_folder(&folder.join(tokenizer))?);
+            loaded.weight_bytes += safetensors_bytes(
+                &component_weights(&folder.join(encoder), "model", prefer_fp16)?,
+                dtype,
+                &|_| true,
+            )?;
+            loaded.encoders.push(ClipTextModel::load(
+                &folder.join(encoder),
+                dtype,
+                device,
+                prefer_fp16,
+            )?);
+        }
+        Ok(loaded)
+    }
+}
+
 /// The prompt conditioning for one image.
 #[derive(Debug, Clone)]
 pub struct PromptEmbeddings {
-    /// (1, 77·windows, cross_attention_dim).
+    /// (1, 77·windows, `cross_attention_dim`).
     pub prompt: Tensor,
     /// Same shape as `prompt`; zeros for an empty negative under `force_zeros_for_empty_prompt`.
     pub negative: Tensor,
-    /// SDXL: text_encoder_2's projected EOS token of the prompt's first window.
+    /// SDXL: `text_encoder_2`'s projected EOS token of the prompt's first window.
     pub pooled: Option<Tensor>,
     /// SDXL: the same for the negative prompt.
     pub negative_pooled: Option<Tensor>,
@@ -115,23 +187,14 @@ pub struct GenerationOutput {
     pub decode_s: f64,
 }
 
-impl GenerationOutput {
-    /// The tensor handed to the VAE decoder (`latents / scaling_factor`) as safetensors bytes
-    /// with the key `latent_tensor`, as ComfyUI saves latents.
-    ///
-    /// # Errors
-    /// Tensor errors.
-    pub fn latent_safetensors(&self, scaling_factor: f64) -> Result<Vec<u8>> {
-        let vae_input =
-            (&self.latents / scaling_factor)?.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
-        let shape = vae_input.dims().to_vec();
-        let values: Vec<f32> = vae_input.flatten_all()?.to_vec1()?;
-        let bytes: Vec<u8> = values.iter().flat_map(|value| value.to_le_bytes()).collect();
-        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, &bytes)
-            .map_err(|err| DiffusionError::Unsupported(format!("latent safetensors: {err}")))?;
-        safetensors::tensor::serialize([("latent_tensor", view)], None)
-            .map_err(|err| DiffusionError::Unsupported(format!("latent safetensors: {err}")))
-    }
+/// The UNet's conditioning for every step, batched [negative, positive] when guiding.
+struct Conditioning {
+    /// Text hidden states.
+    context: Tensor,
+    /// SDXL: pooled text embeddings.
+    text_embeds: Option<Tensor>,
+    /// SDXL: size and crop ids.
+    time_ids: Option<Tensor>,
 }
 
 /// How the final latents are decoded to pixels.
@@ -183,53 +246,11 @@ impl DiffusionPipeline {
     pub fn load(folder: &Path, device: &Device, dtype: DType) -> Result<Self> {
         let index_path = folder.join("model_index.json");
         let index: Value = read_json("model_index.json", &index_path)?;
-        let class = index.get("_class_name").and_then(Value::as_str).unwrap_or_default();
-        let family = match class {
-            "StableDiffusionXLPipeline" | "StableDiffusionXLImg2ImgPipeline" => {
-                PipelineFamily::Sdxl
-            }
-            "StableDiffusionPipeline" | "StableDiffusionImg2ImgPipeline" => {
-                PipelineFamily::StableDiffusion
-            }
-            other => {
-                return Err(DiffusionError::config(
-                    "_class_name",
-                    format!("{other:?} is not a supported pipeline"),
-                    &index_path,
-                ));
-            }
-        };
+        let family = PipelineFamily::of(&index, &index_path)?;
         let prefer_fp16 = !device.is_cpu() && dtype != DType::F32;
-        let component_names: &[(&str, &str)] = match family {
-            PipelineFamily::Sdxl => {
-                &[("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2")]
-            }
-            PipelineFamily::StableDiffusion => &[("tokenizer", "text_encoder")],
-        };
-        let mut tokenizers = Vec::new();
-        let mut text_encoders = Vec::new();
-        let mut weight_bytes = 0u64;
-        for (tokenizer, encoder) in component_names {
-            if index.get(*encoder).and_then(|entry| entry.get(0)).is_none_or(Value::is_null) {
-                return Err(DiffusionError::config(
-                    *encoder,
-                    "this pipeline has no such text encoder (SDXL refiners are not supported)",
-                    &index_path,
-                ));
-            }
-            tokenizers.push(ClipTokenizer::from_folder(&folder.join(tokenizer))?);
-            weight_bytes += safetensors_bytes(
-                &component_weights(&folder.join(encoder), "model", prefer_fp16)?,
-                dtype,
-                &|_| true,
-            )?;
-            text_encoders.push(ClipTextModel::load(
-                &folder.join(encoder),
-                dtype,
-                device,
-                prefer_fp16,
-            )?);
-        }
+        let TextEncoders { tokenizers, encoders: text_encoders, weight_bytes } =
+            TextEncoders::load(folder, family, &index, (device, dtype, prefer_fp16))?;
+        let mut weight_bytes = weight_bytes;
         let unet = UNet2DConditionModel::load(&folder.join("unet"), dtype, device, prefer_fp16)?;
         weight_bytes += safetensors_bytes(
             &component_weights(&folder.join("unet"), "diffusion_pytorch_model", prefer_fp16)?,
@@ -435,27 +456,13 @@ impl DiffusionPipeline {
     ///
     /// # Errors
     /// As [`Self::generate`]; a tiled decode also refuses an overlap not below the tile.
-    #[allow(clippy::too_many_lines)]
     pub fn generate_with_decode(
         &self,
         request: &GenerationRequest,
         vae_decode: VaeDecode,
         on_step: &mut dyn FnMut(StepProgress<'_>) -> ControlFlow<()>,
     ) -> Result<GenerationOutput> {
-        let scale = self.vae_scale_factor();
-        if request.width == 0
-            || request.height == 0
-            || !request.width.is_multiple_of(scale)
-            || !request.height.is_multiple_of(scale)
-        {
-            return Err(DiffusionError::InvalidRequest(format!(
-                "{}x{} is not a positive multiple of {scale}",
-                request.width, request.height
-            )));
-        }
-        if request.steps == 0 {
-            return Err(DiffusionError::InvalidRequest("steps must be at least 1".to_owned()));
-        }
+        self.check_request(request)?;
         let started = Instant::now();
         let use_cfg = request.cfg > 1.0;
         let embeddings =
@@ -470,81 +477,18 @@ impl DiffusionPipeline {
             request.steps,
         )?;
         let mut generator = TorchGenerator::new(request.seed);
-        let latent_shape =
-            (1, self.unet.config().in_channels, request.height / scale, request.width / scale);
-
         // Conditioning, batch [negative, positive] when guiding.
-        let (context, text_embeds, time_ids) = self.conditioning(&embeddings, request, use_cfg)?;
-
-        // Initial latents. img2img: the VAE latent sample is drawn first, then the noise.
-        let (mut latents, start_index) = match &request.init_image {
-            None => {
-                let noise = self.randn(&mut generator, latent_shape)?;
-                ((noise * scheduler.init_noise_sigma())?, 0)
-            }
-            Some(init) => {
-                if !(request.strength > 0.0 && request.strength <= 1.0) {
-                    return Err(DiffusionError::InvalidRequest(format!(
-                        "strength {} is not in (0, 1]",
-                        request.strength
-                    )));
-                }
-                let pixels = self.image_to_tensor(init, request.width, request.height)?;
-                let distribution = self.vae.encode(&pixels)?;
-                let sample_noise = self.randn(&mut generator, distribution.mean.dims4()?)?;
-                let init_latents = (distribution
-                    .sample(&sample_noise.to_dtype(self.vae.dtype())?)?
-                    .to_dtype(DType::F32)?
-                    * self.vae.config().scaling_factor)?;
-                let noise = self.randn(&mut generator, latent_shape)?;
-                let start = schedulers::img2img_start_index(
-                    request.steps,
-                    request.strength,
-                    scheduler.order(),
-                );
-                if start >= scheduler.timesteps().len() {
-                    return Err(DiffusionError::InvalidRequest(format!(
-                        "strength {} with {} steps leaves no step to run",
-                        request.strength, request.steps
-                    )));
-                }
-                (scheduler.add_noise(&init_latents, &noise, start)?, start)
-            }
-        };
-
-        let timesteps: Vec<f64> = scheduler.timesteps()[start_index..].to_vec();
-        let total = timesteps.len();
-        let mut steps_s = Vec::with_capacity(total);
-        for (offset, &timestep) in timesteps.iter().enumerate() {
-            let step_started = Instant::now();
-            let index = start_index + offset;
-            let model_input =
-                if use_cfg { Tensor::cat(&[&latents, &latents], 0)? } else { latents.clone() };
-            let model_input = scheduler.scale_model_input(&model_input, index)?;
-            let conditioning = UNetConditioning {
-                encoder_hidden_states: &context,
-                text_embeds: text_embeds.as_ref(),
-                time_ids: time_ids.as_ref(),
-            };
-            let prediction =
-                self.unet.forward(&model_input, timestep, conditioning)?.to_dtype(DType::F32)?;
-            let noise_pred = if use_cfg {
-                let unconditional = prediction.narrow(0, 0, 1)?;
-                let text = prediction.narrow(0, 1, 1)?;
-                (&unconditional + ((text - &unconditional)? * request.cfg)?)?
-            } else {
-                prediction
-            };
-            latents = scheduler.step(&noise_pred, index, &latents, &mut generator)?;
-            let step_s = step_started.elapsed().as_secs_f64();
-            steps_s.push(step_s);
-            let preview = if request.want_preview { Some(self.preview(&latents)?) } else { None };
-            let progress =
-                StepProgress { step: offset + 1, steps: total, step_s, preview: preview.as_ref() };
-            if on_step(progress).is_break() {
-                return Err(DiffusionError::Cancelled);
-            }
-        }
+        let conditioning = self.conditioning(&embeddings, request, use_cfg)?;
+        let (latents, start_index) =
+            self.initial_latents(request, scheduler.as_mut(), &mut generator)?;
+        let (latents, steps_s) = self.denoise(
+            request,
+            &conditioning,
+            scheduler.as_mut(),
+            &mut generator,
+            (latents, start_index),
+            on_step,
+        )?;
 
         let decode_started = Instant::now();
         let image_tensor = match vae_decode {
@@ -566,6 +510,121 @@ impl DiffusionPipeline {
         })
     }
 
+    /// Refuses sizes that are not positive multiples of the VAE scale, and zero steps.
+    fn check_request(&self, request: &GenerationRequest) -> Result<()> {
+        let scale = self.vae_scale_factor();
+        if request.width == 0
+            || request.height == 0
+            || !request.width.is_multiple_of(scale)
+            || !request.height.is_multiple_of(scale)
+        {
+            return Err(DiffusionError::InvalidRequest(format!(
+                "{}x{} is not a positive multiple of {scale}",
+                request.width, request.height
+            )));
+        }
+        if request.steps == 0 {
+            return Err(DiffusionError::InvalidRequest("steps must be at least 1".to_owned()));
+        }
+        Ok(())
+    }
+
+    /// The latents the loop starts from, and the schedule index it starts at. txt2img: noise
+    /// × `init_noise_sigma` from index 0; img2img: the VAE latent sample is drawn first, then
+    /// the noise, added at the index `strength` gives.
+    fn initial_latents(
+        &self,
+        request: &GenerationRequest,
+        scheduler: &mut dyn Scheduler,
+        generator: &mut TorchGenerator,
+    ) -> Result<(Tensor, usize)> {
+        let scale = self.vae_scale_factor();
+        let latent_shape =
+            (1, self.unet.config().in_channels, request.height / scale, request.width / scale);
+        let Some(init) = &request.init_image else {
+            let noise = self.randn(generator, latent_shape)?;
+            return Ok(((noise * scheduler.init_noise_sigma())?, 0));
+        };
+        if !(request.strength > 0.0 && request.strength <= 1.0) {
+            return Err(DiffusionError::InvalidRequest(format!(
+                "strength {} is not in (0, 1]",
+                request.strength
+            )));
+        }
+        let pixels = self.image_to_tensor(init, request.width, request.height)?;
+        let distribution = self.vae.encode(&pixels)?;
+        let sample_noise = self.randn(generator, distribution.mean.dims4()?)?;
+        let init_latents = (distribution
+            .sample(&sample_noise.to_dtype(self.vae.dtype())?)?
+            .to_dtype(DType::F32)?
+            * self.vae.config().scaling_factor)?;
+        let noise = self.randn(generator, latent_shape)?;
+        let start =
+            schedulers::img2img_start_index(request.steps, request.strength, scheduler.order());
+        if start >= scheduler.timesteps().len() {
+            return Err(DiffusionError::InvalidRequest(format!(
+                "strength {} with {} steps leaves no step to run",
+                request.strength, request.steps
+            )));
+        }
+        Ok((scheduler.add_noise(&init_latents, &noise, start)?, start))
+    }
+
+    /// The denoising loop from `start_index`: one UNet call per step (batch 2 with CFG), the
+    /// scheduler's step, a preview when asked, the callback. Returns the final latents and the
+    /// seconds of each step.
+    fn denoise(
+        &self,
+        request: &GenerationRequest,
+        conditioning: &Conditioning,
+        scheduler: &mut dyn Scheduler,
+        generator: &mut TorchGenerator,
+        (mut latents, start_index): (Tensor, usize),
+        on_step: &mut dyn FnMut(StepProgress<'_>) -> ControlFlow<()>,
+    ) -> Result<(Tensor, Vec<f64>)> {
+        let use_cfg = request.cfg > 1.0;
+        let timesteps: Vec<f64> = scheduler.timesteps()[start_index..].to_vec();
+        let total = timesteps.len();
+        let mut steps_s = Vec::with_capacity(total);
+        for (offset, &timestep) in timesteps.iter().enumerate() {
+            let step_started = Instant::now();
+            let index = start_index + offset;
+            let model_input =
+                if use_cfg { Tensor::cat(&[&latents, &latents], 0)? } else { latents.clone() };
+            let model_input = scheduler.scale_model_input(&model_input, index)?;
+            let unet_conditioning = UNetConditioning {
+                encoder_hidden_states: &conditioning.context,
+                text_embeds: conditioning.text_embeds.as_ref(),
+                time_ids: conditioning.time_ids.as_ref(),
+            };
+            let prediction = self
+                .unet
+                .forward(&model_input, timestep, unet_conditioning)?
+                .to_dtype(DType::F32)?;
+            let noise_pred = if use_cfg {
+                let unconditional = prediction.narrow(0, 0, 1)?;
+                let text = prediction.narrow(0, 1, 1)?;
+                (&unconditional + ((text - &unconditional)? * request.cfg)?)?
+            } else {
+                prediction
+            };
+            latents = scheduler.step(&noise_pred, index, &latents, generator)?;
+            let seconds = step_started.elapsed().as_secs_f64();
+            steps_s.push(seconds);
+            let preview = if request.want_preview { Some(self.preview(&latents)?) } else { None };
+            let progress = StepProgress {
+                step: offset + 1,
+                steps: total,
+                step_s: seconds,
+                preview: preview.as_ref(),
+            };
+            if on_step(progress).is_break() {
+                return Err(DiffusionError::Cancelled);
+            }
+        }
+        Ok((latents, steps_s))
+    }
+
     /// `torch.randn(shape, generator)` on the CPU, moved to the device.
     fn randn(
         &self,
@@ -582,13 +641,13 @@ impl DiffusionPipeline {
         embeddings: &PromptEmbeddings,
         request: &GenerationRequest,
         use_cfg: bool,
-    ) -> Result<(Tensor, Option<Tensor>, Option<Tensor>)> {
+    ) -> Result<Conditioning> {
         let batch = |negative: &Tensor, positive: &Tensor| -> Result<Tensor> {
             if use_cfg { Ok(Tensor::cat(&[negative, positive], 0)?) } else { Ok(positive.clone()) }
         };
         let context = batch(&embeddings.negative, &embeddings.prompt)?;
         if self.family != PipelineFamily::Sdxl {
-            return Ok((context, None, None));
+            return Ok(Conditioning { context, text_embeds: None, time_ids: None });
         }
         let (Some(pooled), Some(negative_pooled)) =
             (&embeddings.pooled, &embeddings.negative_pooled)
@@ -598,11 +657,10 @@ impl DiffusionPipeline {
             ));
         };
         let text_embeds = batch(negative_pooled, pooled)?;
-        #[allow(clippy::cast_precision_loss)]
         let (height, width) = (request.height as f32, request.width as f32);
         let ids = Tensor::new(&[[height, width, 0.0, 0.0, height, width]], &self.device)?;
         let time_ids = batch(&ids, &ids)?;
-        Ok((context, Some(text_embeds), Some(time_ids)))
+        Ok(Conditioning { context, text_embeds: Some(text_embeds), time_ids: Some(time_ids) })
     }
 
     /// An RGB image as the VAE's input: resized if needed, `x/255·2 − 1`, (1, 3, H, W).
@@ -643,165 +701,7 @@ impl DiffusionPipeline {
         let decoded = self.vae.decode(&scaled)?.to_dtype(DType::F32)?;
         Ok(((decoded / 2.0)? + 0.5)?.clamp(0f32, 1f32)?.to_device(&Device::Cpu)?)
     }
-
-    /// [`Self::decode`] in overlapping tiles, to bound the VAE's peak memory by a tile.
-    ///
-    /// Latents (B, C, h, w) are cut into `tile_latent_px`² tiles that overlap their neighbours
-    /// by `overlap` latent pixels (the last tile of a row or column is moved back to end at the
-    /// edge, overlapping more); each tile is decoded alone and the overlaps are cross-faded with
-    /// linear weights (in the spirit of diffusers' `tiled_decode`). The result is close to, not
-    /// equal to, the full decode: the VAE's GroupNorms take their statistics over each tile and
-    /// its mid-block attention sees only the tile. Latents that fit in one tile decode whole.
-    ///
-    /// # Errors
-    /// `overlap >= tile_latent_px` or a zero tile ([`DiffusionError::InvalidRequest`]); tensor
-    /// errors.
-    pub fn decode_tiled(
-        &self,
-        latents: &Tensor,
-        tile_latent_px: usize,
-        overlap: usize,
-    ) -> Result<Tensor> {
-        if tile_latent_px == 0 || overlap >= tile_latent_px {
-            return Err(DiffusionError::InvalidRequest(format!(
-                "tiled VAE decode: overlap {overlap} must be smaller than the tile \
-                 {tile_latent_px} (latent pixels)"
-            )));
-        }
-        let (batch, _, latent_h, latent_w) = latents.dims4()?;
-        if latent_h <= tile_latent_px && latent_w <= tile_latent_px {
-            return self.decode(latents);
-        }
-        let scale = self.vae_scale_factor();
-        let (height, width) = (latent_h * scale, latent_w * scale);
-        let rows = tile_spans(latent_h, tile_latent_px, overlap);
-        let columns = tile_spans(latent_w, tile_latent_px, overlap);
-        let channels = self.vae.config().out_channels;
-        let plane = height * width;
-        let mut sum = vec![0f32; batch * channels * plane];
-        let mut weight_sum = vec![0f32; plane];
-        let scaled = (latents / self.vae.config().scaling_factor)?;
-        for (row_index, &(top, tile_h)) in rows.iter().enumerate() {
-            let weights_y = blend_weights(&rows, row_index, scale);
-            for (column_index, &(left, tile_w)) in columns.iter().enumerate() {
-                let weights_x = blend_weights(&columns, column_index, scale);
-                let tile = scaled.narrow(2, top, tile_h)?.narrow(3, left, tile_w)?;
-                let decoded = self
-                    .vae
-                    .decode(&tile)?
-                    .to_dtype(DType::F32)?
-                    .to_device(&Device::Cpu)?
-                    .flatten_all()?
-                    .to_vec1::<f32>()?;
-                let (pixels_h, pixels_w) = (tile_h * scale, tile_w * scale);
-                let (origin_y, origin_x) = (top * scale, left * scale);
-                for (y, weight_y) in weights_y.iter().enumerate() {
-                    for (x, weight_x) in weights_x.iter().enumerate() {
-                        let weight = weight_y * weight_x;
-                        let target = (origin_y + y) * width + origin_x + x;
-                        weight_sum[target] += weight;
-                        for image in 0..batch * channels {
-                            sum[image * plane + target] +=
-                                weight * decoded[(image * pixels_h + y) * pixels_w + x];
-                        }
-                    }
-                }
-            }
-        }
-        for (index, value) in sum.iter_mut().enumerate() {
-            *value /= weight_sum[index % plane].max(f32::MIN_POSITIVE);
-        }
-        let decoded = Tensor::from_vec(sum, (batch, channels, height, width), &Device::Cpu)?;
-        Ok(((decoded / 2.0)? + 0.5)?.clamp(0f32, 1f32)?)
-    }
-
-    /// A cheap RGB preview of latents (1, 4, h, w): a fixed linear map per latent pixel.
-    fn preview(&self, latents: &Tensor) -> Result<image::RgbImage> {
-        let (factors, bias): (&[[f32; 3]; 4], [f32; 3]) = match self.family {
-            PipelineFamily::Sdxl => (&SDXL_LATENT_RGB, [0.1084, -0.0175, -0.0011]),
-            PipelineFamily::StableDiffusion => (&SD_LATENT_RGB, [0.0, 0.0, 0.0]),
-        };
-        let latents = latents.to_dtype(DType::F32)?.to_device(&Device::Cpu)?;
-        let (_, channels, height, width) = latents.dims4()?;
-        let values: Vec<f32> = latents.flatten_all()?.to_vec1()?;
-        let plane = height * width;
-        let mut rgb = Vec::with_capacity(plane * 3);
-        for pixel in 0..plane {
-            for (color, offset) in bias.iter().enumerate() {
-                let mut value = *offset;
-                for (channel, row) in factors.iter().enumerate().take(channels) {
-                    value += values[channel * plane + pixel] * row[color];
-                }
-                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                rgb.push((((value + 1.0) / 2.0).clamp(0.0, 1.0) * 255.0).round() as u8);
-            }
-        }
-        let (width_px, height_px) =
-            (u32::try_from(width).unwrap_or(0), u32::try_from(height).unwrap_or(0));
-        image::RgbImage::from_raw(width_px, height_px, rgb)
-            .ok_or_else(|| DiffusionError::Unsupported("preview buffer size".to_owned()))
-    }
 }
-
-/// Tiles along one axis of `length` latent pixels: (start, length) pairs, each `tile` long
-/// (or the whole axis when shorter), consecutive ones overlapping by at least `overlap`.
-fn tile_spans(length: usize, tile: usize, overlap: usize) -> Vec<(usize, usize)> {
-    if length <= tile {
-        return vec![(0, length)];
-    }
-    let stride = tile - overlap;
-    let mut spans = Vec::new();
-    let mut start = 0;
-    loop {
-        if start + tile >= length {
-            spans.push((length - tile, tile));
-            return spans;
-        }
-        spans.push((start, tile));
-        start += stride;
-    }
-}
-
-/// Per-pixel blend weights of tile `index` of `spans` (latent units, `scale` pixels each):
-/// a linear ramp from 0 to 1 across each overlap with a neighbouring tile, 1 elsewhere. Where
-/// two tiles overlap their ramps sum to 1: a linear cross-fade.
-fn blend_weights(spans: &[(usize, usize)], index: usize, scale: usize) -> Vec<f32> {
-    let (start, length) = spans[index];
-    let end = start + length;
-    let before = index.checked_sub(1).and_then(|previous| spans.get(previous)).map_or(
-        0,
-        |&(previous_start, previous_length)| {
-            (previous_start + previous_length).saturating_sub(start) * scale
-        },
-    );
-    let after =
-        spans.get(index + 1).map_or(0, |&(next_start, _)| end.saturating_sub(next_start) * scale);
-    let pixels = length * scale;
-    (0..pixels)
-        .map(|pixel| {
-            #[allow(clippy::cast_precision_loss)]
-            let ramp = |distance: usize, overlap: usize| {
-                if overlap == 0 { 1.0 } else { ((distance as f32 + 0.5) / overlap as f32).min(1.0) }
-            };
-            ramp(pixel, before) * ramp(pixels - 1 - pixel, after)
-        })
-        .collect()
-}
-
-/// SDXL latent → RGB factors (the ones ComfyUI and A1111 use for previews).
-const SDXL_LATENT_RGB: [[f32; 3]; 4] = [
-    [0.3651, 0.4232, 0.4341],
-    [-0.2533, -0.0042, 0.1068],
-    [0.1076, 0.1111, -0.0362],
-    [-0.3165, -0.2492, -0.2188],
-];
-/// SD 1.x latent → RGB factors.
-const SD_LATENT_RGB: [[f32; 3]; 4] = [
-    [0.3512, 0.2297, 0.3227],
-    [0.3250, 0.4974, 0.2350],
-    [-0.2829, 0.1762, 0.2721],
-    [-0.2120, -0.2616, -0.7177],
-];
 
 /// (1, 3, H, W) floats in [0, 1] → RGB8 with `(x·255).round()`, as diffusers' `numpy_to_pil`.
 ///
@@ -811,32 +711,14 @@ pub fn tensor_to_image(tensor: &Tensor) -> Result<image::RgbImage> {
     let (_, _, height, width) = tensor.dims4()?;
     let hwc = tensor.squeeze(0)?.permute((1, 2, 0))?.flatten_all()?.to_dtype(DType::F32)?;
     let values: Vec<f32> = hwc.to_vec1()?;
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "pixels are in [0, 1], so x·255 fits a byte"
+    )]
     let bytes: Vec<u8> = values.iter().map(|value| (value * 255.0).round() as u8).collect();
     let (width_px, height_px) =
         (u32::try_from(width).unwrap_or(0), u32::try_from(height).unwrap_or(0));
     image::RgbImage::from_raw(width_px, height_px, bytes)
         .ok_or_else(|| DiffusionError::Unsupported("image buffer size".to_owned()))
-}
-
-#[cfg(test)]
-mod tiling_tests {
-    use super::*;
-
-    #[test]
-    fn tiles_cover_the_axis_and_overlaps_cross_fade_to_one() {
-        assert_eq!(tile_spans(8, 16, 4), [(0, 8)]);
-        assert_eq!(tile_spans(32, 16, 4), [(0, 16), (12, 16), (16, 16)]);
-        assert_eq!(tile_spans(28, 16, 4), [(0, 16), (12, 16)]);
-        let spans = tile_spans(40, 16, 4);
-        assert_eq!(spans.last(), Some(&(24, 16)));
-        let scale = 2;
-        let mut total = vec![0f32; 40 * scale];
-        for index in 0..spans.len() {
-            for (offset, weight) in blend_weights(&spans, index, scale).iter().enumerate() {
-                total[spans[index].0 * scale + offset] += weight;
-            }
-        }
-        assert!(total.iter().all(|sum| (sum - 1.0).abs() < 1e-5), "{total:?}");
-    }
 }

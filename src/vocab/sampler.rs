@@ -7,6 +7,8 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+use super::VocabError;
+
 /// A sampler the lab can run (REFERENCE §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SamplerKind {
@@ -101,8 +103,8 @@ impl SamplerKind {
     /// Parses a CLI name or a GUI name, case-insensitively.
     ///
     /// # Errors
-    /// The message lists every valid CLI name.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    /// [`VocabError::Unknown`] listing every valid CLI name.
+    pub fn parse(text: &str) -> Result<Self, VocabError> {
         let wanted = text.trim();
         Self::ALL
             .into_iter()
@@ -110,12 +112,7 @@ impl SamplerKind {
                 kind.cli_name().eq_ignore_ascii_case(wanted)
                     || kind.gui_name().eq_ignore_ascii_case(wanted)
             })
-            .ok_or_else(|| {
-                format!(
-                    "unknown scheduler {wanted:?}; valid: {}",
-                    Self::ALL.map(Self::cli_name).join(", ")
-                )
-            })
+            .ok_or_else(|| VocabError::unknown("scheduler", wanted, &Self::ALL.map(Self::cli_name)))
     }
 }
 
@@ -171,8 +168,8 @@ impl SigmaSchedule {
     /// Parses a CLI or A1111 name, case-insensitively.
     ///
     /// # Errors
-    /// The message lists the valid CLI names.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    /// [`VocabError::Unknown`] listing the valid CLI names.
+    pub fn parse(text: &str) -> Result<Self, VocabError> {
         let wanted = text.trim();
         Self::ALL
             .into_iter()
@@ -181,10 +178,7 @@ impl SigmaSchedule {
                     || schedule.a1111_name().eq_ignore_ascii_case(wanted)
             })
             .ok_or_else(|| {
-                format!(
-                    "unknown schedule type {wanted:?}; valid: {}",
-                    Self::ALL.map(Self::cli_name).join(", ")
-                )
+                VocabError::unknown("schedule type", wanted, &Self::ALL.map(Self::cli_name))
             })
     }
 }
@@ -205,7 +199,7 @@ mod tests {
 
     #[test]
     fn unknown_lists_valid_names() {
-        let err = SamplerKind::parse("plms").expect_err("unknown");
+        let err = SamplerKind::parse("plms").expect_err("unknown").to_string();
         assert!(err.contains("dpmpp_2m_karras") && err.contains("\"plms\""), "{err}");
     }
 }

@@ -15,9 +15,15 @@
 //! ([`CandleBackend::estimate_bytes`]) fits is planned before anything is allocated; on a real
 //! allocation failure the next rung is tried (freeing other cached models, smaller sizes with
 //! the aspect ratio kept, then a tiled VAE decode). What was done is a note on the result.
+//!
+//! This file is the adapter; the cache policy (`cache_policy.rs`) and the out-of-memory ladder
+//! with its memory estimate (`ladder.rs`) sit beside it.
+
+mod cache_policy;
+mod ladder;
 
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,47 +31,30 @@ use candle_core::Device;
 
 use super::backend::{
     Backend, BackendError, Capabilities, GenerateParams, Generated, LoadProgress, LoadedModel,
-    Preview, StepUpdate, Timings,
+    ModelKey, Preview, StepUpdate, Timings,
 };
 use crate::diffusion::DiffusionError;
 use crate::diffusion::device::{device_label, dtype_label, select_device, select_dtype};
 use crate::diffusion::pipeline::VaeDecode;
 use crate::diffusion::pipeline::{DiffusionPipeline, GenerationRequest};
 use crate::diffusion::tokenizer::LongPromptMode;
-use crate::diffusion::unet::PerBlock;
-use crate::models::cache::{ByteSize, CacheStats, ModelCache};
+use crate::diffusion::unet::SampleSize;
+use crate::models::ModelError;
+use crate::models::cache::{CacheStats, ModelCache};
 use crate::models::catalog::{EntryKind, ModelDefaults, ModelRef, ModelSource};
-use crate::models::oom::{Attempt, VAE_TILE_PX, is_out_of_memory, next_rung, plan_within_budget};
-use crate::request::{DeviceChoice, Precision};
+use crate::models::oom::{Attempt, VAE_TILE_PX, is_out_of_memory};
 use crate::storage::metadata::NOISE_SOURCE_TORCH_CPU;
+use crate::vocab::{DeviceChoice, Precision};
 
 /// Turns a model reference into a local diffusers folder (e.g. a hub snapshot).
 pub type FolderResolver =
-    Box<dyn FnMut(&ModelRef, &mut dyn FnMut(LoadProgress)) -> Result<PathBuf, String> + Send>;
-
-/// Environment variable: the model cache budget in MiB (0 or unset: keep only the newest).
-pub const MODEL_CACHE_MB_ENV: &str = "IMAGELAB_MODEL_CACHE_MB";
-
-/// Environment variable: the memory budget for one generation in MiB (unset: no budget).
-pub const MEMORY_BUDGET_MB_ENV: &str = "IMAGELAB_MEMORY_BUDGET_MB";
-
-/// What a cached pipeline is keyed by: the same source on another device or in another
-/// precision is another set of tensors.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PipelineKey {
-    /// Where the model comes from.
-    pub source: ModelSource,
-    /// The device asked for.
-    pub device: DeviceChoice,
-    /// The precision asked for (`None`: the device's default).
-    pub dtype: Option<Precision>,
-}
+    Box<dyn FnMut(&ModelRef, &mut dyn FnMut(LoadProgress)) -> Result<PathBuf, ModelError> + Send>;
 
 /// The candle backend. Keeps loaded pipelines in an LRU cache; generates with the current one.
 pub struct CandleBackend {
     resolver: Option<FolderResolver>,
-    cache: ModelCache<PipelineKey, DiffusionPipeline>,
-    current: Option<(PipelineKey, Arc<DiffusionPipeline>)>,
+    cache: ModelCache<ModelKey, DiffusionPipeline>,
+    current: Option<(ModelKey, Arc<DiffusionPipeline>)>,
     device: Option<Device>,
     memory_budget: Option<u64>,
     vae_tile_px: u32,
@@ -83,23 +72,6 @@ impl std::fmt::Debug for CandleBackend {
     }
 }
 
-/// A MiB count from environment variable `name`; `None` when unset, empty or not a number
-/// (logged, so a typo is not silently ignored).
-fn env_mebibytes(name: &str) -> Option<u64> {
-    let text = std::env::var(name).ok()?;
-    let text = text.trim();
-    if text.is_empty() {
-        return None;
-    }
-    match text.parse::<u64>() {
-        Ok(mebibytes) => Some(mebibytes.saturating_mul(1024 * 1024)),
-        Err(err) => {
-            tracing::warn!(variable = name, value = text, %err, "ignored: not a whole number of MiB");
-            None
-        }
-    }
-}
-
 impl Default for CandleBackend {
     fn default() -> Self {
         Self::new(None)
@@ -108,15 +80,15 @@ impl Default for CandleBackend {
 
 impl CandleBackend {
     /// A backend that resolves hub models with `resolver` (local folders load without it),
-    /// with the cache budget from `IMAGELAB_MODEL_CACHE_MB`.
+    /// keeping only the newest pipeline and with no memory budget (see
+    /// [`Self::with_cache_budget`] and [`Self::with_memory_budget`]).
     pub fn new(resolver: Option<FolderResolver>) -> Self {
-        let cache_budget = env_mebibytes(MODEL_CACHE_MB_ENV).unwrap_or(0);
         Self {
             resolver,
-            cache: ModelCache::new(cache_budget),
+            cache: ModelCache::new(0),
             current: None,
             device: None,
-            memory_budget: env_mebibytes(MEMORY_BUDGET_MB_ENV),
+            memory_budget: None,
             vae_tile_px: VAE_TILE_PX,
             #[cfg(test)]
             simulated_out_of_memory: 0,
@@ -136,33 +108,6 @@ impl CandleBackend {
     pub fn with_vae_tile_px(mut self, pixels: u32) -> Self {
         self.vae_tile_px = pixels.max(1);
         self
-    }
-
-    /// The estimated peak memory of `attempt` with the current pipeline (`None` before load).
-    ///
-    /// The models layer's SDXL estimate ([`crate::models::oom::estimate_sdxl_bytes`]),
-    /// generalised to the loaded pipeline, so that it equals it for SDXL base and scales for
-    /// other (and the tiny test) pipelines:
-    /// - weights: the tensor bytes of the current pipeline, plus every other cached pipeline
-    ///   unless the attempt frees the cache;
-    /// - UNet: per pass (×2 with CFG), latent pixels × 12.5·`block_out_channels[0]` channels
-    ///   (4000 for SDXL's 320) plus one attention score matrix, heads × tokens², at the first
-    ///   cross-attention level (SDXL: 10 heads at 1/2 of the latent side), in the UNet dtype;
-    /// - VAE decode: output pixels × 6·`block_out_channels[0]` channels (768 for SDXL's 128)
-    ///   plus the mid-block attention over all latent pixels, in the VAE dtype; tiled: one tile;
-    /// - total: weights + the larger of the two activation peaks (they do not overlap).
-    pub fn estimate_bytes(&self, attempt: &Attempt, with_cfg: bool) -> Option<u64> {
-        let (key, pipeline) = self.current.as_ref()?;
-        let pipeline_bytes = pipeline.byte_size();
-        let others = if attempt.caches_freed {
-            0
-        } else {
-            let cached = self.cache.stats().used_bytes;
-            if self.cache.contains(key) { cached.saturating_sub(pipeline_bytes) } else { cached }
-        };
-        let shape = ActivationShape::of(pipeline);
-        let activations = shape.peak_bytes(attempt, with_cfg, self.vae_tile_px);
-        Some(pipeline_bytes + others + activations)
     }
 
     /// The same backend with a model cache budget of `bytes` (0: keep only the newest).
@@ -196,7 +141,9 @@ impl CandleBackend {
                 file.display()
             ))),
             ModelSource::Hub(id) => match &mut self.resolver {
-                Some(resolve) => resolve(model, on_progress).map_err(BackendError::Failed),
+                Some(resolve) => {
+                    resolve(model, on_progress).map_err(|err| BackendError::Failed(err.to_string()))
+                }
                 None => Err(BackendError::Unsupported(format!(
                     "{id}: hub models need a resolver; pass a local diffusers folder"
                 ))),
@@ -220,93 +167,15 @@ fn backend_error(err: DiffusionError) -> BackendError {
     }
 }
 
-/// The numbers of a pipeline that drive its activation memory estimate (see
-/// [`CandleBackend::estimate_bytes`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ActivationShape {
-    /// Pixels per latent pixel along a side.
-    vae_scale: u64,
-    /// UNet `block_out_channels[0]`.
-    unet_channels: u64,
-    /// Index of the first cross-attention down block (each level halves the side).
-    attention_level: u32,
-    /// Attention heads there.
-    attention_heads: u64,
-    /// Bytes per UNet element.
-    unet_element_bytes: u64,
-    /// VAE `block_out_channels[0]`.
-    vae_channels: u64,
-    /// Bytes per VAE element.
-    vae_element_bytes: u64,
-}
-
-impl ActivationShape {
-    fn of(pipeline: &DiffusionPipeline) -> Self {
-        let unet = pipeline.unet().config();
-        let attention_level =
-            unet.down_block_types.iter().position(|kind| kind.contains("CrossAttn")).unwrap_or(0);
-        let heads = per_block(
-            unet.num_attention_heads.as_ref().unwrap_or(&unet.attention_head_dim),
-            attention_level,
-        );
-        Self {
-            vae_scale: pipeline.vae_scale_factor().max(1) as u64,
-            unet_channels: unet.block_out_channels.first().copied().unwrap_or(0) as u64,
-            attention_level: u32::try_from(attention_level).unwrap_or(0),
-            attention_heads: heads as u64,
-            unet_element_bytes: pipeline.dtype().size_in_bytes() as u64,
-            vae_channels: pipeline.vae().config().block_out_channels.first().copied().unwrap_or(0)
-                as u64,
-            vae_element_bytes: pipeline.vae().dtype().size_in_bytes() as u64,
-        }
-    }
-
-    /// The larger of the UNet and the VAE decode activation peaks for `attempt`.
-    fn peak_bytes(&self, attempt: &Attempt, with_cfg: bool, vae_tile_px: u32) -> u64 {
-        let scale = self.vae_scale;
-        let (width, height) = (u64::from(attempt.width), u64::from(attempt.height));
-        let latent_px = (width / scale) * (height / scale);
-        let tokens = latent_px >> (2 * self.attention_level);
-        let passes = if with_cfg { 2 } else { 1 };
-        let unet_bytes = passes
-            * (latent_px * self.unet_channels * 25 / 2 + self.attention_heads * tokens * tokens)
-            * self.unet_element_bytes;
-        let tile = u64::from(vae_tile_px);
-        let (decode_w, decode_h) = if attempt.tiled_vae_decode {
-            (width.min(tile), height.min(tile))
-        } else {
-            (width, height)
-        };
-        let decode_px = decode_w * decode_h;
-        let decode_latent_px = decode_px / (scale * scale);
-        let vae_bytes = (decode_px * 6 * self.vae_channels + decode_latent_px * decode_latent_px)
-            * self.vae_element_bytes;
-        unet_bytes.max(vae_bytes)
-    }
-}
-
-/// The value of a per-block setting at down block `index` (the last one when shorter).
-fn per_block(setting: &PerBlock<usize>, index: usize) -> usize {
-    match setting {
-        PerBlock::One(value) => *value,
-        PerBlock::Each(values) => values.get(index).or(values.last()).copied().unwrap_or(1),
-    }
-}
-
 /// Native defaults read from the loaded pipeline: size = UNet `sample_size` × VAE scale.
-fn native_defaults(
-    pipeline: &DiffusionPipeline,
-    fallback: ModelDefaults,
-    folder: &Path,
-) -> ModelDefaults {
-    let config_path = folder.join("unet/config.json");
-    let sample_size = std::fs::read_to_string(&config_path)
-        .ok()
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-        .and_then(|config| config.get("sample_size").and_then(serde_json::Value::as_u64));
-    let scale = u64::try_from(pipeline.vae_scale_factor()).unwrap_or(8);
-    match sample_size.and_then(|size| u32::try_from(size * scale).ok()) {
-        Some(side) => ModelDefaults { width: side, height: side, ..fallback },
+fn native_defaults(pipeline: &DiffusionPipeline, fallback: ModelDefaults) -> ModelDefaults {
+    let scale = pipeline.vae_scale_factor();
+    let side = |latent: usize| u32::try_from(latent.checked_mul(scale)?).ok();
+    match pipeline.unet().config().sample_size.map(SampleSize::height_width) {
+        Some((height, width)) => match (side(width), side(height)) {
+            (Some(width), Some(height)) => ModelDefaults { width, height, ..fallback },
+            _ => fallback,
+        },
         None => fallback,
     }
 }
@@ -340,15 +209,13 @@ impl Backend for CandleBackend {
         on_progress: &mut dyn FnMut(LoadProgress),
     ) -> Result<LoadedModel, BackendError> {
         let started = Instant::now();
-        let key = PipelineKey { source: model.source.clone(), device, dtype };
-        if let Some(pipeline) = self.cache.get(&key) {
-            let defaults = native_defaults(&pipeline, model.defaults, pipeline.folder());
+        let key = ModelKey::new(model, device, dtype);
+        if let Some(pipeline) = self.use_cached(&key) {
+            let defaults = native_defaults(&pipeline, model.defaults);
             on_progress(LoadProgress {
                 message: format!("{} is already loaded", model.display_name),
                 fraction: Some(1.0),
             });
-            self.device = Some(pipeline.device().clone());
-            self.current = Some((key, pipeline));
             return Ok(LoadedModel {
                 defaults,
                 model_id: model.model_id(),
@@ -363,22 +230,15 @@ impl Backend for CandleBackend {
             message: format!("loading {} ({})", model.display_name, dtype_label(candle_dtype)),
             fraction: None,
         });
-        // The cache holds the previous pipeline if the budget allows; with no budget it is
-        // dropped before loading, so two pipelines are never in memory at once.
-        self.current = None;
-        if self.cache.stats().budget_bytes == 0 {
-            self.cache.evict_all_except(None);
-        }
+        self.make_room_to_load();
         let pipeline = DiffusionPipeline::load(&folder, &candle_device, candle_dtype)
             .map_err(backend_error)?;
-        let defaults = native_defaults(&pipeline, model.defaults, &folder);
+        let defaults = native_defaults(&pipeline, model.defaults);
         on_progress(LoadProgress {
             message: format!("loaded {}", model.display_name),
             fraction: Some(1.0),
         });
-        self.device = Some(candle_device);
-        let pipeline = self.cache.insert(key.clone(), pipeline);
-        self.current = Some((key, pipeline));
+        self.keep_loaded(key, pipeline);
         Ok(LoadedModel {
             defaults,
             model_id: model.model_id(),
@@ -392,60 +252,10 @@ impl Backend for CandleBackend {
         params: &GenerateParams,
         on_step: &mut dyn FnMut(StepUpdate<'_>) -> ControlFlow<()>,
     ) -> Result<Generated, BackendError> {
-        let Some((key, _)) = &self.current else {
-            return Err(BackendError::Failed("candle: generate before load".to_owned()));
-        };
-        let key = key.clone();
         if !params.loras.is_empty() {
             return Err(BackendError::Unsupported("LoRA adapters (candle backend)".to_owned()));
         }
-        let started = Instant::now();
-        let (requested_w, requested_h) = (params.width, params.height);
-        let with_cfg = params.cfg > 1.0;
-        let mut attempt = match self.memory_budget {
-            None => Attempt::first(requested_w, requested_h),
-            Some(budget) => plan_within_budget(requested_w, requested_h, budget, |attempt| {
-                self.estimate_bytes(attempt, with_cfg).unwrap_or(0)
-            })
-            .map_err(|err| {
-                BackendError::OutOfMemory(format!(
-                    "{err} (raise {MEMORY_BUDGET_MB_ENV} or ask for a smaller image)"
-                ))
-            })?,
-        };
-        loop {
-            if attempt.caches_freed {
-                let freed = self.cache.evict_all_except(Some(&key));
-                tracing::info!(freed_bytes = freed, "out-of-memory ladder freed the model cache");
-            }
-            let result = self.generate_attempt(params, &attempt, on_step);
-            if params.init_image.is_some() {
-                // img2img built the VAE encoder on first use: the cache accounts it from now.
-                self.cache.refresh_size(&key);
-            }
-            match result {
-                Ok(mut generated) => {
-                    let note = attempt.describe(requested_w, requested_h);
-                    if !note.is_empty() {
-                        generated.notes.push(note);
-                    }
-                    generated.timings.total_s = started.elapsed().as_secs_f64();
-                    return Ok(generated);
-                }
-                Err(BackendError::OutOfMemory(message)) => {
-                    let Some(next) = next_rung(requested_w, requested_h, &attempt) else {
-                        return Err(BackendError::OutOfMemory(format!(
-                            "{message} (every rung of the out-of-memory ladder was tried, down \
-                             to {}x{} with a tiled VAE decode)",
-                            attempt.width, attempt.height
-                        )));
-                    };
-                    tracing::warn!(%message, next = %next.describe(requested_w, requested_h), "out of memory; trying the next rung");
-                    attempt = next;
-                }
-                Err(other) => return Err(other),
-            }
-        }
+        self.generate_within_memory(params, on_step)
     }
 }
 
@@ -535,9 +345,12 @@ impl CandleBackend {
 }
 
 #[cfg(test)]
+#[allow(clippy::float_cmp, reason = "a cache hit takes exactly no load time")]
 mod tests {
+    use super::ladder::activation_shape;
     use super::*;
-    use crate::request::sampler::SamplerKind;
+    use crate::models::oom::ActivationShape;
+    use crate::vocab::SamplerKind;
 
     fn tiny_sdxl() -> ModelRef {
         fixture_model("sdxl_tiny")
@@ -572,7 +385,7 @@ mod tests {
             steps: 3,
             cfg: 1.0,
             sampler: SamplerKind::Default,
-            schedule_type: crate::request::SigmaSchedule::Automatic,
+            schedule_type: crate::vocab::SigmaSchedule::Automatic,
             seed: 3,
             init_image: None,
             strength: 1.0,
@@ -638,40 +451,42 @@ mod tests {
         assert_eq!((stats.hits, stats.evictions, stats.entries), (1, 1, 1));
     }
 
-    /// For SDXL base (320 UNet channels, 10 heads at the second level, VAE 128 channels in
-    /// f32, scale 8) the activation estimate is exactly the models layer's SDXL estimate, on
-    /// every rung of a few requests, with and without CFG and tiling.
+    /// The estimate's measures come from the loaded pipeline's own configs: the tiny SDXL
+    /// fixture's first UNet channels, its first cross-attention level and heads there, its VAE
+    /// channels and scale, and the element sizes it was loaded in (f32).
     #[test]
-    fn activation_estimate_equals_the_models_layer_for_sdxl() {
-        use crate::models::oom::{estimate_sdxl_bytes, ladder};
-        let sdxl = ActivationShape {
-            vae_scale: 8,
-            unet_channels: 320,
-            attention_level: 1,
-            attention_heads: 10,
-            unet_element_bytes: 2,
-            vae_channels: 128,
-            vae_element_bytes: 4,
+    fn activation_shape_is_read_from_the_pipeline_configs() {
+        let mut backend = CandleBackend::default();
+        backend.load(&tiny_sdxl(), DeviceChoice::Cpu, None, &mut |_| {}).expect("load");
+        let Some((_, pipeline)) = &backend.current else { panic!("a current pipeline") };
+        let folder =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/diffusion/sdxl_tiny");
+        let read = |file: &str| -> serde_json::Value {
+            serde_json::from_str(&fs_err::read_to_string(folder.join(file)).expect("config"))
+                .expect("json")
         };
-        for (width, height) in [(1024, 1024), (832, 1216), (512, 768)] {
-            for attempt in ladder(width, height) {
-                for with_cfg in [true, false] {
-                    let models = estimate_sdxl_bytes(
-                        attempt.width,
-                        attempt.height,
-                        1,
-                        candle_core::DType::F16,
-                        with_cfg,
-                        attempt.tiled_vae_decode,
-                    );
-                    assert_eq!(
-                        sdxl.peak_bytes(&attempt, with_cfg, VAE_TILE_PX),
-                        models.total_bytes - models.weights_bytes,
-                        "{attempt:?} cfg {with_cfg}"
-                    );
-                }
+        let (unet, vae) = (read("unet/config.json"), read("vae/config.json"));
+        let level = unet["down_block_types"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .position(|kind| kind.as_str().is_some_and(|k| k.contains("CrossAttn")))
+            .expect("a cross-attention level");
+        let heads = &unet["attention_head_dim"];
+        let heads = heads.as_u64().or_else(|| heads[level].as_u64()).expect("heads");
+        let vae_levels = vae["block_out_channels"].as_array().expect("list").len();
+        assert_eq!(
+            activation_shape(pipeline),
+            ActivationShape {
+                vae_scale: 1 << (vae_levels - 1),
+                unet_channels: unet["block_out_channels"][0].as_u64().expect("channels"),
+                attention_level: u32::try_from(level).expect("small"),
+                attention_heads: heads,
+                unet_element_bytes: 4,
+                vae_channels: vae["block_out_channels"][0].as_u64().expect("channels"),
+                vae_element_bytes: 4,
             }
-        }
+        );
     }
 
     fn small_params(width: u32, height: u32) -> GenerateParams {
@@ -683,7 +498,7 @@ mod tests {
             steps: 2,
             cfg: 5.0,
             sampler: SamplerKind::Default,
-            schedule_type: crate::request::SigmaSchedule::Automatic,
+            schedule_type: crate::vocab::SigmaSchedule::Automatic,
             seed: 5,
             init_image: None,
             strength: 1.0,

@@ -1,0 +1,221 @@
+//! The front-end configuration: the one place that reads the process environment.
+//!
+//! Library modules take plain values (a cache budget, a profiles path, a [`HubConfig`]); front
+//! ends hold one [`FrontEndConfig`] and ask it. Tests build one from a map with
+//! [`FrontEndConfig::from_lookup`], so nothing here needs global state.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{BackendChoice, DEFAULT_OUTPUT_DIR};
+use crate::engine::mock::MockBackend;
+use crate::models::hub::HubConfig;
+use crate::request::profiles::{Profiles, ProfilesError};
+
+/// Output root (`--out`; default `output_images`).
+pub const OUTPUT_DIR_VAR: &str = "IMAGELAB_OUTPUT_DIR";
+/// Backend, `candle` or `mock` (`--backend`; default candle).
+pub const BACKEND_VAR: &str = "IMAGELAB_BACKEND";
+/// Device, `auto|cpu|cuda:N|metal` (`--device`; default auto).
+pub const DEVICE_VAR: &str = "IMAGELAB_DEVICE";
+/// Selects `jobs_<id>.log`, so instances sharing an output folder never share a log file.
+pub const INSTANCE_ID_VAR: &str = "INSTANCE_ID";
+/// A `profiles.ron` to use instead of `./profiles.ron` or the built-in one.
+pub const PROFILES_VAR: &str = "IMAGELAB_PROFILES";
+/// Model cache budget in MiB (0 or unset: keep only the newest pipeline).
+pub const MODEL_CACHE_MB_VAR: &str = "IMAGELAB_MODEL_CACHE_MB";
+/// Memory budget of one generation in MiB (unset: none).
+pub const MEMORY_BUDGET_MB_VAR: &str = "IMAGELAB_MEMORY_BUDGET_MB";
+/// Mock backend: delay per step in milliseconds.
+pub const MOCK_STEP_MS_VAR: &str = "IMAGELAB_MOCK_STEP_MS";
+/// Mock backend: the display name of a model whose load fails.
+pub const MOCK_FAIL_MODEL_VAR: &str = "IMAGELAB_MOCK_FAIL_MODEL";
+/// Mock backend: a substring of the final prompt that fails the image half-way.
+pub const MOCK_FAIL_PROMPT_VAR: &str = "IMAGELAB_MOCK_FAIL_PROMPT";
+/// Log filter (tracing's `EnvFilter` syntax; default `warn`).
+pub const LOG_FILTER_VAR: &str = "RUST_LOG";
+/// Set (to anything): no colour on stderr.
+pub const NO_COLOR_VAR: &str = "NO_COLOR";
+
+/// A variable with a value that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}: {message}")]
+pub struct ConfigError {
+    /// The variable.
+    pub variable: &'static str,
+    /// What is wrong and, where it helps, the valid values.
+    pub message: String,
+}
+
+type Lookup = dyn Fn(&str) -> Option<String> + Send + Sync;
+
+/// The environment a front end runs in, read through one lookup.
+#[derive(Clone)]
+pub struct FrontEndConfig {
+    lookup: Arc<Lookup>,
+}
+
+impl std::fmt::Debug for FrontEndConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrontEndConfig").finish_non_exhaustive()
+    }
+}
+
+impl FrontEndConfig {
+    /// The process environment.
+    #[allow(clippy::disallowed_methods, reason = "the one place that reads the environment")]
+    pub fn from_process_env() -> Self {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Variables from `lookup` (tests pass a map).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String> + Send + Sync + 'static) -> Self {
+        Self { lookup: Arc::new(lookup) }
+    }
+
+    /// A variable as set (untrimmed; `None` when unset).
+    pub fn var(&self, name: &str) -> Option<String> {
+        (self.lookup)(name)
+    }
+
+    /// A variable trimmed, `None` when unset or blank.
+    pub fn non_empty(&self, name: &str) -> Option<String> {
+        self.var(name).map(|value| value.trim().to_owned()).filter(|value| !value.is_empty())
+    }
+
+    /// `IMAGELAB_OUTPUT_DIR`, else `output_images`.
+    pub fn output_root(&self) -> PathBuf {
+        self.non_empty(OUTPUT_DIR_VAR)
+            .map_or_else(|| PathBuf::from(DEFAULT_OUTPUT_DIR), PathBuf::from)
+    }
+
+    /// `IMAGELAB_BACKEND`, else candle.
+    ///
+    /// # Errors
+    /// A value that is not a backend name.
+    pub fn backend(&self) -> Result<BackendChoice, ConfigError> {
+        self.non_empty(BACKEND_VAR).map_or(Ok(BackendChoice::Candle), |text| {
+            BackendChoice::parse(&text)
+                .map_err(|err| ConfigError { variable: BACKEND_VAR, message: err.to_string() })
+        })
+    }
+
+    /// `INSTANCE_ID`, when set.
+    pub fn instance_id(&self) -> Option<String> {
+        self.non_empty(INSTANCE_ID_VAR)
+    }
+
+    /// The Hugging Face cache and hub settings (`HF_HOME`, `HF_HUB_CACHE`, `HF_HUB_OFFLINE`,
+    /// `HF_TOKEN`, `HF_ENDPOINT`, as `huggingface_hub` reads them).
+    pub fn hub(&self) -> HubConfig {
+        HubConfig::from_vars(|name| self.var(name).filter(|value| !value.is_empty()))
+    }
+
+    /// `IMAGELAB_PROFILES`, else `./profiles.ron` when present, else the built-in profiles.
+    ///
+    /// # Errors
+    /// A file that exists but is broken is an error, never silently replaced.
+    pub fn profiles(&self) -> Result<Profiles, ProfilesError> {
+        Profiles::discover(self.profiles_path().as_deref())
+    }
+
+    /// `IMAGELAB_PROFILES`, when set.
+    pub fn profiles_path(&self) -> Option<PathBuf> {
+        self.var(PROFILES_VAR).filter(|value| !value.is_empty()).map(PathBuf::from)
+    }
+
+    /// `IMAGELAB_MODEL_CACHE_MB` in bytes (0 when unset: keep only the newest pipeline).
+    pub fn model_cache_bytes(&self) -> u64 {
+        self.mebibytes(MODEL_CACHE_MB_VAR).unwrap_or(0)
+    }
+
+    /// `IMAGELAB_MEMORY_BUDGET_MB` in bytes (`None` when unset: no budget).
+    pub fn memory_budget_bytes(&self) -> Option<u64> {
+        self.mebibytes(MEMORY_BUDGET_MB_VAR)
+    }
+
+    /// A MiB count; `None` when unset, empty or not a number (logged, so a typo is not silently
+    /// ignored).
+    fn mebibytes(&self, name: &'static str) -> Option<u64> {
+        let text = self.non_empty(name)?;
+        match text.parse::<u64>() {
+            Ok(mebibytes) => Some(mebibytes.saturating_mul(1024 * 1024)),
+            Err(err) => {
+                tracing::warn!(variable = name, value = text, %err, "ignored: not a whole number of MiB");
+                None
+            }
+        }
+    }
+
+    /// The mock backend with the `IMAGELAB_MOCK_*` failure injection; `default_step_delay`
+    /// applies when `IMAGELAB_MOCK_STEP_MS` is unset.
+    ///
+    /// # Errors
+    /// `IMAGELAB_MOCK_STEP_MS` that is not a whole number.
+    pub fn mock_backend(&self, default_step_delay: Duration) -> Result<MockBackend, ConfigError> {
+        let step_delay = match self.var(MOCK_STEP_MS_VAR) {
+            None => default_step_delay,
+            Some(ms) => Duration::from_millis(ms.trim().parse().map_err(|_| ConfigError {
+                variable: MOCK_STEP_MS_VAR,
+                message: format!("{ms:?} is not a whole number"),
+            })?),
+        };
+        let mut mock = MockBackend::new().with_step_delay(step_delay);
+        if let Some(model) = self.var(MOCK_FAIL_MODEL_VAR).filter(|s| !s.is_empty()) {
+            mock = mock.failing_model(model);
+        }
+        if let Some(needle) = self.var(MOCK_FAIL_PROMPT_VAR).filter(|s| !s.is_empty()) {
+            mock = mock.failing_prompt(needle);
+        }
+        Ok(mock)
+    }
+
+    /// `RUST_LOG`, when set.
+    pub fn log_filter(&self) -> Option<String> {
+        self.var(LOG_FILTER_VAR)
+    }
+
+    /// `NO_COLOR` is set (to anything).
+    pub fn no_color(&self) -> bool {
+        self.var(NO_COLOR_VAR).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> FrontEndConfig {
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        FrontEndConfig::from_lookup(move |name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_apply_when_unset_and_bad_values_name_the_variable() {
+        let empty = config(&[]);
+        assert_eq!(empty.output_root(), PathBuf::from(DEFAULT_OUTPUT_DIR));
+        assert_eq!(empty.backend(), Ok(BackendChoice::Candle));
+        assert_eq!((empty.model_cache_bytes(), empty.memory_budget_bytes()), (0, None));
+        assert_eq!(empty.instance_id(), None);
+        let set = config(&[
+            (OUTPUT_DIR_VAR, "/tmp/out"),
+            (BACKEND_VAR, "Mock"),
+            (MODEL_CACHE_MB_VAR, "2"),
+            (MEMORY_BUDGET_MB_VAR, "lots"),
+            (INSTANCE_ID_VAR, " gpu-1 "),
+        ]);
+        assert_eq!(set.output_root(), PathBuf::from("/tmp/out"));
+        assert_eq!(set.backend(), Ok(BackendChoice::Mock));
+        assert_eq!((set.model_cache_bytes(), set.memory_budget_bytes()), (2 << 20, None));
+        assert_eq!(set.instance_id().as_deref(), Some("gpu-1"));
+        let bad = config(&[(BACKEND_VAR, "torch"), (MOCK_STEP_MS_VAR, "fast")]);
+        assert_eq!(bad.backend().expect_err("bad").variable, BACKEND_VAR);
+        assert_eq!(
+            bad.mock_backend(Duration::ZERO).expect_err("bad").to_string(),
+            "IMAGELAB_MOCK_STEP_MS: \"fast\" is not a whole number"
+        );
+    }
+}

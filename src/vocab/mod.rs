@@ -1,0 +1,200 @@
+//! The lab's shared vocabulary: the small value types every layer names — samplers and
+//! schedules, txt2img/img2img, devices, precisions, LoRA specs — and their user-facing names.
+//!
+//! This module is the leaf of the crate: it imports nothing of ours, so the catalog, the
+//! metadata readers, the numerics and the front ends can all use it without depending on each
+//! other (see the dependency order in `ARCHITECTURE.md`).
+
+pub mod sampler;
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+pub use sampler::{SamplerKind, SigmaSchedule};
+
+/// The profile that leaves the prompt untouched; the baseline of every sweep.
+pub const RAW_PROFILE: &str = "None (raw)";
+
+/// A name or value that is not part of the vocabulary.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VocabError {
+    /// A name that is none of the accepted ones.
+    #[error("unknown {what} {given:?}; valid: {valid}")]
+    Unknown {
+        /// What was being named (`device`, `scheduler`, ...).
+        what: &'static str,
+        /// The text as given.
+        given: String,
+        /// The accepted names, comma-separated.
+        valid: String,
+    },
+    /// A `--lora` weight that is not a number.
+    #[error("--lora {spec:?}: weight {weight:?} is not a number")]
+    LoraWeight {
+        /// The whole `FILE_OR_HUB_ID[:WEIGHT]` text.
+        spec: String,
+        /// The weight part.
+        weight: String,
+    },
+    /// A `--lora` weight that is infinite or NaN.
+    #[error("--lora {spec:?}: weight must be finite")]
+    LoraWeightNotFinite {
+        /// The whole `FILE_OR_HUB_ID[:WEIGHT]` text.
+        spec: String,
+    },
+}
+
+impl VocabError {
+    /// An unknown name of `what`, listing the accepted ones.
+    pub fn unknown(what: &'static str, given: &str, valid: &[&str]) -> Self {
+        Self::Unknown { what, given: given.to_owned(), valid: valid.join(", ") }
+    }
+}
+
+/// txt2img or img2img; derived from whether an init image is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Text to image.
+    Txt2img,
+    /// Image to image.
+    Img2img,
+}
+
+impl Mode {
+    /// `txt2img` / `img2img`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Txt2img => "txt2img",
+            Self::Img2img => "img2img",
+        }
+    }
+}
+
+/// Where the numerics run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceChoice {
+    /// CUDA, then Metal, then CPU.
+    #[default]
+    Auto,
+    /// The CPU.
+    Cpu,
+    /// CUDA device N.
+    Cuda(usize),
+    /// Apple Metal.
+    Metal,
+}
+
+impl DeviceChoice {
+    /// Parses `auto|cpu|cuda|cuda:N|metal`.
+    ///
+    /// # Errors
+    /// [`VocabError::Unknown`] naming the accepted forms.
+    pub fn parse(text: &str) -> Result<Self, VocabError> {
+        let lower = text.trim().to_ascii_lowercase();
+        match lower.as_str() {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "metal" => Ok(Self::Metal),
+            "cuda" => Ok(Self::Cuda(0)),
+            other => {
+                other.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(Self::Cuda).ok_or_else(
+                    || VocabError::unknown("device", text, &["auto", "cpu", "cuda:N", "metal"]),
+                )
+            }
+        }
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+            Self::Metal => f.write_str("metal"),
+        }
+    }
+}
+
+/// Floating-point precision of the UNet and text encoders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit float (the CPU default).
+    F32,
+    /// IEEE half.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+impl Precision {
+    /// Parses `f32|f16|bf16`.
+    ///
+    /// # Errors
+    /// [`VocabError::Unknown`] naming the accepted values.
+    pub fn parse(text: &str) -> Result<Self, VocabError> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(Self::F32),
+            "f16" | "fp16" | "float16" => Ok(Self::F16),
+            "bf16" | "bfloat16" => Ok(Self::Bf16),
+            _ => Err(VocabError::unknown("dtype", text, &["f32", "f16", "bf16"])),
+        }
+    }
+}
+
+/// A LoRA adapter to apply: a file or hub id, and its weight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoraSpec {
+    /// A `.safetensors` file or a hub repo id.
+    pub source: String,
+    /// Scale of the adapter (default 1.0).
+    pub weight: f32,
+}
+
+impl LoraSpec {
+    /// Parses `FILE_OR_HUB_ID[:WEIGHT]`.
+    ///
+    /// # Errors
+    /// A weight that is not a finite number.
+    pub fn parse(text: &str) -> Result<Self, VocabError> {
+        if let Some((source, weight)) = text.rsplit_once(':')
+            && !weight.contains(['/', '\\'])
+            && !source.is_empty()
+        {
+            let weight_value: f32 = weight.parse().map_err(|_| VocabError::LoraWeight {
+                spec: text.to_owned(),
+                weight: weight.to_owned(),
+            })?;
+            if !weight_value.is_finite() {
+                return Err(VocabError::LoraWeightNotFinite { spec: text.to_owned() });
+            }
+            return Ok(Self { source: source.to_owned(), weight: weight_value });
+        }
+        Ok(Self { source: text.to_owned(), weight: 1.0 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lora_spec_parses_weight() {
+        assert_eq!(
+            LoraSpec::parse("nerijs/pixel-art-xl:0.8"),
+            Ok(LoraSpec { source: "nerijs/pixel-art-xl".into(), weight: 0.8 })
+        );
+        assert_eq!(LoraSpec::parse("a.safetensors").map(|l| l.weight), Ok(1.0));
+        assert!(LoraSpec::parse("a.safetensors:x").is_err());
+    }
+
+    #[test]
+    fn device_parses() {
+        assert_eq!(DeviceChoice::parse("cuda:1"), Ok(DeviceChoice::Cuda(1)));
+        assert_eq!(DeviceChoice::parse("CPU"), Ok(DeviceChoice::Cpu));
+        assert!(DeviceChoice::parse("tpu").is_err());
+    }
+}
