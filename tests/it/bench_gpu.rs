@@ -12,23 +12,28 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use imagelab::app::FrontEndConfig;
+
 use crate::util::repo_root;
 
-fn python_available() -> bool {
-    if std::env::var_os("IMAGELAB_PYTHON").is_some() {
+/// Whether `scripts/python-env` has a Python to hand out (the same lookup it makes).
+fn python_available(env: &FrontEndConfig) -> bool {
+    if env.non_empty("IMAGELAB_PYTHON").is_some() {
         return true;
     }
-    let home = std::env::var_os("IMAGELAB_CACHE").map(PathBuf::from).or_else(|| {
-        std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/imagelab"))
-    });
-    home.is_some_and(|cache| cache.join("py-venv/.pins").is_file())
+    let cache = env
+        .non_empty("IMAGELAB_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| env.non_empty("HOME").map(|home| PathBuf::from(home).join(".cache/imagelab")));
+    cache.is_some_and(|cache| cache.join("py-venv/.pins").is_file())
 }
 
 #[test]
 fn cpu_dry_run_writes_the_report_and_matches_diffusers() {
-    if !python_available() {
+    let env = FrontEndConfig::from_process_env();
+    if !python_available(&env) {
         assert!(
-            std::env::var_os("CI").is_none(),
+            env.var("CI").is_none(),
             "CI must have the benchmark's Python: scripts/test runs scripts/python-env first"
         );
         eprintln!(
@@ -48,7 +53,7 @@ fn cpu_dry_run_writes_the_report_and_matches_diffusers() {
     assert!(output.status.success(), "bench-gpu failed:\n{stderr}");
 
     let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.path().join("bench.json")).expect("bench.json"))
+        serde_json::from_slice(&fs_err::read(out.path().join("bench.json")).expect("bench.json"))
             .expect("bench.json is JSON");
     assert_eq!(report["schema"], "imagelab-bench-gpu/1");
     assert_eq!(report["device"]["kind"], "cpu");
@@ -83,6 +88,6 @@ fn cpu_dry_run_writes_the_report_and_matches_diffusers() {
         let err = value.as_f64().unwrap_or(f64::NAN);
         assert!(err <= 1e-4, "{key}: imagelab vs diffusers latent rel L2 {err:e}");
     }
-    let table = std::fs::read_to_string(out.path().join("bench.md")).expect("bench.md");
+    let table = fs_err::read_to_string(out.path().join("bench.md")).expect("bench.md");
     assert!(table.contains("| imagelab (naive attention) | 2 |"), "{table}");
 }

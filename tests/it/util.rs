@@ -21,6 +21,7 @@ pub fn imagelab() -> Command {
         "IMAGELAB_PROFILES",
         "IMAGELAB_MEMORY_BUDGET_MB",
         "IMAGELAB_MODEL_CACHE_MB",
+        "IMAGELAB_ATTENTION",
     ];
     for var in imagelab::cli::env_mode::VARIABLES.iter().chain(&mock_vars) {
         command.env_remove(var);
