@@ -91,6 +91,12 @@ pub fn flash_available(device: &Device, dtype: DType) -> bool {
     cfg!(feature = "flash-attn") && device.is_cuda() && matches!(dtype, DType::F16 | DType::BF16)
 }
 
+/// candle-flash-attn takes head widths that are multiples of 8 up to 512 (SDXL's UNet: 64; its
+/// VAE: one head of 512); other widths run chunked.
+pub fn flash_head_dim_ok(head_dim: usize) -> bool {
+    head_dim > 0 && head_dim.is_multiple_of(8) && head_dim <= 512
+}
+
 /// The implementation [`attention`] uses for these inputs: the override when it applies (flash falls back to chunked where it cannot run), else flash where
 /// available, else chunked.
 pub fn choose(device: &Device, dtype: DType) -> AttentionKind {
@@ -108,8 +114,12 @@ pub fn choose(device: &Device, dtype: DType) -> AttentionKind {
 /// Shape mismatches.
 pub fn attention(query: &Tensor, key: &Tensor, value: &Tensor, heads: usize) -> Result<Tensor> {
     match choose(query.device(), query.dtype()) {
-        AttentionKind::Flash => flash(query, key, value, heads),
-        AttentionKind::Chunked => chunked(query, key, value, heads, SCORE_BUDGET),
+        AttentionKind::Flash if flash_head_dim_ok(query.dim(2)? / heads.max(1)) => {
+            flash(query, key, value, heads)
+        }
+        AttentionKind::Flash | AttentionKind::Chunked => {
+            chunked(query, key, value, heads, SCORE_BUDGET)
+        }
         AttentionKind::Naive => naive(query, key, value, heads),
     }
 }
@@ -417,6 +427,8 @@ mod tests {
         }
         assert_eq!(AttentionKind::parse("xformers"), None);
         assert!(!flash_available(&Device::Cpu, DType::F16));
+        assert!(flash_head_dim_ok(64) && flash_head_dim_ok(512));
+        assert!(!flash_head_dim_ok(5) && !flash_head_dim_ok(520) && !flash_head_dim_ok(0));
         assert_ne!(choose(&Device::Cpu, DType::F16), AttentionKind::Flash);
     }
 }

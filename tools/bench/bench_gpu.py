@@ -235,7 +235,7 @@ def run_diffusers(folder: Path, args, dtype: torch.dtype) -> tuple[dict, dict]:
     gc.collect()
     reset_self_hwm()
     started = time.perf_counter()
-    pipe = StableDiffusionXLPipeline.from_pretrained(folder, torch_dtype=dtype)
+    pipe = StableDiffusionXLPipeline.from_pretrained(folder, dtype=dtype)
     pipe.to(args.device)
     pipe.set_progress_bar_config(disable=True)
     sync(args.device)
