@@ -81,6 +81,7 @@ fn cpu_dry_run_writes_the_report_and_matches_diffusers() {
         for field in ["load_s", "it_per_s", "s_per_image", "decode_s", "peak_mem_mib"] {
             positive(&run[field], &format!("imagelab {field}"));
         }
+        assert_eq!(run["device"], "cpu", "the jobs log names the device used: {run}");
     }
     let rel = report["latent_rel_l2"].as_object().expect("latent_rel_l2");
     assert_eq!(rel.len(), 4);

@@ -357,9 +357,23 @@ def run_imagelab(folder: Path, args, work: Path, attention: str, batch: int) -> 
         run["peak_mem_mib"], run["mem_kind"] = memory.mib(), "gpu_nvml_used_delta"
     else:
         run["peak_mem_mib"], run["mem_kind"] = host_peak.peak, "host_peak_rss"
-    notes = [line for line in stderr.splitlines() if "warning" in line.lower() or "note" in line.lower()]
+    # What the engine did differently (e.g. the VAE's f32 fallback) and the device it ran on,
+    # from the jobs log the run wrote.
+    notes, devices = [], set()
+    for log_file in sorted(out_dir.glob("jobs*.log")):
+        for line in log_file.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            devices.add(record.get("device", ""))
+            notes += [n for n in record.get("notes", []) if n not in notes]
+    run["device"] = ", ".join(sorted(d for d in devices if d))
     if notes:
-        run["stderr_notes"] = notes[-10:]
+        run["notes"] = notes
+    warnings = [line for line in stderr.splitlines() if "WARN" in line or "warning" in line.lower()]
+    if warnings:
+        run["stderr_warnings"] = warnings[-10:]
     latents = [read_latent(Path(f["latent"])) for f in files]
     log(f"imagelab {attention} batch {batch}: {run}")
     return run, latents
