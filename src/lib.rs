@@ -3,10 +3,12 @@
 //! One engine serves the desktop window (`ui`, feature `gui`) and the command line (`cli`).
 //! See `ARCHITECTURE.md` for the map.
 
+pub mod analytics;
 pub mod app;
 pub mod cli;
 pub mod diffusion;
 pub mod engine;
+pub mod font;
 pub mod gpu;
 pub mod models;
 pub mod request;

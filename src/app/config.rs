@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{BackendChoice, DEFAULT_OUTPUT_DIR};
+use crate::diffusion::attention::AttentionKind;
 use crate::engine::mock::MockBackend;
 use crate::gpu::{SourceChoice, Visibility};
 use crate::models::Catalog;
@@ -32,6 +33,8 @@ pub const USER_PROFILES_VAR: &str = "IMAGELAB_USER_PROFILES";
 pub const MODEL_CACHE_MB_VAR: &str = "IMAGELAB_MODEL_CACHE_MB";
 /// Memory budget of one generation in MiB (unset: none).
 pub const MEMORY_BUDGET_MB_VAR: &str = "IMAGELAB_MEMORY_BUDGET_MB";
+/// Attention implementation, `flash|chunked|naive` (unset: flash where built, else chunked).
+pub const ATTENTION_VAR: &str = "IMAGELAB_ATTENTION";
 /// Mock backend: delay per step in milliseconds.
 pub const MOCK_STEP_MS_VAR: &str = "IMAGELAB_MOCK_STEP_MS";
 /// Mock backend: the display name of a model whose load fails.
@@ -255,6 +258,19 @@ impl FrontEndConfig {
             })
     }
 
+    /// `IMAGELAB_ATTENTION`, when set.
+    ///
+    /// # Errors
+    /// A value that is not `flash`, `chunked` or `naive`.
+    pub fn attention(&self) -> Result<Option<AttentionKind>, ConfigError> {
+        self.non_empty(ATTENTION_VAR).map_or(Ok(None), |text| {
+            AttentionKind::parse(&text).map(Some).ok_or_else(|| ConfigError {
+                variable: ATTENTION_VAR,
+                message: format!("{text:?} is not an attention; valid: flash, chunked, naive"),
+            })
+        })
+    }
+
     /// `RUST_LOG`, when set.
     pub fn log_filter(&self) -> Option<String> {
         self.var(LOG_FILTER_VAR)
@@ -293,6 +309,13 @@ mod tests {
         assert_eq!(empty.backend(), Ok(BackendChoice::Candle));
         assert_eq!((empty.model_cache_bytes(), empty.memory_budget_bytes()), (0, None));
         assert_eq!(empty.instance_id(), None);
+        assert_eq!(empty.attention(), Ok(None));
+        assert_eq!(
+            config(&[(ATTENTION_VAR, " Chunked ")]).attention(),
+            Ok(Some(AttentionKind::Chunked))
+        );
+        let bad_attention = config(&[(ATTENTION_VAR, "xformers")]).attention().expect_err("bad");
+        assert_eq!(bad_attention.variable, ATTENTION_VAR);
         let set = config(&[
             (OUTPUT_DIR_VAR, "/tmp/out"),
             (BACKEND_VAR, "Mock"),

@@ -118,6 +118,27 @@ pub struct GenerateArgs {
     /// overrides the image.
     #[arg(long)]
     pub from: Option<PathBuf>,
+    /// Run bundle N of a saved `favorites analyze --json` (`FILE:N`) with a new --prompt; any
+    /// other flag given overrides the bundle.
+    #[arg(long, value_name = "FILE:N", value_parser = parse_bundle_ref, conflicts_with = "from")]
+    pub bundle: Option<(PathBuf, usize)>,
+}
+
+/// `FILE:N` (split at the last `:`), N from 1.
+fn parse_bundle_ref(text: &str) -> Result<(PathBuf, usize), String> {
+    let (file, number) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{text:?}: expected FILE:N, e.g. analysis.json:1"))?;
+    let number: usize = number
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&n| n >= 1)
+        .ok_or_else(|| format!("{text:?}: N must be a bundle number from 1"))?;
+    if file.is_empty() {
+        return Err(format!("{text:?}: expected FILE:N, e.g. analysis.json:1"));
+    }
+    Ok((PathBuf::from(file), number))
 }
 
 /// Everything a headless run needs, from flags or from the environment.
@@ -208,6 +229,7 @@ pub fn run_args(
     config: &FrontEndConfig,
 ) -> Result<Outcome, CliError> {
     let from = args.from.clone();
+    let bundle = args.bundle.clone();
     let mut options = args.into_options(config)?;
     if let Some(file) = from {
         let profiles = config.profiles().map_err(|err| CliError::Usage(err.to_string()))?;
@@ -216,7 +238,46 @@ pub fn run_args(
             eprintln!("note: {note}");
         }
     }
+    if let Some((file, number)) = bundle {
+        if !typed(matches, "prompt") {
+            return Err(CliError::Usage(
+                "--bundle: give --prompt; a bundle brings settings, not a prompt".to_owned(),
+            ));
+        }
+        let overlay = crate::analytics::stats::read_bundle(&file, number)
+            .and_then(|request| request.to_overlay())
+            .map_err(|err| CliError::Usage(err.to_string()))?;
+        overlay.apply(&mut options.request, typed_fields(matches));
+    }
     run(&options, config)
+}
+
+/// Whether the user typed flag `id` (rather than a default or the environment).
+pub fn typed(matches: &ArgMatches, id: &str) -> bool {
+    matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+}
+
+/// For [`RequestOverlay::apply`](crate::request::restore::RequestOverlay::apply): the request
+/// fields whose flags the user typed, which an image or a bundle must not change.
+pub fn typed_fields(matches: &ArgMatches) -> impl Fn(RequestField) -> bool + '_ {
+    move |field| match field {
+        RequestField::Model => typed(matches, "model"),
+        RequestField::Prompt => typed(matches, "prompt"),
+        RequestField::Negative => typed(matches, "negative"),
+        RequestField::Profile => typed(matches, "profile"),
+        RequestField::Scheduler => typed(matches, "scheduler"),
+        RequestField::ScheduleType => typed(matches, "schedule_type"),
+        RequestField::Width => typed(matches, "width"),
+        RequestField::Height => typed(matches, "height"),
+        RequestField::Steps => typed(matches, "steps"),
+        RequestField::Cfg => typed(matches, "cfg"),
+        RequestField::Seed => typed(matches, "seed"),
+        RequestField::InitImage => typed(matches, "init_image"),
+        RequestField::Strength => typed(matches, "strength"),
+        RequestField::Sweep => typed(matches, "all_profiles") || typed(matches, "all_models"),
+        RequestField::Loras => typed(matches, "loras"),
+        RequestField::TruncatePrompt => typed(matches, "truncate"),
+    }
 }
 
 /// Lays the settings of the image at `file` under the flags the user typed. Returns what a
@@ -234,26 +295,8 @@ pub fn apply_from(
 ) -> Result<Vec<String>, CliError> {
     let recovered = recover_file(file).map_err(|err| CliError::Usage(format!("--from: {err}")))?;
     let mut restored = restore_settings(&recovered, catalog, profiles);
-    let typed = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
-    restored.overlay.apply(request, |field| match field {
-        RequestField::Model => typed("model"),
-        RequestField::Prompt => typed("prompt"),
-        RequestField::Negative => typed("negative"),
-        RequestField::Profile => typed("profile"),
-        RequestField::Scheduler => typed("scheduler"),
-        RequestField::ScheduleType => typed("schedule_type"),
-        RequestField::Width => typed("width"),
-        RequestField::Height => typed("height"),
-        RequestField::Steps => typed("steps"),
-        RequestField::Cfg => typed("cfg"),
-        RequestField::Seed => typed("seed"),
-        RequestField::InitImage => typed("init_image"),
-        RequestField::Strength => typed("strength"),
-        RequestField::Sweep => typed("all_profiles") || typed("all_models"),
-        RequestField::Loras => typed("loras"),
-        RequestField::TruncatePrompt => typed("truncate"),
-    });
-    if !typed("loras") {
+    restored.overlay.apply(request, typed_fields(matches));
+    if !typed(matches, "loras") {
         request.loras.retain(|lora| match catalog.resolve_lora(&lora.source) {
             Ok(_) => true,
             Err(err) => {

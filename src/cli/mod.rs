@@ -1,5 +1,5 @@
-//! The command line: `imagelab generate|info|models`, the environment-variable headless mode,
-//! and the window when run with no arguments.
+//! The command line: `imagelab generate|info|models|favorites|sheet`, the environment-variable
+//! headless mode, and the window when run with no arguments.
 //!
 //! Every command returns `Result<Outcome, CliError>`; [`main`] is the one place that prints an
 //! error and picks the exit code: 0 all done, 1 some item failed, 2 bad usage or input,
@@ -7,6 +7,7 @@
 //! (see `app::stop`).
 
 pub mod env_mode;
+pub mod favorites;
 pub mod generate;
 pub mod gpus;
 pub mod info;
@@ -14,6 +15,7 @@ pub mod models;
 pub mod profiles;
 mod report;
 pub mod runner;
+pub mod sheet;
 
 use std::process::ExitCode;
 
@@ -128,6 +130,10 @@ pub enum CliCommand {
     },
     /// The model catalog against the local Hugging Face cache: list, prefetch, verify.
     Models(models::ModelsArgs),
+    /// What your favourites share, and running their best settings again.
+    Favorites(favorites::FavoritesArgs),
+    /// A labelled contact-sheet PNG of a sweep folder.
+    Sheet(sheet::SheetArgs),
     /// The NVIDIA GPUs: memory, utilisation, processes, which are idle (`--pick`: one index).
     Gpus(gpus::GpusArgs),
     /// Prompts the generator makes from a template file (what `runner` would run).
@@ -176,6 +182,12 @@ pub fn run(args: &[std::ffi::OsString], config: &FrontEndConfig) -> Result<Outco
         }
         Some(CliCommand::Info { file, json }) => info::run(&file, json),
         Some(CliCommand::Models(args)) => models::run(&args, config),
+        Some(CliCommand::Favorites(args)) => {
+            let empty = clap::ArgMatches::default();
+            let sub = matches.subcommand_matches("favorites").unwrap_or(&empty);
+            favorites::run(args, sub, config)
+        }
+        Some(CliCommand::Sheet(args)) => sheet::run(&args),
         Some(CliCommand::Gpus(args)) => gpus::run(&args, config),
         Some(CliCommand::Prompts(args)) => runner::run_prompts(&args, config),
         Some(CliCommand::Runner(args)) => {

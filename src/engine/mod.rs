@@ -7,7 +7,6 @@
 
 pub mod backend;
 pub mod candle_backend;
-pub mod font;
 pub mod mock;
 pub mod protocol;
 mod worker;

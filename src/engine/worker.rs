@@ -748,6 +748,7 @@ fn new_record(job: JobId, plan: &Plan, item: &WorkItem) -> JobRecord {
         status: ItemStatus::Done,
         job,
         notes: Vec::new(),
+        extra: serde_json::Map::new(),
         runner: plan.runner.clone(),
     }
 }

@@ -84,6 +84,10 @@ pub struct JobRecord {
     /// prompt. Absent from other lines (and from lines written before the runner existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runner: Option<RunnerTag>,
+    /// Fields this version does not name (written by a newer version or another tool), kept as
+    /// read so readers such as the favourites analysis can use them, and written back unchanged.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// What a runner job adds to its jobs-log line.
@@ -233,6 +237,7 @@ mod tests {
             status: ItemStatus::Done,
             job: 1,
             notes: Vec::new(),
+            extra: serde_json::Map::new(),
             runner: None,
         }
     }
@@ -259,6 +264,18 @@ mod tests {
         assert_eq!(contents.damaged.len(), 1);
         assert_eq!(contents.damaged[0].line, 2);
         assert_eq!(contents.records[0], sample(3), "jobs.log sorts before jobs_gpu-0.log");
+    }
+
+    #[test]
+    fn fields_this_version_does_not_name_are_kept() {
+        let mut line = serde_json::to_value(sample(9)).expect("json");
+        line["template"] = "portrait".into();
+        line["runner_job"] = 17.into();
+        let record: JobRecord = serde_json::from_value(line.clone()).expect("read");
+        assert_eq!(record.seed_base, 9);
+        let names: Vec<&str> = record.extra.keys().map(String::as_str).collect();
+        assert_eq!(names, ["runner_job", "template"], "only the unknown fields");
+        assert_eq!(serde_json::to_value(&record).expect("json"), line, "written back unchanged");
     }
 
     #[test]

@@ -20,11 +20,13 @@ use crate::storage::metadata::{Recovered, recover};
 
 use super::controls::{ControlAction, ControlsContext, ControlsPanel};
 use super::gallery::{GalleryAction, GalleryPanel};
+use super::insights::{InsightsAction, InsightsPanel, InsightsResult, InsightsWorker};
 use super::log::{LogPanel, Severity};
 use super::model_status::{ModelStatusSource, NoModelStatus};
 use super::queue::{JobState, QueueAction, QueuePanel, QueuedJob};
 use super::runner_panel::{RunnerAction, RunnerPanel};
 use super::settings::{FormSettings, STORAGE_KEY};
+use super::sweep::{SweepAction, SweepPanel};
 use super::thumbnails::{Loaded, ThumbnailLoader};
 use super::watch::{JobProgress, WatchPanel};
 use crate::gpu::watch::GpuWatcher;
@@ -89,6 +91,18 @@ impl AppConfig {
     }
 }
 
+/// What the central panel shows below the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CentralView {
+    /// Live preview and progress.
+    #[default]
+    Preview,
+    /// The sweep grid.
+    Sweep,
+    /// The Insights panel.
+    Insights,
+}
+
 /// The lab window.
 pub struct LabApp {
     engine: Option<Engine>,
@@ -108,6 +122,13 @@ pub struct LabApp {
     pub gallery: GalleryPanel,
     /// Messages.
     pub log: LogPanel,
+    /// The sweep grid.
+    pub sweep: SweepPanel,
+    /// What the favourites share.
+    pub insights: InsightsPanel,
+    /// What the central panel shows.
+    pub view: CentralView,
+    insights_worker: InsightsWorker,
     /// The overnight runner and the GPU table.
     pub runner_panel: RunnerPanel,
     runner: Option<RunnerHandle>,
@@ -188,6 +209,13 @@ impl LabApp {
                 None
             }
         };
+        let mut insights_worker = InsightsWorker::spawn(waker.clone()).unwrap_or_else(|err| {
+            log.push(Severity::Error, format!("cannot start the insights worker: {err}"));
+            InsightsWorker::inert()
+        });
+        let mut insights = InsightsPanel::default();
+        insights.pending = insights_worker.analyze(&config.output_root, insights.min_support);
+        insights_worker.sweeps(&config.output_root);
         let thumbnails = ThumbnailLoader::spawn(waker.clone()).unwrap_or_else(|err| {
             log.push(Severity::Error, format!("cannot start the thumbnail decoder: {err}"));
             ThumbnailLoader::inert()
@@ -212,6 +240,10 @@ impl LabApp {
             queue: QueuePanel::default(),
             gallery,
             log,
+            sweep: SweepPanel::default(),
+            insights,
+            view: CentralView::default(),
+            insights_worker,
             runner_panel: RunnerPanel::default(),
             runner: None,
             gpu_watcher,
@@ -568,10 +600,49 @@ impl LabApp {
                 }
             }
         }
+        for answer in self.insights_worker.drain() {
+            match answer {
+                InsightsResult::Analysis(result) => self.insights.set_result(result),
+                InsightsResult::Sheet(run_dir, Ok(layout)) => {
+                    self.sweep.layout = Some(*layout);
+                    self.sweep.error = None;
+                    if !self.sweep.sweeps.contains(&run_dir) {
+                        self.sweep.sweeps.insert(0, run_dir);
+                    }
+                }
+                InsightsResult::Sheet(run_dir, Err(error)) => {
+                    self.sweep.error = Some(format!("{error} ({})", run_dir.display()));
+                }
+                InsightsResult::Sweeps(found) => self.sweep.sweeps = found,
+            }
+        }
         self.follow_stop_signals(ctx);
         if more {
             ctx.request_repaint();
         }
+    }
+
+    /// Asks the worker for a fresh analysis of the stars.
+    pub fn refresh_insights(&mut self) {
+        let min_support = self.insights.min_support;
+        if self.insights_worker.analyze(&self.output_root, min_support) {
+            self.insights.pending = true;
+        }
+    }
+
+    /// Shows a sweep folder in the sweep grid (laid out off the UI thread).
+    pub fn show_sweep(&mut self, run_dir: &Path) {
+        self.insights_worker.sheet(run_dir);
+        self.view = CentralView::Sweep;
+    }
+
+    /// Stars or un-stars an image (path relative to the output root); the insights follow.
+    pub fn set_favorite(&mut self, relative: &str, starred: bool) {
+        match favorites::set(&self.output_root, relative, starred) {
+            Ok(all) => self.gallery.favorites = all,
+            Err(err) => self.log.push(Severity::Error, format!("favourites: {err}")),
+        }
+        self.refresh_insights();
     }
 
     fn on_event(&mut self, ctx: &egui::Context, event: Event) {
@@ -660,6 +731,13 @@ impl LabApp {
                 if self.watch.progress.as_ref().is_some_and(|p| p.job == job) {
                     self.watch.progress = None;
                 }
+                // New images change every count; a finished sweep shows as its grid.
+                self.refresh_insights();
+                if let Some(run_dir) = &summary.run_dir
+                    && summary.done > 0
+                {
+                    self.show_sweep(&run_dir.clone());
+                }
                 self.log.push(
                     Severity::Info,
                     format!(
@@ -679,12 +757,7 @@ impl LabApp {
                 self.restore_settings(&recovered);
                 self.log.push(Severity::Info, "settings restored from the image");
             }
-            GalleryAction::SetFavorite(relative, starred) => {
-                match favorites::set(&self.output_root, &relative, starred) {
-                    Ok(all) => self.gallery.favorites = all,
-                    Err(err) => self.log.push(Severity::Error, format!("favourites: {err}")),
-                }
-            }
+            GalleryAction::SetFavorite(relative, starred) => self.set_favorite(&relative, starred),
             GalleryAction::Copy(text) => ctx.copy_text(text),
             GalleryAction::OpenFolder(path) => {
                 let folder =
@@ -694,6 +767,32 @@ impl LabApp {
                         .push(Severity::Error, format!("cannot open {}: {err}", folder.display()));
                 }
             }
+        }
+    }
+
+    fn on_sweep_action(&mut self, action: SweepAction) {
+        match action {
+            SweepAction::Open(path) => {
+                if !self.gallery.entries.iter().any(|entry| entry.path == path) {
+                    self.gallery.add_listing(&self.output_root, vec![path.clone()]);
+                }
+                self.gallery.selected = Some(path);
+            }
+            SweepAction::SetFavorite(relative, starred) => self.set_favorite(&relative, starred),
+            SweepAction::Show(run_dir) => self.show_sweep(&run_dir),
+        }
+    }
+
+    fn on_insights_action(&mut self, action: InsightsAction) {
+        match action {
+            InsightsAction::Refresh => self.refresh_insights(),
+            InsightsAction::UseBundle(request) => match request.to_overlay() {
+                Ok(overlay) => {
+                    self.controls.form.apply_overlay(&overlay);
+                    self.log.push(Severity::Info, "settings taken from the bundle");
+                }
+                Err(err) => self.log.push(Severity::Error, err.to_string()),
+            },
         }
     }
 
@@ -740,6 +839,46 @@ impl LabApp {
                 }
             }
         }
+    }
+}
+
+/// What the user asked for in the central panel this frame.
+#[derive(Debug, Default)]
+struct CentralActions {
+    queue: Option<QueueAction>,
+    runner: Option<RunnerAction>,
+    sweep: Option<SweepAction>,
+    insights: Option<InsightsAction>,
+}
+
+impl LabApp {
+    /// The queue, the runner, then the chosen view: preview, sweep grid or insights.
+    fn central_ui(&mut self, ui: &mut egui::Ui) -> CentralActions {
+        let mut actions = CentralActions { queue: self.queue.ui(ui), ..CentralActions::default() };
+        ui.separator();
+        egui::CollapsingHeader::new("Runner").id_salt("runner_panel").show(ui, |ui| {
+            actions.runner = self.runner_panel.ui(ui);
+        });
+        ui.separator();
+        ui.horizontal(|ui| {
+            ui.selectable_value(&mut self.view, CentralView::Preview, "Preview");
+            ui.selectable_value(&mut self.view, CentralView::Sweep, "Sweep grid");
+            ui.selectable_value(&mut self.view, CentralView::Insights, "Insights");
+        });
+        ui.separator();
+        match self.view {
+            CentralView::Preview => self.watch.ui(ui),
+            CentralView::Sweep => {
+                actions.sweep = self.sweep.ui(
+                    ui,
+                    &mut self.thumbnails,
+                    &self.gallery.favorites,
+                    &self.output_root,
+                );
+            }
+            CentralView::Insights => actions.insights = self.insights.ui(ui),
+        }
+        actions
     }
 }
 
@@ -805,17 +944,14 @@ impl eframe::App for LabApp {
         egui::Panel::right("gallery").min_size(420.0).show(ui, |ui| {
             gallery_action = self.gallery.ui(ui, &mut self.thumbnails);
         });
-        let mut queue_action = None;
-        let mut runner_action = None;
-        egui::CentralPanel::default_margins().show(ui, |ui| {
-            queue_action = self.queue.ui(ui);
-            ui.separator();
-            egui::CollapsingHeader::new("Runner").id_salt("runner_panel").show(ui, |ui| {
-                runner_action = self.runner_panel.ui(ui);
-            });
-            ui.separator();
-            self.watch.ui(ui);
-        });
+        let mut central = CentralActions::default();
+        egui::CentralPanel::default_margins().show(ui, |ui| central = self.central_ui(ui));
+        let CentralActions {
+            queue: queue_action,
+            runner: runner_action,
+            sweep: sweep_action,
+            insights: insights_action,
+        } = central;
         self.log.toasts_ui(&ctx);
         match control_action {
             Some(ControlAction::Generate) => self.generate(),
@@ -853,6 +989,12 @@ impl eframe::App for LabApp {
         }
         if let Some(action) = gallery_action {
             self.on_gallery_action(&ctx, action);
+        }
+        if let Some(action) = sweep_action {
+            self.on_sweep_action(action);
+        }
+        if let Some(action) = insights_action {
+            self.on_insights_action(action);
         }
     }
 

@@ -1,4 +1,5 @@
-//! The desktop window (eframe/egui): controls, live preview, queue, gallery, favourites.
+//! The desktop window (eframe/egui): controls, live preview, queue, gallery, favourites, the
+//! sweep grid and the Insights panel.
 //!
 //! One panel = one struct in its own file with a `ui` method that returns what the user asked
 //! for; [`app::LabApp`] turns those answers into engine commands and drains engine events.
@@ -6,11 +7,13 @@
 pub mod app;
 pub mod controls;
 pub mod gallery;
+pub mod insights;
 pub mod log;
 pub mod model_status;
 pub mod queue;
 pub mod runner_panel;
 pub mod settings;
+pub mod sweep;
 pub mod thumbnails;
 pub mod watch;
 

@@ -8,10 +8,12 @@
 )]
 #![allow(clippy::case_sensitive_file_extension_comparisons, reason = "fixture names are ours")]
 
+mod bench_gpu;
 mod candle_cli;
 mod cli;
 mod diffusion;
 mod engine;
+mod favorites;
 mod lora;
 mod models;
 mod models_dirs;
@@ -20,6 +22,7 @@ mod rng;
 mod runner;
 mod sampler_pipeline;
 mod schedulers;
+mod sheet;
 mod single_file;
 mod slurm;
 mod stops;

@@ -244,8 +244,8 @@ fn unmappable_files_are_refused_naming_what_they_look_like() {
 
 /// `--vae`: a VAE swapped in, from a diffusers folder (as madebyollin/sdxl-vae-fp16-fix) or a
 /// lone file with the original names (A1111/ComfyUI), into a single file and into a folder,
-/// gives diffusers' output with that VAE; its `force_upcast: false` keeps it in half
-/// precision where the model's own VAE is decoded in f32.
+/// gives diffusers' output with that VAE; in f16 it runs in half precision, as the model's own
+/// VAE does (both checked for overflow).
 #[test]
 fn a_swapped_in_vae_matches_diffusers_and_keeps_half_precision() {
     use imagelab::diffusion::pipeline::{PipelineParts, vae_override};
@@ -289,7 +289,10 @@ fn a_swapped_in_vae_matches_diffusers_and_keeps_half_precision() {
     assert_eq!(half.vae().dtype(), DType::F16, "an fp16-safe VAE is not upcast");
     let own = DiffusionPipeline::load_single_file(&single, Some(&config), &Device::Cpu, DType::F16)
         .expect("own vae");
-    assert_eq!(own.vae().dtype(), DType::F32, "SDXL's own VAE decodes in f32 (force_upcast)");
+    // Every VAE runs in f16 with the overflow check; an f32 fallback is built from the single
+    // file's own VAE tensors when a result overflows (`vae_precision.rs`, tested in diffusion.rs).
+    assert_eq!(own.vae().dtype(), DType::F16, "checked f16, as main's VAE precision policy");
+    assert!(own.vae_note().is_none());
 }
 
 /// A checkpoint without its VAE says so and names `--vae`; with one given it loads.

@@ -344,6 +344,38 @@ fn screenshots() {
     harness.get_by_label("Generate").click();
     harness.run_steps(3);
     save(&mut harness, "sweep.png");
+    drop(harness);
+    // A finished all-profiles sweep as its grid, some stars, and the Insights panel.
+    let out = tempfile::tempdir().expect("tempdir");
+    let grid_form = FormSettings {
+        sweep: Sweep::AllProfiles,
+        batch: 2,
+        width_px: 256,
+        height_px: 256,
+        prompt: "a lighthouse at dusk".into(),
+        ..small_form()
+    };
+    let mut harness = harness_with_profiles(out.path(), grid_form);
+    harness.get_by_label("Generate").click();
+    harness.run_steps(1);
+    step_until(&mut harness, "the sweep grid", |app| app.sweep.layout.is_some());
+    step_until(&mut harness, "the thumbnails", |app| {
+        app.gallery.entries.len() == 6 && app.gallery.entries.iter().all(|e| e.info.is_some())
+    });
+    for label in ["Star SDXL Turbo / Cinematic #1", "Star SDXL Turbo / Cinematic #2"] {
+        harness.get_by_label(label).hover();
+        harness.run_steps(1);
+        harness.get_by_label(label).click();
+        harness.run_steps(1);
+    }
+    harness.run_steps(3);
+    save(&mut harness, "sweep-grid.png");
+    harness.get_by_label("Insights").click();
+    step_until(&mut harness, "the analysis", |app| analysis_count(app) == Some(2));
+    harness.run_steps(2);
+    harness.get_by_role_and_label(Role::Button, "Profile").click();
+    harness.run_steps(3);
+    save(&mut harness, "insights.png");
 }
 
 fn harness_slow(out: &Path, form: FormSettings) -> Harness<'static, LabApp> {
@@ -537,6 +569,132 @@ fn dropping_an_a1111_png_restores_what_maps() {
     assert_eq!((Some(form.width_px), Some(form.height_px)), (found.width, found.height));
     assert!(!form.random_seed);
     assert!(form.init_image.is_none(), "a PNG with settings is not taken as an img2img source");
+}
+
+/// A window whose profiles are three (a small sweep).
+fn harness_with_profiles(out: &Path, form: FormSettings) -> Harness<'static, LabApp> {
+    let profiles = out.join("profiles.ron");
+    fs_err::write(
+        &profiles,
+        r#"[
+            (name: "None (raw)", prompt_suffix: "", negative_suffix: ""),
+            (name: "Cinematic", prompt_suffix: "cinematic film still", negative_suffix: ""),
+            (name: "Watercolor", prompt_suffix: "watercolor painting", negative_suffix: ""),
+        ]"#,
+    )
+    .expect("profiles");
+    let out = out.to_owned();
+    Harness::builder().with_size(WINDOW).build_eframe(move |cc| {
+        let mut config = AppConfig::new(out, Box::new(MockBackend::new()));
+        config.profiles_path = Some(profiles);
+        LabApp::with_form(&cc.egui_ctx, config, form)
+    })
+}
+
+fn analysis_count(app: &LabApp) -> Option<usize> {
+    app.insights.analysis.as_ref().filter(|_| !app.insights.pending).map(|a| a.count)
+}
+
+/// Issue 13: a finished sweep shows as its grid; a click opens an image, the star or `S`
+/// stars it; the Insights panel follows the stars and its bundle fills the form.
+#[test]
+fn sweep_grid_stars_and_insights_follow_the_stars() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let form = FormSettings {
+        sweep: Sweep::AllProfiles,
+        batch: 2,
+        prompt: "a fox".into(),
+        ..small_form()
+    };
+    let mut harness = harness_with_profiles(out.path(), form);
+    harness.get_by_label("Generate").click();
+    harness.run_steps(1);
+    step_until(&mut harness, "the sweep grid", |app| {
+        app.sweep.layout.as_ref().is_some_and(|layout| layout.cells.len() == 6)
+            && app.view == imagelab::ui::app::CentralView::Sweep
+    });
+    step_until(&mut harness, "the thumbnails", |app| {
+        app.gallery.entries.len() == 6 && app.gallery.entries.iter().all(|e| e.info.is_some())
+    });
+    harness.run_steps(2);
+    let layout = harness.state().sweep.layout.clone().expect("layout");
+    assert_eq!(layout.profiles, ["None (raw)", "Cinematic", "Watercolor"]);
+    let path_of = |profile: &str, index: usize| {
+        layout.cell("SDXL Turbo", profile, index).and_then(|c| c.path.clone()).expect("cell")
+    };
+
+    // A click opens the image in the gallery's large view.
+    harness.get_by_label("Open SDXL Turbo / Cinematic #1").click();
+    harness.run_steps(2);
+    assert_eq!(harness.state().gallery.selected, Some(path_of("Cinematic", 0)));
+
+    // The star under an image, and `S` with the pointer on one. (The pointer moves there
+    // first, as a hand does: the image's tooltip goes away.)
+    for label in ["Star SDXL Turbo / Cinematic #1", "Star SDXL Turbo / Cinematic #2"] {
+        harness.get_by_label(label).hover();
+        harness.run_steps(1);
+        harness.get_by_label(label).click();
+        harness.run_steps(1);
+    }
+    harness.get_by_label("Open SDXL Turbo / Watercolor #2").hover();
+    harness.run_steps(1);
+    harness.key_press(egui::Key::S);
+    harness.run_steps(2);
+    let starred = imagelab::storage::favorites::read(out.path()).expect("favorites.txt");
+    let relative =
+        |path: &Path| path.strip_prefix(out.path()).expect("inside").to_string_lossy().into_owned();
+    let expected: std::collections::BTreeSet<String> = [
+        relative(&path_of("Cinematic", 0)),
+        relative(&path_of("Cinematic", 1)),
+        relative(&path_of("Watercolor", 1)),
+    ]
+    .into();
+    assert_eq!(starred, expected);
+    assert_eq!(harness.state().gallery.favorites, expected, "the gallery shows the same stars");
+    let star = harness.get_by_label("Star SDXL Turbo / Watercolor #2");
+    assert_eq!(star.accesskit_node().toggled(), Some(Toggled::True));
+
+    // Insights: 3 favourites of 6; Cinematic 2 of 2 (rate 1, lift 2); its bundle.
+    harness.get_by_label("Insights").click();
+    step_until(&mut harness, "the analysis of 3 stars", |app| analysis_count(app) == Some(3));
+    harness.run_steps(2);
+    harness.get_by_label_contains("3 favourite(s) among 6 image(s)");
+    harness.get_by_role_and_label(Role::Button, "Profile").click();
+    harness.run_steps(2);
+    harness.get_by_label("100.0 %");
+    let analysis = harness.state().insights.analysis.clone().expect("analysis");
+    let profiles = analysis.dimension(&imagelab::analytics::Dimension::Profile).expect("profile");
+    assert_eq!(
+        profiles.rows[0].value.as_ref().map(ToString::to_string).as_deref(),
+        Some("Cinematic")
+    );
+    assert_eq!((profiles.rows[0].count, profiles.rows[0].generated), (2, 2));
+    assert_eq!(analysis.bundles.len(), 1, "{:?}", analysis.bundles);
+    // Every favourite is SDXL Turbo at the form's settings: the bundle carries them all.
+    harness.get_by_label_contains(
+        "2 favs of 2 (100.0 %, lift 2.00): model SDXL Turbo · profile Cinematic",
+    );
+
+    // "Use these settings" puts the bundle into the form (the gallery's large view, which has
+    // a button of the same name, is closed first).
+    harness.state_mut().gallery.selected = None;
+    harness.state_mut().controls.form.steps = 9;
+    harness.state_mut().controls.form.profile = "Watercolor".into();
+    harness.run_steps(2);
+    harness.get_by_label("Use these settings").click();
+    harness.run_steps(2);
+    let form = &harness.state().controls.form;
+    assert_eq!((form.profile.as_str(), form.steps, form.width_px), ("Cinematic", 4, 64));
+    assert_eq!(form.prompt, "a fox", "the prompt stays the user's");
+
+    // Un-starring updates the panel.
+    harness.get_by_label("Sweep grid").click();
+    harness.run_steps(2);
+    harness.get_by_label("Star SDXL Turbo / Cinematic #1").hover();
+    harness.run_steps(1);
+    harness.get_by_label("Star SDXL Turbo / Cinematic #1").click();
+    harness.run_steps(1);
+    step_until(&mut harness, "the analysis of 2 stars", |app| analysis_count(app) == Some(2));
 }
 
 /// The Runner panel on the real app: two fake GPUs (one busy) in the GPU table, a run of 4
