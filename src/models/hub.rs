@@ -293,9 +293,8 @@ impl ResolvedModel {
     pub fn path(&self) -> &Path {
         match self {
             Self::Pipeline(pipeline) => &pipeline.root,
-            Self::SingleFile { file, .. } => file,
+            Self::SingleFile { file, .. } | Self::Lora { file, .. } => file,
             Self::Vae { path, .. } => path,
-            Self::Lora { file, .. } => file,
         }
     }
 
@@ -501,7 +500,7 @@ fn resolve_lora(
     let checked = |file: PathBuf, revision: Option<String>| match classify_safetensors(&file)? {
         SafetensorsKind::Lora => Ok(ResolvedModel::Lora { file, revision }),
         other => Err(ModelError::UnknownLayout {
-            reason: format!("not a LoRA: the file looks like {}", describe_kind(&other)),
+            reason: format!("not a LoRA: the file looks like {}", describe_kind(other)),
             path: file,
         }),
     };
@@ -555,7 +554,7 @@ fn resolve_lora(
 }
 
 /// What a `.safetensors` file looks like, for refusals.
-fn describe_kind(kind: &SafetensorsKind) -> String {
+fn describe_kind(kind: SafetensorsKind) -> String {
     match kind {
         SafetensorsKind::Lora => "a LoRA".to_owned(),
         SafetensorsKind::Checkpoint(family) => format!("a checkpoint ({family:?})"),

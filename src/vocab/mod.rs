@@ -254,6 +254,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::float_cmp, reason = "weights parsed from text compare exactly")]
     fn lora_tags_are_taken_out_of_the_prompt() {
         let (prompt, loras) =
             split_lora_tags("pixel art, a fox <lora:pixel-art-xl:0.8>, <LoRA:detail>\nsnow")

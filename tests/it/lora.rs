@@ -242,7 +242,11 @@ fn addnet_short_hash(path: &Path) -> String {
     let header = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
     let start = 8 + usize::try_from(header).expect("fits");
     let digest = sha2::Sha256::digest(&bytes[start..]);
-    digest.iter().map(|b| format!("{b:02x}")).collect::<String>()[..12].to_owned()
+    digest[..6].iter().fold(String::new(), |mut hex, b| {
+        use std::fmt::Write as _;
+        let _ = write!(hex, "{b:02x}");
+        hex
+    })
 }
 
 /// An A1111 models folder whose `models/Lora` holds `lora_a` (kohya, SGM names).

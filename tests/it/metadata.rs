@@ -174,11 +174,11 @@ fn outside_readers_see_what_we_meant() {
         let get = |key: &str| a1111.get(key).map(String::as_str);
         let (sampler, schedule) = infotext::a1111_sampler_fields(info.sampler);
         // The LoRAs are A1111 `<lora:name:weight>` tags at the end of the prompt.
-        let mut prompt = info.prompt.clone();
-        for lora in &info.loras {
+        let tags = info.loras.iter().map(|lora| {
             let name = imagelab::models::lora::lora_name(std::path::Path::new(&lora.source));
-            prompt.push_str(&format!(" <lora:{name}:{}>", infotext::format_number(lora.weight)));
-        }
+            format!(" <lora:{name}:{}>", infotext::format_number(lora.weight))
+        });
+        let prompt: String = std::iter::once(info.prompt.clone()).chain(tags).collect();
         assert_eq!(get("Prompt"), Some(prompt.as_str()), "{name}");
         assert_eq!(get("Negative prompt"), Some(info.negative.as_str()), "{name}");
         assert_eq!(get("Steps"), Some(info.steps.to_string().as_str()));

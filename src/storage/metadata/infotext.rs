@@ -11,6 +11,8 @@
 //! we write reads back in A1111 as meant. `tools/reference/metadata/` holds an independent Python
 //! mirror of A1111's reader; the recorded results are compared in `tests/it/metadata.rs`.
 
+use std::fmt::Write as _;
+
 use super::GenerationInfo;
 use crate::vocab::{Mode, SamplerKind};
 
@@ -62,7 +64,7 @@ pub fn format(info: &GenerationInfo) -> String {
         if !text.is_empty() {
             text.push(' ');
         }
-        text.push_str(&format!("<lora:{name}:{}>", format_number(lora.weight)));
+        let _ = write!(text, "<lora:{name}:{}>", format_number(lora.weight));
     }
     if !info.negative.is_empty() {
         text.push_str("\nNegative prompt: ");
