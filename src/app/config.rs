@@ -12,7 +12,9 @@ use super::{BackendChoice, DEFAULT_OUTPUT_DIR};
 use crate::diffusion::attention::AttentionKind;
 use crate::engine::mock::MockBackend;
 use crate::gpu::{SourceChoice, Visibility};
+use crate::models::Catalog;
 use crate::models::hub::HubConfig;
+use crate::models::library::ModelLibrary;
 use crate::request::profiles::{Profiles, ProfilesError, USER_PROFILES_FILE};
 
 /// Output root (`--out`; default `output_images`).
@@ -50,6 +52,8 @@ pub const CUDA_DEVICE_ORDER_VAR: &str = "CUDA_DEVICE_ORDER";
 pub const STOP_GRACE_S_VAR: &str = "IMAGELAB_STOP_GRACE_S";
 /// Log filter (tracing's `EnvFilter` syntax; default `warn`).
 pub const LOG_FILTER_VAR: &str = "RUST_LOG";
+/// Checkpoint folders to scan (A1111/ComfyUI layouts), separated as `PATH` is.
+pub const MODELS_DIR_VAR: &str = "IMAGELAB_MODELS_DIR";
 /// Set (to anything): no colour on stderr.
 pub const NO_COLOR_VAR: &str = "NO_COLOR";
 
@@ -152,6 +156,27 @@ impl FrontEndConfig {
     /// `IMAGELAB_PROFILES`, when set.
     pub fn profiles_path(&self) -> Option<PathBuf> {
         self.var(PROFILES_VAR).filter(|value| !value.is_empty()).map(PathBuf::from)
+    }
+
+    /// `IMAGELAB_MODELS_DIR`: the models folders to scan, split as `PATH` is (`:` on Unix,
+    /// `;` on Windows).
+    pub fn models_dirs(&self) -> Vec<PathBuf> {
+        self.var(MODELS_DIR_VAR)
+            .map(|value| {
+                std::env::split_paths(&value).filter(|p| !p.as_os_str().is_empty()).collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The catalog with what the models folders hold: `IMAGELAB_MODELS_DIR`'s, then `extra`
+    /// (`--models-dir`).
+    pub fn catalog(&self, extra: &[PathBuf]) -> Catalog {
+        let mut dirs = self.models_dirs();
+        dirs.extend(extra.iter().cloned());
+        if dirs.is_empty() {
+            return Catalog::builtin();
+        }
+        Catalog::builtin().with_library(ModelLibrary::scan(&dirs))
     }
 
     /// `IMAGELAB_MODEL_CACHE_MB` in bytes (0 when unset: keep only the newest pipeline).
@@ -266,6 +291,15 @@ mod tests {
         let map: HashMap<String, String> =
             pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         FrontEndConfig::from_lookup(move |name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn models_dirs_split_like_path_and_skip_empty_parts() {
+        let joined = std::env::join_paths(["/a/webui", "", "/b/ComfyUI"]).expect("joins");
+        let value = joined.to_string_lossy().into_owned();
+        let dirs = config(&[(MODELS_DIR_VAR, value.as_str())]).models_dirs();
+        assert_eq!(dirs, [PathBuf::from("/a/webui"), PathBuf::from("/b/ComfyUI")]);
+        assert!(config(&[]).models_dirs().is_empty());
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub use stop::{StopRequest, StopSignal, StopSignals};
 
 use crate::engine::candle_backend::{CandleBackend, FolderResolver};
 use crate::engine::{Backend, EngineConfig, LoadProgress};
-use crate::models::hub::{DownloadEvent, HubConfig, WeightVariant, resolve_pipeline};
+use crate::models::hub::{DownloadEvent, HubConfig, WeightVariant, resolve_model};
 use crate::vocab::VocabError;
 
 /// The default output root.
@@ -157,8 +157,9 @@ pub fn preferred_weight_variant() -> WeightVariant {
     }
 }
 
-/// Resolves hub models to a local snapshot folder through the Hugging Face cache (downloading
-/// only what the pipeline needs unless `HF_HUB_OFFLINE=1`), reporting downloads as load progress.
+/// Resolves hub models to local files through the Hugging Face cache — a pipeline's snapshot
+/// folder, a single-file repo's checkpoint, a VAE repo's folder — downloading only what is
+/// needed unless `HF_HUB_OFFLINE=1`, reporting downloads as load progress.
 pub fn hub_resolver(hub: HubConfig) -> FolderResolver {
     let prefer = preferred_weight_variant();
     Box::new(move |model, on_progress| {
@@ -178,7 +179,8 @@ pub fn hub_resolver(hub: HubConfig) -> FolderResolver {
             }
             _ => {}
         };
-        resolve_pipeline(model, &hub, prefer, &mut on_download).map(|pipeline| pipeline.root)
+        resolve_model(model, &hub, prefer, &mut on_download)
+            .map(|resolved| resolved.path().to_path_buf())
     })
 }
 

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use super::generate::{self, GenerateOptions};
 use super::{CliError, Outcome};
-use crate::app::config::{BACKEND_VAR, DEVICE_VAR, INSTANCE_ID_VAR, OUTPUT_DIR_VAR};
+use crate::app::config::{
+    BACKEND_VAR, DEVICE_VAR, INSTANCE_ID_VAR, MODELS_DIR_VAR, OUTPUT_DIR_VAR,
+};
 use crate::app::{BackendChoice, DEFAULT_OUTPUT_DIR, FrontEndConfig};
 use crate::models::catalog::DEFAULT_MODEL;
 use crate::request::{Request, RequestError, Sweep};
@@ -32,6 +34,7 @@ pub const VARIABLES: &[&str] = &[
     "SCHEDULER",
     "SCHEDULE_TYPE",
     "INIT_IMAGE_PATH",
+    "VAE",
     "IMG2IMG_STRENGTH",
     "RUN_ALL_PROFILES",
     "RUN_ALL_MODELS",
@@ -44,6 +47,7 @@ pub const VARIABLES: &[&str] = &[
     "IMAGELAB_DTYPE",
     "IMAGELAB_JSON",
     INSTANCE_ID_VAR,
+    MODELS_DIR_VAR,
 ];
 
 /// True when the environment asks for env-var mode.
@@ -177,6 +181,7 @@ pub fn parse(lookup: &dyn Fn(&str) -> Option<String>) -> Result<GenerateOptions,
         init_image,
         strength: number("IMG2IMG_STRENGTH", get("IMG2IMG_STRENGTH"))?.unwrap_or(0.75),
         sweep,
+        vae: get("VAE"),
         device,
         dtype,
         output,
@@ -188,6 +193,7 @@ pub fn parse(lookup: &dyn Fn(&str) -> Option<String>) -> Result<GenerateOptions,
         json: flag("IMAGELAB_JSON")?,
         backend,
         instance_id: get(INSTANCE_ID_VAR),
+        models_dirs: Vec::new(),
     })
 }
 

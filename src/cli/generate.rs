@@ -102,6 +102,14 @@ pub struct GenerateArgs {
     /// LoRA adapter `FILE_OR_HUB_ID`[:WEIGHT] (repeatable).
     #[arg(long = "lora", value_parser = LoraSpec::parse)]
     pub loras: Vec<LoraSpec>,
+    /// A models folder (A1111 or ComfyUI layout, or any folder of files) whose checkpoints,
+    /// LoRAs and VAEs can be named; repeatable, added to `IMAGELAB_MODELS_DIR`.
+    #[arg(long = "models-dir")]
+    pub models_dirs: Vec<PathBuf>,
+    /// A VAE to use instead of the model's own: a hub repo id (a diffusers VAE, e.g.
+    /// madebyollin/sdxl-vae-fp16-fix), a diffusers VAE folder, or a `.safetensors` VAE file.
+    #[arg(long)]
+    pub vae: Option<String>,
     /// Truncate prompts at 77 tokens (diffusers) instead of chunking them (A1111, ComfyUI).
     #[arg(long)]
     pub truncate: bool,
@@ -146,6 +154,8 @@ pub struct GenerateOptions {
     pub backend: BackendChoice,
     /// `INSTANCE_ID`.
     pub instance_id: Option<String>,
+    /// `--models-dir` folders (besides `IMAGELAB_MODELS_DIR`).
+    pub models_dirs: Vec<PathBuf>,
 }
 
 impl GenerateOptions {
@@ -186,6 +196,7 @@ impl GenerateArgs {
             strength: self.strength,
             sweep,
             loras: self.loras,
+            vae: self.vae,
             save_latent: self.save_latent,
             output: SaveOptions {
                 format: self.format,
@@ -202,6 +213,7 @@ impl GenerateArgs {
             json: self.json,
             backend: self.backend,
             instance_id: config.instance_id(),
+            models_dirs: self.models_dirs,
         })
     }
 }
@@ -221,7 +233,8 @@ pub fn run_args(
     let mut options = args.into_options(config)?;
     if let Some(file) = from {
         let profiles = config.profiles().map_err(|err| CliError::Usage(err.to_string()))?;
-        for note in apply_from(&file, &mut options.request, matches, &profiles)? {
+        let catalog = config.catalog(&options.models_dirs);
+        for note in apply_from(&file, &mut options.request, matches, &profiles, &catalog)? {
             eprintln!("note: {note}");
         }
     }
@@ -268,7 +281,8 @@ pub fn typed_fields(matches: &ArgMatches) -> impl Fn(RequestField) -> bool + '_ 
 }
 
 /// Lays the settings of the image at `file` under the flags the user typed. Returns what a
-/// re-run will do differently, for stderr.
+/// re-run will do differently, for stderr — among them each LoRA of the image that is not in
+/// the LoRA folders (nor a file or hub id), which is left out.
 ///
 /// # Errors
 /// The file cannot be read or holds no settings; the message names the file.
@@ -277,10 +291,23 @@ pub fn apply_from(
     request: &mut Request,
     matches: &ArgMatches,
     profiles: &Profiles,
+    catalog: &Catalog,
 ) -> Result<Vec<String>, CliError> {
     let recovered = recover_file(file).map_err(|err| CliError::Usage(format!("--from: {err}")))?;
-    let restored = restore_settings(&recovered, &Catalog::builtin(), profiles);
+    let mut restored = restore_settings(&recovered, catalog, profiles);
     restored.overlay.apply(request, typed_fields(matches));
+    if !typed(matches, "loras") {
+        request.loras.retain(|lora| match catalog.resolve_lora(&lora.source) {
+            Ok(_) => true,
+            Err(err) => {
+                restored.notes.push(format!(
+                    "LoRA {:?} (weight {}) of the image is left out: {err}",
+                    lora.source, lora.weight
+                ));
+                false
+            }
+        });
+    }
     Ok(restored.notes)
 }
 
@@ -290,8 +317,8 @@ pub fn apply_from(
 /// Bad input found before any work (nothing written), or an engine that stopped mid-job.
 pub fn run(options: &GenerateOptions, config: &FrontEndConfig) -> Result<Outcome, CliError> {
     let profiles = config.profiles().map_err(|err| CliError::Usage(err.to_string()))?;
-    let catalog = Catalog::builtin();
     let grace = config.stop_grace()?;
+    let catalog = config.catalog(&options.models_dirs);
     let wiring = options.engine_setup().wire(config)?;
     let plan = prepare_plan(&options.request, &profiles, &catalog, &wiring.backend.capabilities())?;
     let stops = install_stop_signals(grace)?;

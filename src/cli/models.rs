@@ -4,7 +4,6 @@ use clap::{Args, Subcommand};
 
 use super::{CliError, Outcome};
 use crate::app::FrontEndConfig;
-use crate::models::Catalog;
 use crate::models::hub::{DownloadEvent, HubConfig, WeightVariant};
 use crate::models::manage;
 
@@ -20,12 +19,17 @@ pub struct ModelsArgs {
     /// One JSON document on stdout.
     #[arg(long, global = true)]
     pub json: bool,
+    /// A models folder to list too (A1111 or ComfyUI layout, or any folder of files);
+    /// repeatable, added to `IMAGELAB_MODELS_DIR`.
+    #[arg(long = "models-dir", global = true)]
+    pub models_dirs: Vec<std::path::PathBuf>,
 }
 
 /// `models` actions.
 #[derive(Debug, Clone, Subcommand)]
 pub enum ModelsAction {
-    /// Every catalog model: cached, partial or not downloaded, with sizes.
+    /// Every catalog model: cached, partial or not downloaded, with sizes; then every
+    /// checkpoint, LoRA and VAE of the models folders, and the files refused there.
     List,
     /// Download what each named model needs (`all` or none = every catalog model).
     Prefetch {
@@ -56,12 +60,13 @@ fn outcome(failed: bool) -> Outcome {
 /// # Errors
 /// An unknown model name (exit 2); JSON that cannot be written.
 pub fn run(args: &ModelsArgs, front_end: &FrontEndConfig) -> Result<Outcome, CliError> {
-    let catalog = Catalog::builtin();
+    let catalog = front_end.catalog(&args.models_dirs);
     let config: HubConfig = front_end.hub();
     let prefer = if args.fp16 { WeightVariant::Fp16 } else { WeightVariant::Full };
     match &args.action {
         ModelsAction::List => {
-            let listings = manage::list_models(&catalog, &config, prefer);
+            let mut listings = manage::list_models(&catalog, &config, prefer);
+            listings.extend(manage::list_local(&catalog));
             if args.json {
                 print_json(&listings)?;
             } else {

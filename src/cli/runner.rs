@@ -105,7 +105,7 @@ pub struct PromptsArgs {
 /// A bad template file or choice (exit 2).
 pub fn run_prompts(args: &PromptsArgs, config: &FrontEndConfig) -> Result<Outcome, CliError> {
     let profiles = config.profiles().map_err(|err| CliError::Usage(err.to_string()))?;
-    let (generator, drawn) = args.generator.generator(&profiles, &Catalog::builtin())?;
+    let (generator, drawn) = args.generator.generator(&profiles, &config.catalog(&[]))?;
     if drawn {
         eprintln!("seed {0} (repeat with --seed {0})", generator.run_seed());
     }
@@ -254,7 +254,7 @@ pub fn run_runner(
     stop: &StopToken,
 ) -> Result<Outcome, CliError> {
     let profiles = config.profiles().map_err(|err| CliError::Usage(err.to_string()))?;
-    let catalog = Catalog::builtin();
+    let catalog = config.catalog(&[]);
     let (generator, drawn) = args.generator.generator(&profiles, &catalog)?;
     let now = chrono::Local::now();
     let started = Instant::now();

@@ -37,6 +37,10 @@ pub enum DiffusionError {
     /// A tensor operation failed (shape mismatch, missing weight, device error).
     #[error("tensor error: {0}")]
     Tensor(#[from] candle_core::Error),
+    /// A model file that is not what a pipeline needs (corrupt, truncated, another
+    /// architecture), as the models layer found it.
+    #[error(transparent)]
+    Model(#[from] crate::models::ModelError),
     /// The step callback asked to stop.
     #[error("cancelled")]
     Cancelled,

@@ -16,6 +16,8 @@ use unicode_normalization::UnicodeNormalization;
 use super::error::{DiffusionError, Result, read_json, read_text};
 
 const BOS: &str = "<|startoftext|>";
+/// CLIP's BPE merges, shipped with the program (see [`ClipTokenizer::clip`]).
+const CLIP_MERGES: &str = include_str!("../../assets/clip/merges.txt");
 const EOS: &str = "<|endoftext|>";
 /// CLIP's pre-tokenisation: contractions, letter runs, single digits, other-symbol runs.
 const CLIP_PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
@@ -62,40 +64,89 @@ pub struct ClipTokenizer {
 }
 
 impl ClipTokenizer {
-    /// Loads `vocab.json`, `merges.txt`, `tokenizer_config.json` (and `special_tokens_map.json`
-    /// when present) from a tokenizer folder.
+    /// Loads a tokenizer folder: `vocab.json` + `merges.txt` (as the hub repos ship them) or,
+    /// when those are absent, `tokenizer.json` (all transformers 5 `save_pretrained` writes);
+    /// with `tokenizer_config.json` (and `special_tokens_map.json` when present).
     ///
     /// # Errors
     /// Missing or malformed files, special tokens absent from the vocabulary.
     pub fn from_folder(folder: &Path) -> Result<Self> {
         let vocab_path = folder.join("vocab.json");
-        let vocab: HashMap<String, u32> = read_json("tokenizer vocabulary", &vocab_path)?;
-        let merges_path = folder.join("merges.txt");
-        let merges = read_text("tokenizer merges", &merges_path)?;
-        let config_path = folder.join("tokenizer_config.json");
-        let config: Value = if config_path.exists() {
-            read_json("tokenizer config", &config_path)?
+        let json_path = folder.join("tokenizer.json");
+        let (vocab, merges, source) = if !vocab_path.exists() && json_path.exists() {
+            let (vocab, merges) = read_tokenizer_json(&json_path)?;
+            (vocab, merges, json_path)
         } else {
-            Value::Null
+            let vocab: HashMap<String, u32> = read_json("tokenizer vocabulary", &vocab_path)?;
+            let merges_path = folder.join("merges.txt");
+            let merges = parse_merges(&read_text("tokenizer merges", &merges_path)?, &merges_path)?;
+            (vocab, merges, vocab_path)
         };
-        let special_path = folder.join("special_tokens_map.json");
-        let special: Value = if special_path.exists() {
-            read_json("special tokens map", &special_path)?
-        } else {
-            Value::Null
+        let optional_json = |name: &str, what: &'static str| -> Result<Value> {
+            let path = folder.join(name);
+            if path.exists() { read_json(what, &path) } else { Ok(Value::Null) }
         };
+        let config = optional_json("tokenizer_config.json", "tokenizer config")?;
+        let special = optional_json("special_tokens_map.json", "special tokens map")?;
+        Self::from_parts(vocab, &merges, &config, &special, &source)
+    }
+
+    /// CLIP's own tokenizer, shipped with the program (`assets/clip/merges.txt`, the merges of
+    /// `openai/clip-vit-large-patch14` and of every SD/SDXL repo's tokenizer; the vocabulary is
+    /// built from them as CLIP's `SimpleTokenizer` builds it): for single-file checkpoints,
+    /// which carry no tokenizer. `pad` is `<|endoftext|>` for CLIP ViT-L (SD 1.x, SDXL's first
+    /// encoder) and `!` for OpenCLIP (SDXL's second encoder, SD 2.x), as their repos configure.
+    ///
+    /// # Errors
+    /// Only if the shipped merges were damaged.
+    pub fn clip(pad: &str) -> Result<Self> {
+        let source = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/clip/merges.txt"));
+        let merges = parse_merges(CLIP_MERGES, source)?;
+        // CLIP's order: the byte characters as `bytes_to_unicode()` lists them (the printable
+        // bytes first, then the others), the same with `</w>`, the merges, the two specials.
+        let byte_chars = byte_to_unicode();
+        let (printable, others): (Vec<usize>, Vec<usize>) = (0..256).partition(|&byte| {
+            u32::from(byte_chars[byte]) == u32::try_from(byte).unwrap_or(u32::MAX)
+        });
+        let ordered: Vec<char> =
+            printable.into_iter().chain(others).map(|byte| byte_chars[byte]).collect();
+        let mut tokens: Vec<String> = ordered.iter().map(char::to_string).collect();
+        tokens.extend(ordered.iter().map(|c| format!("{c}</w>")));
+        tokens.extend(merges.iter().map(|(left, right)| format!("{left}{right}")));
+        tokens.push(BOS.to_owned());
+        tokens.push(EOS.to_owned());
+        let mut vocab = HashMap::with_capacity(tokens.len());
+        for (id, token) in tokens.into_iter().enumerate() {
+            let id = u32::try_from(id).map_err(|_| {
+                DiffusionError::config("vocabulary", "more than 2^32 tokens", source)
+            })?;
+            // As CLIP's `dict(zip(vocab, range(len(vocab))))`: a repeated token keeps its last id.
+            vocab.insert(token, id);
+        }
+        let config = serde_json::json!({
+            "bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": pad,
+            "model_max_length": 77, "do_lower_case": true,
+        });
+        Self::from_parts(vocab, &merges, &config, &Value::Null, source)
+    }
+
+    /// Builds the tokenizer from its vocabulary, merges (in rank order) and configs; `source`
+    /// is named in errors.
+    fn from_parts(
+        vocab: HashMap<String, u32>,
+        merges: &[(String, String)],
+        config: &Value,
+        special: &Value,
+        source: &Path,
+    ) -> Result<Self> {
         let token = |name: &str, default: &str| -> String {
-            token_content(&config, name)
-                .or_else(|| token_content(&special, name))
+            token_content(config, name)
+                .or_else(|| token_content(special, name))
                 .unwrap_or_else(|| default.to_owned())
         };
         let lookup = |name: &str, text: &str| -> Result<u32> {
             vocab.get(text).copied().ok_or_else(|| {
-                DiffusionError::config(
-                    name,
-                    format!("{text:?} is not in the vocabulary"),
-                    &vocab_path,
-                )
+                DiffusionError::config(name, format!("{text:?} is not in the vocabulary"), source)
             })
         };
         let mut specials = Vec::new();
@@ -120,22 +171,10 @@ impl ClipTokenizer {
             .filter(|&value| (3..=77).contains(&value))
             .unwrap_or(77);
         let lowercase = config.get("do_lower_case").and_then(Value::as_bool).unwrap_or(true);
-
-        let mut merge_ranks = HashMap::new();
-        for (line_index, line) in merges.lines().enumerate() {
-            if line.starts_with("#version") || line.trim().is_empty() {
-                continue;
-            }
-            let mut parts = line.split(' ');
-            let (Some(left), Some(right), None) = (parts.next(), parts.next(), parts.next()) else {
-                return Err(DiffusionError::config(
-                    format!("line {}", line_index + 1),
-                    "a merge is two symbols separated by one space",
-                    &merges_path,
-                ));
-            };
+        let mut merge_ranks = HashMap::with_capacity(merges.len());
+        for pair in merges {
             let rank = merge_ranks.len();
-            merge_ranks.entry((left.to_owned(), right.to_owned())).or_insert(rank);
+            merge_ranks.entry(pair.clone()).or_insert(rank);
         }
         let pattern = Regex::new(CLIP_PATTERN)
             .map_err(|err| DiffusionError::Unsupported(format!("tokenizer regex: {err}")))?;
@@ -264,6 +303,65 @@ impl ClipTokenizer {
     }
 }
 
+/// `merges.txt`: a `#version` line, then one merge per line, two symbols separated by a space.
+fn parse_merges(text: &str, path: &Path) -> Result<Vec<(String, String)>> {
+    let mut merges = Vec::new();
+    for (line_index, line) in text.lines().enumerate() {
+        if line.starts_with("#version") || line.trim().is_empty() {
+            continue;
+        }
+        let mut parts = line.split(' ');
+        let (Some(left), Some(right), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(DiffusionError::config(
+                format!("line {}", line_index + 1),
+                "a merge is two symbols separated by one space",
+                path,
+            ));
+        };
+        merges.push((left.to_owned(), right.to_owned()));
+    }
+    Ok(merges)
+}
+
+/// The BPE model of a `tokenizer.json` (the `tokenizers` library's file): `model.vocab` and
+/// `model.merges`, each merge written as `"a b"` or, in newer files, as `["a", "b"]`. The
+/// pre-tokenizer and normalizer are CLIP's, as for the vocab.json form.
+/// A vocabulary and its merges in rank order.
+type VocabAndMerges = (HashMap<String, u32>, Vec<(String, String)>);
+
+fn read_tokenizer_json(path: &Path) -> Result<VocabAndMerges> {
+    let json: Value = read_json("tokenizer.json", path)?;
+    let model = &json["model"];
+    if model.get("type").and_then(Value::as_str).is_some_and(|kind| kind != "BPE") {
+        return Err(DiffusionError::config("model.type", "only a BPE tokenizer is CLIP's", path));
+    }
+    let vocab: HashMap<String, u32> = serde_json::from_value(model["vocab"].clone())
+        .map_err(|err| DiffusionError::config("model.vocab", err.to_string(), path))?;
+    let Some(entries) = model.get("merges").and_then(Value::as_array) else {
+        return Err(DiffusionError::config("model.merges", "missing or not a list", path));
+    };
+    let mut merges = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.iter().enumerate() {
+        let pair = match entry {
+            Value::String(text) => text.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned())),
+            Value::Array(items) => match items.as_slice() {
+                [Value::String(a), Value::String(b)] => Some((a.clone(), b.clone())),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some(pair) = pair else {
+            return Err(DiffusionError::config(
+                format!("model.merges[{index}]"),
+                "a merge is \"a b\" or [\"a\", \"b\"]",
+                path,
+            ));
+        };
+        merges.push(pair);
+    }
+    Ok((vocab, merges))
+}
+
 /// The content of a special-token entry, written either as a string or as an `AddedToken`
 /// object with a `content` field.
 fn token_content(config: &Value, name: &str) -> Option<String> {
@@ -389,6 +487,68 @@ mod tests {
                 assert_eq!(full, untruncated[index], "{name} untruncated {prompt:?}");
             }
         }
+    }
+
+    fn assert_recorded_ids(
+        tokenizer: &ClipTokenizer,
+        record: &Value,
+        prompts: &[String],
+        what: &str,
+    ) {
+        assert_eq!(
+            u64::from(tokenizer.pad_id()),
+            record["pad_token_id"].as_u64().expect("pad id"),
+            "{what} pad"
+        );
+        let padded = ids(&record["padded_77"]);
+        let untruncated = ids(&record["untruncated"]);
+        for (index, prompt) in prompts.iter().enumerate() {
+            assert_eq!(tokenizer.encode_padded(prompt), padded[index], "{what} padded {prompt:?}");
+            let mut full = vec![tokenizer.bos_id];
+            full.extend(tokenizer.encode(prompt));
+            full.push(tokenizer.eos_id);
+            assert_eq!(full, untruncated[index], "{what} untruncated {prompt:?}");
+        }
+    }
+
+    /// The shipped vocabulary is CLIP's: built from the shipped merges it equals the real
+    /// 49 408-entry `vocab.json`, and it tokenizes as transformers does with it, for both pads.
+    #[test]
+    fn shipped_clip_tokenizer_is_the_real_vocabulary() {
+        let recorded = recorded();
+        let prompts: Vec<String> =
+            serde_json::from_value(recorded["prompts"].clone()).expect("prompts");
+        let shipped = ClipTokenizer::clip("<|endoftext|>").expect("shipped");
+        let vocab_json =
+            fs_err::read_to_string(fixtures().join("tokenizer_clip/vocab.json")).expect("vocab");
+        let real: HashMap<String, u32> = serde_json::from_str(&vocab_json).expect("json");
+        assert_eq!(shipped.vocab, real);
+        assert_recorded_ids(&shipped, &recorded["tokenizer_clip"], &prompts, "shipped CLIP");
+        // The OpenCLIP pad: `!` is its own token wherever it appears, as with tokenizer_2.
+        let bang = ClipTokenizer::clip("!").expect("shipped, pad !");
+        assert_eq!(bang.pad_id(), 0);
+        assert_eq!(bang.encode("wow!!!"), vec![real["wow</w>"], 0, 0, 0]);
+    }
+
+    /// Folders with only `tokenizer.json` + `tokenizer_config.json` (transformers 5's
+    /// `save_pretrained`) give the ids transformers gives with them.
+    #[test]
+    fn tokenizer_json_only_folders_match_transformers() {
+        let folder = fixtures().join("tokenizer_json");
+        let text = fs_err::read_to_string(folder.join("tokens.json")).expect("tokens.json");
+        let recorded: Value = serde_json::from_str(&text).expect("parses");
+        let prompts: Vec<String> =
+            serde_json::from_value(recorded["prompts"].clone()).expect("prompts");
+        for name in ["tokenizer", "tokenizer_2"] {
+            assert!(!folder.join(name).join("vocab.json").exists());
+            let tokenizer = ClipTokenizer::from_folder(&folder.join(name)).expect("loads");
+            assert_recorded_ids(&tokenizer, &recorded[name], &prompts, name);
+        }
+        let broken = tempfile::tempdir().expect("tempdir");
+        fs_err::write(broken.path().join("tokenizer.json"), r#"{"model": {"type": "Unigram"}}"#)
+            .expect("write");
+        let err = ClipTokenizer::from_folder(broken.path()).expect_err("not BPE");
+        assert!(err.to_string().contains("model.type"), "{err}");
     }
 
     #[test]

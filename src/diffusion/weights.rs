@@ -1,15 +1,243 @@
 //! Weights: `.safetensors` only, memory-mapped (the one audited `unsafe` of the crate), the
 //! choice of file within a component folder (`*.fp16.safetensors` on GPU when present), and
 //! tensor byte counts read from the safetensors headers (what the model cache accounts).
+//!
+//! [`ComponentWeights`] is the seam every model builder reads through: a component's tensors by
+//! the names the model asks for (diffusers/transformers names), from a diffusers folder's files
+//! as they are, or from a single-file checkpoint through a name map
+//! ([`super::single_file`]). A [`TensorPatch`] given at load sees every tensor on the way in
+//! (in the file's precision, after renaming), which is where LoRA deltas are merged.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use candle_core::{DType, Device};
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::VarBuilder;
+use candle_nn::var_builder::SimpleBackend;
 use serde_json::Value;
 
 use super::error::{DiffusionError, Result, read_json};
+use super::single_file::names::{NameMap, Transform};
+use crate::models::safetensors_header::SafetensorsHeader;
 use crate::models::weight_files::{WeightVariant, choose_weight_files};
+
+/// A change made to tensors as a component loads them: given the model's name for the tensor
+/// and the tensor (on the device, in the file's precision, renamed and reshaped as the model
+/// expects), returns what the model gets. LoRA merging implements this.
+pub trait TensorPatch: Send + Sync {
+    /// The tensor `name` becomes the returned tensor (same shape).
+    ///
+    /// # Errors
+    /// Tensor errors.
+    fn patch(&self, name: &str, tensor: Tensor) -> candle_core::Result<Tensor>;
+}
+
+/// Where one component's tensors come from, by the names its model asks for.
+#[derive(Debug, Clone)]
+pub enum ComponentWeights {
+    /// Safetensors files whose tensor names are the model's (a diffusers component folder).
+    Files(Vec<PathBuf>),
+    /// A single-file checkpoint read through a name map (model name → stored tensor).
+    Mapped {
+        /// The checkpoint.
+        file: PathBuf,
+        /// Its validated header (shapes and dtypes of the stored tensors).
+        header: Arc<SafetensorsHeader>,
+        /// This component's tensors.
+        map: Arc<NameMap>,
+    },
+}
+
+impl ComponentWeights {
+    /// The weight files of a diffusers component folder ([`component_weights`]).
+    ///
+    /// # Errors
+    /// As [`component_weights`].
+    pub fn folder(folder: &Path, stem: &str, prefer_fp16: bool) -> Result<Self> {
+        Ok(Self::Files(component_weights(folder, stem, prefer_fp16)?))
+    }
+
+    /// The file named in errors.
+    pub fn first_file(&self) -> &Path {
+        match self {
+            Self::Files(files) => files.first().map_or(Path::new(""), PathBuf::as_path),
+            Self::Mapped { file, .. } => file,
+        }
+    }
+
+    /// A `VarBuilder` over these tensors (memory-mapped), converting to `dtype` on `device`,
+    /// each tensor passed through `patch` first when there is one.
+    ///
+    /// # Errors
+    /// Unreadable or malformed files.
+    pub fn var_builder(
+        &self,
+        dtype: DType,
+        device: &Device,
+        patch: Option<Arc<dyn TensorPatch>>,
+    ) -> Result<VarBuilder<'static>> {
+        match (self, patch) {
+            (Self::Files(files), None) => mmap_var_builder(files, dtype, device),
+            (Self::Files(files), Some(patch)) => {
+                let backend =
+                    MappedBackend { tensors: open_mmap(files)?, map: None, patch: Some(patch) };
+                Ok(VarBuilder::from_backend(Box::new(backend), dtype, device.clone()))
+            }
+            (Self::Mapped { file, map, .. }, patch) => {
+                let backend = MappedBackend {
+                    tensors: open_mmap(std::slice::from_ref(file))?,
+                    map: Some(Arc::clone(map)),
+                    patch,
+                };
+                Ok(VarBuilder::from_backend(Box::new(backend), dtype, device.clone()))
+            }
+        }
+    }
+
+    /// For a mapped single file: every tensor the model can ask for, with the shape it will
+    /// have (after its transform). `None` for plain files.
+    pub fn mapped_shapes(&self) -> Option<std::collections::BTreeMap<String, Vec<usize>>> {
+        let Self::Mapped { header, map, .. } = self else { return None };
+        let shapes = super::single_file::infer::Shapes { header, map };
+        Some(map.keys().filter_map(|name| Some((name.clone(), shapes.get(name)?))).collect())
+    }
+
+    /// Bytes of the tensors once loaded as `dtype`, counting only those whose (model) name
+    /// `keep` accepts; read from headers only.
+    ///
+    /// # Errors
+    /// Unreadable or malformed headers.
+    pub fn bytes(&self, dtype: DType, keep: &dyn Fn(&str) -> bool) -> Result<u64> {
+        match self {
+            Self::Files(files) => safetensors_bytes(files, dtype, keep),
+            Self::Mapped { header, map, .. } => Ok(map
+                .iter()
+                .filter(|(name, _)| keep(name))
+                .filter_map(|(_, source)| {
+                    let stored = header.tensors.get(&source.name)?;
+                    let elements: u64 = stored.shape.iter().product();
+                    Some(match source.transform {
+                        Transform::Rows { len, .. } => {
+                            let rows = stored.shape.first().copied().unwrap_or(1).max(1);
+                            elements / rows * len as u64
+                        }
+                        _ => elements,
+                    })
+                })
+                .map(|elements| elements * dtype.size_in_bytes() as u64)
+                .sum()),
+        }
+    }
+}
+
+/// Memory-maps safetensors files (LoRA files too) through the one audited mapping below.
+///
+/// # Errors
+/// Files that are not `.safetensors`, unreadable or malformed files.
+pub(crate) fn open_safetensors(files: &[PathBuf]) -> Result<MmapedSafetensors> {
+    open_mmap(files)
+}
+
+/// Memory-maps safetensors files.
+#[allow(unsafe_code, reason = "the one audited mmap: see SAFETY below")]
+fn open_mmap(files: &[PathBuf]) -> Result<MmapedSafetensors> {
+    for file in files {
+        if file.extension().and_then(|ext| ext.to_str()) != Some("safetensors") {
+            return Err(DiffusionError::config(
+                "weights",
+                "only .safetensors files are loaded",
+                file,
+            ));
+        }
+    }
+    // SAFETY: the files are mapped read-only; safetensors headers are validated by candle
+    // before any tensor is read. The mapping is undefined behaviour only if another process
+    // truncates or rewrites a model file while it is loaded, which model folders never expect.
+    let mapped = unsafe { MmapedSafetensors::multi(files) };
+    mapped.map_err(|err| {
+        DiffusionError::config(
+            "weights",
+            err.to_string(),
+            files.first().map_or(Path::new(""), PathBuf::as_path),
+        )
+    })
+}
+
+/// Memory-mapped tensors, optionally renamed (`map`: model name → stored tensor) and patched.
+struct MappedBackend {
+    tensors: MmapedSafetensors,
+    map: Option<Arc<NameMap>>,
+    patch: Option<Arc<dyn TensorPatch>>,
+}
+
+impl SimpleBackend for MappedBackend {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        _hints: candle_nn::Init,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let tensor = self.get_unchecked(name, dtype, device)?;
+        if tensor.shape() != &shape {
+            let stored = self
+                .map
+                .as_ref()
+                .and_then(|map| map.get(name))
+                .map_or_else(String::new, |source| format!(" (stored as {})", source.name));
+            return Err(candle_core::Error::Msg(format!(
+                "tensor {name}{stored} has shape {:?}, the model expects {:?}",
+                tensor.dims(),
+                shape.dims()
+            )));
+        }
+        Ok(tensor)
+    }
+
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let tensor = match &self.map {
+            None => self.tensors.load(name, device)?,
+            Some(map) => {
+                let Some(source) = map.get(name) else {
+                    return Err(candle_core::Error::CannotFindTensor { path: name.to_owned() });
+                };
+                let stored = self.tensors.load(&source.name, device)?;
+                match source.transform {
+                    Transform::Identity => stored,
+                    Transform::Rows { start, len } => stored.narrow(0, start, len)?,
+                    Transform::Transpose => stored.t()?.contiguous()?,
+                    Transform::DropUnitDims => {
+                        let dims = stored.dims();
+                        if dims.len() > 2 && dims[2..].iter().all(|&d| d == 1) {
+                            stored.reshape((dims[0], dims[1]))?
+                        } else {
+                            stored
+                        }
+                    }
+                }
+            }
+        };
+        let tensor = match &self.patch {
+            Some(patch) => patch.patch(name, tensor)?,
+            None => tensor,
+        };
+        tensor.to_dtype(dtype)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        match &self.map {
+            Some(map) => map.contains_key(name),
+            None => self.tensors.get(name).is_ok(),
+        }
+    }
+}
 
 /// The weights files of a diffusers component folder, chosen as the hub planner chooses them
 /// ([`choose_weight_files`]): the `fp16` variant first when `prefer_fp16`, single file or
@@ -83,32 +311,13 @@ fn shards_from_index(folder: &Path, index_path: &Path) -> Result<Vec<PathBuf>> {
 ///
 /// # Errors
 /// Unreadable or malformed files.
-#[allow(unsafe_code, reason = "the one audited mmap: see SAFETY below")]
 pub fn mmap_var_builder(
     files: &[PathBuf],
     dtype: DType,
     device: &Device,
 ) -> Result<VarBuilder<'static>> {
-    for file in files {
-        if file.extension().and_then(|ext| ext.to_str()) != Some("safetensors") {
-            return Err(DiffusionError::config(
-                "weights",
-                "only .safetensors files are loaded",
-                file,
-            ));
-        }
-    }
-    // SAFETY: the files are mapped read-only; safetensors headers are validated by candle
-    // before any tensor is read. The mapping is undefined behaviour only if another process
-    // truncates or rewrites a model file while it is loaded, which model folders never expect.
-    let builder = unsafe { VarBuilder::from_mmaped_safetensors(files, dtype, device) };
-    builder.map_err(|err| {
-        DiffusionError::config(
-            "weights",
-            err.to_string(),
-            files.first().map_or(Path::new(""), PathBuf::as_path),
-        )
-    })
+    let tensors = open_mmap(files)?;
+    Ok(VarBuilder::from_backend(Box::new(tensors), dtype, device.clone()))
 }
 
 /// Bytes of the tensors in safetensors `files` once loaded as `dtype` (read from the headers:

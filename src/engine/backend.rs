@@ -5,9 +5,9 @@ use std::ops::ControlFlow;
 
 use serde::{Deserialize, Serialize};
 
-use crate::models::catalog::{EntryKind, ModelDefaults, ModelRef, ModelSource};
+use crate::models::catalog::{EntryKind, LoraChoice, ModelDefaults, ModelRef, ModelSource};
 use crate::request::{Plan, Sweep};
-use crate::vocab::{DeviceChoice, LoraSpec, Precision, SamplerKind, SigmaSchedule};
+use crate::vocab::{DeviceChoice, LoraHash, LoraSpec, Precision, SamplerKind, SigmaSchedule};
 
 /// What a backend can do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -52,7 +52,7 @@ impl Capabilities {
         }
         // A LoRA the user chose needs the capability; in an all-models sweep a catalog LoRA entry
         // is one item among many and fails on its own (logged) while the sweep goes on.
-        let needs_lora = !plan.request.loras.is_empty()
+        let needs_lora = !plan.loras.is_empty()
             || (plan.request.sweep != Sweep::AllModelsAllProfiles
                 && plan.items.iter().any(|item| matches!(item.model.kind, EntryKind::Lora { .. })));
         if needs_lora && !self.lora {
@@ -62,9 +62,23 @@ impl Capabilities {
     }
 }
 
+/// How a model is to be loaded, besides which model: what the engine passes to
+/// [`Backend::load`] from the request.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LoadOptions {
+    /// The device asked for.
+    pub device: DeviceChoice,
+    /// The precision asked for (`None`: the device's default).
+    pub dtype: Option<Precision>,
+    /// A VAE swapped in for the model's own (`--vae`; kind [`EntryKind::Vae`]).
+    pub vae: Option<ModelRef>,
+    /// LoRAs merged into the weights as they load, in order.
+    pub loras: Vec<LoraChoice>,
+}
+
 /// What identifies a loaded model — the engine's "already loaded" check and the backends'
-/// model caches: the same source on another device or in another precision is another set of
-/// tensors.
+/// model caches: the same source on another device, in another precision, with another VAE or
+/// other LoRAs (or weights) is another set of tensors.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ModelKey {
     /// Where the model comes from.
@@ -73,12 +87,33 @@ pub struct ModelKey {
     pub device: DeviceChoice,
     /// The precision asked for (`None`: the device's default).
     pub dtype: Option<Precision>,
+    /// Where the swapped-in VAE comes from, if any.
+    pub vae: Option<ModelSource>,
+    /// The merged LoRAs: where each comes from and its weight (as bits: weights compare
+    /// exactly), in order.
+    pub loras: Vec<(ModelSource, String, u32)>,
 }
 
 impl ModelKey {
-    /// The key of `model` on `device` in `dtype`.
-    pub fn new(model: &ModelRef, device: DeviceChoice, dtype: Option<Precision>) -> Self {
-        Self { source: model.source.clone(), device, dtype }
+    /// The key of `model` loaded with `options`.
+    pub fn new(model: &ModelRef, options: &LoadOptions) -> Self {
+        Self {
+            source: model.source.clone(),
+            device: options.device,
+            dtype: options.dtype,
+            vae: options.vae.as_ref().map(|vae| vae.source.clone()),
+            loras: options
+                .loras
+                .iter()
+                .map(|choice| {
+                    let file = match &choice.lora.kind {
+                        EntryKind::Lora { file, .. } => file.clone(),
+                        EntryKind::Pipeline | EntryKind::Vae => String::new(),
+                    };
+                    (choice.lora.source.clone(), file, choice.weight.to_bits())
+                })
+                .collect(),
+        }
     }
 }
 
@@ -102,6 +137,8 @@ pub struct LoadedModel {
     pub revision: Option<String>,
     /// Seconds spent loading (0 when it came from the cache).
     pub load_s: f64,
+    /// A1111's name and hash of each of [`LoadOptions::loras`], in order.
+    pub lora_hashes: Vec<LoraHash>,
 }
 
 /// Everything one image needs, fully resolved.
@@ -223,15 +260,14 @@ pub trait Backend: Send {
     /// Human label of the device in use (`cpu`, `cuda:0 (NVIDIA H200)`).
     fn device_label(&self) -> String;
 
-    /// Makes `model` ready on `device` (from its cache when possible).
+    /// Makes `model` ready as `options` say (from its cache when possible).
     ///
     /// # Errors
     /// Missing files, unsafe weights, unsupported layouts, device errors.
     fn load(
         &mut self,
         model: &ModelRef,
-        device: DeviceChoice,
-        dtype: Option<Precision>,
+        options: &LoadOptions,
         on_progress: &mut dyn FnMut(LoadProgress),
     ) -> Result<LoadedModel, BackendError>;
 
@@ -275,7 +311,7 @@ mod tests {
             "the sweep runs; the LoRA items fail alone"
         );
         let flag = plan(&Request {
-            loras: vec![LoraSpec { source: "a.safetensors".into(), weight: 1.0 }],
+            loras: vec![LoraSpec { source: "nerijs/pixel-art-xl".into(), weight: 1.0 }],
             ..Request::default()
         });
         assert_eq!(no_lora.missing_for(&flag), vec!["LoRA adapters"]);

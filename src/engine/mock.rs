@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 use image::RgbImage;
 
 use super::backend::{
-    Backend, BackendError, Capabilities, GenerateParams, Generated, LoadProgress, LoadedModel,
-    Preview, StepUpdate, Timings,
+    Backend, BackendError, Capabilities, GenerateParams, Generated, LoadOptions, LoadProgress,
+    LoadedModel, Preview, StepUpdate, Timings,
 };
 use crate::font;
 use crate::models::catalog::ModelRef;
+use crate::models::lora::lora_name;
 use crate::storage::metadata::NOISE_SOURCE_TORCH_CPU;
-use crate::vocab::{DeviceChoice, Precision, SamplerKind};
+use crate::vocab::{LoraHash, SamplerKind};
 
 /// Largest side of a preview, in pixels.
 const PREVIEW_MAX_PX: u32 = 128;
@@ -86,8 +87,7 @@ impl Backend for MockBackend {
     fn load(
         &mut self,
         model: &ModelRef,
-        _device: DeviceChoice,
-        _dtype: Option<Precision>,
+        options: &LoadOptions,
         on_progress: &mut dyn FnMut(LoadProgress),
     ) -> Result<LoadedModel, BackendError> {
         if self.fail_model.as_deref() == Some(model.display_name.as_str()) {
@@ -114,6 +114,15 @@ impl Backend for MockBackend {
             model_id: model.model_id(),
             revision: None,
             load_s: started.elapsed().as_secs_f64(),
+            // The mock reads no files: names, no hashes.
+            lora_hashes: options
+                .loras
+                .iter()
+                .map(|choice| LoraHash {
+                    name: lora_name(std::path::Path::new(&choice.lora.model_id())),
+                    hash: String::new(),
+                })
+                .collect(),
         })
     }
 

@@ -20,13 +20,14 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
 pub use backend::{
-    Backend, BackendError, Capabilities, GenerateParams, Generated, LoadProgress, LoadedModel,
-    ModelKey, Preview, StepUpdate, Timings,
+    Backend, BackendError, Capabilities, GenerateParams, Generated, LoadOptions, LoadProgress,
+    LoadedModel, ModelKey, Preview, StepUpdate, Timings,
 };
 pub use protocol::{Command, Event, JobId, JobSummary, QueueStats, SavedImage, StopMode};
 pub use worker::{Outputs, Waker, relative_path};
 
-use crate::models::catalog::Catalog;
+use crate::models::catalog::{Catalog, ModelRef, ModelSource};
+use crate::models::layout::Layout;
 use crate::request::{Plan, Profiles, Request, RequestError, build_plan};
 use crate::storage::{inputs, jobs_log};
 
@@ -287,6 +288,14 @@ pub fn prepare_plan(
     if let Some(path) = &request.init_image {
         check_init_image(path)?;
     }
+    if request.sweep != crate::request::Sweep::AllModelsAllProfiles {
+        for item in plan.items.iter().take(1) {
+            check_local_checkpoint(&item.model)?;
+        }
+    }
+    if let Some(vae) = &plan.vae {
+        check_local_vae(vae)?;
+    }
     let missing = capabilities.missing_for(&plan);
     if !missing.is_empty() {
         return Err(RequestError::new(
@@ -295,6 +304,33 @@ pub fn prepare_plan(
         ));
     }
     Ok(plan)
+}
+
+/// A chosen single file is read (header only) and refused now, naming what it looks like,
+/// when it cannot be loaded; in an all-models sweep such a file fails as its own item.
+fn check_local_checkpoint(model: &ModelRef) -> Result<(), RequestError> {
+    let ModelSource::LocalFile(path) = &model.source else { return Ok(()) };
+    match crate::models::layout::detect_layout(path) {
+        Ok(Layout::SingleFile(file, _)) => crate::models::safetensors_header::read_header(&file)
+            .and_then(|header| crate::models::checkpoint::inspect_checkpoint(&header))
+            .map(drop)
+            .map_err(|err| RequestError::new("model", err.to_string())),
+        Ok(_) => Ok(()),
+        Err(err) => Err(RequestError::new("model", err.to_string())),
+    }
+}
+
+/// A local `--vae` file must be a VAE (a folder is checked when it loads).
+fn check_local_vae(vae: &ModelRef) -> Result<(), RequestError> {
+    let ModelSource::LocalFile(path) = &vae.source else { return Ok(()) };
+    match crate::models::layout::classify_safetensors(path) {
+        Ok(crate::models::layout::SafetensorsKind::Vae(_)) => Ok(()),
+        Ok(_) => Err(RequestError::new(
+            "vae",
+            format!("not a VAE (no encoder.down/decoder.up tensors alone): {}", path.display()),
+        )),
+        Err(err) => Err(RequestError::new("vae", err.to_string())),
+    }
 }
 
 fn check_init_image(path: &Path) -> Result<(), RequestError> {

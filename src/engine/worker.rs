@@ -10,18 +10,18 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::backend::{
-    Backend, BackendError, GenerateParams, Generated, LoadProgress, LoadedModel, ModelKey,
-    StepUpdate,
+    Backend, BackendError, GenerateParams, Generated, LoadOptions, LoadProgress, LoadedModel,
+    ModelKey, StepUpdate,
 };
 use super::protocol::{Command, Event, JobId, JobSummary, QueueStats, SavedImage, StopMode};
-use crate::models::catalog::{ModelDefaults, ModelRef};
+use crate::models::catalog::ModelDefaults;
 use crate::request::{Plan, Sweep, WorkItem};
 use crate::storage::inputs;
 use crate::storage::jobs_log::{self, ItemStatus, JobRecord};
 use crate::storage::metadata::encode::encode_image;
 use crate::storage::metadata::{GenerationInfo, version_string};
 use crate::storage::naming::{image_stem, write_new_file};
-use crate::vocab::{OutputFormat, SamplerKind, SaveOptions};
+use crate::vocab::{LoraSpec, OutputFormat, SamplerKind, SaveOptions};
 
 /// Wakes the front end after events were sent (`ctx.request_repaint` in the window).
 pub type Waker = Arc<dyn Fn() + Send + Sync>;
@@ -317,17 +317,32 @@ impl Worker {
     fn ensure_loaded(
         &mut self,
         job: JobId,
-        model: &ModelRef,
+        item: &WorkItem,
         plan: &Plan,
     ) -> Result<LoadedModel, String> {
-        let key = ModelKey::new(model, plan.request.device, plan.request.dtype);
+        let mut options = LoadOptions {
+            device: plan.request.device,
+            dtype: plan.request.dtype,
+            vae: plan.vae.clone(),
+            loras: plan.loras.clone(),
+        };
+        // A catalog LoRA entry (Pixel Art XL) is its base model with the LoRA at weight 1,
+        // before the request's own LoRAs.
+        let model = match &item.base_and_lora {
+            Some((base, lora)) => {
+                options.loras.insert(0, lora.clone());
+                base
+            }
+            None => &item.model,
+        };
+        let key = ModelKey::new(model, &options);
         if let Some((loaded_key, loaded)) = &self.loaded
             && *loaded_key == key
         {
             return Ok(LoadedModel { load_s: 0.0, ..loaded.clone() });
         }
         let inbox = &self.inbox;
-        let name = model.display_name.clone();
+        let name = item.model.display_name.clone();
         let mut on_progress = |progress: LoadProgress| {
             inbox.emit_lossy(Event::ModelLoading {
                 job,
@@ -338,8 +353,8 @@ impl Worker {
         };
         let loaded = self
             .backend
-            .load(model, plan.request.device, plan.request.dtype, &mut on_progress)
-            .map_err(|e| format!("loading {}: {e}", model.display_name))?;
+            .load(model, &options, &mut on_progress)
+            .map_err(|e| format!("loading {}: {e}", item.model.display_name))?;
         self.loaded = Some((key, loaded.clone()));
         Ok(loaded)
     }
@@ -426,7 +441,7 @@ impl Worker {
     ) -> Result<PreparedItem, ItemFailure> {
         let catalog_settings = || ItemSettings::resolve(item, item.model.defaults, None);
         let loaded = self
-            .ensure_loaded(job, &item.model, plan)
+            .ensure_loaded(job, item, plan)
             .map_err(|error| ItemFailure { settings: catalog_settings(), error })?;
         let init_image = match &plan.request.init_image {
             None => None,
@@ -682,7 +697,19 @@ impl PreparedItem {
             strength: request.init_image.as_ref().map(|_| request.strength),
             init_image: request.init_image.as_ref().map(|p| p.display().to_string()),
             noise_source: generated.noise_source.clone(),
-            loras: request.loras.clone(),
+            loras: plan
+                .loras
+                .iter()
+                .map(|choice| LoraSpec { source: choice.lora.model_id(), weight: choice.weight })
+                .collect(),
+            // A catalog LoRA entry's own LoRA comes first and is not the request's.
+            lora_hashes: self
+                .loaded
+                .lora_hashes
+                .iter()
+                .skip(self.loaded.lora_hashes.len().saturating_sub(plan.loras.len()))
+                .cloned()
+                .collect(),
             truncate_prompt: request.truncate_prompt,
             dtype: generated.dtype.clone(),
             device,

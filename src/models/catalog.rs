@@ -1,11 +1,14 @@
 //! The catalog of known checkpoints (REFERENCE §2) and how a user's model key resolves.
 //!
 //! A key is a display name, a hub repo id, a local diffusers folder or a single `.safetensors`
-//! file. The catalog only names things; finding the files is `models::hub`'s job.
+//! file — or the name of a checkpoint, LoRA or VAE found in the user's models folders
+//! ([`ModelLibrary`]). The catalog only names things; finding the files is `models::hub`'s job.
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+use super::checkpoint::CheckpointArchitecture;
+use super::library::{LocalKind, LocalModel, ModelLibrary};
 use crate::vocab::SamplerKind;
 
 /// The model the window and the CLI start with.
@@ -51,6 +54,9 @@ pub enum EntryKind {
         /// The adapter's file inside the repo.
         file: String,
     },
+    /// A VAE to swap into a pipeline (`--vae`): a diffusers VAE folder or repo
+    /// (`config.json` + weights, as madebyollin/sdxl-vae-fp16-fix) or a lone VAE file.
+    Vae,
 }
 
 /// One known model.
@@ -103,6 +109,16 @@ impl ModelRef {
     }
 }
 
+/// A LoRA resolved against the catalog and the models folders, with its weight (negative
+/// allowed): what the engine merges into the model it loads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoraChoice {
+    /// The LoRA (kind [`EntryKind::Lora`]).
+    pub lora: ModelRef,
+    /// The multiplier (`<lora:name:w>`, diffusers' `lora_scale`).
+    pub weight: f32,
+}
+
 /// A model key that names no model.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UnknownModel {
@@ -122,12 +138,24 @@ pub enum UnknownModel {
         /// The catalog names, comma-separated.
         valid: String,
     },
+    /// Not a LoRA of the catalog or the models folders, a `.safetensors` file or a hub id.
+    #[error(
+        "unknown LoRA {key:?} (not a LoRA of the catalog or the models folders, an existing \
+         .safetensors file, or a hub id `org/name`); LoRAs found: {valid}"
+    )]
+    UnknownLora {
+        /// The key as given (trimmed).
+        key: String,
+        /// The LoRA names, comma-separated.
+        valid: String,
+    },
 }
 
-/// The known models, in menu order.
+/// The known models, in menu order, and the files found in the user's models folders.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Catalog {
     entries: Vec<CatalogEntry>,
+    library: ModelLibrary,
 }
 
 fn entry(display_name: &str, hub_id: &str, defaults: ModelDefaults) -> CatalogEntry {
@@ -173,12 +201,55 @@ impl Catalog {
                 ModelDefaults { width: 768, height: 768, ..ModelDefaults::SD15 },
             ),
         ];
-        Self { entries }
+        Self { entries, library: ModelLibrary::default() }
     }
 
     /// A catalog with exactly these entries (tests, custom catalogs).
     pub fn from_entries(entries: Vec<CatalogEntry>) -> Self {
-        Self { entries }
+        Self { entries, library: ModelLibrary::default() }
+    }
+
+    /// The same catalog with the checkpoints, LoRAs and VAEs of the user's models folders
+    /// (`--models-dir`): resolvable by name, in the menus, and in the all-models sweep.
+    #[must_use]
+    pub fn with_library(mut self, library: ModelLibrary) -> Self {
+        self.library = library;
+        self
+    }
+
+    /// What the models folders hold.
+    pub fn library(&self) -> &ModelLibrary {
+        &self.library
+    }
+
+    fn local_ref(model: &LocalModel) -> ModelRef {
+        let defaults = match model.kind {
+            LocalKind::Checkpoint(CheckpointArchitecture::Sd1) => ModelDefaults::SD15,
+            LocalKind::Checkpoint(CheckpointArchitecture::Sd2) => {
+                ModelDefaults { width: 768, height: 768, ..ModelDefaults::SD15 }
+            }
+            _ => ModelDefaults::SDXL,
+        };
+        ModelRef {
+            display_name: model.name.clone(),
+            source: ModelSource::LocalFile(model.path.clone()),
+            kind: if model.kind == LocalKind::Vae { EntryKind::Vae } else { EntryKind::Pipeline },
+            defaults,
+        }
+    }
+
+    /// The native settings of a catalog entry or a models-folder checkpoint named `name`.
+    pub fn defaults_for(&self, name: &str) -> Option<ModelDefaults> {
+        self.find(name).map(|entry| entry.defaults).or_else(|| {
+            self.library
+                .find(name, |kind| matches!(kind, LocalKind::Checkpoint(_)))
+                .map(|local| Self::local_ref(local).defaults)
+        })
+    }
+
+    /// The checkpoints of the models folders, as models to load.
+    pub fn local_models(&self) -> Vec<ModelRef> {
+        self.library.checkpoints.iter().map(Self::local_ref).collect()
     }
 
     /// Every entry in menu order.
@@ -194,9 +265,135 @@ impl Catalog {
         })
     }
 
-    /// The models an "all models" sweep runs: every catalog entry.
+    /// The models an "all models" sweep runs: every catalog entry but VAEs, then every
+    /// checkpoint of the models folders.
     pub fn sweep_models(&self) -> Vec<ModelRef> {
-        self.entries.iter().map(Self::entry_ref).collect()
+        self.entries
+            .iter()
+            .filter(|e| e.kind != EntryKind::Vae)
+            .map(Self::entry_ref)
+            .chain(self.local_models())
+            .collect()
+    }
+
+    /// Resolves a `--vae` key: a VAE entry's name, an existing folder or `.safetensors` file, or
+    /// a hub repo id (`org/name`, or `org/name/file.safetensors`).
+    ///
+    /// # Errors
+    /// [`UnknownModel`] when the key is none of these.
+    pub fn resolve_vae(&self, key: &str) -> Result<ModelRef, UnknownModel> {
+        let key = key.trim();
+        let vae_names = || {
+            self.entries
+                .iter()
+                .filter(|e| e.kind == EntryKind::Vae)
+                .map(|e| e.display_name.clone())
+                .chain(self.library.vaes.iter().map(|vae| vae.name.clone()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if key.is_empty() {
+            return Err(UnknownModel::Empty { valid: vae_names() });
+        }
+        if let Some(entry) = self.find(key).filter(|e| e.kind == EntryKind::Vae) {
+            return Ok(Self::entry_ref(entry));
+        }
+        if let Some(local) = self.library.find(key, |kind| kind == LocalKind::Vae) {
+            return Ok(Self::local_ref(local));
+        }
+        let path = Path::new(key);
+        let source = if path.is_dir() {
+            ModelSource::LocalDir(path.to_path_buf())
+        } else if path.is_file() {
+            ModelSource::LocalFile(path.to_path_buf())
+        } else if looks_like_hub_id(key) {
+            ModelSource::Hub(key.to_owned())
+        } else {
+            return Err(UnknownModel::Unknown { key: key.to_owned(), valid: vae_names() });
+        };
+        let display_name = match &source {
+            ModelSource::Hub(id) => id.clone(),
+            _ => local_display_name(path),
+        };
+        Ok(ModelRef { display_name, source, kind: EntryKind::Vae, defaults: ModelDefaults::SDXL })
+    }
+
+    /// Resolves a LoRA key (`--lora`, a `<lora:name:w>` prompt tag, a restored image's LoRA):
+    /// a LoRA entry of the catalog, a LoRA of the models folders by name (A1111's: the file
+    /// stem), an existing `.safetensors` file, or a hub repo id (`org/name`, or
+    /// `org/name/file.safetensors`). The result has kind [`EntryKind::Lora`] with an empty `base`
+    /// (it goes on whatever model runs) and the file in the repo, when known.
+    ///
+    /// # Errors
+    /// [`UnknownModel`] when the key is none of these, listing the LoRAs found.
+    pub fn resolve_lora(&self, key: &str) -> Result<ModelRef, UnknownModel> {
+        let key = key.trim();
+        let lora_names = || {
+            self.entries
+                .iter()
+                .filter(|e| matches!(e.kind, EntryKind::Lora { .. }))
+                .map(|e| e.display_name.clone())
+                .chain(self.library.loras.iter().map(|lora| lora.name.clone()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if key.is_empty() {
+            return Err(UnknownModel::Empty { valid: lora_names() });
+        }
+        let lora_ref = |display_name: String, source: ModelSource, file: String| ModelRef {
+            display_name,
+            source,
+            kind: EntryKind::Lora { base: String::new(), file },
+            defaults: ModelDefaults::SDXL,
+        };
+        if let Some(entry) = self.find(key)
+            && let EntryKind::Lora { file, .. } = &entry.kind
+        {
+            let source = ModelSource::Hub(entry.hub_id.clone());
+            return Ok(lora_ref(entry.display_name.clone(), source, file.clone()));
+        }
+        if let Some(local) = self.library.find(key, |kind| kind == LocalKind::Lora) {
+            let source = ModelSource::LocalFile(local.path.clone());
+            return Ok(lora_ref(local.name.clone(), source, String::new()));
+        }
+        let path = Path::new(key);
+        if path.is_file() {
+            let source = ModelSource::LocalFile(path.to_path_buf());
+            return Ok(lora_ref(local_display_name(path), source, String::new()));
+        }
+        if looks_like_hub_id(key) && !path.is_dir() {
+            return Ok(lora_ref(key.to_owned(), ModelSource::Hub(key.to_owned()), String::new()));
+        }
+        Err(UnknownModel::UnknownLora { key: key.to_owned(), valid: lora_names() })
+    }
+
+    /// A catalog LoRA entry run as a model (Pixel Art XL): its base model and the LoRA at
+    /// weight 1, as diffusers' `load_lora_weights` on the base gives. `None` for other models.
+    ///
+    /// # Errors
+    /// [`UnknownModel`] when the base is not in the catalog.
+    pub fn split_lora_entry(
+        &self,
+        model: &ModelRef,
+    ) -> Option<Result<(ModelRef, ModelRef), UnknownModel>> {
+        let EntryKind::Lora { base, file } = &model.kind else { return None };
+        if base.is_empty() {
+            return None;
+        }
+        let base = match self.find(base).filter(|e| e.kind == EntryKind::Pipeline) {
+            Some(entry) => Self::entry_ref(entry),
+            None => {
+                return Some(Err(UnknownModel::Unknown {
+                    key: base.clone(),
+                    valid: self.names().join(", "),
+                }));
+            }
+        };
+        let lora = ModelRef {
+            kind: EntryKind::Lora { base: String::new(), file: file.clone() },
+            ..model.clone()
+        };
+        Some(Ok((base, lora)))
     }
 
     fn entry_ref(entry: &CatalogEntry) -> ModelRef {
@@ -220,6 +417,10 @@ impl Catalog {
         }
         if let Some(entry) = self.find(key) {
             return Ok(Self::entry_ref(entry));
+        }
+        if let Some(local) = self.library.find(key, |kind| matches!(kind, LocalKind::Checkpoint(_)))
+        {
+            return Ok(Self::local_ref(local));
         }
         let path = Path::new(key);
         if path.is_dir() {
@@ -249,9 +450,14 @@ impl Catalog {
         Err(UnknownModel::Unknown { key: key.to_owned(), valid: self.names().join(", ") })
     }
 
-    /// Display names, for menus and error messages.
+    /// Display names (the catalog's, then the models folders' checkpoints), for menus and
+    /// error messages.
     pub fn names(&self) -> Vec<&str> {
-        self.entries.iter().map(|e| e.display_name.as_str()).collect()
+        self.entries
+            .iter()
+            .map(|e| e.display_name.as_str())
+            .chain(self.library.checkpoints.iter().map(|m| m.name.as_str()))
+            .collect()
     }
 }
 
@@ -260,18 +466,20 @@ fn local_display_name(path: &Path) -> String {
     stem.map_or_else(|| path.display().to_string(), |s| s.to_string_lossy().into_owned())
 }
 
-/// `org/name` with the characters the hub allows.
+/// `org/name` with the characters the hub allows, or `org/name/path/file.safetensors` naming
+/// one checkpoint inside a repo.
 fn looks_like_hub_id(key: &str) -> bool {
-    let mut parts = key.split('/');
-    let (Some(org), Some(name), None) = (parts.next(), parts.next(), parts.next()) else {
-        return false;
-    };
+    let parts: Vec<&str> = key.split('/').collect();
     let valid = |s: &str| {
         !s.is_empty()
             && !s.starts_with(['.', '-'])
             && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     };
-    valid(org) && valid(name) && !key.contains("..")
+    let names_a_file = parts.len() > 2
+        && parts.last().is_some_and(|file| super::layout::is_safetensors_file(file));
+    (parts.len() == 2 || names_a_file)
+        && parts.iter().all(|part| valid(part))
+        && !key.contains("..")
 }
 
 #[cfg(test)]

@@ -50,12 +50,40 @@ pub enum ModelError {
         /// The file.
         path: PathBuf,
     },
+    /// A LoRA file given where a model is expected.
+    #[error(
+        "{} is a LoRA adapter, not a model: apply it to a base model with --lora FILE[:WEIGHT] \
+         or a <lora:name:weight> prompt tag",
+        path.display()
+    )]
+    LoraNotModel {
+        /// The file (local path or in a hub snapshot).
+        path: PathBuf,
+    },
     /// A layout this version detects but cannot run yet.
     #[error("{what} is not supported yet: {}", path.display())]
     NotSupportedYet {
         /// What was found ("single-file SDXL checkpoint", "LoRA adapter").
         what: String,
         /// The file (local path or `repo/file`).
+        path: PathBuf,
+    },
+    /// A single file that is not a checkpoint we can map (Flux, SD3, a refiner, an inpainting
+    /// UNet, a LoRA given as a model…), refused before any work.
+    #[error("this file looks like {looks_like}, which cannot be loaded as a checkpoint: {}", path.display())]
+    UnsupportedCheckpoint {
+        /// What the tensors look like.
+        looks_like: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// A LoRA file that cannot be merged: another adapter type (named), another architecture,
+    /// modules that do not fit the model. Refused before any work.
+    #[error("LoRA {}: {what}", path.display())]
+    UnsupportedLora {
+        /// What is wrong, naming the adapter type or the module.
+        what: String,
+        /// The file.
         path: PathBuf,
     },
     /// Nothing recognisable as a model.

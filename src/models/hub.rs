@@ -17,10 +17,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::catalog::{EntryKind, ModelRef, ModelSource};
+use super::checkpoint::{CheckpointInfo, inspect_checkpoint};
 use super::error::ModelError;
 use super::layout::{
-    SafetensorsKind, classify_safetensors, detect_layout, is_pickle_file, is_safetensors_file,
-    unsafe_weights,
+    Layout, SafetensorsKind, classify_safetensors, detect_layout, is_pickle_file,
+    is_safetensors_file, unsafe_weights,
 };
 use super::safetensors_header::read_header;
 pub use super::weight_files::WeightVariant;
@@ -257,6 +258,401 @@ impl ResolvedPipeline {
     }
 }
 
+/// A model resolved to files on disk: a diffusers pipeline or one single-file checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResolvedModel {
+    /// A diffusers folder.
+    Pipeline(ResolvedPipeline),
+    /// A single-file checkpoint whose header was read and recognised.
+    SingleFile {
+        /// The file (in a hub snapshot, or local).
+        file: PathBuf,
+        /// Hub commit, for hub models.
+        revision: Option<String>,
+        /// What the header says it is.
+        info: CheckpointInfo,
+    },
+    /// A VAE: a folder with `config.json` + weights, or one `.safetensors` file.
+    Vae {
+        /// The folder or file.
+        path: PathBuf,
+        /// Hub commit, for hub VAEs.
+        revision: Option<String>,
+    },
+    /// A LoRA file, recognised as one from its header.
+    Lora {
+        /// The `.safetensors` file.
+        file: PathBuf,
+        /// Hub commit, for hub LoRAs.
+        revision: Option<String>,
+    },
+}
+
+impl ResolvedModel {
+    /// The folder or file a pipeline loads from.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Pipeline(pipeline) => &pipeline.root,
+            Self::SingleFile { file, .. } | Self::Lora { file, .. } => file,
+            Self::Vae { path, .. } => path,
+        }
+    }
+
+    /// Hub commit, for hub models.
+    pub fn revision(&self) -> Option<&str> {
+        match self {
+            Self::Pipeline(pipeline) => pipeline.revision.as_deref(),
+            Self::SingleFile { revision, .. }
+            | Self::Vae { revision, .. }
+            | Self::Lora { revision, .. } => revision.as_deref(),
+        }
+    }
+}
+
+/// A hub key: `org/name`, or `org/name/path/in/repo.safetensors` naming one checkpoint.
+pub fn split_hub_key(key: &str) -> (&str, Option<&str>) {
+    let mut slashes = key.match_indices('/').map(|(at, _)| at);
+    match (slashes.next(), slashes.next()) {
+        (Some(_), Some(second)) => (&key[..second], Some(&key[second + 1..])),
+        _ => (key, None),
+    }
+}
+
+/// Reads and recognises a single-file checkpoint, refusing what cannot be loaded.
+fn single_file(file: PathBuf, revision: Option<String>) -> Result<ResolvedModel, ModelError> {
+    let info = inspect_checkpoint(&read_header(&file)?)?;
+    Ok(ResolvedModel::SingleFile { file, revision, info })
+}
+
+/// Top-level `.safetensors` files of a repo listing: the candidates of a single-file repo.
+fn top_level_safetensors(listing: &BTreeSet<String>) -> Vec<&String> {
+    listing.iter().filter(|f| !f.contains('/') && is_safetensors_file(f)).collect()
+}
+
+/// The one checkpoint of a single-file repo, or an error listing the candidates.
+fn only_checkpoint<'a>(repo: &str, candidates: &[&'a String]) -> Result<&'a String, ModelError> {
+    match candidates {
+        [one] => Ok(one),
+        [] => Err(ModelError::UnknownLayout {
+            reason: format!("hub repo {repo} has no model_index.json and no .safetensors file"),
+            path: PathBuf::from(repo),
+        }),
+        several => Err(ModelError::UnknownLayout {
+            reason: format!(
+                "hub repo {repo} has no model_index.json and {} .safetensors files ({}); name the \
+                 checkpoint as {repo}/<file>",
+                several.len(),
+                several.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+            path: PathBuf::from(repo),
+        }),
+    }
+}
+
+/// Resolves a model to files on disk — a diffusers pipeline or a single-file checkpoint —
+/// downloading only what is needed when online (for a single-file repo, only its checkpoint).
+///
+/// The layout is detected, never assumed: a local folder with `model_index.json` or a repo
+/// listing it is a pipeline; a local `.safetensors` file, a hub key naming one
+/// (`org/name/file.safetensors`), or a repo whose only weights are one top-level
+/// `.safetensors` is a single file, recognised from its header before anything loads.
+///
+/// # Errors
+/// Missing files (offline: with the fetch command), pickle-only weights, corrupt headers,
+/// unsupported architectures (named), LoRA files, download failures.
+pub fn resolve_model(
+    model: &ModelRef,
+    config: &HubConfig,
+    prefer: WeightVariant,
+    progress: &mut ProgressFn<'_>,
+) -> Result<ResolvedModel, ModelError> {
+    if model.kind == EntryKind::Vae {
+        return resolve_vae(model, config, prefer, progress);
+    }
+    if let EntryKind::Lora { file, .. } = &model.kind {
+        return resolve_lora(model, file, config, progress);
+    }
+    match &model.source {
+        ModelSource::LocalDir(path) | ModelSource::LocalFile(path) => match detect_layout(path)? {
+            Layout::Diffusers(root) => {
+                resolve_folder(&root, None, prefer, &Origin::Local).map(ResolvedModel::Pipeline)
+            }
+            Layout::SingleFile(file, _) => single_file(file, None),
+            Layout::Lora(path) => Err(ModelError::LoraNotModel { path }),
+        },
+        ModelSource::Hub(key) => {
+            let (repo_id, file) = split_hub_key(key);
+            if config.offline {
+                resolve_cached_model(repo_id, file, &model.display_name, config, prefer)
+            } else {
+                fetch_model(repo_id, file, &model.display_name, config, prefer, progress)
+            }
+        }
+    }
+}
+
+/// The weight files of a diffusers VAE folder (`config.json` + `diffusion_pytorch_model*`).
+fn vae_folder_files(
+    listing: &BTreeSet<String>,
+    prefer: WeightVariant,
+    repo: &str,
+) -> Result<Vec<String>, ModelError> {
+    if !listing.contains("config.json") {
+        return Err(ModelError::UnknownLayout {
+            reason: format!(
+                "{repo} has no config.json (not a diffusers VAE) and names no .safetensors file"
+            ),
+            path: PathBuf::from(repo),
+        });
+    }
+    let top: Vec<&str> = listing.iter().map(String::as_str).filter(|f| !f.contains('/')).collect();
+    let chosen =
+        choose_weight_files(top, &["diffusion_pytorch_model"], prefer).map_err(
+            |err| match err {
+                WeightChoiceError::PickleOnly { files } => unsafe_weights(repo, &files),
+                WeightChoiceError::Missing { expected } => ModelError::UnknownLayout {
+                    reason: format!("the VAE {repo} has no {expected}"),
+                    path: PathBuf::from(repo),
+                },
+            },
+        )?;
+    let mut files = vec!["config.json".to_owned()];
+    files.extend(chosen.index);
+    files.extend(chosen.files);
+    Ok(files)
+}
+
+/// A VAE for `--vae`: a local folder or file as it is; a hub repo's `config.json` + weights
+/// (or the one file its key names), downloaded when missing and online.
+fn resolve_vae(
+    model: &ModelRef,
+    config: &HubConfig,
+    prefer: WeightVariant,
+    progress: &mut ProgressFn<'_>,
+) -> Result<ResolvedModel, ModelError> {
+    let local = |path: &Path| -> Result<ResolvedModel, ModelError> {
+        if path.is_dir() {
+            vae_folder_files(&list_files(path), prefer, &path.display().to_string())?;
+        } else {
+            match classify_safetensors(path)? {
+                SafetensorsKind::Vae(_) => {}
+                _ => {
+                    return Err(ModelError::UnknownLayout {
+                        reason: "not a VAE (no encoder.down/decoder.up tensors alone)".to_owned(),
+                        path: path.to_path_buf(),
+                    });
+                }
+            }
+        }
+        Ok(ResolvedModel::Vae { path: path.to_path_buf(), revision: None })
+    };
+    let key = match &model.source {
+        ModelSource::LocalDir(path) | ModelSource::LocalFile(path) => return local(path),
+        ModelSource::Hub(key) => key,
+    };
+    let (repo_id, file) = split_hub_key(key);
+    let origin =
+        Origin::Hub { repo: repo_id, fetch_name: &model.display_name, cache: &config.cache_dir };
+    let cached = || -> Result<ResolvedModel, ModelError> {
+        let repo = config.repo(repo_id);
+        let Some((revision, snapshot)) = repo.current_snapshot() else {
+            return Err(origin.missing(&repo.dir, file.unwrap_or("config.json").to_owned()));
+        };
+        let needed = match file {
+            Some(file) => vec![file.to_owned()],
+            None => vae_folder_files(&list_files(&snapshot), prefer, repo_id)?,
+        };
+        if let Some(missing) = needed.iter().find(|f| !snapshot.join(f.as_str()).is_file()) {
+            return Err(origin.missing(&snapshot, missing.clone()));
+        }
+        let path = file.map_or_else(|| snapshot.clone(), |file| snapshot.join(file));
+        let resolved = local(&path)?;
+        Ok(ResolvedModel::Vae { path: resolved.path().to_path_buf(), revision: Some(revision) })
+    };
+    if config.offline {
+        return cached();
+    }
+    let session = match HubSession::open(repo_id, config) {
+        Ok(session) => session,
+        Err(err) => return cached().map_err(|_| err),
+    };
+    let needed = match file {
+        Some(file) => vec![file.to_owned()],
+        None => vae_folder_files(&session.listing, prefer, repo_id)?,
+    };
+    progress(&DownloadEvent::Planned { repo: repo_id.to_owned(), files: needed.len() });
+    for file in &needed {
+        session.ensure(file, progress)?;
+    }
+    cached()
+}
+
+/// A LoRA for `--lora`, a prompt tag or a catalog entry: a local `.safetensors` file as it is;
+/// in a hub repo, the file the entry or the key names (`org/name/file.safetensors`), else the
+/// repo's one top-level `.safetensors` — only that file is downloaded, when missing and online.
+/// The header must read as a LoRA.
+fn resolve_lora(
+    model: &ModelRef,
+    entry_file: &str,
+    config: &HubConfig,
+    progress: &mut ProgressFn<'_>,
+) -> Result<ResolvedModel, ModelError> {
+    let checked = |file: PathBuf, revision: Option<String>| match classify_safetensors(&file)? {
+        SafetensorsKind::Lora => Ok(ResolvedModel::Lora { file, revision }),
+        other => Err(ModelError::UnknownLayout {
+            reason: format!("not a LoRA: the file looks like {}", describe_kind(other)),
+            path: file,
+        }),
+    };
+    let key = match &model.source {
+        ModelSource::LocalDir(path) => {
+            return Err(ModelError::UnknownLayout {
+                reason: "a LoRA is one .safetensors file, not a folder".to_owned(),
+                path: path.clone(),
+            });
+        }
+        ModelSource::LocalFile(path) => return checked(path.clone(), None),
+        ModelSource::Hub(key) => key,
+    };
+    let (repo_id, file_in_key) = split_hub_key(key);
+    let named = if entry_file.is_empty() { file_in_key } else { Some(entry_file) };
+    let origin =
+        Origin::Hub { repo: repo_id, fetch_name: &model.display_name, cache: &config.cache_dir };
+    let only_lora = |listing: &BTreeSet<String>| -> Result<String, ModelError> {
+        only_checkpoint(repo_id, &top_level_safetensors(listing)).cloned()
+    };
+    let cached = || -> Result<ResolvedModel, ModelError> {
+        let repo = config.repo(repo_id);
+        let Some((revision, snapshot)) = repo.current_snapshot() else {
+            let wanted = named.unwrap_or("the LoRA .safetensors file");
+            return Err(origin.missing(&repo.dir, wanted.to_owned()));
+        };
+        let file = match named {
+            Some(file) => file.to_owned(),
+            None => only_lora(&list_files(&snapshot))?,
+        };
+        let path = snapshot.join(&file);
+        if !path.is_file() {
+            return Err(origin.missing(&snapshot, file));
+        }
+        checked(path, Some(revision))
+    };
+    if config.offline {
+        return cached();
+    }
+    let session = match HubSession::open(repo_id, config) {
+        Ok(session) => session,
+        Err(err) => return cached().map_err(|_| err),
+    };
+    let file = match named {
+        Some(file) => file.to_owned(),
+        None => only_lora(&session.listing)?,
+    };
+    progress(&DownloadEvent::Planned { repo: repo_id.to_owned(), files: 1 });
+    session.ensure(&file, progress)?;
+    cached()
+}
+
+/// What a `.safetensors` file looks like, for refusals.
+fn describe_kind(kind: SafetensorsKind) -> String {
+    match kind {
+        SafetensorsKind::Lora => "a LoRA".to_owned(),
+        SafetensorsKind::Checkpoint(family) => format!("a checkpoint ({family:?})"),
+        SafetensorsKind::Vae(_) => "a lone VAE".to_owned(),
+        SafetensorsKind::Other => "neither a checkpoint, a VAE nor a LoRA".to_owned(),
+    }
+}
+
+/// Offline resolution of a hub model from the cache alone.
+fn resolve_cached_model(
+    repo_id: &str,
+    file: Option<&str>,
+    fetch_name: &str,
+    config: &HubConfig,
+    prefer: WeightVariant,
+) -> Result<ResolvedModel, ModelError> {
+    let repo = config.repo(repo_id);
+    let origin = Origin::Hub { repo: repo_id, fetch_name, cache: &config.cache_dir };
+    let Some((revision, snapshot)) = repo.current_snapshot() else {
+        let wanted = file.unwrap_or("model_index.json");
+        return Err(origin.missing(&repo.dir, wanted.to_owned()));
+    };
+    if let Some(file) = file {
+        let path = snapshot.join(file);
+        if !path.is_file() {
+            return Err(origin.missing(&snapshot, file.to_owned()));
+        }
+        return single_file(path, Some(revision));
+    }
+    let listing = list_files(&snapshot);
+    if listing.contains("model_index.json") {
+        return resolve_folder(&snapshot, Some(revision), prefer, &origin)
+            .map(ResolvedModel::Pipeline);
+    }
+    let candidates = top_level_safetensors(&listing);
+    if candidates.is_empty() {
+        return Err(no_model_index(&snapshot, &listing, &origin));
+    }
+    let checkpoints: Vec<&String> = candidates
+        .iter()
+        .copied()
+        .filter(|f| {
+            matches!(
+                classify_safetensors(&snapshot.join(f.as_str())),
+                Ok(SafetensorsKind::Checkpoint(_))
+            )
+        })
+        .collect();
+    let chosen =
+        only_checkpoint(repo_id, if checkpoints.is_empty() { &candidates } else { &checkpoints })?;
+    single_file(snapshot.join(chosen.as_str()), Some(revision))
+}
+
+/// Online resolution: the pipeline's needed files, or the single checkpoint alone.
+fn fetch_model(
+    repo_id: &str,
+    file: Option<&str>,
+    fetch_name: &str,
+    config: &HubConfig,
+    prefer: WeightVariant,
+    progress: &mut ProgressFn<'_>,
+) -> Result<ResolvedModel, ModelError> {
+    let session = match HubSession::open(repo_id, config) {
+        Ok(session) => session,
+        Err(err) => {
+            return resolve_cached_model(repo_id, file, fetch_name, config, prefer)
+                .inspect(|_| tracing::warn!(repo = repo_id, error = %err, "hub unreachable; using the cached snapshot"))
+                .map_err(|_| err);
+        }
+    };
+    let chosen = match file {
+        Some(file) => Some(file.to_owned()),
+        None if session.listing.contains("model_index.json") => None,
+        None => {
+            let candidates = top_level_safetensors(&session.listing);
+            if candidates.is_empty() {
+                needed_repo_files(&session, prefer)?;
+            }
+            Some(only_checkpoint(repo_id, &candidates)?.clone())
+        }
+    };
+    match chosen {
+        Some(file) => {
+            if !session.listing.contains(&file) {
+                return Err(ModelError::UnknownLayout {
+                    reason: format!("hub repo {repo_id} has no file {file}"),
+                    path: PathBuf::from(repo_id),
+                });
+            }
+            progress(&DownloadEvent::Planned { repo: repo_id.to_owned(), files: 1 });
+            session.ensure(&file, progress)?;
+            single_file(session.snapshot.join(&file), Some(session.revision.clone()))
+        }
+        None => fetch_pipeline(repo_id, fetch_name, config, prefer, progress)
+            .map(ResolvedModel::Pipeline),
+    }
+}
+
 /// Components the SDXL/SD pipelines load; others (safety checker, feature extractor) are skipped.
 const WEIGHTED_COMPONENTS: [&str; 4] = ["unet", "vae", "text_encoder", "text_encoder_2"];
 const TOKENIZERS: [&str; 2] = ["tokenizer", "tokenizer_2"];
@@ -490,8 +886,12 @@ fn no_model_index(root: &Path, listing: &BTreeSet<String>, origin: &Origin<'_>) 
     if let Some(file) = safetensors.first() {
         let path = root.join(file);
         return match classify_safetensors(&path) {
-            Ok(SafetensorsKind::Lora) => ModelError::NotSupportedYet { what: "LoRA adapter".to_owned(), path },
+            Ok(SafetensorsKind::Lora) => ModelError::LoraNotModel { path },
             Ok(SafetensorsKind::Checkpoint(family)) => super::layout::single_file_not_supported(path, family),
+            Ok(SafetensorsKind::Vae(_)) => ModelError::UnknownLayout {
+                reason: "no model_index.json, and the .safetensors file is a lone VAE (use it with --vae)".to_owned(),
+                path,
+            },
             Ok(SafetensorsKind::Other) => ModelError::UnknownLayout {
                 reason: "no model_index.json, and the .safetensors file is neither a checkpoint nor a LoRA".to_owned(),
                 path,
@@ -781,17 +1181,16 @@ pub fn download_repo(
         let mut files = vec!["model_index.json".to_owned()];
         files.extend(needed_repo_files(&session, prefer)?);
         files
+    } else if session.listing.contains("config.json") {
+        // A diffusers VAE repo (config.json + diffusion_pytorch_model at the root).
+        vae_folder_files(&session.listing, prefer, repo_id)?
     } else {
-        let top: Vec<String> = session
-            .listing
-            .iter()
-            .filter(|f| !f.contains('/') && is_safetensors_file(f))
-            .cloned()
-            .collect();
-        if top.is_empty() {
+        // A single-file repo: its one checkpoint (several: name one).
+        let candidates = top_level_safetensors(&session.listing);
+        if candidates.is_empty() {
             needed_repo_files(&session, prefer)?;
         }
-        top
+        vec![only_checkpoint(repo_id, &candidates)?.clone()]
     };
     progress(&DownloadEvent::Planned { repo: repo_id.to_owned(), files: files.len() });
     let mut downloaded = 0;

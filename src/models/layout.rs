@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::checkpoint::{VaeNaming, is_lora_name, vae_naming};
 use super::error::ModelError;
 use super::safetensors_header::read_header;
 
@@ -48,6 +49,8 @@ pub enum SafetensorsKind {
     Checkpoint(CheckpointFamily),
     /// A LoRA adapter (kohya `lora_unet_*`, `*.lora_down.weight`, PEFT `*.lora_A.weight`).
     Lora,
+    /// A lone VAE (original or diffusers names), for `--vae`.
+    Vae(VaeNaming),
     /// Neither (a lone diffusers component, an embedding, something else).
     Other,
 }
@@ -79,9 +82,7 @@ impl Layout {
                 ),
                 path,
             }),
-            Self::Lora(path) => {
-                Err(ModelError::NotSupportedYet { what: "LoRA adapter".to_owned(), path })
-            }
+            Self::Lora(path) => Err(ModelError::LoraNotModel { path }),
         }
     }
 }
@@ -106,23 +107,14 @@ fn family_label(family: CheckpointFamily) -> &'static str {
 }
 
 /// Classifies tensor names the way the loaders of A1111/ComfyUI/diffusers tell them apart.
-pub fn classify_tensor_names<'a>(names: impl IntoIterator<Item = &'a str>) -> SafetensorsKind {
+pub fn classify_tensor_names<'a>(
+    names: impl IntoIterator<Item = &'a str> + Clone,
+) -> SafetensorsKind {
     let mut unet = false;
     let mut sdxl_text = false;
     let mut sd_text = false;
-    for name in names {
-        let lora = name.starts_with("lora_unet_")
-            || name.starts_with("lora_te")
-            || [
-                ".lora_down.weight",
-                ".lora_up.weight",
-                ".lora_A.weight",
-                ".lora_B.weight",
-                ".lora.down.weight",
-            ]
-            .iter()
-            .any(|suffix| name.ends_with(suffix));
-        if lora {
+    for name in names.clone() {
+        if is_lora_name(name) {
             return SafetensorsKind::Lora;
         }
         unet |= name.starts_with("model.diffusion_model.");
@@ -133,7 +125,7 @@ pub fn classify_tensor_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Sa
         (_, true, _) => SafetensorsKind::Checkpoint(CheckpointFamily::Sdxl),
         (_, false, true) => SafetensorsKind::Checkpoint(CheckpointFamily::Sd1Or2),
         (true, false, false) => SafetensorsKind::Checkpoint(CheckpointFamily::Unknown),
-        _ => SafetensorsKind::Other,
+        _ => vae_naming(names).map_or(SafetensorsKind::Other, SafetensorsKind::Vae),
     }
 }
 
@@ -202,10 +194,21 @@ fn detect_file(path: &Path) -> Result<Layout, ModelError> {
     match classify_safetensors(path)? {
         SafetensorsKind::Checkpoint(family) => Ok(Layout::SingleFile(path.to_path_buf(), family)),
         SafetensorsKind::Lora => Ok(Layout::Lora(path.to_path_buf())),
-        SafetensorsKind::Other => Err(ModelError::UnknownLayout {
-            reason: "tensor names are neither a Stable Diffusion checkpoint nor a LoRA".to_owned(),
+        SafetensorsKind::Vae(_) => Err(ModelError::UnknownLayout {
+            reason: "a lone VAE, not a model (use it with --vae)".to_owned(),
             path: path.to_path_buf(),
         }),
+        // Say what it looks like (Flux, SD3, a lone UNet…) when the header tells.
+        SafetensorsKind::Other => {
+            Err(match super::checkpoint::inspect_checkpoint(&read_header(path)?) {
+                Err(refused @ ModelError::UnsupportedCheckpoint { .. }) => refused,
+                _ => ModelError::UnknownLayout {
+                    reason: "tensor names are neither a Stable Diffusion checkpoint nor a LoRA"
+                        .to_owned(),
+                    path: path.to_path_buf(),
+                },
+            })
+        }
     }
 }
 

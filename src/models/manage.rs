@@ -15,6 +15,7 @@ use sha2::Digest;
 use super::catalog::{Catalog, CatalogEntry, EntryKind, UnknownModel};
 use super::hub::{
     DownloadEvent, HubConfig, PlanProblem, WeightVariant, download_repo, list_files, plan_pipeline,
+    split_hub_key,
 };
 use super::layout::is_safetensors_file;
 
@@ -28,6 +29,10 @@ pub enum CacheState {
     Partial,
     /// Nothing of the repo is cached.
     NotDownloaded,
+    /// A file of the user's models folders, usable.
+    Local,
+    /// A file of the user's models folders that cannot be used (see the listing's `note`).
+    Refused,
 }
 
 /// One catalog entry as `models list` shows it.
@@ -49,6 +54,41 @@ pub struct ModelListing {
     pub missing: Vec<String>,
     /// Interrupted downloads waiting to be resumed.
     pub incomplete_downloads: usize,
+    /// Why a local file is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Every file of the user's models folders (`--models-dir`): checkpoints, LoRAs and VAEs by
+/// name (what they are read from their headers), then the files refused, with the reason.
+pub fn list_local(catalog: &Catalog) -> Vec<ModelListing> {
+    let library = catalog.library();
+    let usable = library.all().map(|model| ModelListing {
+        display_name: model.name.clone(),
+        hub_id: model.path.display().to_string(),
+        kind: model.kind.label(),
+        state: CacheState::Local,
+        size_on_disk_bytes: model.bytes,
+        revision: None,
+        missing: Vec::new(),
+        incomplete_downloads: 0,
+        note: None,
+    });
+    let refused = library.refused.iter().map(|file| ModelListing {
+        display_name: file
+            .path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        hub_id: file.path.display().to_string(),
+        kind: "refused".to_owned(),
+        state: CacheState::Refused,
+        size_on_disk_bytes: fs_err::metadata(&file.path).map_or(0, |m| m.len()),
+        revision: None,
+        missing: Vec::new(),
+        incomplete_downloads: 0,
+        note: Some(file.reason.clone()),
+    });
+    usable.chain(refused).collect()
 }
 
 /// Lists every catalog entry with its cache state and size, reading only the cache.
@@ -60,25 +100,62 @@ pub fn list_models(
     catalog.entries().iter().map(|entry| list_entry(entry, config, prefer)).collect()
 }
 
+/// The repo of an entry and the one file of it that is used, if the entry names one (a LoRA's
+/// file, or a checkpoint named as `org/name/file.safetensors`).
+fn repo_and_file(entry: &CatalogEntry) -> (String, Option<String>) {
+    let (repo, file) = split_hub_key(&entry.hub_id);
+    let file = match &entry.kind {
+        EntryKind::Lora { file, .. } => Some(file.clone()),
+        EntryKind::Pipeline | EntryKind::Vae => file.map(str::to_owned),
+    };
+    (repo.to_owned(), file)
+}
+
+/// What an entry still needs from its current snapshot (`None`: no snapshot).
+fn missing_for(
+    entry: &CatalogEntry,
+    snapshot: Option<&Path>,
+    prefer: WeightVariant,
+) -> Vec<String> {
+    let (_, file) = repo_and_file(entry);
+    match (snapshot, file, &entry.kind) {
+        (None, Some(file), _) => vec![file],
+        (None, None, EntryKind::Vae) => vec!["config.json".to_owned()],
+        (None, None, _) => vec!["model_index.json".to_owned()],
+        (Some(dir), Some(file), _) => {
+            if dir.join(&file).is_file() {
+                Vec::new()
+            } else {
+                vec![file]
+            }
+        }
+        (Some(dir), None, EntryKind::Vae) => {
+            let listing = list_files(dir);
+            let wanted = ["config.json", "diffusion_pytorch_model.safetensors"];
+            let has_weights = listing
+                .iter()
+                .any(|f| f.starts_with("diffusion_pytorch_model") && is_safetensors_file(f));
+            wanted
+                .iter()
+                .filter(|f| !(listing.contains(**f) || f.ends_with(".safetensors") && has_weights))
+                .map(|f| (*f).to_owned())
+                .collect()
+        }
+        (Some(dir), None, _) => missing_pipeline_files(dir, prefer),
+    }
+}
+
 fn list_entry(entry: &CatalogEntry, config: &HubConfig, prefer: WeightVariant) -> ModelListing {
-    let repo = config.repo(&entry.hub_id);
+    let (repo_id, _) = repo_and_file(entry);
+    let repo = config.repo(&repo_id);
     let (size_on_disk_bytes, incomplete_downloads) = blob_usage(&repo.dir.join("blobs"));
     let kind = match entry.kind {
         EntryKind::Pipeline => "pipeline",
         EntryKind::Lora { .. } => "lora",
+        EntryKind::Vae => "vae",
     };
     let snapshot = repo.current_snapshot();
-    let missing = match (&snapshot, &entry.kind) {
-        (None, _) => vec!["model_index.json".to_owned()],
-        (Some((_, dir)), EntryKind::Lora { file, .. }) => {
-            if dir.join(file).is_file() {
-                Vec::new()
-            } else {
-                vec![file.clone()]
-            }
-        }
-        (Some((_, dir)), EntryKind::Pipeline) => missing_pipeline_files(dir, prefer),
-    };
+    let missing = missing_for(entry, snapshot.as_ref().map(|(_, dir)| dir.as_path()), prefer);
     let state = if snapshot.is_none() && size_on_disk_bytes == 0 {
         CacheState::NotDownloaded
     } else if missing.is_empty() && incomplete_downloads == 0 {
@@ -95,6 +172,7 @@ fn list_entry(entry: &CatalogEntry, config: &HubConfig, prefer: WeightVariant) -
         revision: snapshot.map(|(revision, _)| revision),
         missing,
         incomplete_downloads,
+        note: None,
     }
 }
 
@@ -164,6 +242,8 @@ pub fn format_listing(listings: &[ModelListing]) -> String {
             CacheState::Cached => "cached",
             CacheState::Partial => "partial",
             CacheState::NotDownloaded => "not downloaded",
+            CacheState::Local => "local",
+            CacheState::Refused => "refused",
         };
         let _ = write!(
             out,
@@ -179,6 +259,12 @@ pub fn format_listing(listings: &[ModelListing]) -> String {
         if item.incomplete_downloads > 0 {
             let _ =
                 write!(out, "  ({} interrupted download(s), resumable)", item.incomplete_downloads);
+        }
+        if item.state == CacheState::Local {
+            let _ = write!(out, "  [{}]", item.kind);
+        }
+        if let Some(note) = &item.note {
+            let _ = write!(out, "  ({note})");
         }
         out.push('\n');
     }
@@ -236,7 +322,7 @@ pub fn prefetch(
     progress: &mut dyn FnMut(&str, &DownloadEvent),
 ) -> Result<Vec<PrefetchOutcome>, PrefetchError> {
     let all = names.is_empty() || names.iter().any(|n| n.eq_ignore_ascii_case("all"));
-    let targets: Vec<(String, String, Option<String>)> = if all {
+    let mut targets: Vec<(String, String, Option<String>)> = if all {
         catalog.entries().iter().map(target_of).collect()
     } else {
         names
@@ -244,11 +330,12 @@ pub fn prefetch(
             .map(|name| match catalog.resolve(name) {
                 Ok(model) => match &model.source {
                     super::catalog::ModelSource::Hub(id) => {
+                        let (repo, file_in_key) = split_hub_key(id);
                         let file = match &model.kind {
                             EntryKind::Lora { file, .. } => Some(file.clone()),
-                            EntryKind::Pipeline => None,
+                            EntryKind::Pipeline | EntryKind::Vae => file_in_key.map(str::to_owned),
                         };
-                        Ok((model.display_name.clone(), id.clone(), file))
+                        Ok((model.display_name.clone(), repo.to_owned(), file))
                     }
                     _ => Err(PrefetchError::LocalPath(name.clone())),
                 },
@@ -256,6 +343,23 @@ pub fn prefetch(
             })
             .collect::<Result<_, _>>()?
     };
+    // A catalog LoRA entry (Pixel Art XL) runs on its base: fetch the base too.
+    if !all {
+        let bases: Vec<CatalogEntry> = names
+            .iter()
+            .filter_map(|name| catalog.find(name))
+            .filter_map(|entry| match &entry.kind {
+                EntryKind::Lora { base, .. } if !base.is_empty() => catalog.find(base).cloned(),
+                _ => None,
+            })
+            .collect();
+        for base in &bases {
+            let target = target_of(base);
+            if !targets.contains(&target) {
+                targets.push(target);
+            }
+        }
+    }
     let mut outcomes = Vec::new();
     for (display_name, hub_id, file) in targets {
         let result = download_repo(&hub_id, file.as_deref(), config, prefer, &mut |event| {
@@ -280,11 +384,8 @@ pub fn prefetch(
 }
 
 fn target_of(entry: &CatalogEntry) -> (String, String, Option<String>) {
-    let file = match &entry.kind {
-        EntryKind::Lora { file, .. } => Some(file.clone()),
-        EntryKind::Pipeline => None,
-    };
-    (entry.display_name.clone(), entry.hub_id.clone(), file)
+    let (repo, file) = repo_and_file(entry);
+    (entry.display_name.clone(), repo, file)
 }
 
 /// `models prefetch` for people.
@@ -368,7 +469,8 @@ pub fn verify(
 ) -> Vec<RepoVerification> {
     let mut reports = Vec::new();
     for entry in catalog.entries() {
-        let repo = config.repo(&entry.hub_id);
+        let (repo_id, _) = repo_and_file(entry);
+        let repo = config.repo(&repo_id);
         if !repo.dir.is_dir() {
             continue;
         }
@@ -382,17 +484,9 @@ pub fn verify(
                 files.push(FileCheck { revision: revision.clone(), repo_file, bytes, status });
             }
         }
-        let missing_needed = match (repo.current_snapshot(), &entry.kind) {
-            (None, _) => vec!["model_index.json".to_owned()],
-            (Some((_, dir)), EntryKind::Lora { file, .. }) => {
-                if dir.join(file).is_file() {
-                    Vec::new()
-                } else {
-                    vec![file.clone()]
-                }
-            }
-            (Some((_, dir)), EntryKind::Pipeline) => missing_pipeline_files(&dir, prefer),
-        };
+        let snapshot = repo.current_snapshot();
+        let missing_needed =
+            missing_for(entry, snapshot.as_ref().map(|(_, dir)| dir.as_path()), prefer);
         reports.push(RepoVerification {
             display_name: entry.display_name.clone(),
             hub_id: entry.hub_id.clone(),

@@ -4,9 +4,12 @@
 
 pub mod cache;
 pub mod catalog;
+pub mod checkpoint;
 pub mod error;
 pub mod hub;
 pub mod layout;
+pub mod library;
+pub mod lora;
 pub mod manage;
 pub mod oom;
 pub mod safetensors_header;

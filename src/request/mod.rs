@@ -117,6 +117,9 @@ pub struct Request {
     pub sweep: Sweep,
     /// LoRA adapters.
     pub loras: Vec<LoraSpec>,
+    /// A VAE swapped in for the model's own: a hub repo id, a diffusers VAE folder or a
+    /// `.safetensors` VAE file; `None` = the model's VAE.
+    pub vae: Option<String>,
     /// Also save the latent handed to the VAE as `.latent` (safetensors).
     pub save_latent: bool,
     /// File format of the images (PNG, JPEG or WebP) with its quality.
@@ -148,6 +151,7 @@ impl Default for Request {
             strength: 0.75,
             sweep: Sweep::None,
             loras: Vec::new(),
+            vae: None,
             save_latent: false,
             output: SaveOptions::default(),
             truncate_prompt: false,

@@ -8,12 +8,12 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 use super::{Profiles, Request, RequestError, Sweep};
-use crate::models::catalog::{Catalog, ModelRef};
+use crate::models::catalog::{Catalog, LoraChoice, ModelRef};
 use crate::storage::jobs_log::RunnerTag;
 use crate::storage::metadata::GenerationInfo;
 use crate::storage::metadata::encode::check_jpeg_metadata;
 use crate::storage::naming::slug;
-use crate::vocab::{OutputFormat, SamplerKind};
+use crate::vocab::{OutputFormat, SamplerKind, split_lora_tags};
 
 /// One (model, profile) combination of a plan, with its batch of seeds. Every finished item
 /// gets exactly one jobs-log line.
@@ -23,6 +23,10 @@ pub struct WorkItem {
     pub index: usize,
     /// The model to load.
     pub model: ModelRef,
+    /// For a catalog LoRA entry (Pixel Art XL): its base model and its LoRA at weight 1, which
+    /// the engine loads in place of `model` (the LoRA before the plan's own).
+    #[serde(default)]
+    pub base_and_lora: Option<(ModelRef, LoraChoice)>,
     /// Style profile name.
     pub profile: String,
     /// The prompt with the profile's suffix applied.
@@ -59,6 +63,12 @@ pub struct Plan {
     /// Set by the overnight runner: copied into every jobs-log line of the plan.
     #[serde(default)]
     pub runner: Option<RunnerTag>,
+    /// The VAE swapped into every model of the plan (`Request::vae` resolved), if any.
+    pub vae: Option<ModelRef>,
+    /// The LoRAs merged into every model of the plan: `Request::loras`, then the prompt's
+    /// `<lora:name:w>` tags, resolved.
+    #[serde(default)]
+    pub loras: Vec<LoraChoice>,
 }
 
 impl Plan {
@@ -107,6 +117,25 @@ pub fn build_plan(
         })
         .collect::<Result<_, _>>()?;
 
+    let (tagless_prompt, tagged) =
+        split_lora_tags(&request.prompt).map_err(|err| RequestError::new("prompt", err))?;
+    let loras = request
+        .loras
+        .iter()
+        .chain(&tagged)
+        .map(|spec| {
+            if !spec.weight.is_finite() {
+                return Err(RequestError::new(
+                    "lora",
+                    format!("{}: weight {} is not finite", spec.source, spec.weight),
+                ));
+            }
+            let lora = catalog
+                .resolve_lora(&spec.source)
+                .map_err(|err| RequestError::new("lora", err.to_string()))?;
+            Ok(LoraChoice { lora, weight: spec.weight })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let models: Vec<ModelRef> = match request.sweep {
         Sweep::AllModelsAllProfiles => catalog.sweep_models(),
         Sweep::None | Sweep::AllProfiles => vec![
@@ -129,6 +158,11 @@ pub fn build_plan(
 
     let mut items = Vec::with_capacity(models.len() * chosen_profiles.len());
     for model in &models {
+        let base_and_lora = catalog
+            .split_lora_entry(model)
+            .transpose()
+            .map_err(|err| RequestError::new("model", format!("{}: {err}", model.display_name)))?
+            .map(|(base, lora)| (base, LoraChoice { lora, weight: 1.0 }));
         let out_dir = run_dir
             .as_ref()
             .map_or_else(PathBuf::new, |dir| dir.join(slug(&model.display_name, 64, "model")));
@@ -136,8 +170,9 @@ pub fn build_plan(
             items.push(WorkItem {
                 index: items.len(),
                 model: model.clone(),
+                base_and_lora: base_and_lora.clone(),
                 profile: profile.name.clone(),
-                prompt: profile.apply_prompt(&request.prompt),
+                prompt: profile.apply_prompt(&tagless_prompt),
                 negative: profile.apply_negative(&request.negative),
                 scheduler: request.scheduler.or(profile.default_scheduler),
                 width: request.width,
@@ -149,6 +184,12 @@ pub fn build_plan(
             });
         }
     }
+    let vae = match &request.vae {
+        Some(key) => Some(
+            catalog.resolve_vae(key).map_err(|err| RequestError::new("vae", err.to_string()))?,
+        ),
+        None => None,
+    };
     if request.output.format == OutputFormat::Jpeg {
         for item in &items {
             check_jpeg_fits(request, item)?;
@@ -156,7 +197,7 @@ pub fn build_plan(
     }
     let mut request = request.clone();
     request.seed = Some(seed_base);
-    Ok(Plan { request, seed_base, run_dir, items, runner: None })
+    Ok(Plan { request, seed_base, run_dir, items, runner: None, vae, loras })
 }
 
 /// A JPEG's settings live in two 64 KiB segments: refuse, before any work, an item whose

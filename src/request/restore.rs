@@ -12,7 +12,7 @@ use super::{Profiles, Request, Sweep};
 use crate::models::catalog::Catalog;
 use crate::storage::metadata::{GenerationInfo, Recovered, Source};
 use crate::storage::styles::{StyleSemantics, a1111_extract_styles};
-use crate::vocab::{LoraSpec, RAW_PROFILE, SamplerKind, SigmaSchedule};
+use crate::vocab::{LoraSpec, RAW_PROFILE, SamplerKind, SigmaSchedule, split_lora_tags};
 
 /// A field of [`Request`] an image can set, so a front end can say which ones the user chose
 /// and keep them (the CLI's typed flags).
@@ -142,7 +142,12 @@ fn ours(info: &GenerationInfo, catalog: &Catalog) -> RequestOverlay {
     let size_known = info.width > 0 && info.height > 0;
     RequestOverlay {
         model: (!model.is_empty()).then_some(model),
-        prompt: Some(typed(&info.user_prompt, &info.prompt)),
+        // The typed prompt's `<lora:…>` tags are in `loras` already (with where each came
+        // from): taken out, so a re-run applies each LoRA once.
+        prompt: Some(match split_lora_tags(&typed(&info.user_prompt, &info.prompt)) {
+            Ok((prompt, tagged)) if !tagged.is_empty() && !info.loras.is_empty() => prompt,
+            _ => typed(&info.user_prompt, &info.prompt),
+        }),
         negative: Some(typed(&info.user_negative, &info.negative)),
         profile: (!info.profile.is_empty()).then(|| info.profile.clone()),
         scheduler: Some(Some(info.sampler)),

@@ -65,6 +65,8 @@ pub struct AppConfig {
     pub gpus: Option<GpuOpener>,
     /// `CUDA_VISIBLE_DEVICES` / `CUDA_DEVICE_ORDER`.
     pub visibility: Visibility,
+    /// The models on offer: the catalog and what the models folders hold.
+    pub catalog: Catalog,
     /// The user profiles file (imported styles), merged after the profiles; `None`: none, and
     /// "Import styles" says so.
     pub user_profiles_path: Option<PathBuf>,
@@ -83,6 +85,7 @@ impl AppConfig {
             backend_factory: None,
             gpus: None,
             visibility: Visibility::default(),
+            catalog: Catalog::builtin(),
             user_profiles_path: None,
         }
     }
@@ -227,7 +230,7 @@ impl LabApp {
         Self {
             engine,
             output_root: config.output_root,
-            catalog: Catalog::builtin(),
+            catalog: config.catalog,
             profiles,
             profiles_path: config.profiles_path,
             user_profiles_path: config.user_profiles_path,

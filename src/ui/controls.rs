@@ -1,10 +1,10 @@
 //! The left panel: every setting of a request, and the Generate / Cancel / Skip buttons. It
 //! edits the form and returns what the user asked for; it never reaches into the engine.
 
-use crate::models::catalog::Catalog;
+use crate::models::catalog::{Catalog, EntryKind};
 use crate::request::plan::image_count;
 use crate::request::{Profiles, Sweep, limits};
-use crate::vocab::{DeviceChoice, OutputFormat, SamplerKind, SigmaSchedule};
+use crate::vocab::{DeviceChoice, LoraSpec, OutputFormat, SamplerKind, SigmaSchedule};
 
 use super::model_status::{ModelAvailability, ModelStatusSource};
 use super::settings::{FormSettings, aspect_presets};
@@ -25,6 +25,9 @@ fn model_path_ui(ui: &mut egui::Ui, model: &mut String) {
         }
     });
 }
+
+/// The VAE picker's entry for the model's own VAE.
+const MODEL_VAE: &str = "Model's own";
 
 /// Sweeps making more images than this ask for confirmation first.
 pub const CONFIRM_ABOVE_IMAGES: usize = 50;
@@ -80,6 +83,8 @@ impl ControlsPanel {
         let mut action = None;
         egui::ScrollArea::vertical().show(ui, |ui| {
             let download = self.model_ui(ui, cx);
+            self.vae_ui(ui, cx.catalog);
+            self.lora_ui(ui, cx.catalog);
             self.prompt_ui(ui);
             self.size_ui(ui, cx.catalog);
             self.sampling_ui(ui, cx.last_seed);
@@ -112,6 +117,110 @@ impl ControlsPanel {
         }
     }
 
+    /// The VAE: the model's own, a VAE of the models folders, or any hub id / path.
+    fn vae_ui(&mut self, ui: &mut egui::Ui, catalog: &Catalog) {
+        let form = &mut self.form;
+        ui.horizontal(|ui| {
+            let label = ui.label("VAE");
+            let shown = form.vae.clone().unwrap_or_else(|| MODEL_VAE.to_owned());
+            egui::ComboBox::from_id_salt("vae")
+                .selected_text(shown)
+                .width(200.0)
+                .show_ui(ui, |ui| {
+                    ui.selectable_value(&mut form.vae, None, MODEL_VAE);
+                    for entry in catalog.entries().iter().filter(|e| e.kind == EntryKind::Vae) {
+                        ui.selectable_value(
+                            &mut form.vae,
+                            Some(entry.display_name.clone()),
+                            &entry.display_name,
+                        );
+                    }
+                    for vae in &catalog.library().vaes {
+                        ui.selectable_value(&mut form.vae, Some(vae.name.clone()), &vae.name);
+                    }
+                })
+                .response
+                .labelled_by(label.id);
+        });
+        ui.horizontal(|ui| {
+            let label = ui.label("VAE path or hub id");
+            let mut text = form.vae.clone().unwrap_or_default();
+            let edit = ui
+                .add(
+                    egui::TextEdit::singleline(&mut text)
+                        .desired_width(150.0)
+                        .hint_text("e.g. madebyollin/sdxl-vae-fp16-fix"),
+                )
+                .labelled_by(label.id);
+            if edit.changed() {
+                form.vae = (!text.trim().is_empty()).then(|| text.trim().to_owned());
+            }
+        });
+    }
+
+    /// The LoRAs of the models folders, each with a weight (negative allowed); LoRAs chosen
+    /// otherwise (restored from an image) are listed too.
+    fn lora_ui(&mut self, ui: &mut egui::Ui, catalog: &Catalog) {
+        let form = &mut self.form;
+        let found = &catalog.library().loras;
+        let title = format!("LoRAs ({} chosen, {} found)", form.loras.len(), found.len());
+        egui::CollapsingHeader::new(title).id_salt("loras").show(ui, |ui| {
+            for lora in found {
+                let source = lora.path.display().to_string();
+                let position = form
+                    .loras
+                    .iter()
+                    .position(|chosen| chosen.source == source || chosen.source == lora.name);
+                let mut on = position.is_some();
+                ui.horizontal(|ui| {
+                    if ui.checkbox(&mut on, &lora.name).changed() {
+                        match (on, position) {
+                            (true, None) => {
+                                form.loras.push(LoraSpec { source: source.clone(), weight: 1.0 });
+                            }
+                            (false, Some(index)) => {
+                                form.loras.remove(index);
+                            }
+                            _ => {}
+                        }
+                    }
+                    if let Some(index) = form
+                        .loras
+                        .iter()
+                        .position(|chosen| chosen.source == source || chosen.source == lora.name)
+                    {
+                        let slider = egui::Slider::new(&mut form.loras[index].weight, -2.0..=2.0)
+                            .step_by(0.05);
+                        ui.add(slider).on_hover_text(format!("weight of {}", lora.name));
+                    }
+                });
+            }
+            let known: Vec<String> =
+                found.iter().flat_map(|l| [l.path.display().to_string(), l.name.clone()]).collect();
+            let mut remove = None;
+            for (index, chosen) in form.loras.iter_mut().enumerate() {
+                if known.contains(&chosen.source) {
+                    continue;
+                }
+                ui.horizontal(|ui| {
+                    ui.label(&chosen.source);
+                    ui.add(egui::Slider::new(&mut chosen.weight, -2.0..=2.0).step_by(0.05));
+                    if ui.small_button("Remove").clicked() {
+                        remove = Some(index);
+                    }
+                });
+            }
+            if let Some(index) = remove {
+                form.loras.remove(index);
+            }
+            if found.is_empty() {
+                ui.weak(
+                    "Give a models folder (--models-dir, IMAGELAB_MODELS_DIR) to list its LoRAs.",
+                );
+            }
+        });
+    }
+
     fn model_ui(&mut self, ui: &mut egui::Ui, cx: &ControlsContext<'_>) -> Option<ControlAction> {
         let mut action = None;
         let form = &mut self.form;
@@ -120,8 +229,9 @@ impl ControlsPanel {
         egui::ComboBox::from_id_salt("model")
             .selected_text(form.model.clone())
             .width(240.0)
+            .height(480.0)
             .show_ui(ui, |ui| {
-                for entry in cx.catalog.entries() {
+                for entry in cx.catalog.entries().iter().filter(|e| e.kind != EntryKind::Vae) {
                     let status = cx.model_status.availability(&entry.display_name).label();
                     let text = if status.is_empty() {
                         entry.display_name.clone()
@@ -129,6 +239,14 @@ impl ControlsPanel {
                         format!("{}  ({status})", entry.display_name)
                     };
                     ui.selectable_value(&mut form.model, entry.display_name.clone(), text);
+                }
+                let local = &cx.catalog.library().checkpoints;
+                if !local.is_empty() {
+                    ui.separator();
+                    for model in local {
+                        let text = format!("{}  ({})", model.name, model.kind.label());
+                        ui.selectable_value(&mut form.model, model.name.clone(), text);
+                    }
                 }
             })
             .response

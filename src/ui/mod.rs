@@ -68,6 +68,7 @@ pub fn config_from(config: &FrontEndConfig) -> Result<AppConfig, ConfigError> {
         backend_factory: Some(backend_factory),
         gpus: Some(gpus),
         visibility: config.gpu_visibility(),
+        catalog: config.catalog(&[]),
         user_profiles_path: Some(config.user_profiles_path()),
     })
 }

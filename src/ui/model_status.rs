@@ -148,9 +148,9 @@ fn read_states(catalog: &Catalog, hub: &HubConfig) -> HashMap<String, ModelAvail
         .into_iter()
         .map(|listing| {
             let availability = match listing.state {
-                CacheState::Cached => ModelAvailability::Cached,
+                CacheState::Cached | CacheState::Local => ModelAvailability::Cached,
                 CacheState::Partial => ModelAvailability::Partial,
-                CacheState::NotDownloaded => ModelAvailability::NotDownloaded,
+                CacheState::NotDownloaded | CacheState::Refused => ModelAvailability::NotDownloaded,
             };
             (listing.display_name, availability)
         })

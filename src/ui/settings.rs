@@ -51,8 +51,10 @@ pub struct FormSettings {
     pub sweep: Sweep,
     /// Where to run.
     pub device: DeviceChoice,
-    /// LoRA adapters (restored from an image; there is no LoRA picker yet).
+    /// LoRA adapters (chosen from the models folders' LoRAs, or restored from an image).
     pub loras: Vec<LoraSpec>,
+    /// A VAE instead of the model's own (a VAE's name, a hub id or a path).
+    pub vae: Option<String>,
     /// Truncate prompts at 77 tokens (restored from an image).
     pub truncate_prompt: bool,
     /// Image format and quality of saved images.
@@ -81,6 +83,7 @@ impl Default for FormSettings {
             sweep: Sweep::None,
             device: DeviceChoice::Auto,
             loras: Vec::new(),
+            vae: None,
             truncate_prompt: false,
             output: SaveOptions::default(),
         }
@@ -108,6 +111,7 @@ impl FormSettings {
             sweep: self.sweep,
             device: self.device,
             loras: self.loras.clone(),
+            vae: self.vae.clone(),
             truncate_prompt: self.truncate_prompt,
             output: self.output,
             ..Request::default()
@@ -116,8 +120,7 @@ impl FormSettings {
 
     /// Sets size, steps, CFG and sampler to what `model` is made for.
     pub fn apply_model_defaults(&mut self, catalog: &Catalog) {
-        if let Some(entry) = catalog.find(&self.model) {
-            let defaults = entry.defaults;
+        if let Some(defaults) = catalog.defaults_for(&self.model) {
             self.width_px = defaults.width;
             self.height_px = defaults.height;
             self.steps = defaults.steps;

@@ -179,9 +179,100 @@ impl LoraSpec {
     }
 }
 
+/// A merged LoRA as A1111 records it: its name (the file stem, as in `<lora:name:w>`) and the
+/// short "addnet" hash written in `Lora hashes` (empty when the backend does not read files).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LoraHash {
+    /// The file stem.
+    pub name: String,
+    /// The first 12 hex digits of the hash, or empty.
+    pub hash: String,
+}
+
+/// A1111's extra-network tags in a prompt: `<lora:name>`, `<lora:name:weight>` (and the
+/// older LyCORIS extension's `<lyco:…>`, read the same way). Returns the prompt without them —
+/// A1111 removes them before encoding; here the space before a removed tag and a separator left
+/// dangling at either end go too — and the LoRAs in order.
+///
+/// # Errors
+/// A tag whose weight is not a finite number, or with separate text-encoder/UNet weights
+/// (`<lora:name:0.8:0.5>`, which this lab does not split), named with the tag.
+pub fn split_lora_tags(prompt: &str) -> Result<(String, Vec<LoraSpec>), String> {
+    let mut clean = String::with_capacity(prompt.len());
+    let mut loras = Vec::new();
+    let mut rest = prompt;
+    while let Some(start) = rest.find('<') {
+        let after = &rest[start + 1..];
+        let tag = after.find('>').map(|end| &after[..end]);
+        let Some((kind, args)) = tag.and_then(|tag| tag.split_once(':')) else {
+            clean.push_str(&rest[..=start]);
+            rest = after;
+            continue;
+        };
+        if !(kind.eq_ignore_ascii_case("lora") || kind.eq_ignore_ascii_case("lyco")) {
+            clean.push_str(&rest[..=start]);
+            rest = after;
+            continue;
+        }
+        let whole = format!("<{kind}:{args}>");
+        let mut parts = args.split(':');
+        let name = parts.next().unwrap_or_default().trim();
+        let weight = match (parts.next(), parts.next()) {
+            (None, _) => 1.0,
+            (Some(weight), None) => match weight.trim().parse::<f32>() {
+                Ok(value) if value.is_finite() => value,
+                _ => return Err(format!("{whole}: weight {weight:?} is not a finite number")),
+            },
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "{whole}: separate text-encoder and UNet weights are not supported; give \
+                     one weight"
+                ));
+            }
+        };
+        if name.is_empty() {
+            return Err(format!("{whole}: no LoRA name"));
+        }
+        loras.push(LoraSpec { source: name.to_owned(), weight });
+        clean.push_str(&rest[..start]);
+        rest = &after[args.len() + kind.len() + 2..];
+        if clean.ends_with(' ') && rest.chars().next().is_none_or(|c| c.is_whitespace() || c == ',')
+        {
+            clean.pop();
+        }
+    }
+    clean.push_str(rest);
+    if loras.is_empty() {
+        return Ok((prompt.to_owned(), loras));
+    }
+    let trimmed = clean.trim().trim_end_matches(',').trim_start_matches(',').trim();
+    Ok((trimmed.to_owned(), loras))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[allow(clippy::float_cmp, reason = "weights parsed from text compare exactly")]
+    fn lora_tags_are_taken_out_of_the_prompt() {
+        let (prompt, loras) =
+            split_lora_tags("pixel art, a fox <lora:pixel-art-xl:0.8>, <LoRA:detail>\nsnow")
+                .expect("parses");
+        assert_eq!(prompt, "pixel art, a fox,\nsnow");
+        assert_eq!(
+            loras,
+            [
+                LoraSpec { source: "pixel-art-xl".into(), weight: 0.8 },
+                LoraSpec { source: "detail".into(), weight: 1.0 }
+            ]
+        );
+        let (same, none) = split_lora_tags("a <b> c, (d:1.2) <hypernet:x:1>").expect("parses");
+        assert_eq!((same.as_str(), none.len()), ("a <b> c, (d:1.2) <hypernet:x:1>", 0));
+        assert_eq!(split_lora_tags("<lora:a:-0.5>").expect("negative").1[0].weight, -0.5);
+        assert!(split_lora_tags("<lora:a:x>").expect_err("weight").contains("<lora:a:x>"));
+        assert!(split_lora_tags("<lora:a:1:0.5>").expect_err("split").contains("separate"));
+    }
 
     #[test]
     fn lora_spec_parses_weight() {

@@ -167,7 +167,16 @@ fn memory_budget_shrinks_the_image_and_says_so_in_png_and_jobs_log() {
         kind: imagelab::models::catalog::EntryKind::Pipeline,
         defaults: imagelab::models::catalog::ModelDefaults::SDXL,
     };
-    probe.load(&model, imagelab::vocab::DeviceChoice::Cpu, None, &mut |_| {}).expect("load");
+    probe
+        .load(
+            &model,
+            &imagelab::engine::backend::LoadOptions {
+                device: imagelab::vocab::DeviceChoice::Cpu,
+                ..Default::default()
+            },
+            &mut |_| {},
+        )
+        .expect("load");
     let rungs = ladder(128, 128);
     let need = |index: usize| probe.estimate_bytes(&rungs[index], true).expect("loaded");
     let mebibyte = 1024 * 1024;

@@ -173,7 +173,13 @@ fn outside_readers_see_what_we_meant() {
         let a1111 = &reading.a1111;
         let get = |key: &str| a1111.get(key).map(String::as_str);
         let (sampler, schedule) = infotext::a1111_sampler_fields(info.sampler);
-        assert_eq!(get("Prompt"), Some(info.prompt.as_str()), "{name}");
+        // The LoRAs are A1111 `<lora:name:weight>` tags at the end of the prompt.
+        let tags = info.loras.iter().map(|lora| {
+            let name = imagelab::models::lora::lora_name(std::path::Path::new(&lora.source));
+            format!(" <lora:{name}:{}>", infotext::format_number(lora.weight))
+        });
+        let prompt: String = std::iter::once(info.prompt.clone()).chain(tags).collect();
+        assert_eq!(get("Prompt"), Some(prompt.as_str()), "{name}");
         assert_eq!(get("Negative prompt"), Some(info.negative.as_str()), "{name}");
         assert_eq!(get("Steps"), Some(info.steps.to_string().as_str()));
         assert_eq!(get("Sampler"), Some(sampler));

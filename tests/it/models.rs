@@ -5,8 +5,10 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use imagelab::models::checkpoint::CheckpointArchitecture;
 use imagelab::models::hub::{
-    HubConfig, ResolvedPipeline, WeightVariant, resolve_cached, resolve_pipeline,
+    HubConfig, ResolvedModel, ResolvedPipeline, WeightVariant, resolve_cached, resolve_model,
+    resolve_pipeline,
 };
 use imagelab::models::layout::{CheckpointFamily, Layout, detect_layout};
 use imagelab::models::manage::{
@@ -273,25 +275,45 @@ fn truncated_weights_are_a_clear_error_and_verify_reports_them() {
     assert_eq!(missing.status, FileStatus::Missing, "dangling snapshot link");
 }
 
+/// A real tiny SDXL single file (written by diffusers' conversion script).
+fn tiny_checkpoint() -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/diffusion/single_file/sdxl_tiny.f16.safetensors");
+    fs_err::read(path).expect("fixture")
+}
+
+fn resolve_any(hub: &HubConfig, key: &str) -> Result<ResolvedModel, ModelError> {
+    let model = Catalog::builtin().resolve(key).expect("resolves");
+    resolve_model(&model, hub, WeightVariant::Fp16, &mut |_| {})
+}
+
+/// Issue 11: a repo or folder holding one checkpoint resolves to that file, recognised from its
+/// header (`EpicRealism XL` and `Anime Illust Diffusion XL` are published this way); a LoRA or a
+/// local file is detected from its tensor names, never its file name.
 #[test]
-fn single_file_checkpoints_and_loras_are_detected_and_not_supported_yet() {
+fn single_file_checkpoints_resolve_to_their_file_and_loras_are_detected() {
     let hub = FakeHub::new();
-    let checkpoint = tiny_safetensors(&[
-        "model.diffusion_model.input_blocks.0.0.weight",
-        "conditioner.embedders.1.model.ln_final.weight",
-        "first_stage_model.decoder.conv_in.weight",
-    ]);
+    let checkpoint = tiny_checkpoint();
     let epic = "AiAF/epicrealismXL-vx1Finalkiss_Checkpoint_SDXL";
     hub.add_snapshot(
         epic,
         REVISION,
-        &[("epicrealism.safetensors".to_owned(), checkpoint.clone())],
+        &[
+            ("epicrealism.safetensors".to_owned(), checkpoint.clone()),
+            ("README.md".to_owned(), b"# EpicRealism".to_vec()),
+        ],
         true,
     );
-    let err = resolve_key(&hub, "EpicRealism XL", WeightVariant::Fp16).expect_err("single file");
-    assert!(matches!(err, ModelError::NotSupportedYet { .. }), "{err:?}");
+    let resolved = resolve_any(&hub.config, "EpicRealism XL").expect("single file");
+    let ResolvedModel::SingleFile { file, revision, info } = &resolved else {
+        panic!("a single file: {resolved:?}")
+    };
+    assert!(file.ends_with("epicrealism.safetensors"), "{file:?}");
+    assert_eq!(revision.as_deref(), Some(REVISION));
+    assert_eq!(info.architecture, CheckpointArchitecture::SdxlBase);
+    // The pipeline-only resolver says what it found.
+    let err = resolve_key(&hub, "EpicRealism XL", WeightVariant::Fp16).expect_err("no folder");
     assert!(err.to_string().contains("single-file SDXL checkpoint"), "{err}");
-    assert!(err.to_string().ends_with("epicrealism.safetensors"), "{err}");
 
     let lora = Catalog::builtin().resolve("Pixel Art XL").expect("catalog");
     let err =
@@ -315,10 +337,94 @@ fn single_file_checkpoints_and_loras_are_detected_and_not_supported_yet() {
     )
     .expect("write");
     assert_eq!(detect_layout(&lora_file).expect("layout"), Layout::Lora(lora_file.clone()));
-    let local = Catalog::builtin().resolve(&file.display().to_string()).expect("path");
-    let err = resolve_pipeline(&local, &hub.config, WeightVariant::Full, &mut |_| {})
-        .expect_err("local single file");
-    assert!(err.to_string().contains("not supported yet"), "{err}");
+    let local = resolve_any(&hub.config, &file.display().to_string()).expect("local file");
+    assert_eq!(local.path(), file);
+    // A local folder holding one checkpoint resolves to it too.
+    let alone = tempfile::tempdir().expect("tmp");
+    fs_err::write(alone.path().join("only.safetensors"), &checkpoint).expect("write");
+    let found = resolve_any(&hub.config, &alone.path().display().to_string()).expect("folder");
+    assert!(found.path().ends_with("only.safetensors"));
+    // Something that is not SD is refused, naming what it looks like.
+    let flux = folder.path().join("flux.safetensors");
+    fs_err::write(
+        &flux,
+        tiny_safetensors(&[
+            "double_blocks.0.img_attn.qkv.weight",
+            "single_blocks.0.linear1.weight",
+        ]),
+    )
+    .expect("write");
+    let err = resolve_any(&hub.config, &flux.display().to_string()).expect_err("flux");
+    assert!(err.to_string().contains("Flux.1"), "{err}");
+}
+
+/// Online, a single-file repo costs one download: its checkpoint (not the README, not a pickle);
+/// a repo with several checkpoints asks for one by name, and `org/name/file.safetensors` names it.
+#[test]
+fn online_single_file_repos_download_only_their_checkpoint() {
+    let checkpoint = tiny_checkpoint();
+    let repo = "Eugeoter/anime_illust_diffusion_xl";
+    let files = vec![
+        ("aidxl.safetensors".to_owned(), checkpoint.clone()),
+        ("README.md".to_owned(), b"# AIDXL".to_vec()),
+        ("aidxl.ckpt".to_owned(), b"pickle".to_vec()),
+    ];
+    let server = start_fake_hub(repo, files);
+    let hub = FakeHub::new();
+    let online = HubConfig {
+        offline: false,
+        endpoint: server.endpoint.clone(),
+        retries: 0,
+        ..hub.config.clone()
+    };
+    let resolved = resolve_any(&online, "Anime Illust Diffusion XL").expect("online");
+    assert!(resolved.path().ends_with("aidxl.safetensors"));
+    assert_eq!(fs_err::read(resolved.path()).expect("file"), checkpoint);
+    let requests = server.requests.lock().expect("log").clone();
+    let downloads: Vec<&String> = requests.iter().filter(|r| r.contains("/resolve/")).collect();
+    assert!(downloads.iter().all(|r| r.contains("aidxl.safetensors")), "{downloads:#?}");
+    // Offline afterwards, from the cache; listed as cached; prefetch has nothing left to fetch.
+    assert_eq!(resolve_any(&hub.config, "Anime Illust Diffusion XL").expect("offline"), resolved);
+    let listings = list_models(&Catalog::builtin(), &hub.config, WeightVariant::Fp16);
+    let aidxl = listings.iter().find(|l| l.hub_id == repo).expect("listed");
+    assert_eq!(aidxl.state, CacheState::Cached, "{aidxl:?}");
+    let outcomes = prefetch(
+        &Catalog::builtin(),
+        &["Anime Illust Diffusion XL".to_owned()],
+        &online,
+        WeightVariant::Fp16,
+        &mut |_, _| {},
+    )
+    .expect("prefetch");
+    assert_eq!((outcomes[0].files_downloaded, outcomes[0].error.as_deref()), (0, None));
+
+    let several = "someone/two-checkpoints";
+    let server = start_fake_hub(
+        several,
+        vec![
+            ("v1.safetensors".to_owned(), checkpoint.clone()),
+            ("v2.safetensors".to_owned(), checkpoint.clone()),
+        ],
+    );
+    let online = HubConfig {
+        offline: false,
+        endpoint: server.endpoint.clone(),
+        retries: 0,
+        ..hub.config.clone()
+    };
+    let err = resolve_any(&online, several).expect_err("which one?");
+    assert!(
+        err.to_string().contains("v1.safetensors, v2.safetensors")
+            && err.to_string().contains(&format!("{several}/<file>")),
+        "{err}"
+    );
+    let named = resolve_any(&online, &format!("{several}/v2.safetensors")).expect("named");
+    assert!(named.path().ends_with("v2.safetensors"));
+    let requests = server.requests.lock().expect("log").clone();
+    assert!(
+        requests.iter().filter(|r| r.contains("/resolve/")).all(|r| r.contains("v2.safetensors")),
+        "{requests:#?}"
+    );
 }
 
 #[test]
@@ -381,7 +487,9 @@ fn prefetch_offline_reports_each_model_and_refuses_unknown_names() {
     let outcomes =
         prefetch(&Catalog::builtin(), &names, &hub.config, WeightVariant::Fp16, &mut |_, _| {})
             .expect("known names");
-    assert_eq!(outcomes.len(), 2, "keeps going after a failure");
+    // Pixel Art XL runs on SDXL Base 1.0: its base is fetched too.
+    assert_eq!(outcomes.len(), 3, "keeps going after a failure");
+    assert_eq!(outcomes[2].display_name, "SDXL Base 1.0");
     assert!(
         outcomes.iter().all(|o| o.error.as_deref().is_some_and(|e| e.contains("HF_HUB_OFFLINE")))
     );
@@ -569,7 +677,11 @@ fn prefetch_online_fetches_a_lora_file_and_lists_it_cached() {
         (outcomes[0].files_downloaded, outcomes[0].bytes_downloaded),
         (1, lora.len() as u64)
     );
-    assert!(progress.iter().all(|(name, _)| name == "Pixel Art XL"));
+    // Its base is fetched after it (this fake hub does not have it).
+    assert_eq!(outcomes.len(), 2);
+    assert_eq!(outcomes[1].display_name, "SDXL Base 1.0");
+    assert!(outcomes[1].error.is_some());
+    assert!(progress.iter().all(|(name, _)| name == "Pixel Art XL" || name == "SDXL Base 1.0"));
     let requests = server.requests.lock().expect("log").clone();
     assert!(
         requests.iter().all(|r| !r.contains(".ckpt") && !r.contains("README")),
@@ -635,4 +747,101 @@ fn weight_choice_matches_diffusers() {
             ),
         }
     }
+}
+
+/// `--vae` with a hub VAE repo (as madebyollin/sdxl-vae-fp16-fix: a diffusers VAE at the root,
+/// plus a lone-file copy and a pickle): only `config.json` and the chosen weights are fetched,
+/// and the resolved path is the snapshot folder, offline afterwards too.
+#[test]
+fn a_hub_vae_repo_fetches_only_its_config_and_weights() {
+    let vae = tiny_safetensors(&[
+        "decoder.up_blocks.0.resnets.0.conv1.weight",
+        "encoder.down_blocks.0.resnets.0.conv1.weight",
+    ]);
+    let repo = "madebyollin/sdxl-vae-fp16-fix";
+    let files = vec![
+        (
+            "config.json".to_owned(),
+            br#"{"_class_name": "AutoencoderKL", "force_upcast": false}"#.to_vec(),
+        ),
+        ("diffusion_pytorch_model.safetensors".to_owned(), vae.clone()),
+        ("diffusion_pytorch_model.bin".to_owned(), b"pickle".to_vec()),
+        ("sdxl.vae.safetensors".to_owned(), vae.clone()),
+        ("README.md".to_owned(), b"# fp16 fix".to_vec()),
+    ];
+    let server = start_fake_hub(repo, files);
+    let hub = FakeHub::new();
+    let online = HubConfig {
+        offline: false,
+        endpoint: server.endpoint.clone(),
+        retries: 0,
+        ..hub.config.clone()
+    };
+    let model = Catalog::builtin().resolve_vae(repo).expect("a hub id");
+    let resolved =
+        resolve_model(&model, &online, WeightVariant::Fp16, &mut |_| {}).expect("online");
+    let ResolvedModel::Vae { path, revision } = &resolved else { panic!("a VAE: {resolved:?}") };
+    assert!(
+        path.join("config.json").is_file()
+            && path.join("diffusion_pytorch_model.safetensors").is_file()
+    );
+    assert_eq!(revision.as_deref(), Some(REVISION));
+    let requests = server.requests.lock().expect("log").clone();
+    let downloads: Vec<&String> = requests.iter().filter(|r| r.contains("/resolve/")).collect();
+    assert!(
+        downloads.iter().all(|r| r.contains("config.json") || r.contains("diffusion_pytorch_model.safetensors")),
+        "{downloads:#?}"
+    );
+    assert_eq!(
+        resolve_model(&model, &hub.config, WeightVariant::Fp16, &mut |_| {}).expect("offline"),
+        resolved
+    );
+    // One file of the repo, named.
+    let named =
+        Catalog::builtin().resolve_vae(&format!("{repo}/sdxl.vae.safetensors")).expect("named");
+    let file = resolve_model(&named, &online, WeightVariant::Fp16, &mut |_| {}).expect("file");
+    assert!(file.path().ends_with("sdxl.vae.safetensors"));
+}
+
+/// Issue 11: a hub LoRA resolves through the cache like other hub files — a repo id alone
+/// (its one `.safetensors`) or a catalog LoRA entry (its named file): only that file is
+/// downloaded, the header must read as a LoRA, and offline afterwards it resolves the same.
+#[test]
+fn a_hub_lora_downloads_only_its_file() {
+    let lora = tiny_safetensors(&["lora_unet_mid_block_attentions_0_proj_in.lora_down.weight"]);
+    let repo = "someone/tiny-lora";
+    let files = vec![
+        ("tiny-lora.safetensors".to_owned(), lora.clone()),
+        ("README.md".to_owned(), b"# a LoRA".to_vec()),
+        ("tiny-lora.ckpt".to_owned(), b"pickle".to_vec()),
+    ];
+    let server = start_fake_hub(repo, files);
+    let hub = FakeHub::new();
+    let online = HubConfig {
+        offline: false,
+        endpoint: server.endpoint.clone(),
+        retries: 0,
+        ..hub.config.clone()
+    };
+    let model = Catalog::builtin().resolve_lora(repo).expect("a hub id");
+    let resolved =
+        resolve_model(&model, &online, WeightVariant::Fp16, &mut |_| {}).expect("online");
+    let ResolvedModel::Lora { file, revision } = &resolved else { panic!("a LoRA: {resolved:?}") };
+    assert!(file.ends_with("tiny-lora.safetensors") && file.is_file(), "{file:?}");
+    assert_eq!(revision.as_deref(), Some(REVISION));
+    let requests = server.requests.lock().expect("log").clone();
+    let downloads: Vec<&String> = requests.iter().filter(|r| r.contains("/resolve/")).collect();
+    assert!(downloads.iter().all(|r| r.contains("tiny-lora.safetensors")), "{downloads:#?}");
+    assert_eq!(
+        resolve_model(&model, &hub.config, WeightVariant::Fp16, &mut |_| {}).expect("offline"),
+        resolved
+    );
+    // Not in the cache, offline: the fetch command is named.
+    let pixel = Catalog::builtin().resolve_lora("Pixel Art XL").expect("catalog LoRA");
+    let err = resolve_model(&pixel, &hub.config, WeightVariant::Fp16, &mut |_| {})
+        .expect_err("not cached");
+    assert!(err.to_string().contains("pixel-art-xl.safetensors"), "{err}");
+    // A name that is no LoRA anywhere is refused, listing the LoRAs there are.
+    let unknown = Catalog::builtin().resolve_lora("no_such_lora").expect_err("unknown");
+    assert!(unknown.to_string().contains("Pixel Art XL"), "{unknown}");
 }

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use chrono::DateTime;
 use imagelab::engine::mock::MockBackend;
 use imagelab::engine::{
-    Backend, BackendError, Capabilities, GenerateParams, Generated, LoadProgress, LoadedModel,
-    StepUpdate,
+    Backend, BackendError, Capabilities, GenerateParams, Generated, LoadOptions, LoadProgress,
+    LoadedModel, StepUpdate,
 };
 use imagelab::gpu::{FixedGpus, GpuProcess, GpuSource, IdleRule, Visibility};
 use imagelab::models::catalog::{Catalog, ModelRef};
@@ -24,7 +24,7 @@ use imagelab::runner::{
     RunnerHandle, RunnerSetup, Slot, StopLevel, StopToken, TemplateSet,
 };
 use imagelab::storage::jobs_log::{self, ItemStatus, JobRecord};
-use imagelab::vocab::{DeviceChoice, Precision};
+use imagelab::vocab::DeviceChoice;
 
 use crate::util::{imagelab, pngs_below, stderr, stdout};
 
@@ -567,11 +567,10 @@ impl Backend for Rendezvous {
     fn load(
         &mut self,
         model: &ModelRef,
-        device: DeviceChoice,
-        dtype: Option<Precision>,
+        options: &LoadOptions,
         on_progress: &mut dyn FnMut(LoadProgress),
     ) -> Result<LoadedModel, BackendError> {
-        self.inner.load(model, device, dtype, on_progress)
+        self.inner.load(model, options, on_progress)
     }
     fn generate(
         &mut self,

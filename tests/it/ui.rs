@@ -793,6 +793,75 @@ fn a_stop_signal_finishes_the_running_image_then_closes_the_window() {
     assert_eq!(log.records[0].paths.len(), 1, "image 0 finished, nothing new started");
 }
 
+/// Issue 11: the checkpoints, VAEs and LoRAs of a models folder are in the window's pickers;
+/// choosing them sets the request (the LoRA with a weight), and the run uses the checkpoint.
+#[test]
+fn models_folder_files_are_in_the_pickers() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let models = tempfile::tempdir().expect("models");
+    let fixtures = util::repo_root().join("tests/fixtures/diffusion");
+    let folder = |name: &str| {
+        let dir = models.path().join("models").join(name);
+        fs_err::create_dir_all(&dir).expect("dir");
+        dir
+    };
+    fs_err::copy(
+        fixtures.join("single_file/sdxl_tiny.f16.safetensors"),
+        folder("Stable-diffusion").join("tiny_xl.safetensors"),
+    )
+    .expect("checkpoint");
+    fs_err::copy(
+        fixtures.join("lora/lora_a.kohya_sgm.safetensors"),
+        folder("Lora").join("pixel.safetensors"),
+    )
+    .expect("lora");
+    fs_err::copy(
+        fixtures.join("single_file/vae/tiny_vae.safetensors"),
+        folder("VAE").join("fp16_fix.safetensors"),
+    )
+    .expect("vae");
+    let catalog = imagelab::models::Catalog::builtin().with_library(
+        imagelab::models::library::ModelLibrary::scan(&[models.path().to_path_buf()]),
+    );
+    let out_path = out.path().to_owned();
+    let mut harness = Harness::builder().with_size(WINDOW).build_eframe(move |cc| {
+        let mut config = AppConfig::new(out_path, Box::new(MockBackend::new()));
+        config.catalog = catalog;
+        LabApp::with_form(&cc.egui_ctx, config, small_form())
+    });
+    harness.get_by_role_and_label(Role::ComboBox, "Model").click();
+    harness.run_steps(2);
+    harness.get_by_label_contains("tiny_xl  (checkpoint (SDXL))").click();
+    harness.run_steps(2);
+    assert_eq!(harness.state().controls.form.model, "tiny_xl");
+    harness.get_by_role_and_label(Role::ComboBox, "VAE").click();
+    harness.run_steps(2);
+    harness.get_by_label("fp16_fix").click();
+    harness.run_steps(2);
+    assert_eq!(harness.state().controls.form.vae.as_deref(), Some("fp16_fix"));
+    harness.get_by_label_contains("LoRAs (0 chosen, 1 found)").click();
+    harness.run_steps(2);
+    harness.get_by_role_and_label(Role::CheckBox, "pixel").click();
+    harness.run_steps(2);
+    let request = harness.state().controls.form.to_request(1);
+    assert_eq!(request.loras.len(), 1);
+    assert!(
+        request.loras[0].source.ends_with("pixel.safetensors") && request.loras[0].weight == 1.0
+    );
+    assert_eq!(request.vae.as_deref(), Some("fp16_fix"));
+    // Without the LoRA, Generate runs the folder's checkpoint.
+    harness.get_by_role_and_label(Role::CheckBox, "pixel").click();
+    harness.run_steps(2);
+    harness.state_mut().controls.form.width_px = 64;
+    harness.get_by_label("Generate").click();
+    harness.run_steps(1);
+    step_until(&mut harness, "the job to finish", |app| {
+        app.queue.jobs.first().is_some_and(|job| job.state == JobState::Done)
+    });
+    let log = jobs_log::read_all(out.path()).expect("jobs log");
+    assert_eq!(log.records[0].model, "tiny_xl");
+}
+
 #[test]
 fn imported_styles_are_listed_and_the_format_choice_reaches_the_files() {
     let out = tempfile::tempdir().expect("tempdir");

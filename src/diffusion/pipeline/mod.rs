@@ -14,11 +14,14 @@
 //! (`vae_precision.rs`).
 
 mod latent_file;
+mod parts;
 mod preview;
 mod tiled_decode;
 mod vae_precision;
 
 pub use vae_precision::{VAE_F32_FALLBACK_NOTE, VaeFallback, all_finite, vae_dtype};
+
+pub use parts::{PartToLoad, PipelineParts, config_sidecar, vae_override};
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -28,13 +31,13 @@ use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
 use super::clip::ClipTextModel;
-use super::error::{DiffusionError, Result, read_json, read_text};
+use super::error::{DiffusionError, Result};
 use super::rng::TorchGenerator;
 use super::schedulers::{self, Scheduler, SchedulerConfig};
+use super::single_file::SingleFile;
 use super::tokenizer::{ClipTokenizer, LongPromptMode};
 use super::unet::{UNet2DConditionModel, UNetConditioning};
 use super::vae::{AutoencoderKl, is_encoder_tensor};
-use super::weights::{component_weights, safetensors_bytes};
 use crate::models::cache::ByteSize;
 use crate::vocab::{SamplerKind, SigmaSchedule};
 
@@ -49,7 +52,7 @@ pub enum PipelineFamily {
 
 impl PipelineFamily {
     /// The family of `model_index.json`'s `_class_name`.
-    fn of(index: &Value, index_path: &Path) -> Result<Self> {
+    pub(crate) fn of(index: &Value, index_path: &Path) -> Result<Self> {
         match index.get("_class_name").and_then(Value::as_str).unwrap_or_default() {
             "StableDiffusionXLPipeline" | "StableDiffusionXLImg2ImgPipeline" => Ok(Self::Sdxl),
             "StableDiffusionPipeline" | "StableDiffusionImg2ImgPipeline" => {
@@ -64,52 +67,10 @@ impl PipelineFamily {
     }
 }
 
-/// The tokenizers and text encoders of a pipeline, in pipeline order.
-struct TextEncoders {
-    tokenizers: Vec<ClipTokenizer>,
-    encoders: Vec<ClipTextModel>,
-    /// Bytes of the encoders' weights as loaded.
-    weight_bytes: u64,
-}
-
-impl TextEncoders {
-    /// Loads each (tokenizer, text encoder) pair the family has: one for SD, two for SDXL.
-    fn load(
-        folder: &Path,
-        family: PipelineFamily,
-        index: &Value,
-        (device, dtype, prefer_fp16): (&Device, DType, bool),
-    ) -> Result<Self> {
-        let component_names: &[(&str, &str)] = match family {
-            PipelineFamily::Sdxl => {
-                &[("tokenizer", "text_encoder"), ("tokenizer_2", "text_encoder_2")]
-            }
-            PipelineFamily::StableDiffusion => &[("tokenizer", "text_encoder")],
-        };
-        let mut loaded = Self { tokenizers: Vec::new(), encoders: Vec::new(), weight_bytes: 0 };
-        for (tokenizer, encoder) in component_names {
-            if index.get(*encoder).and_then(|entry| entry.get(0)).is_none_or(Value::is_null) {
-                return Err(DiffusionError::config(
-                    *encoder,
-                    "this pipeline has no such text encoder (SDXL refiners are not supported)",
-                    &folder.join("model_index.json"),
-                ));
-            }
-            loaded.tokenizers.push(ClipTokenizer::from_folder(&folder.join(tokenizer))?);
-            loaded.weight_bytes += safetensors_bytes(
-                &component_weights(&folder.join(encoder), "model", prefer_fp16)?,
-                dtype,
-                &|_| true,
-            )?;
-            loaded.encoders.push(ClipTextModel::load(
-                &folder.join(encoder),
-                dtype,
-                device,
-                prefer_fp16,
-            )?);
-        }
-        Ok(loaded)
-    }
+/// A component's config as the model's config type, naming its file on failure.
+fn parse_config<T: serde::de::DeserializeOwned>(part: &PartToLoad, what: &str) -> Result<T> {
+    serde_json::from_value(part.component.config.clone())
+        .map_err(|err| DiffusionError::config(what, err.to_string(), &part.config_path))
 }
 
 /// The prompt conditioning for one image.
@@ -229,6 +190,8 @@ pub struct DiffusionPipeline {
     vae_checked: bool,
     /// The f32 VAE, once an f16 result overflowed.
     vae_fallback: VaeFallback,
+    /// The VAE's config and weights (with any patch), kept to build that f32 VAE when checked.
+    vae_part: Option<PartToLoad>,
     scheduler_config: SchedulerConfig,
     force_zeros_for_empty_prompt: bool,
     device: Device,
@@ -253,49 +216,106 @@ impl DiffusionPipeline {
     /// # Errors
     /// Missing or malformed files; unsupported pipeline classes or options.
     pub fn load(folder: &Path, device: &Device, dtype: DType) -> Result<Self> {
-        let index_path = folder.join("model_index.json");
-        let index: Value = read_json("model_index.json", &index_path)?;
-        let family = PipelineFamily::of(&index, &index_path)?;
-        let prefer_fp16 = !device.is_cpu() && dtype != DType::F32;
-        let TextEncoders { tokenizers, encoders: text_encoders, weight_bytes } =
-            TextEncoders::load(folder, family, &index, (device, dtype, prefer_fp16))?;
-        let mut weight_bytes = weight_bytes;
-        let unet = UNet2DConditionModel::load(&folder.join("unet"), dtype, device, prefer_fp16)?;
-        weight_bytes += safetensors_bytes(
-            &component_weights(&folder.join("unet"), "diffusion_pytorch_model", prefer_fp16)?,
+        let prefer_fp16 = Self::prefers_fp16(device, dtype);
+        Self::from_parts(PipelineParts::from_folder(folder, prefer_fp16)?, device, dtype)
+    }
+
+    /// Loads a single-file checkpoint ([`SingleFile`]): configs inferred from its tensors, or
+    /// taken from `config` (a diffusers folder, as `from_single_file(path, config=…)`).
+    ///
+    /// # Errors
+    /// A file that cannot be mapped (named by what it looks like), corrupt or truncated files,
+    /// missing or mis-shaped tensors.
+    pub fn load_single_file(
+        path: &Path,
+        config: Option<&Path>,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self> {
+        let file = SingleFile::open_with(path, config)?;
+        Self::from_parts(PipelineParts::from_single_file(file), device, dtype)
+    }
+
+    /// Whether the `fp16` variant files are the ones to load on `device` in `dtype`.
+    pub fn prefers_fp16(device: &Device, dtype: DType) -> bool {
+        !device.is_cpu() && dtype != DType::F32
+    }
+
+    /// Builds the pipeline from its parts (a folder's or a single file's), loading every
+    /// component's tensors through its patch, if any.
+    ///
+    /// # Errors
+    /// Malformed configs, missing or mis-shaped tensors (named), no VAE.
+    pub fn from_parts(parts: PipelineParts, device: &Device, dtype: DType) -> Result<Self> {
+        let PipelineParts {
+            family,
+            tokenizers,
+            text_encoders: encoder_parts,
+            unet: unet_part,
+            vae: vae_part,
+            scheduler,
+            force_zeros_for_empty_prompt,
+            origin,
+        } = parts;
+        let Some(vae_part) = vae_part else {
+            return Err(DiffusionError::config(
+                "VAE",
+                "the checkpoint has no VAE (first_stage_model.*); give one with --vae",
+                &origin,
+            ));
+        };
+        let builder = |part: &PartToLoad, dtype: DType| {
+            part.component.weights.var_builder(dtype, device, part.patch.clone())
+        };
+        let in_file = |part: &PartToLoad, err: DiffusionError| match err {
+            DiffusionError::Tensor(err) => DiffusionError::config(
+                "weights",
+                err.to_string(),
+                part.component.weights.first_file(),
+            ),
+            other => other,
+        };
+        let mut weight_bytes = 0u64;
+        let mut text_encoders = Vec::with_capacity(encoder_parts.len());
+        for part in &encoder_parts {
+            let config: super::clip::ClipTextConfig = parse_config(part, "text encoder config")?;
+            let vb = builder(part, dtype)?;
+            text_encoders.push(
+                ClipTextModel::new(config, vb, &part.config_path)
+                    .map_err(|err| in_file(part, err))?,
+            );
+            weight_bytes += part.component.weights.bytes(dtype, &|_| true)?;
+        }
+        let unet_config: super::unet::UNetConfig = parse_config(&unet_part, "UNet config")?;
+        let unet = UNet2DConditionModel::new(
+            unet_config,
+            builder(&unet_part, dtype)?,
             dtype,
-            &|_| true,
-        )?;
+            &unet_part.config_path,
+        )
+        .map_err(|err| in_file(&unet_part, err))?;
+        weight_bytes += unet_part.component.weights.bytes(dtype, &|_| true)?;
+        let vae_config: super::vae::VaeConfig = parse_config(&vae_part, "VAE config")?;
+        // The VAE runs in the pipeline's dtype; in f16 its results are checked, with an f32
+        // fallback built from the same part (`vae_precision.rs`).
         let (vae_dtype, vae_checked) = vae_dtype(dtype);
-        let vae = AutoencoderKl::load(
-            &folder.join("vae"),
+        let encoder_bytes = vae_part.component.weights.bytes(vae_dtype, &is_encoder_tensor)?;
+        let vae = AutoencoderKl::new(
+            vae_config,
+            builder(&vae_part, vae_dtype)?,
             vae_dtype,
-            device,
-            prefer_fp16 && vae_dtype != DType::F32,
-        )?;
-        weight_bytes += safetensors_bytes(
-            &component_weights(
-                &folder.join("vae"),
-                "diffusion_pytorch_model",
-                prefer_fp16 && vae_dtype != DType::F32,
-            )?,
-            vae_dtype,
-            &|name| !is_encoder_tensor(name),
-        )?;
-        let scheduler_path = folder.join("scheduler/scheduler_config.json");
-        let scheduler_config =
-            SchedulerConfig::from_json(&read_text("scheduler config", &scheduler_path)?).map_err(
-                |err| DiffusionError::config("scheduler", err.to_string(), &scheduler_path),
-            )?;
-        let force_zeros_for_empty_prompt = index
-            .get("force_zeros_for_empty_prompt")
-            .and_then(Value::as_bool)
-            .unwrap_or(family == PipelineFamily::Sdxl);
+            encoder_bytes,
+        )
+        .map_err(|err| in_file(&vae_part, err))?;
+        weight_bytes +=
+            vae_part.component.weights.bytes(vae_dtype, &|name| !is_encoder_tensor(name))?;
+        let scheduler_config = SchedulerConfig::from_json(&scheduler.to_string())
+            .map_err(|err| DiffusionError::config("scheduler", err.to_string(), &origin))?;
         if family == PipelineFamily::Sdxl && !unet.needs_text_time() {
             return Err(DiffusionError::config(
                 "addition_embed_type",
                 "an SDXL UNet needs text_time",
-                &folder.join("unet/config.json"),
+                &unet_part.config_path,
             ));
         }
         Ok(Self {
@@ -306,11 +326,12 @@ impl DiffusionPipeline {
             vae,
             vae_checked,
             vae_fallback: VaeFallback::default(),
+            vae_part: vae_checked.then_some(vae_part),
             scheduler_config,
             force_zeros_for_empty_prompt,
             device: device.clone(),
             dtype,
-            folder: folder.to_path_buf(),
+            folder: origin,
             weight_bytes,
         })
     }

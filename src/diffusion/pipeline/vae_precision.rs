@@ -12,9 +12,8 @@ use std::sync::OnceLock;
 use candle_core::{DType, Tensor};
 
 use super::DiffusionPipeline;
-use crate::diffusion::error::Result;
-use crate::diffusion::vae::{AutoencoderKl, LatentDistribution, is_encoder_tensor};
-use crate::diffusion::weights::{component_weights, safetensors_bytes};
+use crate::diffusion::error::{DiffusionError, Result};
+use crate::diffusion::vae::{AutoencoderKl, LatentDistribution, VaeConfig, is_encoder_tensor};
 
 /// The note an image carries once its model's VAE fell back to f32.
 pub const VAE_F32_FALLBACK_NOTE: &str = "VAE in f32: its f16 result had non-finite values (overflow) on this model, so it was redone \
@@ -73,13 +72,21 @@ impl DiffusionPipeline {
         if let Some(vae) = self.vae_fallback.get() {
             return Ok(vae);
         }
-        let folder = self.folder.join("vae");
-        let vae = AutoencoderKl::load(&folder, DType::F32, &self.device, false)?;
-        let bytes = safetensors_bytes(
-            &component_weights(&folder, "diffusion_pytorch_model", false)?,
-            DType::F32,
-            &|name| !is_encoder_tensor(name),
-        )?;
+        // The same config and weights (a folder's, a single file's or a `--vae` override's,
+        // LoRA patches included), built in f32.
+        let Some(part) = &self.vae_part else {
+            return Err(DiffusionError::config(
+                "VAE",
+                "no VAE part kept for an f32 fallback",
+                &self.folder,
+            ));
+        };
+        let config: VaeConfig = super::parse_config(part, "VAE config")?;
+        let weights = &part.component.weights;
+        let vb = weights.var_builder(DType::F32, &self.device, part.patch.clone())?;
+        let encoder_bytes = weights.bytes(DType::F32, &is_encoder_tensor)?;
+        let vae = AutoencoderKl::new(config, vb, DType::F32, encoder_bytes)?;
+        let bytes = weights.bytes(DType::F32, &|name| !is_encoder_tensor(name))?;
         tracing::warn!(model = %self.folder.display(), "{VAE_F32_FALLBACK_NOTE}");
         // A racing caller may have set it first; either value is the same f32 VAE.
         let _ = self.vae_fallback.slot.set((vae, bytes));

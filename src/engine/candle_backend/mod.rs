@@ -22,6 +22,7 @@
 mod cache_policy;
 mod ladder;
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,23 +31,30 @@ use std::time::Instant;
 use candle_core::Device;
 
 use super::backend::{
-    Backend, BackendError, Capabilities, GenerateParams, Generated, LoadProgress, LoadedModel,
-    ModelKey, Preview, StepUpdate, Timings,
+    Backend, BackendError, Capabilities, GenerateParams, Generated, LoadOptions, LoadProgress,
+    LoadedModel, ModelKey, Preview, StepUpdate, Timings,
 };
 use crate::diffusion::DiffusionError;
 use crate::diffusion::device::{device_label, dtype_label, select_device, select_dtype};
+use crate::diffusion::lora::LoraToApply;
 use crate::diffusion::pipeline::VaeDecode;
-use crate::diffusion::pipeline::{DiffusionPipeline, GenerationRequest};
+use crate::diffusion::pipeline::{
+    DiffusionPipeline, GenerationRequest, PipelineParts, vae_override,
+};
 use crate::diffusion::tokenizer::LongPromptMode;
 use crate::diffusion::unet::SampleSize;
 use crate::models::ModelError;
 use crate::models::cache::{CacheStats, ModelCache};
-use crate::models::catalog::{EntryKind, ModelDefaults, ModelRef, ModelSource};
+use crate::models::catalog::{ModelDefaults, ModelRef, ModelSource};
+use crate::models::lora::{a1111_hash, lora_name, short_hash};
 use crate::models::oom::{Attempt, VAE_TILE_PX, is_out_of_memory};
+use crate::models::safetensors_header::read_header;
 use crate::storage::metadata::NOISE_SOURCE_TORCH_CPU;
-use crate::vocab::{DeviceChoice, Precision};
+use crate::vocab::LoraHash;
 
-/// Turns a model reference into a local diffusers folder (e.g. a hub snapshot).
+/// Turns a model reference into local files: a diffusers folder, a single-file checkpoint, (for
+/// kind [`crate::models::catalog::EntryKind::Vae`]) a VAE folder or file, or (kind `Lora`) a LoRA
+/// file — e.g. in a hub snapshot.
 pub type FolderResolver =
     Box<dyn FnMut(&ModelRef, &mut dyn FnMut(LoadProgress)) -> Result<PathBuf, ModelError> + Send>;
 
@@ -58,6 +66,8 @@ pub struct CandleBackend {
     device: Option<Device>,
     memory_budget: Option<u64>,
     vae_tile_px: u32,
+    /// A1111's names and hashes of the LoRAs merged into each cached pipeline.
+    lora_hashes: HashMap<ModelKey, Vec<LoraHash>>,
     /// Tests only: this many attempts fail as if the allocator had run out of memory.
     #[cfg(test)]
     simulated_out_of_memory: u32,
@@ -90,6 +100,7 @@ impl CandleBackend {
             device: None,
             memory_budget: None,
             vae_tile_px: VAE_TILE_PX,
+            lora_hashes: HashMap::new(),
             #[cfg(test)]
             simulated_out_of_memory: 0,
         }
@@ -123,32 +134,31 @@ impl CandleBackend {
         self.cache.stats()
     }
 
-    fn folder_for(
+    /// The local folder or file of `model` (hub models through the resolver).
+    fn path_for(
         &mut self,
         model: &ModelRef,
         on_progress: &mut dyn FnMut(LoadProgress),
     ) -> Result<PathBuf, BackendError> {
-        if let EntryKind::Lora { .. } = model.kind {
-            return Err(BackendError::Unsupported(format!(
-                "{} is a LoRA adapter; the candle backend does not apply LoRAs yet",
-                model.display_name
-            )));
-        }
         match &model.source {
-            ModelSource::LocalDir(folder) => Ok(folder.clone()),
-            ModelSource::LocalFile(file) => Err(BackendError::Unsupported(format!(
-                "single-file checkpoints are not supported by the candle backend yet: {}",
-                file.display()
-            ))),
+            ModelSource::LocalDir(path) | ModelSource::LocalFile(path) => Ok(path.clone()),
             ModelSource::Hub(id) => match &mut self.resolver {
-                Some(resolve) => {
-                    resolve(model, on_progress).map_err(|err| BackendError::Failed(err.to_string()))
-                }
+                Some(resolve) => resolve(model, on_progress).map_err(|err| model_error(&err)),
                 None => Err(BackendError::Unsupported(format!(
-                    "{id}: hub models need a resolver; pass a local diffusers folder"
+                    "{id}: hub models need a resolver; pass a local folder or file"
                 ))),
             },
         }
+    }
+}
+
+/// A models-layer error as the engine reports it: what cannot be loaded is unsupported.
+fn model_error(err: &ModelError) -> BackendError {
+    match err {
+        ModelError::UnsupportedCheckpoint { .. }
+        | ModelError::NotSupportedYet { .. }
+        | ModelError::LoraNotModel { .. } => BackendError::Unsupported(err.to_string()),
+        other => BackendError::Failed(other.to_string()),
     }
 }
 
@@ -156,6 +166,7 @@ fn backend_error(err: DiffusionError) -> BackendError {
     match err {
         DiffusionError::Cancelled => BackendError::Cancelled,
         DiffusionError::Unsupported(message) => BackendError::Unsupported(message),
+        DiffusionError::Model(err) => model_error(&err),
         other => {
             let message = other.to_string();
             if is_out_of_memory(&message) {
@@ -191,7 +202,7 @@ impl Backend for CandleBackend {
             negative_prompt: true,
             seeds: true,
             custom_schedulers: true,
-            lora: false,
+            lora: true,
             controlnet: false,
             upscaling: false,
         }
@@ -204,12 +215,11 @@ impl Backend for CandleBackend {
     fn load(
         &mut self,
         model: &ModelRef,
-        device: DeviceChoice,
-        dtype: Option<Precision>,
+        options: &LoadOptions,
         on_progress: &mut dyn FnMut(LoadProgress),
     ) -> Result<LoadedModel, BackendError> {
         let started = Instant::now();
-        let key = ModelKey::new(model, device, dtype);
+        let key = ModelKey::new(model, options);
         if let Some(pipeline) = self.use_cached(&key) {
             let defaults = native_defaults(&pipeline, model.defaults);
             on_progress(LoadProgress {
@@ -221,29 +231,87 @@ impl Backend for CandleBackend {
                 model_id: model.model_id(),
                 revision: None,
                 load_s: 0.0,
+                lora_hashes: self.lora_hashes.get(&key).cloned().unwrap_or_default(),
             });
         }
-        let folder = self.folder_for(model, on_progress)?;
-        let candle_device = select_device(device).map_err(backend_error)?;
-        let candle_dtype = select_dtype(&candle_device, dtype).map_err(backend_error)?;
+        let path = self.path_for(model, on_progress)?;
+        let vae_path = match &options.vae {
+            Some(vae) => Some(self.path_for(vae, on_progress)?),
+            None => None,
+        };
+        let loras = options
+            .loras
+            .iter()
+            .map(|choice| {
+                Ok(LoraToApply {
+                    path: self.path_for(&choice.lora, on_progress)?,
+                    weight: choice.weight,
+                })
+            })
+            .collect::<Result<Vec<_>, BackendError>>()?;
+        let lora_hashes = loras
+            .iter()
+            .map(|lora| {
+                let header = read_header(&lora.path).map_err(|err| model_error(&err))?;
+                let hash = a1111_hash(&lora.path, &header).map_err(|err| model_error(&err))?;
+                Ok(LoraHash { name: lora_name(&lora.path), hash: short_hash(&hash).to_owned() })
+            })
+            .collect::<Result<Vec<_>, BackendError>>()?;
+        let candle_device = select_device(options.device).map_err(backend_error)?;
+        let candle_dtype = select_dtype(&candle_device, options.dtype).map_err(backend_error)?;
         on_progress(LoadProgress {
             message: format!("loading {} ({})", model.display_name, dtype_label(candle_dtype)),
             fraction: None,
         });
+        let prefer_fp16 = DiffusionPipeline::prefers_fp16(&candle_device, candle_dtype);
+        // What cannot be loaded (another architecture, a truncated file) is refused here,
+        // from headers, before room is made or anything is read.
+        let mut parts = PipelineParts::open(&path, None, prefer_fp16).map_err(backend_error)?;
+        if let Some(vae_path) = vae_path {
+            let vae = vae_override(&vae_path, parts.scaling_factor(), None, prefer_fp16)
+                .map_err(backend_error)?;
+            parts = parts.with_vae(vae, &vae_path);
+        }
+        // Every LoRA is read and checked against the model here, before room is made; the
+        // products are added as each weight loads.
+        let (parts, reports) = parts.with_loras(&loras).map_err(backend_error)?;
+        for report in &reports {
+            let merged: Vec<String> = report
+                .modules
+                .iter()
+                .map(|(target, count)| format!("{count} {} modules", target.label()))
+                .collect();
+            on_progress(LoadProgress {
+                message: format!(
+                    "LoRA {}: {} merged{}",
+                    report.path.display(),
+                    merged.join(", "),
+                    if report.unmatched.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {} modules not in this model", report.unmatched.len())
+                    }
+                ),
+                fraction: None,
+            });
+        }
         self.make_room_to_load();
-        let pipeline = DiffusionPipeline::load(&folder, &candle_device, candle_dtype)
+        let pipeline = DiffusionPipeline::from_parts(parts, &candle_device, candle_dtype)
             .map_err(backend_error)?;
         let defaults = native_defaults(&pipeline, model.defaults);
         on_progress(LoadProgress {
             message: format!("loaded {}", model.display_name),
             fraction: Some(1.0),
         });
+        self.lora_hashes.retain(|cached, _| self.cache.contains(cached));
+        self.lora_hashes.insert(key.clone(), lora_hashes.clone());
         self.keep_loaded(key, pipeline);
         Ok(LoadedModel {
             defaults,
             model_id: model.model_id(),
             revision: None,
             load_s: started.elapsed().as_secs_f64(),
+            lora_hashes,
         })
     }
 
@@ -252,9 +320,7 @@ impl Backend for CandleBackend {
         params: &GenerateParams,
         on_step: &mut dyn FnMut(StepUpdate<'_>) -> ControlFlow<()>,
     ) -> Result<Generated, BackendError> {
-        if !params.loras.is_empty() {
-            return Err(BackendError::Unsupported("LoRA adapters (candle backend)".to_owned()));
-        }
+        // LoRAs were merged when the model loaded (`LoadOptions::loras`).
         self.generate_within_memory(params, on_step)
     }
 }
@@ -349,8 +415,13 @@ impl CandleBackend {
 mod tests {
     use super::ladder::activation_shape;
     use super::*;
+    use crate::models::catalog::{EntryKind, LoraChoice};
     use crate::models::oom::ActivationShape;
     use crate::vocab::SamplerKind;
+
+    fn cpu() -> LoadOptions {
+        LoadOptions { device: crate::vocab::DeviceChoice::Cpu, ..LoadOptions::default() }
+    }
 
     fn tiny_sdxl() -> ModelRef {
         fixture_model("sdxl_tiny")
@@ -373,8 +444,7 @@ mod tests {
     #[test]
     fn candle_backend_generates_with_progress_preview_and_latent() {
         let mut backend = CandleBackend::default();
-        let loaded =
-            backend.load(&tiny_sdxl(), DeviceChoice::Cpu, None, &mut |_| {}).expect("load");
+        let loaded = backend.load(&tiny_sdxl(), &cpu(), &mut |_| {}).expect("load");
         assert_eq!((loaded.defaults.width, loaded.defaults.height), (64, 64));
         assert_eq!(backend.device_label(), "cpu");
         let params = GenerateParams {
@@ -417,7 +487,7 @@ mod tests {
     fn switching_back_to_a_cached_model_is_a_hit_and_a_small_budget_evicts() {
         let (model_a, model_b) = (fixture_model("sdxl_tiny"), fixture_model("sd15_tiny"));
         let load = |backend: &mut CandleBackend, model: &ModelRef| {
-            backend.load(model, DeviceChoice::Cpu, None, &mut |_| {}).expect("load")
+            backend.load(model, &cpu(), &mut |_| {}).expect("load")
         };
         let mut roomy = CandleBackend::default().with_cache_budget(u64::MAX);
         let first_a = load(&mut roomy, &model_a);
@@ -451,13 +521,100 @@ mod tests {
         assert_eq!((stats.hits, stats.evictions, stats.entries), (1, 1, 1));
     }
 
+    /// Issue 11: a single file loads through the backend, and the VAE is part of the model's
+    /// key: another VAE is another pipeline, switching back is a cache hit.
+    #[test]
+    fn single_files_load_and_the_vae_is_part_of_the_cache_key() {
+        let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/diffusion");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("tiny.safetensors");
+        fs_err::copy(fixtures.join("single_file/sdxl_tiny.f16.safetensors"), &file).expect("copy");
+        let config = dir.path().join("tiny.config");
+        fs_err::create_dir_all(&config).expect("dir");
+        for entry in walk(&fixtures.join("single_file/configs/sdxl_tiny")) {
+            let relative =
+                entry.strip_prefix(fixtures.join("single_file/configs/sdxl_tiny")).expect("below");
+            fs_err::create_dir_all(config.join(relative).parent().expect("parent")).expect("dir");
+            fs_err::copy(&entry, config.join(relative)).expect("copy");
+        }
+        let model = ModelRef {
+            display_name: "tiny file".to_owned(),
+            source: ModelSource::LocalFile(file),
+            kind: EntryKind::Pipeline,
+            defaults: ModelDefaults::SDXL,
+        };
+        let vae = ModelRef {
+            display_name: "tiny vae".to_owned(),
+            source: ModelSource::LocalDir(fixtures.join("single_file/vae/tiny_vae_diffusers")),
+            kind: EntryKind::Vae,
+            defaults: ModelDefaults::SDXL,
+        };
+        let with_vae = LoadOptions { vae: Some(vae), ..cpu() };
+        let mut backend = CandleBackend::default().with_cache_budget(u64::MAX);
+        assert!(backend.load(&model, &cpu(), &mut |_| {}).expect("own vae").load_s > 0.0);
+        assert!(backend.load(&model, &with_vae, &mut |_| {}).expect("other vae").load_s > 0.0);
+        assert_eq!(backend.load(&model, &cpu(), &mut |_| {}).expect("back").load_s, 0.0);
+        assert_eq!(backend.load(&model, &with_vae, &mut |_| {}).expect("back").load_s, 0.0);
+        let stats = backend.cache_stats();
+        assert_eq!((stats.hits, stats.misses, stats.entries), (2, 2, 2));
+    }
+
+    /// Issue 11: the LoRA set and weights are part of the model's key: another weight is
+    /// another pipeline, switching back is a cache hit with the same A1111 names and hashes.
+    #[test]
+    fn the_lora_set_is_part_of_the_cache_key() {
+        let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/diffusion");
+        let model = ModelRef {
+            display_name: "tiny".to_owned(),
+            source: ModelSource::LocalDir(fixtures.join("sdxl_tiny_3lvl")),
+            kind: EntryKind::Pipeline,
+            defaults: ModelDefaults::SDXL,
+        };
+        let lora = |weight: f32| LoraChoice {
+            lora: ModelRef {
+                display_name: "lora_a".to_owned(),
+                source: ModelSource::LocalFile(fixtures.join("lora/lora_a.kohya_sgm.safetensors")),
+                kind: EntryKind::Lora { base: String::new(), file: String::new() },
+                defaults: ModelDefaults::SDXL,
+            },
+            weight,
+        };
+        let with = |weight: f32| LoadOptions { loras: vec![lora(weight)], ..cpu() };
+        let mut backend = CandleBackend::default().with_cache_budget(u64::MAX);
+        let first = backend.load(&model, &with(0.8), &mut |_| {}).expect("with a LoRA");
+        assert!(first.load_s > 0.0);
+        assert_eq!(first.lora_hashes.len(), 1);
+        assert_eq!(first.lora_hashes[0].name, "lora_a.kohya_sgm");
+        assert_eq!(first.lora_hashes[0].hash.len(), 12);
+        assert!(backend.load(&model, &with(-0.5), &mut |_| {}).expect("other weight").load_s > 0.0);
+        assert!(backend.load(&model, &cpu(), &mut |_| {}).expect("none").load_s > 0.0);
+        let back = backend.load(&model, &with(0.8), &mut |_| {}).expect("back");
+        assert_eq!(back.load_s, 0.0);
+        assert_eq!(back.lora_hashes, first.lora_hashes);
+        let stats = backend.cache_stats();
+        assert_eq!((stats.hits, stats.misses, stats.entries), (1, 3, 3));
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        for entry in fs_err::read_dir(dir).expect("read") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                files.extend(walk(&path));
+            } else {
+                files.push(path);
+            }
+        }
+        files
+    }
+
     /// The estimate's measures come from the loaded pipeline's own configs: the tiny SDXL
     /// fixture's first UNet channels, its first cross-attention level and heads there, its VAE
     /// channels and scale, and the element sizes it was loaded in (f32).
     #[test]
     fn activation_shape_is_read_from_the_pipeline_configs() {
         let mut backend = CandleBackend::default();
-        backend.load(&tiny_sdxl(), DeviceChoice::Cpu, None, &mut |_| {}).expect("load");
+        backend.load(&tiny_sdxl(), &cpu(), &mut |_| {}).expect("load");
         let Some((_, pipeline)) = &backend.current else { panic!("a current pipeline") };
         let folder =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/diffusion/sdxl_tiny");
@@ -515,7 +672,7 @@ mod tests {
     #[test]
     fn the_cache_counts_the_vae_encoder_once_img2img_builds_it() {
         let mut backend = CandleBackend::default().with_cache_budget(u64::MAX);
-        backend.load(&tiny_sdxl(), DeviceChoice::Cpu, None, &mut |_| {}).expect("load");
+        backend.load(&tiny_sdxl(), &cpu(), &mut |_| {}).expect("load");
         let loaded = backend.cache_stats().used_bytes;
         let mut params = small_params(64, 64);
         run(&mut backend, &params).expect("txt2img");
@@ -538,7 +695,7 @@ mod tests {
     fn two_models_cached() -> CandleBackend {
         let mut backend = CandleBackend::default().with_cache_budget(u64::MAX).with_vae_tile_px(32);
         for name in ["sd15_tiny", "sdxl_tiny"] {
-            backend.load(&fixture_model(name), DeviceChoice::Cpu, None, &mut |_| {}).expect("load");
+            backend.load(&fixture_model(name), &cpu(), &mut |_| {}).expect("load");
         }
         backend
     }

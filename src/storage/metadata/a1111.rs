@@ -83,8 +83,20 @@ pub fn recover_from_parsed(parsed: &ParsedInfotext, source: Source) -> Recovered
     if let Some(weights) = parsed.get("Lora weights") {
         found.loras = parse_lora_weights(weights);
     }
-    if found.prompt.contains("<lora:") {
-        found.warn("the prompt uses A1111 <lora:name:weight> tags; pass those LoRAs with --lora");
+    // `<lora:name:weight>` tags: the LoRAs A1111 applied (by name, looked up in the LoRA
+    // folders on a re-run), taken out of the prompt; our own `Lora weights` say where each
+    // came from, when present.
+    if found.prompt.contains('<') {
+        match crate::vocab::split_lora_tags(&found.prompt) {
+            Ok((_, tagged)) if tagged.is_empty() => {}
+            Ok((prompt, tagged)) => {
+                found.prompt = prompt;
+                if found.loras.is_empty() {
+                    found.loras = tagged;
+                }
+            }
+            Err(err) => found.warn(format!("a LoRA tag of the prompt is not read: {err}")),
+        }
     }
     match parsed.get("RNG") {
         // Fooocus draws its noise with torch's CPU generator, as this lab does.
@@ -158,10 +170,9 @@ mod tests {
     #[test]
     fn reads_a_typical_a1111_sdxl_infotext() {
         let found = recover_from_parameters(A1111_SDXL);
-        assert_eq!(
-            found.prompt,
-            "masterpiece, a castle on a hill,\n(golden hour:1.2), <lora:detail:0.5>"
-        );
+        // The `<lora:…>` tag is the LoRA A1111 applied, taken out of the prompt.
+        assert_eq!(found.prompt, "masterpiece, a castle on a hill,\n(golden hour:1.2)");
+        assert_eq!(found.loras, [crate::vocab::LoraSpec { source: "detail".into(), weight: 0.5 }]);
         assert_eq!(found.negative, "lowres, bad anatomy");
         assert_eq!(found.steps, Some(28));
         assert_eq!(found.cfg, Some(6.5));
@@ -184,7 +195,6 @@ mod tests {
         );
         let joined = found.warnings.join("\n");
         assert!(joined.contains("Clip skip 2"), "{joined}");
-        assert!(joined.contains("<lora:"), "{joined}");
         assert!(joined.contains("RNG"), "{joined}");
     }
 

@@ -11,6 +11,8 @@
 //! we write reads back in A1111 as meant. `tools/reference/metadata/` holds an independent Python
 //! mirror of A1111's reader; the recorded results are compared in `tests/it/metadata.rs`.
 
+use std::fmt::Write as _;
+
 use super::GenerationInfo;
 use crate::vocab::{Mode, SamplerKind};
 
@@ -47,6 +49,23 @@ pub fn a1111_sampler_fields(sampler: SamplerKind) -> (&'static str, Option<&'sta
 /// The `parameters` text for an image.
 pub fn format(info: &GenerationInfo) -> String {
     let mut text = info.prompt.clone();
+    // A1111 keeps each LoRA as a `<lora:name:weight>` tag in the prompt (its name: the file
+    // stem) and lists the hashes in `Lora hashes`.
+    let names: Vec<String> = info
+        .loras
+        .iter()
+        .enumerate()
+        .map(|(i, lora)| match info.lora_hashes.get(i) {
+            Some(known) if !known.name.is_empty() => known.name.clone(),
+            _ => crate::models::lora::lora_name(std::path::Path::new(&lora.source)),
+        })
+        .collect();
+    for (name, lora) in names.iter().zip(&info.loras) {
+        if !text.is_empty() {
+            text.push(' ');
+        }
+        let _ = write!(text, "<lora:{name}:{}>", format_number(lora.weight));
+    }
     if !info.negative.is_empty() {
         text.push_str("\nNegative prompt: ");
         text.push_str(&info.negative);
@@ -80,6 +99,15 @@ pub fn format(info: &GenerationInfo) -> String {
             .map(|l| format!("{}: {}", l.source, format_number(l.weight)))
             .collect();
         fields.push(("Lora weights", loras.join(", ")));
+        let hashes: Vec<String> = names
+            .iter()
+            .zip(&info.lora_hashes)
+            .filter(|(_, known)| !known.hash.is_empty())
+            .map(|(name, known)| format!("{name}: {}", known.hash))
+            .collect();
+        if !hashes.is_empty() {
+            fields.push(("Lora hashes", hashes.join(", ")));
+        }
     }
     fields.push(("RNG", rng_label(&info.noise_source).to_owned()));
     fields.push(("Version", info.version.clone()));

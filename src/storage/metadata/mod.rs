@@ -36,7 +36,7 @@ pub use recover::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::vocab::{LoraSpec, Mode, RAW_PROFILE, SamplerKind, SigmaSchedule};
+use crate::vocab::{LoraHash, LoraSpec, Mode, RAW_PROFILE, SamplerKind, SigmaSchedule};
 
 /// The noise source whose seeds reproduce PyTorch's CPU generator (and diffusers/ComfyUI).
 pub const NOISE_SOURCE_TORCH_CPU: &str = "torch-cpu";
@@ -87,6 +87,9 @@ pub struct GenerationInfo {
     pub noise_source: String,
     /// LoRA adapters applied.
     pub loras: Vec<LoraSpec>,
+    /// A1111's name and hash of each of `loras`, in order (`<lora:name:w>` tags and `Lora
+    /// hashes` in the parameters text); empty when unknown.
+    pub lora_hashes: Vec<LoraHash>,
     /// Prompts truncated at 77 tokens instead of chunked.
     pub truncate_prompt: bool,
     /// Precision the UNet ran in.
@@ -123,6 +126,7 @@ impl Default for GenerationInfo {
             init_image: None,
             noise_source: NOISE_SOURCE_TORCH_CPU.to_owned(),
             loras: Vec::new(),
+            lora_hashes: Vec::new(),
             truncate_prompt: false,
             dtype: "f32".to_owned(),
             device: "cpu".to_owned(),
