@@ -329,6 +329,59 @@ fn top_level_safetensors(listing: &BTreeSet<String>) -> Vec<&String> {
     listing.iter().filter(|f| !f.contains('/') && is_safetensors_file(f)).collect()
 }
 
+/// The checkpoint a single-file repo stands for. Repos that publish versions side by side
+/// (`..._v0.7.safetensors`, `..._v0.8.safetensors`) mean their newest one: the greatest name in
+/// a version-aware order (digit runs compared as numbers), said in a warning that names the
+/// others and how to pick one (`org/name/<file>`), so an all-models sweep still runs.
+fn newest_checkpoint<'a>(repo: &str, candidates: &[&'a String]) -> Result<&'a String, ModelError> {
+    if candidates.len() < 2 {
+        return only_checkpoint(repo, candidates);
+    }
+    let Some(chosen) = candidates.iter().copied().max_by(|a, b| version_order(a, b)) else {
+        return only_checkpoint(repo, candidates);
+    };
+    let others: Vec<&str> =
+        candidates.iter().filter(|f| **f != chosen).map(|f| f.as_str()).collect();
+    tracing::warn!(
+        repo,
+        chosen = chosen.as_str(),
+        others = others.join(", "),
+        "single-file repo holds several checkpoints; using the newest (name another as {repo}/<file>)"
+    );
+    Ok(chosen)
+}
+
+/// Orders file names as versions, case-insensitively: runs of digits compare by value, the
+/// rest as text, so `v10` > `v9` and `v1.10` > `v1.9` (as version numbers, not decimals).
+fn version_order(a: &str, b: &str) -> std::cmp::Ordering {
+    fn runs(text: &str) -> Vec<(bool, &str)> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let bytes = text.as_bytes();
+        for i in 1..=bytes.len() {
+            if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[start].is_ascii_digit() {
+                out.push((bytes[start].is_ascii_digit(), &text[start..i]));
+                start = i;
+            }
+        }
+        out
+    }
+    let (a_lower, b_lower) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
+    let (left, right) = (runs(&a_lower), runs(&b_lower));
+    for ((a_digits, a_run), (b_digits, b_run)) in left.iter().zip(&right) {
+        let order = if *a_digits && *b_digits {
+            let (a_trim, b_trim) = (a_run.trim_start_matches('0'), b_run.trim_start_matches('0'));
+            a_trim.len().cmp(&b_trim.len()).then_with(|| a_trim.cmp(b_trim))
+        } else {
+            a_run.cmp(b_run)
+        };
+        if order.is_ne() {
+            return order;
+        }
+    }
+    left.len().cmp(&right.len()).then_with(|| a.cmp(b))
+}
+
 /// The one checkpoint of a single-file repo, or an error listing the candidates.
 fn only_checkpoint<'a>(repo: &str, candidates: &[&'a String]) -> Result<&'a String, ModelError> {
     match candidates {
@@ -603,8 +656,10 @@ fn resolve_cached_model(
             )
         })
         .collect();
-    let chosen =
-        only_checkpoint(repo_id, if checkpoints.is_empty() { &candidates } else { &checkpoints })?;
+    let chosen = newest_checkpoint(
+        repo_id,
+        if checkpoints.is_empty() { &candidates } else { &checkpoints },
+    )?;
     single_file(snapshot.join(chosen.as_str()), Some(revision))
 }
 
@@ -633,7 +688,7 @@ fn fetch_model(
             if candidates.is_empty() {
                 needed_repo_files(&session, prefer)?;
             }
-            Some(only_checkpoint(repo_id, &candidates)?.clone())
+            Some(newest_checkpoint(repo_id, &candidates)?.clone())
         }
     };
     match chosen {
@@ -1185,12 +1240,12 @@ pub fn download_repo(
         // A diffusers VAE repo (config.json + diffusion_pytorch_model at the root).
         vae_folder_files(&session.listing, prefer, repo_id)?
     } else {
-        // A single-file repo: its one checkpoint (several: name one).
+        // A single-file repo: its checkpoint (several: the newest, see `newest_checkpoint`).
         let candidates = top_level_safetensors(&session.listing);
         if candidates.is_empty() {
             needed_repo_files(&session, prefer)?;
         }
-        vec![only_checkpoint(repo_id, &candidates)?.clone()]
+        vec![newest_checkpoint(repo_id, &candidates)?.clone()]
     };
     progress(&DownloadEvent::Planned { repo: repo_id.to_owned(), files: files.len() });
     let mut downloaded = 0;
@@ -1209,6 +1264,21 @@ pub fn download_repo(
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn file_names_order_as_versions() {
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        assert_eq!(version_order("aidxl_v10.safetensors", "aidxl_v9.safetensors"), Greater);
+        assert_eq!(version_order("model-v1.10", "model-v1.9"), Greater);
+        assert_ne!(version_order("v007", "v7"), Equal, "equal values fall back to the text");
+        assert_eq!(version_order("V2", "v10"), Less, "case does not decide");
+        assert_eq!(version_order("base.safetensors", "base.safetensors"), Equal);
+        assert_eq!(version_order("", "a"), Less);
+        let names = ["b_v2".to_owned(), "b_v12".to_owned(), "b_v3".to_owned()];
+        let refs: Vec<&String> = names.iter().collect();
+        assert_eq!(newest_checkpoint("o/n", &refs).expect("one").as_str(), "b_v12");
+        assert!(newest_checkpoint("o/n", &[]).is_err());
+    }
 
     #[test]
     fn config_follows_huggingface_hub_precedence() {

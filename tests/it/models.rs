@@ -359,7 +359,7 @@ fn single_file_checkpoints_resolve_to_their_file_and_loras_are_detected() {
 }
 
 /// Online, a single-file repo costs one download: its checkpoint (not the README, not a pickle);
-/// a repo with several checkpoints asks for one by name, and `org/name/file.safetensors` names it.
+/// a repo with several checkpoints means its newest, and `org/name/file.safetensors` names another.
 #[test]
 fn online_single_file_repos_download_only_their_checkpoint() {
     let checkpoint = tiny_checkpoint();
@@ -402,8 +402,8 @@ fn online_single_file_repos_download_only_their_checkpoint() {
     let server = start_fake_hub(
         several,
         vec![
-            ("v1.safetensors".to_owned(), checkpoint.clone()),
-            ("v2.safetensors".to_owned(), checkpoint.clone()),
+            ("model_v9.safetensors".to_owned(), checkpoint.clone()),
+            ("model_v10.safetensors".to_owned(), checkpoint.clone()),
         ],
     );
     let online = HubConfig {
@@ -412,19 +412,21 @@ fn online_single_file_repos_download_only_their_checkpoint() {
         retries: 0,
         ..hub.config.clone()
     };
-    let err = resolve_any(&online, several).expect_err("which one?");
-    assert!(
-        err.to_string().contains("v1.safetensors, v2.safetensors")
-            && err.to_string().contains(&format!("{several}/<file>")),
-        "{err}"
-    );
-    let named = resolve_any(&online, &format!("{several}/v2.safetensors")).expect("named");
-    assert!(named.path().ends_with("v2.safetensors"));
-    let requests = server.requests.lock().expect("log").clone();
-    assert!(
-        requests.iter().filter(|r| r.contains("/resolve/")).all(|r| r.contains("v2.safetensors")),
-        "{requests:#?}"
-    );
+    // Versions side by side: the newest by version order (v10 after v9, not before it as text
+    // would put it), and only that one downloaded.
+    let newest = resolve_any(&online, several).expect("the newest");
+    assert!(newest.path().ends_with("model_v10.safetensors"), "{:?}", newest.path());
+    let downloads = |server: &FakeHubServer| -> Vec<String> {
+        let requests = server.requests.lock().expect("log").clone();
+        requests.into_iter().filter(|r| r.contains("/resolve/")).collect()
+    };
+    assert!(downloads(&server).iter().all(|r| r.contains("model_v10.safetensors")));
+    // Offline, the cache answers the same way.
+    assert_eq!(resolve_any(&hub.config, several).expect("offline newest"), newest);
+    // Another one is named as org/name/file.
+    let named = resolve_any(&online, &format!("{several}/model_v9.safetensors")).expect("named");
+    assert!(named.path().ends_with("model_v9.safetensors"));
+    assert!(downloads(&server).iter().any(|r| r.contains("model_v9.safetensors")));
 }
 
 #[test]
