@@ -244,7 +244,8 @@ pub fn run(options: &GenerateOptions, config: &FrontEndConfig) -> Result<Outcome
         return Err(CliError::Failed("the engine stopped before the job finished".to_owned()));
     };
     let stopped_by = stops.request().map(|request| request.signal);
-    report::print_summary(&summary, &collected, options.json, stopped_by);
+    let jobs: Vec<String> = summary.job_id.iter().cloned().collect();
+    report::print_summary(&summary, &collected, options.json, stopped_by, &jobs);
     Ok(outcome_of(std::slice::from_ref(&summary), &stops))
 }
 
@@ -299,11 +300,15 @@ pub(crate) fn run_until_finished(
 }
 
 /// The outcome of finished jobs: stopped by a signal (130/143) before anything else, then
-/// failed or cancelled items (1), else done.
+/// failed, cancelled or interrupted items or any error (a jobs-log line not written) (1),
+/// else done.
 pub(crate) fn outcome_of(summaries: &[crate::engine::JobSummary], stops: &StopSignals) -> Outcome {
     if let Some(code) = stops.exit_code() {
         Outcome::Stopped(code)
-    } else if summaries.iter().any(|s| s.failed > 0 || s.cancelled > 0 || s.interrupted > 0) {
+    } else if summaries
+        .iter()
+        .any(|s| s.failed > 0 || s.cancelled > 0 || s.interrupted > 0 || !s.errors.is_empty())
+    {
         Outcome::SomeFailed
     } else {
         Outcome::Done

@@ -10,6 +10,7 @@ pub mod generate;
 pub mod info;
 pub mod models;
 mod report;
+pub mod resume;
 
 use std::process::ExitCode;
 
@@ -112,6 +113,9 @@ pub enum CliCommand {
     },
     /// The model catalog against the local Hugging Face cache: list, prefetch, verify.
     Models(models::ModelsArgs),
+    /// Finish the unfinished jobs of the persistent queue: each image once, in the same
+    /// folders, with the same seeds.
+    Resume(resume::ResumeArgs),
     /// Open the window.
     #[cfg(feature = "gui")]
     Gui,
@@ -152,6 +156,7 @@ pub fn run(args: &[std::ffi::OsString], config: &FrontEndConfig) -> Result<Outco
         }
         Some(CliCommand::Info { file, json }) => info::run(&file, json),
         Some(CliCommand::Models(args)) => models::run(&args, config),
+        Some(CliCommand::Resume(args)) => resume::run(&args, config),
         #[cfg(feature = "gui")]
         Some(CliCommand::Gui) | None => {
             crate::ui::run_window(config).map_err(|err| match err {

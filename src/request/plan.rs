@@ -60,6 +60,20 @@ impl Plan {
     pub fn image_count(&self) -> usize {
         self.items.iter().map(|item| item.seeds.len()).sum()
     }
+
+    /// Moves a sweep to another folder (relative to the output root): every item's folder
+    /// follows. Plain runs have no folder and are left as they are.
+    pub fn set_run_dir(&mut self, run_dir: PathBuf) {
+        let Some(old) = self.run_dir.replace(run_dir.clone()) else {
+            self.run_dir = None;
+            return;
+        };
+        for item in &mut self.items {
+            if let Ok(rest) = item.out_dir.strip_prefix(&old) {
+                item.out_dir = run_dir.join(rest);
+            }
+        }
+    }
 }
 
 /// How many images a request would make, for the window's sweep choice (no validation).

@@ -10,9 +10,11 @@
 
 mod candle_cli;
 mod cli;
+mod crash;
 mod diffusion;
 mod engine;
 mod models;
+mod queue;
 mod rng;
 mod sampler_pipeline;
 mod schedulers;
