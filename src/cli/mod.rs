@@ -141,7 +141,11 @@ pub fn main() -> ExitCode {
 /// # Errors
 /// Whatever stopped the command; [`CliError::exit_code`] says which exit code it means.
 pub fn run(args: &[std::ffi::OsString], config: &FrontEndConfig) -> Result<Outcome, CliError> {
-    if args.len() <= 1 && env_mode::is_requested(config) {
+    // A variable the lab reads but cannot decode is refused, never taken as unset.
+    config.check_utf8(crate::app::config::VARIABLES)?;
+    config.check_utf8(env_mode::VARIABLES)?;
+    config.check_switches()?;
+    if args.len() <= 1 && env_mode::is_requested(config)? {
         return env_mode::run(config);
     }
     let parsed = Cli::command()

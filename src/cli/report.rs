@@ -163,6 +163,30 @@ fn total_timings(images: &[SavedImage], job_s: f64) -> Timings {
     total
 }
 
+/// What `generate --queue-only` prints: the job's id, where it goes, how to run it.
+pub fn print_queued(id: &str, plan: &crate::request::Plan, out: &std::path::Path, json: bool) {
+    let run_dir = plan.run_dir.as_ref().map(|dir| out.join(dir).display().to_string());
+    if json {
+        let object = serde_json::json!({
+            "job_id": id,
+            "run_dir": run_dir,
+            "items": plan.items.len(),
+            "images": plan.image_count(),
+        });
+        println!("{object}");
+        return;
+    }
+    println!("{id}");
+    eprintln!(
+        "queued job {id}: {} item(s), {} image(s){}; run it with `imagelab resume {} --job {id}` \
+         (add --shard K/N to split it over several processes)",
+        plan.items.len(),
+        plan.image_count(),
+        run_dir.map(|dir| format!(" into {dir}")).unwrap_or_default(),
+        out.display()
+    );
+}
+
 /// One summary over several jobs (a resume): counts and lists added up, the run folder when
 /// they share one. Returns it with the jobs' persistent-queue ids.
 pub fn merge(summaries: &[JobSummary]) -> (JobSummary, Vec<String>) {

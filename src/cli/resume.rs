@@ -11,8 +11,10 @@ use super::generate::{install_stop_signals, outcome_of, run_until_finished};
 use super::{CliError, Outcome, report};
 use crate::app::config::BACKEND_VAR;
 use crate::app::{BackendChoice, EngineSetup, FrontEndConfig};
-use crate::engine::{Engine, EngineError, ResumeOptions, UnfinishedJob, no_waker, queue};
-use crate::storage::journal;
+use crate::engine::{
+    Engine, EngineError, ResumeOptions, UnfinishedJob, check_plan_models, no_waker, queue,
+};
+use crate::storage::journal::{self, Shard};
 use crate::vocab::DeviceChoice;
 
 /// Flags of `imagelab resume`.
@@ -36,6 +38,10 @@ pub struct ResumeArgs {
     /// Run on this device instead of the recorded one: auto, cpu, cuda:N or metal.
     #[arg(long, value_parser = DeviceChoice::parse)]
     pub device: Option<DeviceChoice>,
+    /// Run only shard K of N of each job (its items `index % N == K`), while other processes
+    /// — Slurm array tasks, other machines — run the other shards into the same folder.
+    #[arg(long, value_parser = Shard::parse)]
+    pub shard: Option<Shard>,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -87,29 +93,7 @@ pub fn run(args: &ResumeArgs, config: &FrontEndConfig) -> Result<Outcome, CliErr
         print_list(&jobs, args.json);
         return Ok(Outcome::Done);
     }
-    for job in jobs.iter().filter(|job| job.live) {
-        eprintln!("note: job {} is held by another running process; skipped", job.id);
-    }
-    let ready: Vec<&UnfinishedJob> = jobs.iter().filter(|job| !job.live).collect();
-    let backend = match args.backend {
-        Some(backend) => backend,
-        None => ready
-            .first()
-            .and_then(|job| BackendChoice::parse(&job.backend).ok())
-            .unwrap_or(BackendChoice::Candle),
-    };
-    let backend_name = match backend {
-        BackendChoice::Candle => "candle",
-        BackendChoice::Mock => "mock",
-    };
-    let (chosen, other): (Vec<&UnfinishedJob>, Vec<&UnfinishedJob>) =
-        ready.into_iter().partition(|job| args.backend.is_some() || job.backend == backend_name);
-    for job in other {
-        eprintln!(
-            "note: job {} ran on the {} backend; resume it with --backend {}",
-            job.id, job.backend, job.backend
-        );
-    }
+    let (backend, chosen) = choose(&jobs, args.backend, args.shard.is_some());
     let grace = config.stop_grace()?;
     let setup = EngineSetup {
         backend,
@@ -120,10 +104,18 @@ pub fn run(args: &ResumeArgs, config: &FrontEndConfig) -> Result<Outcome, CliErr
         fall_back_to_mock: false,
     };
     let wiring = setup.wire(config)?;
+    // The models must still be there, before any work.
+    let checker = wiring.backend.model_checker();
+    for job in &chosen {
+        let state = queue::JobState::read(&root, &job.id)
+            .map_err(|err| CliError::Failed(err.to_string()))?;
+        check_plan_models(state.plan(), &checker)?;
+    }
     let stops = install_stop_signals(grace)?;
     let engine = Engine::spawn(wiring.backend, wiring.engine, no_waker())
         .map_err(|err| CliError::Failed(err.to_string()))?;
-    let options = ResumeOptions { retry_failed: args.retry_failed, device: args.device };
+    let options =
+        ResumeOptions { retry_failed: args.retry_failed, device: args.device, shard: args.shard };
     let mut queued = Vec::new();
     let mut images = 0;
     for job in chosen {
@@ -163,6 +155,40 @@ pub fn run(args: &ResumeArgs, config: &FrontEndConfig) -> Result<Outcome, CliErr
     let stopped_by = stops.request().map(|request| request.signal);
     report::print_summary(&merged, &collected, args.json, stopped_by, &ids);
     Ok(outcome_of(&summaries, &stops))
+}
+
+/// The backend to run (the one asked for, else the first job's) and the jobs it takes: those
+/// no other process holds (for a shard, those whose shard is free: found when claiming), made
+/// on that backend (any, when one was asked for).
+fn choose(
+    jobs: &[UnfinishedJob],
+    asked: Option<BackendChoice>,
+    sharded: bool,
+) -> (BackendChoice, Vec<&UnfinishedJob>) {
+    let (ready, held): (Vec<&UnfinishedJob>, Vec<&UnfinishedJob>) =
+        jobs.iter().partition(|job| sharded || !job.live);
+    for job in held {
+        eprintln!("note: job {} is held by another running process; skipped", job.id);
+    }
+    let backend = asked.unwrap_or_else(|| {
+        ready
+            .first()
+            .and_then(|job| BackendChoice::parse(&job.backend).ok())
+            .unwrap_or(BackendChoice::Candle)
+    });
+    let backend_name = match backend {
+        BackendChoice::Candle => "candle",
+        BackendChoice::Mock => "mock",
+    };
+    let (chosen, other): (Vec<&UnfinishedJob>, Vec<&UnfinishedJob>) =
+        ready.into_iter().partition(|job| asked.is_some() || job.backend == backend_name);
+    for job in other {
+        eprintln!(
+            "note: job {} ran on the {} backend; resume it with --backend {}",
+            job.id, job.backend, job.backend
+        );
+    }
+    (backend, chosen)
 }
 
 fn print_list(jobs: &[UnfinishedJob], json: bool) {

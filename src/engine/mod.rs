@@ -27,14 +27,14 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
 pub use backend::{
     Backend, BackendError, Capabilities, GenerateParams, Generated, LoadProgress, LoadedModel,
-    ModelKey, Preview, StepUpdate, Timings,
+    ModelChecker, ModelKey, Preview, StepUpdate, Timings,
 };
 pub use protocol::{Command, Event, JobId, JobSummary, QueueStats, SavedImage, StopMode};
 pub use worker::{Outputs, Waker, relative_path};
 
 use crate::models::catalog::Catalog;
 use crate::request::{Plan, Profiles, Request, RequestError, build_plan};
-use crate::storage::journal::{JobEnd, JobHandle, Journal};
+use crate::storage::journal::{JobEnd, JobHandle, Journal, Shard};
 use crate::storage::{inputs, jobs_log, naming};
 use crate::vocab::DeviceChoice;
 pub use queue::{JobState, MaintenanceReport, UnfinishedJob};
@@ -85,6 +85,9 @@ pub struct ResumeOptions {
     pub retry_failed: bool,
     /// Run on this device instead of the recorded one (the job moved to another machine).
     pub device: Option<DeviceChoice>,
+    /// Run only this shard of the job (its items `index % count == shard`), alongside other
+    /// processes running the other shards into the same folder.
+    pub shard: Option<Shard>,
 }
 
 /// A job taken back from the persistent queue.
@@ -111,6 +114,7 @@ pub struct Engine {
     outputs: Outputs,
     journal: Journal,
     journal_ids: Mutex<HashMap<JobId, String>>,
+    model_checker: ModelChecker,
 }
 
 impl std::fmt::Debug for Engine {
@@ -149,6 +153,7 @@ impl Engine {
         }
         let capabilities = backend.capabilities();
         let backend_name = backend.name();
+        let model_checker = backend.model_checker();
         let worker = worker::Worker::new(
             backend,
             command_rx,
@@ -170,7 +175,33 @@ impl Engine {
             outputs,
             journal,
             journal_ids: Mutex::new(HashMap::new()),
+            model_checker,
         })
+    }
+
+    /// Checks the models of `plan` with this engine's backend, before any work (see
+    /// [`check_plan_models`]).
+    ///
+    /// # Errors
+    /// A model whose files cannot be loaded, naming the file.
+    pub fn check_models(&self, plan: &Plan) -> Result<(), RequestError> {
+        check_plan_models(plan, &self.model_checker)
+    }
+
+    /// [`prepare_plan`] with this engine's capabilities, then [`Engine::check_models`]: all
+    /// the checks a front end runs before it submits.
+    ///
+    /// # Errors
+    /// The first problem, naming the field or file.
+    pub fn prepare(
+        &self,
+        request: &Request,
+        profiles: &Profiles,
+        catalog: &Catalog,
+    ) -> Result<Plan, RequestError> {
+        let plan = prepare_plan(request, profiles, catalog, &self.capabilities)?;
+        self.check_models(&plan)?;
+        Ok(plan)
     }
 
     /// What the backend can do.
@@ -274,11 +305,12 @@ impl Engine {
     /// full.
     pub fn resume(&self, id: &str, options: ResumeOptions) -> Result<Option<Resumed>, EngineError> {
         let journal_error = |err: std::io::Error| EngineError::Journal(err.to_string());
-        let mut handle = self
-            .journal
-            .claim(id)
-            .map_err(journal_error)?
-            .ok_or_else(|| EngineError::JobBusy(id.to_owned()))?;
+        let claimed = match options.shard {
+            Some(shard) => self.journal.claim_shard(id, shard),
+            None => self.journal.claim(id),
+        };
+        let mut handle =
+            claimed.map_err(journal_error)?.ok_or_else(|| EngineError::JobBusy(id.to_owned()))?;
         let mut report = MaintenanceReport::default();
         let state = queue::reconcile_job(
             &self.outputs.root,
@@ -290,8 +322,16 @@ impl Engine {
         if state.end.is_some() {
             return Ok(None);
         }
-        let Some(mut plan) = state.remaining_plan(options.retry_failed) else {
-            handle.ended(JobEnd::Finished, Some("nothing left")).map_err(journal_error)?;
+        let remaining = state.remaining_plan(options.retry_failed).and_then(|mut plan| {
+            if let Some(shard) = options.shard {
+                plan.items.retain(|item| shard.has_item(item.index));
+            }
+            (!plan.items.is_empty()).then_some(plan)
+        });
+        let Some(mut plan) = remaining else {
+            if options.shard.is_none() {
+                handle.ended(JobEnd::Finished, Some("nothing left")).map_err(journal_error)?;
+            }
             return Ok(None);
         };
         if let Some(device) = options.device {
@@ -307,6 +347,18 @@ impl Engine {
         let rank = state.rank;
         self.send_job(job, handle, |journal| Command::Submit { job, plan: queued, journal, rank })?;
         Ok(Some(Resumed { job, id: id.to_owned(), plan, notes: report.messages() }))
+    }
+
+    /// Writes a plan to the persistent queue without running it (`generate --queue-only`):
+    /// `imagelab resume` — or several, one per shard — runs it later. Returns the job's id and
+    /// the plan as written (its sweep folder claimed).
+    ///
+    /// # Errors
+    /// The persistent queue cannot be written.
+    pub fn queue_only(&self, plan: Plan) -> Result<(String, Plan), EngineError> {
+        let (job, handle, plan) = self.journal_new(plan)?;
+        self.journal_ids.lock().unwrap_or_else(PoisonError::into_inner).remove(&job);
+        Ok((handle.id().to_owned(), *plan))
     }
 
     /// Marks job `id` of the persistent queue as not to be resumed.
@@ -482,6 +534,19 @@ pub fn prepare_plan(
     if let Some(path) = &request.init_image {
         check_init_image(path)?;
     }
+    if !capabilities.lora
+        && plan.request.sweep != crate::request::Sweep::AllModelsAllProfiles
+        && let Some(item) = plan.items.iter().find(|item| item.model.kind.is_lora())
+    {
+        return Err(RequestError::new(
+            "model",
+            format!(
+                "{} is a LoRA adapter ({}), and this backend does not apply LoRA adapters",
+                item.model.display_name,
+                item.model.model_id()
+            ),
+        ));
+    }
     let missing = capabilities.missing_for(&plan);
     if !missing.is_empty() {
         return Err(RequestError::new(
@@ -504,9 +569,32 @@ fn claim_run_dir(root: &Path, plan: &mut Plan) -> std::io::Result<Option<PathBuf
     Ok(Some(root.join(claimed)))
 }
 
+/// Checks every model of `plan` with `checker` (the backend's planning-time file checks),
+/// each once. An "all models" sweep is not checked: it keeps going past a model that fails.
+///
+/// # Errors
+/// The first model that cannot load, as a `model` error naming the file.
+pub fn check_plan_models(plan: &Plan, checker: &ModelChecker) -> Result<(), RequestError> {
+    if plan.request.sweep == crate::request::Sweep::AllModelsAllProfiles {
+        return Ok(());
+    }
+    let mut seen = Vec::new();
+    for item in &plan.items {
+        if seen.contains(&&item.model) {
+            continue;
+        }
+        seen.push(&item.model);
+        checker(&item.model).map_err(|message| RequestError::new("model", message))?;
+    }
+    Ok(())
+}
+
+/// The init image, decoded in full (a valid header over broken pixels is caught here, not
+/// half-way through a job).
 fn check_init_image(path: &Path) -> Result<(), RequestError> {
-    let (width, height) =
-        inputs::check_image(path).map_err(|message| RequestError::new("init_image", message))?;
+    let (width, height) = inputs::load_image(path)
+        .map(|image| image.dimensions())
+        .map_err(|message| RequestError::new("init_image", message))?;
     if width < 8 || height < 8 {
         return Err(RequestError::new(
             "init_image",

@@ -174,6 +174,9 @@ pub struct UnfinishedJob {
 pub fn unfinished(root: &Path) -> io::Result<Vec<UnfinishedJob>> {
     let mut jobs = Vec::new();
     for id in journal::job_ids(root)? {
+        if journal::is_settled(root, &id) {
+            continue;
+        }
         let state = match JobState::read(root, &id) {
             Ok(state) => state,
             Err(err) => {
@@ -181,7 +184,9 @@ pub fn unfinished(root: &Path) -> io::Result<Vec<UnfinishedJob>> {
                 continue;
             }
         };
-        if state.end.is_some() {
+        // Every item final but no end record: shards that ended together; the next start
+        // marks it finished.
+        if state.end.is_some() || state.remaining_plan(false).is_none() {
             continue;
         }
         jobs.push(UnfinishedJob {
@@ -336,6 +341,9 @@ pub fn maintain(journal: &Journal, log_path: &Path) -> MaintenanceReport {
         }
     };
     for id in ids {
+        if journal::is_settled(root, &id) {
+            continue;
+        }
         if journal::is_job_live(root, &id) {
             report.live_jobs += 1;
             continue;
@@ -348,6 +356,7 @@ pub fn maintain(journal: &Journal, log_path: &Path) -> MaintenanceReport {
             }
         };
         if state.end.is_some() && state.images.values().all(|path| state.logged.contains(path)) {
+            let _ = journal::mark_settled(root, &id);
             continue;
         }
         for item in &state.plan().items {
@@ -399,11 +408,14 @@ pub fn reconcile_job(
     report: &mut MaintenanceReport,
 ) -> io::Result<JobState> {
     let mut state = JobState::read(root, handle.id())?;
+    // A shard settles only its own items: the others may be running elsewhere right now.
+    let shard = handle.shard();
+    let mine = |item: usize| shard.is_none_or(|shard| shard.has_item(item));
     find_unrecorded_images(root, handle, &mut state, report);
     let unlisted: Vec<(usize, u64, String)> = state
         .images
         .iter()
-        .filter(|(_, path)| !state.logged.contains(*path))
+        .filter(|((item, _), path)| mine(*item) && !state.logged.contains(*path))
         .map(|((item, seed), path)| (*item, *seed, path.clone()))
         .collect();
     if !unlisted.is_empty() {
@@ -478,7 +490,8 @@ fn find_unrecorded_images(
 ) {
     let mut listings: HashMap<PathBuf, Vec<String>> = HashMap::new();
     let plan = state.plan().clone();
-    for item in &plan.items {
+    let shard = handle.shard();
+    for item in plan.items.iter().filter(|item| shard.is_none_or(|s| s.has_item(item.index))) {
         let missing: Vec<u64> = state.remaining_seeds(item, true);
         if missing.is_empty() {
             continue;

@@ -14,7 +14,7 @@ use super::backend::{
     StepUpdate,
 };
 use super::protocol::{Command, Event, JobId, JobSummary, QueueStats, SavedImage, StopMode};
-use super::queue::base_record;
+use super::queue::{JobState, base_record};
 use crate::models::catalog::{ModelDefaults, ModelRef};
 use crate::request::{Plan, WorkItem};
 use crate::storage::inputs;
@@ -394,8 +394,14 @@ impl Worker {
                 }
             }
         }
-        // The persistent queue: a job stopped by a stop or a shutdown stays unfinished.
+        // The persistent queue: a job stopped by a stop or a shutdown stays unfinished; a shard
+        // ends the job only when every shard's items are done.
         let end = match stop {
+            None | Some(Interrupt::Skip) if journal.shard().is_some() => {
+                let whole_job_done = JobState::read(&self.outputs.root, journal.id())
+                    .is_ok_and(|state| state.remaining_plan(false).is_none());
+                whole_job_done.then_some((JobEnd::Finished, Some("every shard done")))
+            }
             None | Some(Interrupt::Skip) => Some((JobEnd::Finished, None)),
             Some(Interrupt::CancelJob) => Some((JobEnd::Cancelled, Some("cancelled by user"))),
             Some(Interrupt::Stop | Interrupt::Shutdown) => None,

@@ -141,17 +141,35 @@ pub fn build_plan(
             .as_ref()
             .map_or_else(PathBuf::new, |dir| dir.join(slug(&model.display_name, 64, "model")));
         for profile in &chosen_profiles {
+            // What a profile adds is checked like what the user typed.
+            let from_profile = |err: RequestError| {
+                RequestError::new(
+                    err.field,
+                    format!("{} (profile {:?})", err.message, profile.name),
+                )
+            };
+            let steps = request.steps.or(profile.default_steps);
+            let cfg = request.cfg.or(profile.default_cfg);
+            let prompt = profile.apply_prompt(&request.prompt);
+            let negative = profile.apply_negative(&request.negative);
+            steps
+                .map(|steps| super::validate_steps("steps", steps))
+                .transpose()
+                .map_err(from_profile)?;
+            cfg.map(|cfg| super::validate_cfg("cfg", cfg)).transpose().map_err(from_profile)?;
+            super::validate_text("prompt", &prompt).map_err(from_profile)?;
+            super::validate_text("negative", &negative).map_err(from_profile)?;
             items.push(WorkItem {
                 index: items.len(),
                 model: model.clone(),
                 profile: profile.name.clone(),
-                prompt: profile.apply_prompt(&request.prompt),
-                negative: profile.apply_negative(&request.negative),
+                prompt,
+                negative,
                 scheduler: request.scheduler.or(profile.default_scheduler),
                 width: request.width,
                 height: request.height,
-                steps: request.steps.or(profile.default_steps),
-                cfg: request.cfg.or(profile.default_cfg),
+                steps,
+                cfg,
                 seeds: seeds.clone(),
                 out_dir: out_dir.clone(),
             });

@@ -119,10 +119,27 @@ pub fn try_lock_exclusive(path: &Path) -> io::Result<Option<fs_err::File>> {
     }
 }
 
-/// Whether a live process holds the lock at `path` (a missing file: no).
+/// Opens (creating) `path` and takes a shared advisory lock without waiting: any number of
+/// processes may hold it together, none while one holds it exclusively. `Ok(None)` when one
+/// does.
+///
+/// # Errors
+/// The file cannot be opened or locked for another reason.
+pub fn try_lock_shared(path: &Path) -> io::Result<Option<fs_err::File>> {
+    let file = fs_err::OpenOptions::new().read(true).write(true).create(true).open(path)?;
+    match file.try_lock_shared() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(err)) => {
+            Err(io::Error::new(err.kind(), format!("cannot lock {}: {err}", path.display())))
+        }
+    }
+}
+
+/// Whether a live process holds the lock at `path`, shared or exclusive (a missing file: no).
 pub fn is_locked(path: &Path) -> bool {
     let Ok(file) = fs_err::OpenOptions::new().read(true).open(path) else { return false };
-    matches!(file.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock))
+    matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
 }
 
 /// Removes our leftover temporary files directly in `dir` (not below it): those whose writer

@@ -8,6 +8,7 @@
 //!   jobs/<job id>/job.json     the plan (any serde type), written once, atomically
 //!   jobs/<job id>/owner.lock   exclusive lock held by the process that has the job queued
 //!   jobs/<job id>/<writer>.jsonl   that process's progress records, append-only
+//!   jobs/<job id>/settled      present once the job ended and every image is logged
 //! ```
 //!
 //! One progress file per writer (a process, named by its `INSTANCE_ID`, pid and a random
@@ -21,6 +22,12 @@
 //! Locks are advisory `flock`s: they end with the process, `kill -9` included, so "is anyone
 //! running this job?" is answered by trying the job's `owner.lock`, and "is this temporary
 //! file being written?" by trying its writer's lock.
+//!
+//! Shards: several processes (Slurm array tasks on several machines) can run one job into one
+//! shared folder, each taking the items with `index % count == shard` ([`Shard`]): each holds
+//! `owner.lock` shared and `owner.shard-<k>-of-<n>.lock` exclusively, and writes its own
+//! progress file, so no file is written by two of them. A whole-job claim needs `owner.lock`
+//! exclusively, so it waits for every shard to end.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -39,6 +46,9 @@ pub const JOURNAL_DIR: &str = ".imagelab";
 pub const JOB_FILE: &str = "job.json";
 /// The lock a process holds while it has the job queued or running.
 pub const OWNER_LOCK: &str = "owner.lock";
+/// An empty file a job gets once it ended and every image it saved is in a jobs-log line:
+/// starts skip such jobs without reading them.
+pub const SETTLED_MARKER: &str = "settled";
 /// `format` of a job file.
 pub const JOB_FORMAT: &str = "imagelab-job";
 /// `version` of the job file and record format this build writes (and the newest it reads).
@@ -132,6 +142,37 @@ pub enum ProgressRecord {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+}
+
+/// One of `count` parts of a job: the items whose index is `index` modulo `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Shard {
+    /// Which part, from 0.
+    pub index: u32,
+    /// How many parts.
+    pub count: u32,
+}
+
+impl Shard {
+    /// Parses `K/N` (0 ≤ K < N), as `--shard` takes it.
+    ///
+    /// # Errors
+    /// Not `K/N`, or K ≥ N, or N = 0.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (index, count) = text
+            .split_once('/')
+            .and_then(|(k, n)| Some((k.trim().parse::<u32>().ok()?, n.trim().parse::<u32>().ok()?)))
+            .ok_or_else(|| format!("{text:?} is not K/N (e.g. 0/4)"))?;
+        if count == 0 || index >= count {
+            return Err(format!("{text:?}: K must be below N (0/4 … 3/4)"));
+        }
+        Ok(Self { index, count })
+    }
+
+    /// Whether item `index` of a plan belongs to this shard.
+    pub fn has_item(self, index: usize) -> bool {
+        index % self.count as usize == self.index as usize
+    }
 }
 
 /// A job read back: its file and every writer's records.
@@ -267,13 +308,45 @@ impl Journal {
         }
     }
 
+    /// Takes one shard of a job (see the module docs): `Ok(None)` when the whole job or that
+    /// shard is held by a live process.
+    ///
+    /// # Errors
+    /// A bad id, a missing job, I/O errors (named).
+    pub fn claim_shard(&self, id: &str, shard: Shard) -> io::Result<Option<JobHandle>> {
+        check_job_id(id)?;
+        let dir = job_dir(&self.root, id);
+        if !dir.join(JOB_FILE).is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no job {id} in {}", jobs_dir(&self.root).display()),
+            ));
+        }
+        let Some(owner) = durable::try_lock_shared(&dir.join(OWNER_LOCK))? else {
+            return Ok(None);
+        };
+        let name = format!("owner.shard-{}-of-{}.lock", shard.index, shard.count);
+        let Some(part) = try_lock_exclusive(&dir.join(name))? else { return Ok(None) };
+        let mut handle = self.handle(id, owner)?;
+        handle.shard = Some((shard, part));
+        Ok(Some(handle))
+    }
+
     fn handle(&self, id: &str, owner: fs_err::File) -> io::Result<JobHandle> {
         let dir = job_dir(&self.root, id);
         let path = dir.join(format!("{}.jsonl", self.writer));
         let progress = fs_err::OpenOptions::new().create(true).append(true).open(&path)?;
         let len = progress.metadata()?.len();
-        let mut handle =
-            JobHandle { id: id.to_owned(), progress, len, created_ms: None, _owner: owner };
+        let mut handle = JobHandle {
+            root: self.root.clone(),
+            id: id.to_owned(),
+            progress,
+            len,
+            created_ms: None,
+            shard: None,
+            unlogged: false,
+            _owner: owner,
+        };
         if len == 0 {
             handle.record(
                 &ProgressRecord::Writer {
@@ -296,10 +369,15 @@ impl Journal {
 /// releases the job.
 #[derive(Debug)]
 pub struct JobHandle {
+    root: PathBuf,
     id: String,
     progress: fs_err::File,
     len: u64,
     created_ms: Option<f64>,
+    /// A shard claim: which, and its lock.
+    shard: Option<(Shard, fs_err::File)>,
+    /// An item's jobs-log line could not be written: the job is not settled when it ends.
+    unlogged: bool,
     _owner: fs_err::File,
 }
 
@@ -307,6 +385,11 @@ impl JobHandle {
     /// The job's id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The shard this handle holds, when it holds one shard rather than the whole job.
+    pub fn shard(&self) -> Option<Shard> {
+        self.shard.as_ref().map(|(shard, _)| *shard)
     }
 
     /// For a job this handle created: its creation time in Unix milliseconds, the queue rank
@@ -359,16 +442,22 @@ impl JobHandle {
         paths: &[String],
         logged: bool,
     ) -> io::Result<()> {
+        self.unlogged |= !logged && !paths.is_empty();
         let record = ProgressRecord::Item { item, status, paths: paths.to_vec(), logged };
         self.record(&record, true)
     }
 
-    /// Records the job's end, synced.
+    /// Records the job's end, synced, and marks it settled unless a line of it was not
+    /// written (the next start writes it from the images, then settles the job).
     ///
     /// # Errors
     /// As [`record`](Self::record).
     pub fn ended(&mut self, status: JobEnd, reason: Option<&str>) -> io::Result<()> {
-        self.record(&ProgressRecord::End { status, reason: reason.map(str::to_owned) }, true)
+        self.record(&ProgressRecord::End { status, reason: reason.map(str::to_owned) }, true)?;
+        if !self.unlogged {
+            let _ = mark_settled(&self.root, &self.id);
+        }
+        Ok(())
     }
 
     /// Records the job's place in the queue, synced.
@@ -393,6 +482,21 @@ pub fn job_dir(root: &Path, id: &str) -> PathBuf {
 /// `<root>/.imagelab/writers/<writer>.lock`.
 pub fn writer_lock_path(root: &Path, writer: &str) -> PathBuf {
     root.join(JOURNAL_DIR).join("writers").join(format!("{writer}.lock"))
+}
+
+/// Whether job `id` of `root` ended with every image logged (its [`SETTLED_MARKER`]).
+pub fn is_settled(root: &Path, id: &str) -> bool {
+    job_dir(root, id).join(SETTLED_MARKER).is_file()
+}
+
+/// Marks job `id` of `root` settled (see [`SETTLED_MARKER`]).
+///
+/// # Errors
+/// I/O errors name the path.
+pub fn mark_settled(root: &Path, id: &str) -> io::Result<()> {
+    let path = job_dir(root, id).join(SETTLED_MARKER);
+    fs_err::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+    Ok(())
 }
 
 /// Whether a live process holds job `id` of `root`.

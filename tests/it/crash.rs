@@ -187,3 +187,94 @@ fn a_run_whose_jobs_log_cannot_be_written_exits_non_zero() {
     assert!(summary["errors"][0].as_str().is_some_and(|e| e.contains("jobs log not written")));
     assert_eq!(crate::util::pngs_below(&out).len(), 1, "the image itself is kept");
 }
+
+/// Waits for a line containing `needle` on a child's stderr (read on a thread), returning the
+/// reader's channel for the rest.
+fn stderr_lines(child: &mut std::process::Child) -> crossbeam_channel::Receiver<String> {
+    use std::io::BufRead;
+    let pipe = child.stderr.take().expect("stderr piped");
+    let (sender, lines) = crossbeam_channel::bounded(10_000);
+    std::thread::Builder::new()
+        .name("shard-stderr".into())
+        .spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        })
+        .expect("thread");
+    lines
+}
+
+fn wait_for_line(lines: &crossbeam_channel::Receiver<String>, needle: &str) {
+    let mut seen = Vec::new();
+    loop {
+        match lines.recv_timeout(Duration::from_mins(2)) {
+            Ok(line) if line.contains(needle) => return,
+            Ok(line) => seen.push(line),
+            Err(err) => panic!("no line with {needle:?} ({err}): {seen:#?}"),
+        }
+    }
+}
+
+#[test]
+fn a_job_split_into_shards_over_three_processes_is_made_once_into_one_folder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    let queued = imagelab()
+        .args(["generate", "--backend", "mock", "--all-profiles", "--prompt", "shards"])
+        .args(["--steps", "2", "--width", "64", "--height", "64", "--seed", "11", "--batch", "2"])
+        .args(["--queue-only", "--json", "--out"])
+        .arg(&out)
+        .output()
+        .expect("runs");
+    assert_eq!(queued.status.code(), Some(0), "{}", stderr(&queued));
+    let summary: serde_json::Value = serde_json::from_str(stdout(&queued).trim()).expect("json");
+    let id = summary["job_id"].as_str().expect("job id").to_owned();
+    assert_eq!(summary["images"].as_u64(), Some(2 * plan_items() as u64));
+    assert!(crate::util::pngs_below(&out).is_empty(), "queued, not run");
+
+    let shard = |k: usize, step_ms: &str| {
+        let mut command = resume(&out);
+        command
+            .args(["--job", &id, "--shard", &format!("{k}/3")])
+            .env("INSTANCE_ID", format!("task-{k}"))
+            .env("IMAGELAB_MOCK_STEP_MS", step_ms)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command.spawn().expect("starts")
+    };
+    // Shard 0 runs slowly; meanwhile a second copy of it, and a whole-job resume, are refused.
+    let mut first = shard(0, "40");
+    let first_lines = stderr_lines(&mut first);
+    wait_for_line(&first_lines, "resuming job");
+    let twin = shard(0, "1").wait_with_output().expect("runs");
+    assert_eq!(twin.status.code(), Some(0), "{}", stderr(&twin));
+    assert!(stderr(&twin).contains("held by another running process"), "{}", stderr(&twin));
+    let whole = resume(&out).output().expect("runs");
+    assert!(stderr(&whole).contains("held by another running process"), "{}", stderr(&whole));
+    let others: Vec<_> = [1, 2].into_iter().map(|k| shard(k, "1")).collect();
+    let mut outputs = vec![first.wait_with_output().expect("shard 0")];
+    outputs.extend(others.into_iter().map(|child| child.wait_with_output().expect("shard")));
+    for (k, output) in outputs.iter().enumerate() {
+        assert_eq!(output.status.code(), Some(0), "shard {k}");
+        let summary: serde_json::Value =
+            serde_json::from_str(stdout(output).trim()).expect("a JSON summary per shard");
+        let items = (0..plan_items()).filter(|item| item % 3 == k).count();
+        assert_eq!(summary["files"].as_array().map(Vec::len), Some(2 * items), "shard {k}");
+    }
+    let images = every_image_once(&out);
+    assert_eq!(images.len(), 2 * plan_items(), "the whole plan, once");
+    assert_logs_cover_every_image_once(&out, plan_items());
+    for k in 0..3 {
+        let log = fs_err::read_to_string(out.join(format!("jobs_task-{k}.log"))).expect("log");
+        for line in log.lines() {
+            let record: serde_json::Value = serde_json::from_str(line).expect("json");
+            assert_eq!(record["item"].as_u64().map(|i| i % 3), Some(k as u64), "{line}");
+        }
+    }
+    let listed = imagelab().args(["resume", "--list", "--json"]).arg(&out).output().expect("runs");
+    assert_eq!(stdout(&listed).trim(), "[]", "the job is finished");
+    assert_no_temp_files(&out);
+}

@@ -8,6 +8,7 @@
 )]
 #![allow(clippy::case_sensitive_file_extension_comparisons, reason = "fixture names are ours")]
 
+mod bad_input;
 mod candle_cli;
 mod cli;
 mod crash;

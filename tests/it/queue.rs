@@ -64,7 +64,7 @@ fn until_all_finished(engine: &Engine, jobs: &[JobId]) -> (Vec<Event>, Vec<(JobI
 
 /// Every image of the output folder made by a queued job, by the job, item and seed its own
 /// metadata names (each also decoded in full).
-fn images_by_metadata(out: &Path) -> BTreeMap<(String, usize, u64), Vec<String>> {
+pub(crate) fn images_by_metadata(out: &Path) -> BTreeMap<(String, usize, u64), Vec<String>> {
     let mut found: BTreeMap<(String, usize, u64), Vec<String>> = BTreeMap::new();
     for png in crate::util::pngs_below(out) {
         let bytes = fs_err::read(&png).expect("read");
