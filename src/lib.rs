@@ -7,8 +7,10 @@ pub mod app;
 pub mod cli;
 pub mod diffusion;
 pub mod engine;
+pub mod gpu;
 pub mod models;
 pub mod request;
+pub mod runner;
 pub mod storage;
 #[cfg(feature = "gui")]
 pub mod ui;

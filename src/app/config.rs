@@ -5,14 +5,15 @@
 //! [`FrontEndConfig::from_lookup`], so nothing here needs global state.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{BackendChoice, DEFAULT_OUTPUT_DIR};
 use crate::engine::mock::MockBackend;
+use crate::gpu::{SourceChoice, Visibility};
 use crate::models::hub::HubConfig;
-use crate::request::profiles::{Profiles, ProfilesError};
+use crate::request::profiles::{Profiles, ProfilesError, USER_PROFILES_FILE};
 
 /// Output root (`--out`; default `output_images`).
 pub const OUTPUT_DIR_VAR: &str = "IMAGELAB_OUTPUT_DIR";
@@ -24,6 +25,8 @@ pub const DEVICE_VAR: &str = "IMAGELAB_DEVICE";
 pub const INSTANCE_ID_VAR: &str = "INSTANCE_ID";
 /// A `profiles.ron` to use instead of `./profiles.ron` or the built-in one.
 pub const PROFILES_VAR: &str = "IMAGELAB_PROFILES";
+/// The user profiles file (imported styles) to use instead of the one beside the profiles.
+pub const USER_PROFILES_VAR: &str = "IMAGELAB_USER_PROFILES";
 /// Model cache budget in MiB (0 or unset: keep only the newest pipeline).
 pub const MODEL_CACHE_MB_VAR: &str = "IMAGELAB_MODEL_CACHE_MB";
 /// Memory budget of one generation in MiB (unset: none).
@@ -34,6 +37,12 @@ pub const MOCK_STEP_MS_VAR: &str = "IMAGELAB_MOCK_STEP_MS";
 pub const MOCK_FAIL_MODEL_VAR: &str = "IMAGELAB_MOCK_FAIL_MODEL";
 /// Mock backend: a substring of the final prompt that fails the image half-way.
 pub const MOCK_FAIL_PROMPT_VAR: &str = "IMAGELAB_MOCK_FAIL_PROMPT";
+/// Which GPU lister to use: `auto` (NVML, else `nvidia-smi`), `nvml` or `nvidia-smi`.
+pub const GPU_SOURCE_VAR: &str = "IMAGELAB_GPU_SOURCE";
+/// CUDA's list of visible GPUs (indices or UUIDs); maps `nvidia-smi` indices to CUDA ordinals.
+pub const CUDA_VISIBLE_DEVICES_VAR: &str = "CUDA_VISIBLE_DEVICES";
+/// CUDA's device order (`PCI_BUS_ID` makes CUDA ordinals follow `nvidia-smi`).
+pub const CUDA_DEVICE_ORDER_VAR: &str = "CUDA_DEVICE_ORDER";
 /// Seconds a graceful stop (first SIGINT/SIGTERM) waits for the running image before it
 /// cancels it (unset: as long as the image takes; 0: cancel at once). See `app::stop`.
 pub const STOP_GRACE_S_VAR: &str = "IMAGELAB_STOP_GRACE_S";
@@ -201,12 +210,26 @@ impl FrontEndConfig {
         HubConfig::from_vars(|name| self.var(name).filter(|value| !value.is_empty()))
     }
 
-    /// `IMAGELAB_PROFILES`, else `./profiles.ron` when present, else the built-in profiles.
+    /// `IMAGELAB_PROFILES`, else `./profiles.ron` when present, else the built-in profiles;
+    /// with the user profiles file (imported styles) merged when it exists.
     ///
     /// # Errors
     /// A file that exists but is broken is an error, never silently replaced.
     pub fn profiles(&self) -> Result<Profiles, ProfilesError> {
-        Profiles::discover(self.profiles_path().as_deref())
+        Profiles::discover(self.profiles_path().as_deref(), Some(&self.user_profiles_path()))
+    }
+
+    /// The user profiles file: `IMAGELAB_USER_PROFILES`, else `profiles.user.ron` beside
+    /// `IMAGELAB_PROFILES`, else `./profiles.user.ron` (beside `./profiles.ron`).
+    pub fn user_profiles_path(&self) -> PathBuf {
+        if let Some(path) = self.non_empty(USER_PROFILES_VAR) {
+            return PathBuf::from(path);
+        }
+        let dir = self
+            .profiles_path()
+            .and_then(|path| path.parent().map(Path::to_path_buf))
+            .unwrap_or_default();
+        dir.join(USER_PROFILES_FILE)
     }
 
     /// `IMAGELAB_PROFILES`, when set.
@@ -258,6 +281,23 @@ impl FrontEndConfig {
             mock = mock.failing_prompt(needle);
         }
         Ok(mock)
+    }
+
+    /// `IMAGELAB_GPU_SOURCE`, else auto (NVML, then `nvidia-smi`).
+    ///
+    /// # Errors
+    /// A value that is not a source name.
+    pub fn gpu_source(&self) -> Result<SourceChoice, ConfigError> {
+        self.non_empty(GPU_SOURCE_VAR).map_or(Ok(SourceChoice::Auto), |text| {
+            SourceChoice::parse(&text)
+                .map_err(|message| ConfigError { variable: GPU_SOURCE_VAR, message })
+        })
+    }
+
+    /// `CUDA_VISIBLE_DEVICES` (an empty value counts: it hides every GPU) and
+    /// `CUDA_DEVICE_ORDER`.
+    pub fn gpu_visibility(&self) -> Visibility {
+        Visibility::new(self.var(CUDA_VISIBLE_DEVICES_VAR), self.non_empty(CUDA_DEVICE_ORDER_VAR))
     }
 
     /// `IMAGELAB_STOP_GRACE_S` as a duration (`None` when unset: no limit).

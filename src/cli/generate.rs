@@ -12,9 +12,12 @@ use crate::app::{BackendChoice, DEFAULT_OUTPUT_DIR, EngineSetup, FrontEndConfig,
 use crate::engine::{Engine, Event, check_plan_models, no_waker, prepare_plan};
 use crate::models::catalog::{Catalog, DEFAULT_MODEL};
 use crate::request::restore::{RequestField, restore_settings};
-use crate::request::{Request, RequestError, Sweep};
+use crate::request::{Profiles, Request, RequestError, Sweep};
 use crate::storage::metadata::recover_file;
-use crate::vocab::{DeviceChoice, LoraSpec, Precision, RAW_PROFILE, SamplerKind, SigmaSchedule};
+use crate::vocab::{
+    DEFAULT_QUALITY, DeviceChoice, LoraSpec, OutputFormat, Precision, RAW_PROFILE, SamplerKind,
+    SaveOptions, SigmaSchedule,
+};
 
 /// Flags of `imagelab generate` (REFERENCE §8).
 #[derive(Debug, Clone, Args)]
@@ -68,6 +71,16 @@ pub struct GenerateArgs {
     /// Also save the latent handed to the VAE (`.latent`, safetensors).
     #[arg(long)]
     pub save_latent: bool,
+    /// Image format: png, jpeg or webp (settings in a PNG chunk, or the EXIF `UserComment` that
+    /// A1111 and Civitai read plus our XMP).
+    #[arg(long, default_value = "png", value_parser = OutputFormat::parse)]
+    pub format: OutputFormat,
+    /// Quality 1–100 of JPEG and lossy WebP.
+    #[arg(long, default_value_t = DEFAULT_QUALITY)]
+    pub quality: u8,
+    /// Lossless WebP (with --format webp).
+    #[arg(long)]
+    pub lossless: bool,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -92,8 +105,9 @@ pub struct GenerateArgs {
     /// Truncate prompts at 77 tokens (diffusers) instead of chunking them (A1111, ComfyUI).
     #[arg(long)]
     pub truncate: bool,
-    /// Re-run the settings stored in this PNG (ours exactly; A1111, ComfyUI, InvokeAI, Fooocus
-    /// as closely as they map); any other flag given overrides the image.
+    /// Re-run the settings stored in this image, PNG, JPEG or WebP (ours exactly; A1111,
+    /// ComfyUI, InvokeAI, Fooocus, NovelAI as closely as they map); any other flag given
+    /// overrides the image.
     #[arg(long)]
     pub from: Option<PathBuf>,
     /// Only write the job to the persistent queue and print its id; `imagelab resume` runs it
@@ -158,6 +172,11 @@ impl GenerateArgs {
             sweep,
             loras: self.loras,
             save_latent: self.save_latent,
+            output: SaveOptions {
+                format: self.format,
+                quality: self.quality,
+                lossless: self.lossless,
+            },
             truncate_prompt: self.truncate,
             device: self.device,
             dtype: self.dtype,
@@ -186,7 +205,8 @@ pub fn run_args(
     let from = args.from.clone();
     let mut options = args.into_options(config)?;
     if let Some(file) = from {
-        for note in apply_from(&file, &mut options.request, matches)? {
+        let profiles = config.profiles().map_err(|err| CliError::Usage(err.to_string()))?;
+        for note in apply_from(&file, &mut options.request, matches, &profiles)? {
             eprintln!("note: {note}");
         }
     }
@@ -202,9 +222,10 @@ pub fn apply_from(
     file: &Path,
     request: &mut Request,
     matches: &ArgMatches,
+    profiles: &Profiles,
 ) -> Result<Vec<String>, CliError> {
     let recovered = recover_file(file).map_err(|err| CliError::Usage(format!("--from: {err}")))?;
-    let restored = restore_settings(&recovered, &Catalog::builtin());
+    let restored = restore_settings(&recovered, &Catalog::builtin(), profiles);
     let typed = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
     restored.overlay.apply(request, |field| match field {
         RequestField::Model => typed("model"),

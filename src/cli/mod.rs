@@ -3,14 +3,18 @@
 //!
 //! Every command returns `Result<Outcome, CliError>`; [`main`] is the one place that prints an
 //! error and picks the exit code: 0 all done, 1 some item failed, 2 bad usage or input,
-//! 130/143 stopped by SIGINT/SIGTERM (see `app::stop`).
+//! 3 no idle GPU (`gpus --pick`), 4 no NVIDIA driver or GPU, 130/143 stopped by SIGINT/SIGTERM
+//! (see `app::stop`).
 
 pub mod env_mode;
 pub mod generate;
+pub mod gpus;
 pub mod info;
 pub mod models;
+pub mod profiles;
 mod report;
 pub mod resume;
+pub mod runner;
 
 use std::process::ExitCode;
 
@@ -24,6 +28,10 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
 /// Exit code: bad usage or input; nothing was written.
 pub const EXIT_USAGE: u8 = 2;
+/// Exit code of `gpus --pick`: every GPU is busy (try again later).
+pub const EXIT_NO_IDLE_GPU: u8 = 3;
+/// Exit code: no NVIDIA driver or no GPU (`gpus`, `runner --gpus 0,2`).
+pub const EXIT_NO_GPU: u8 = 4;
 
 /// How a command that ran to its end went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +70,12 @@ pub enum CliError {
     /// The run started but could not finish (exit 1).
     #[error("{0}")]
     Failed(String),
+    /// Every GPU is busy (exit 3).
+    #[error("{0}")]
+    NoIdleGpu(String),
+    /// No NVIDIA driver or no GPU (exit 4).
+    #[error("{0}")]
+    NoGpu(String),
     /// clap's own answer: a usage error (exit 2), or `--help` / `--version` (exit 0).
     #[error(transparent)]
     Clap(#[from] clap::Error),
@@ -73,6 +87,8 @@ impl CliError {
         match self {
             Self::Usage(_) | Self::Request(_) | Self::Config(_) => EXIT_USAGE,
             Self::Failed(_) => EXIT_FAILED,
+            Self::NoIdleGpu(_) => EXIT_NO_IDLE_GPU,
+            Self::NoGpu(_) => EXIT_NO_GPU,
             Self::Clap(err) if err.use_stderr() => EXIT_USAGE,
             Self::Clap(_) => EXIT_OK,
         }
@@ -103,9 +119,9 @@ pub struct Cli {
 pub enum CliCommand {
     /// Generate images headless (same engine, files and log as the window).
     Generate(Box<generate::GenerateArgs>),
-    /// The settings stored in an image (ours, A1111, ComfyUI, InvokeAI, Fooocus).
+    /// The settings stored in an image (ours, A1111, ComfyUI, InvokeAI, Fooocus, NovelAI).
     Info {
-        /// A PNG file.
+        /// A PNG, JPEG or WebP file.
         file: std::path::PathBuf,
         /// One JSON object on stdout.
         #[arg(long)]
@@ -116,6 +132,14 @@ pub enum CliCommand {
     /// Finish the unfinished jobs of the persistent queue: each image once, in the same
     /// folders, with the same seeds.
     Resume(resume::ResumeArgs),
+    /// The NVIDIA GPUs: memory, utilisation, processes, which are idle (`--pick`: one index).
+    Gpus(gpus::GpusArgs),
+    /// Prompts the generator makes from a template file (what `runner` would run).
+    Prompts(runner::PromptsArgs),
+    /// Generated jobs on every idle GPU until a job count, a time, or a stop.
+    Runner(Box<runner::RunnerArgs>),
+    /// Style profiles: list them, import A1111 `styles.csv` or Fooocus style JSON.
+    Profiles(profiles::ProfilesArgs),
     /// Open the window.
     #[cfg(feature = "gui")]
     Gui,
@@ -161,6 +185,12 @@ pub fn run(args: &[std::ffi::OsString], config: &FrontEndConfig) -> Result<Outco
         Some(CliCommand::Info { file, json }) => info::run(&file, json),
         Some(CliCommand::Models(args)) => models::run(&args, config),
         Some(CliCommand::Resume(args)) => resume::run(&args, config),
+        Some(CliCommand::Gpus(args)) => gpus::run(&args, config),
+        Some(CliCommand::Prompts(args)) => runner::run_prompts(&args, config),
+        Some(CliCommand::Runner(args)) => {
+            runner::run_runner(&args, config, &crate::runner::StopToken::new())
+        }
+        Some(CliCommand::Profiles(args)) => profiles::run(&args, config),
         #[cfg(feature = "gui")]
         Some(CliCommand::Gui) | None => {
             crate::ui::run_window(config).map_err(|err| match err {

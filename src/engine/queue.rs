@@ -237,6 +237,7 @@ pub fn base_record(job: u64, job_id: &str, plan: &Plan, item: &WorkItem) -> JobR
         notes: Vec::new(),
         job_id: Some(job_id.to_owned()),
         item: Some(item.index),
+        runner: plan.runner.clone(),
     }
 }
 

@@ -20,9 +20,10 @@ use crate::request::{Plan, WorkItem};
 use crate::storage::inputs;
 use crate::storage::jobs_log::{self, ItemStatus, JobRecord};
 use crate::storage::journal::{JobEnd, JobHandle};
-use crate::storage::metadata::{GenerationInfo, JobRef, png_io, version_string};
+use crate::storage::metadata::encode::encode_image;
+use crate::storage::metadata::{GenerationInfo, JobRef, version_string};
 use crate::storage::naming::{image_stem, write_new_file_as};
-use crate::vocab::SamplerKind;
+use crate::vocab::{OutputFormat, SamplerKind, SaveOptions};
 
 /// Wakes the front end after events were sent (`ctx.request_repaint` in the window).
 pub type Waker = Arc<dyn Fn() + Send + Sync>;
@@ -618,23 +619,33 @@ impl Worker {
                 prepared.generation_info(plan, item, seed, &generated, self.backend.device_label());
             info.job = Some(JobRef { id: journal.id().to_owned(), item: item.index });
             let tag = &self.outputs.temp_tag;
-            let saved = match save_image(&out_dir, &plan.request.prompt, &info, &generated, tag) {
-                Ok(saved) => saved,
-                Err(error) if error.disk_full => {
-                    // Every later image would fail the same way: stop, resumably, and say so.
-                    let message = format!(
-                        "disk full ({}); stopped: free some space, then run `imagelab resume`",
-                        error.message
-                    );
-                    self.inbox.warn(Some(summary), message);
-                    self.inbox.stop_now("disk full");
-                    return ItemOutcome::Cancelled(Interrupt::Stop);
-                }
-                Err(error) => {
-                    record.error = Some(error.message);
-                    return ItemOutcome::Failed;
-                }
-            };
+            let options = plan.request.output;
+            let saved =
+                match save_image(&out_dir, &plan.request.prompt, &info, &generated, options, tag) {
+                    Ok((saved, note)) => {
+                        if let Some(note) = note
+                            && !record.notes.contains(&note)
+                        {
+                            self.inbox.emit(Event::Warning(note.clone()));
+                            record.notes.push(note);
+                        }
+                        saved
+                    }
+                    Err(error) if error.disk_full => {
+                        // Every later image would fail the same way: stop, resumably, and say so.
+                        let message = format!(
+                            "disk full ({}); stopped: free some space, then run `imagelab resume`",
+                            error.message
+                        );
+                        self.inbox.warn(Some(summary), message);
+                        self.inbox.stop_now("disk full");
+                        return ItemOutcome::Cancelled(Interrupt::Stop);
+                    }
+                    Err(error) => {
+                        record.error = Some(error.message);
+                        return ItemOutcome::Failed;
+                    }
+                };
             let relative = relative_path(&self.outputs.root, &saved.path);
             if let Err(err) = journal.image_saved(item.index, seed, &relative) {
                 self.inbox.warn(Some(summary), format!("persistent queue: {err}"));
@@ -840,23 +851,39 @@ impl SaveError {
         );
         Self { message: format!("saving {what}: {err}"), disk_full }
     }
+
+    fn encoding(err: impl std::fmt::Display) -> Self {
+        Self { message: err.to_string(), disk_full: false }
+    }
 }
 
-/// Writes the PNG (and latent) under never-overwritten names; `tag` names this writer in the
-/// temporary files.
+/// Writes the image in the requested format (and the latent) under never-overwritten names;
+/// `tag` names this writer in the temporary files. A JPEG whose settings do not fit its 64 KiB
+/// metadata segments is saved as a PNG instead, with a note: the image is never lost and
+/// always carries its settings.
 fn save_image(
     out_dir: &Path,
     user_prompt: &str,
     info: &GenerationInfo,
     generated: &Generated,
+    options: SaveOptions,
     tag: &str,
-) -> Result<SavedImage, SaveError> {
+) -> Result<(SavedImage, Option<String>), SaveError> {
     let image = &generated.image;
-    let bytes = png_io::encode_png(image.width(), image.height(), image.as_raw(), info)
-        .map_err(|e| SaveError { message: e.to_string(), disk_full: false })?;
+    let (width, height) = image.dimensions();
+    let (bytes, format, note) = match encode_image(width, height, image.as_raw(), info, options) {
+        Ok(bytes) => (bytes, options.format, None),
+        Err(err) if err.is_metadata_too_large() => {
+            let png = SaveOptions { format: OutputFormat::Png, ..options };
+            let bytes = encode_image(width, height, image.as_raw(), info, png)
+                .map_err(SaveError::encoding)?;
+            (bytes, OutputFormat::Png, Some(format!("saved as PNG instead of JPEG: {err}")))
+        }
+        Err(err) => return Err(SaveError::encoding(err)),
+    };
     let timestamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
     let stem = image_stem(&timestamp, &info.profile, user_prompt, info.seed);
-    let path = write_new_file_as(out_dir, &stem, "png", &bytes, tag)
+    let path = write_new_file_as(out_dir, &stem, format.extension(), &bytes, tag)
         .map_err(|e| SaveError::io("image", &e))?;
     let latent = match &generated.latent_safetensors {
         None => None,
@@ -869,7 +896,7 @@ fn save_image(
             )
         }
     };
-    Ok(SavedImage { path, seed: info.seed, latent, timings: generated.timings.clone() })
+    Ok((SavedImage { path, seed: info.seed, latent, timings: generated.timings.clone() }, note))
 }
 
 /// `path` relative to `root` with `/` separators (the jobs log and favourites use these).

@@ -93,6 +93,27 @@ pub struct JobRecord {
     /// The item's index in the job's plan (with `job_id`, names the item across resumes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item: Option<usize>,
+    /// Set on jobs of `imagelab runner`: the runner's job number, template and generated
+    /// prompt. Absent from other lines (and from lines written before the runner existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<RunnerTag>,
+}
+
+/// What a runner job adds to its jobs-log line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerTag {
+    /// The runner's job number (1, 2, …; the same number gives the same job for the same
+    /// template file and `--seed`).
+    pub job: u64,
+    /// The template's name.
+    pub template: String,
+    /// The generated prompt, before the profile's suffix.
+    pub prompt: String,
+    /// The run seed the prompts came from.
+    pub seed: u64,
+    /// The GPU index (as `imagelab gpus` prints it) the job ran on, when on an NVIDIA GPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<u32>,
 }
 
 fn default_status() -> ItemStatus {
@@ -293,6 +314,7 @@ mod tests {
             notes: Vec::new(),
             job_id: None,
             item: None,
+            runner: None,
         }
     }
 
@@ -351,6 +373,35 @@ mod tests {
         fs_err::write(&log, b"no newline at all").expect("write");
         assert_eq!(repair_torn_tail(&log).expect("repair"), 17);
         assert_eq!(fs_err::read(&log).expect("read"), b"");
+    }
+
+    #[test]
+    fn runner_fields_are_optional_both_ways() {
+        // A line written before the runner existed reads with no tag…
+        let mut old = serde_json::to_value(sample(5)).expect("json");
+        assert!(old.get("runner").is_none(), "not written when absent");
+        old.as_object_mut().expect("object").remove("notes");
+        let read: JobRecord = serde_json::from_value(old).expect("old lines read");
+        assert_eq!(read.runner, None);
+        // …and a runner line round-trips.
+        let tagged = JobRecord {
+            runner: Some(RunnerTag {
+                job: 12,
+                template: "portrait".into(),
+                prompt: "a cat".into(),
+                seed: 7,
+                gpu: Some(3),
+            }),
+            ..sample(6)
+        };
+        let line = serde_json::to_string(&tagged).expect("json");
+        assert!(
+            line.contains(
+                r#""runner":{"job":12,"template":"portrait","prompt":"a cat","seed":7,"gpu":3}"#
+            ),
+            "{line}"
+        );
+        assert_eq!(serde_json::from_str::<JobRecord>(&line).expect("reads"), tagged);
     }
 
     #[test]

@@ -8,3 +8,4 @@ pub mod jobs_log;
 pub mod journal;
 pub mod metadata;
 pub mod naming;
+pub mod styles;

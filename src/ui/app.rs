@@ -11,6 +11,7 @@ use crate::app::StopSignals;
 use crate::engine::ResumeOptions;
 use crate::engine::{Backend, Engine, EngineConfig, Event, JobId, StopMode, relative_path};
 use crate::models::catalog::Catalog;
+use crate::request::profiles::import_styles;
 use crate::request::restore::restore_settings;
 use crate::request::{Profiles, Request};
 use crate::storage::favorites;
@@ -21,12 +22,25 @@ use super::gallery::{GalleryAction, GalleryPanel};
 use super::log::{LogPanel, Severity};
 use super::model_status::{ModelStatusSource, NoModelStatus};
 use super::queue::{JobState, QueueAction, QueuePanel, QueuedJob};
+use super::runner_panel::{RunnerAction, RunnerPanel};
 use super::settings::{FormSettings, STORAGE_KEY};
 use super::thumbnails::{Loaded, ThumbnailLoader};
 use super::watch::{JobProgress, WatchPanel};
+use crate::gpu::watch::GpuWatcher;
+use crate::gpu::{IdleRule, Visibility};
+use crate::runner::limits::{parse_duration, parse_until};
+use crate::runner::pool::{GpuChoice, GpuOpener, plan_slots};
+use crate::runner::{
+    BackendFactory, Generator, JobSettings, RunChoices, RunnerEvent, RunnerHandle, RunnerSetup,
+    Slot, StopLevel, StopToken, TemplateSet,
+};
 
 /// Time spent draining engine events per frame; the rest waits for the next frame.
 pub const EVENT_BUDGET: Duration = Duration::from_millis(4);
+/// How often the GPU table is refreshed (on its own thread).
+pub const GPU_REFRESH: Duration = Duration::from_secs(2);
+/// How often a runner worker looks at a busy GPU again.
+pub const RUNNER_RECHECK: Duration = Duration::from_secs(10);
 /// Time spent uploading decoded thumbnails per frame.
 pub const THUMBNAIL_BUDGET: Duration = Duration::from_millis(3);
 
@@ -42,13 +56,32 @@ pub struct AppConfig {
     pub instance_id: Option<String>,
     /// A profiles file to use instead of `./profiles.ron` or the built-in profiles.
     pub profiles_path: Option<PathBuf>,
+    /// Makes one backend per runner worker (`None`: the Runner panel cannot start runs).
+    pub backend_factory: Option<BackendFactory>,
+    /// Opens the GPU lister for the GPU table and `--gpus auto` (`None`: no GPU awareness).
+    pub gpus: Option<GpuOpener>,
+    /// `CUDA_VISIBLE_DEVICES` / `CUDA_DEVICE_ORDER`.
+    pub visibility: Visibility,
+    /// The user profiles file (imported styles), merged after the profiles; `None`: none, and
+    /// "Import styles" says so.
+    pub user_profiles_path: Option<PathBuf>,
 }
 
 impl AppConfig {
     /// A window on `output_root` with `backend`: no notice, no instance id, the profiles of
     /// `./profiles.ron` or the built-in ones.
     pub fn new(output_root: PathBuf, backend: Box<dyn Backend>) -> Self {
-        Self { output_root, backend, notice: None, instance_id: None, profiles_path: None }
+        Self {
+            output_root,
+            backend,
+            notice: None,
+            instance_id: None,
+            profiles_path: None,
+            backend_factory: None,
+            gpus: None,
+            visibility: Visibility::default(),
+            user_profiles_path: None,
+        }
     }
 }
 
@@ -58,6 +91,8 @@ pub struct LabApp {
     output_root: PathBuf,
     catalog: Catalog,
     profiles: Profiles,
+    profiles_path: Option<PathBuf>,
+    user_profiles_path: Option<PathBuf>,
     model_status: Box<dyn ModelStatusSource>,
     /// The left panel.
     pub controls: ControlsPanel,
@@ -69,6 +104,15 @@ pub struct LabApp {
     pub gallery: GalleryPanel,
     /// Messages.
     pub log: LogPanel,
+    /// The overnight runner and the GPU table.
+    pub runner_panel: RunnerPanel,
+    runner: Option<RunnerHandle>,
+    gpu_watcher: Option<GpuWatcher>,
+    backend_factory: Option<BackendFactory>,
+    gpu_opener: Option<GpuOpener>,
+    visibility: Visibility,
+    instance_id: Option<String>,
+    waker: Arc<dyn Fn() + Send + Sync>,
     thumbnails: ThumbnailLoader,
     last_seed: Option<u64>,
     job_labels: HashMap<JobId, String>,
@@ -103,7 +147,11 @@ impl LabApp {
         if let Some(notice) = config.notice {
             log.push(Severity::Warning, notice);
         }
-        let profiles = Profiles::discover(config.profiles_path.as_deref()).unwrap_or_else(|err| {
+        let profiles = Profiles::discover(
+            config.profiles_path.as_deref(),
+            config.user_profiles_path.as_deref(),
+        )
+        .unwrap_or_else(|err| {
             log.push(Severity::Error, format!("{err}; using the built-in profiles"));
             Profiles::builtin()
         });
@@ -111,9 +159,23 @@ impl LabApp {
         let waker: Arc<dyn Fn() + Send + Sync> = Arc::new(move || repaint_ctx.request_repaint());
         let engine_config = EngineConfig {
             output_root: config.output_root.clone(),
-            instance_id: config.instance_id,
+            instance_id: config.instance_id.clone(),
             previews: true,
         };
+        let gpu_watcher = config.gpus.as_ref().and_then(|open| {
+            let open = Arc::clone(open);
+            GpuWatcher::spawn(
+                Box::new(move || open()),
+                config.visibility.clone(),
+                IdleRule::default(),
+                GPU_REFRESH,
+                waker.clone(),
+            )
+            .map_err(|err| {
+                log.push(Severity::Error, format!("cannot start the GPU watcher: {err}"));
+            })
+            .ok()
+        });
         let engine = match Engine::spawn(config.backend, engine_config, waker.clone()) {
             Ok(engine) => {
                 log.push(Severity::Info, format!("engine: {} backend", engine.backend_name()));
@@ -124,7 +186,7 @@ impl LabApp {
                 None
             }
         };
-        let thumbnails = ThumbnailLoader::spawn(waker).unwrap_or_else(|err| {
+        let thumbnails = ThumbnailLoader::spawn(waker.clone()).unwrap_or_else(|err| {
             log.push(Severity::Error, format!("cannot start the thumbnail decoder: {err}"));
             ThumbnailLoader::inert()
         });
@@ -148,12 +210,22 @@ impl LabApp {
             output_root: config.output_root,
             catalog: Catalog::builtin(),
             profiles,
+            profiles_path: config.profiles_path,
+            user_profiles_path: config.user_profiles_path,
             model_status: Box::new(NoModelStatus),
             controls,
             watch: WatchPanel::default(),
             queue,
             gallery,
             log,
+            runner_panel: RunnerPanel::default(),
+            runner: None,
+            gpu_watcher,
+            backend_factory: config.backend_factory,
+            gpu_opener: config.gpus,
+            visibility: config.visibility,
+            instance_id: config.instance_id,
+            waker,
             thumbnails,
             last_seed: None,
             job_labels: HashMap::new(),
@@ -206,6 +278,46 @@ impl LabApp {
     /// The output root.
     pub fn output_root(&self) -> &Path {
         &self.output_root
+    }
+
+    /// The profiles the menu offers (shipped, then imported).
+    pub fn profiles(&self) -> &Profiles {
+        &self.profiles
+    }
+
+    /// Imports an A1111 `styles.csv` or Fooocus style JSON into the user profiles file (the
+    /// same import as `imagelab profiles import`) and reloads the profile menu.
+    pub fn import_styles(&mut self, file: &Path) {
+        let Some(user_file) = self.user_profiles_path.clone() else {
+            self.log.push(Severity::Error, "styles import: no user profiles file is configured");
+            return;
+        };
+        let imported = Profiles::shipped(self.profiles_path.as_deref())
+            .and_then(|shipped| import_styles(file, &user_file, &shipped));
+        match imported {
+            Ok(report) => {
+                for warning in &report.warnings {
+                    self.log.push(Severity::Warning, format!("styles import: {warning}"));
+                }
+                match Profiles::discover(self.profiles_path.as_deref(), Some(&user_file)) {
+                    Ok(profiles) => self.profiles = profiles,
+                    Err(err) => self.log.push(Severity::Error, err.to_string()),
+                }
+                let count = report.added.len() + report.updated.len();
+                self.log.push(
+                    Severity::Info,
+                    format!(
+                        "imported {count} style{} from {} ({} new, {} updated) into {}",
+                        if count == 1 { "" } else { "s" },
+                        file.display(),
+                        report.added.len(),
+                        report.updated.len(),
+                        report.user_file.display()
+                    ),
+                );
+            }
+            Err(err) => self.log.push(Severity::Error, format!("styles import: {err}")),
+        }
     }
 
     /// Validates the form and queues it; errors go to the log and a toast.
@@ -369,8 +481,175 @@ impl LabApp {
         }
     }
 
+    /// Starts an overnight run from the Runner panel's form and the controls' size, steps,
+    /// CFG, sampler and batch; problems go to the panel and the log.
+    pub fn start_runner(&mut self) {
+        if self.runner.is_some() {
+            return;
+        }
+        match self.runner_setup() {
+            Ok((setup, factory, notes)) => {
+                for note in notes {
+                    self.log.push(Severity::Warning, format!("runner: {note}"));
+                }
+                let labels = setup.slots.iter().map(Slot::label).collect();
+                let seed = setup.generator.run_seed();
+                match RunnerHandle::start(setup, factory, StopToken::new(), self.waker.clone()) {
+                    Ok(handle) => {
+                        self.runner = Some(handle);
+                        self.runner_panel.started(labels);
+                        self.log.push(Severity::Info, format!("runner started (seed {seed})"));
+                    }
+                    Err(err) => self.runner_failed(err),
+                }
+            }
+            Err(err) => self.runner_failed(err),
+        }
+    }
+
+    fn runner_failed(&mut self, err: String) {
+        self.log.push(Severity::Error, format!("runner: {err}"));
+        self.runner_panel.error = Some(err);
+    }
+
+    /// Stop once: running images finish; twice: they are cancelled.
+    pub fn stop_runner(&mut self) {
+        if let Some(runner) = &self.runner {
+            let level = runner.stop_token().escalate();
+            self.runner_panel.stops = self.runner_panel.stops.saturating_add(1);
+            let what = if level == StopLevel::Cancel {
+                "cancelling"
+            } else {
+                "finishing the running images"
+            };
+            self.log.push(Severity::Info, format!("runner: {what}"));
+        }
+    }
+
+    fn runner_setup(&self) -> Result<(RunnerSetup, BackendFactory, Vec<String>), String> {
+        let factory = self.backend_factory.clone().ok_or("this window has no backend factory")?;
+        let form = &self.runner_panel.form;
+        let profiles = self.profiles.clone();
+        let catalog = self.catalog.clone();
+        let set = if form.templates.trim().is_empty() {
+            TemplateSet::builtin(&profiles, &catalog)
+        } else {
+            TemplateSet::load(Path::new(form.templates.trim()), &profiles, &catalog)
+        }
+        .map_err(|err| err.to_string())?;
+        let number = |text: &str, what: &str| -> Result<Option<u64>, String> {
+            let text = text.trim();
+            if text.is_empty() {
+                return Ok(None);
+            }
+            text.parse().map(Some).map_err(|_| format!("{what}: {text:?} is not a whole number"))
+        };
+        let seed =
+            number(&form.seed, "run seed")?.unwrap_or_else(crate::request::plan::random_seed);
+        let list = |text: &str| -> Vec<String> {
+            text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+        };
+        let choices = RunChoices { models: list(&form.models), profiles: list(&form.profiles) };
+        let generator = Generator::new(set, seed, &choices, &profiles, &catalog)
+            .map_err(|err| err.to_string())?;
+        let max_jobs = number(&form.jobs, "jobs")?.filter(|jobs| *jobs > 0);
+        let now = chrono::Local::now();
+        let started = std::time::Instant::now();
+        let mut deadline = None;
+        if !form.for_duration.trim().is_empty() {
+            deadline = Some(
+                started + parse_duration(&form.for_duration).map_err(|e| format!("for: {e}"))?,
+            );
+        }
+        if !form.until.trim().is_empty() {
+            let at = parse_until(&form.until, now).map_err(|e| format!("until: {e}"))?;
+            let at = started + (at - now).to_std().unwrap_or_default();
+            deadline = Some(deadline.map_or(at, |d: std::time::Instant| d.min(at)));
+        }
+        let choice = GpuChoice::parse(&form.gpus)?;
+        let opener: GpuOpener = self.gpu_opener.clone().unwrap_or_else(|| {
+            Arc::new(|| Err(crate::gpu::GpuError::NoDriver("GPU awareness is off".into())))
+        });
+        let controls = &self.controls.form;
+        let (slots, idle, notes) = plan_slots(
+            &choice,
+            controls.device,
+            &opener,
+            &self.visibility,
+            IdleRule::default(),
+            RUNNER_RECHECK,
+        )
+        .map_err(|err| err.to_string())?;
+        let setup = RunnerSetup {
+            generator,
+            profiles,
+            catalog,
+            max_jobs,
+            deadline,
+            slots,
+            idle,
+            settings: JobSettings {
+                batch: controls.batch,
+                width: Some(controls.width_px),
+                height: Some(controls.height_px),
+                steps: Some(controls.steps),
+                cfg: Some(controls.cfg),
+                scheduler: controls.scheduler,
+                schedule_type: controls.schedule_type,
+                dtype: None,
+            },
+            output_root: self.output_root.clone(),
+            instance_id: self.instance_id.clone(),
+            run_dir: PathBuf::from(format!("{}_runner", now.format("%Y%m%d-%H%M%S"))),
+            max_failures: 3,
+            lookahead: 256,
+        };
+        setup.validate().map_err(|err| err.to_string())?;
+        Ok((setup, factory, notes))
+    }
+
+    /// Whether an overnight run is going.
+    pub fn runner_running(&self) -> bool {
+        self.runner.is_some()
+    }
+
+    fn drain_runner(&mut self) {
+        let Some(runner) = &self.runner else { return };
+        let started = std::time::Instant::now();
+        let mut finished = false;
+        while started.elapsed() < EVENT_BUDGET {
+            let Ok(event) = runner.events().try_recv() else { break };
+            self.runner_panel.on_event(&event);
+            match &event {
+                RunnerEvent::JobFinished { outcome, .. } => {
+                    for path in &outcome.images {
+                        let relative = relative_path(&self.output_root, path);
+                        self.thumbnails.request(path);
+                        self.gallery.add_session_image(path.clone(), relative);
+                    }
+                    if let Some(error) = &outcome.error
+                        && outcome.status == crate::storage::jobs_log::ItemStatus::Failed
+                    {
+                        self.log
+                            .push(Severity::Error, format!("runner #{}: {error}", outcome.number));
+                    }
+                }
+                RunnerEvent::Finished(_) => finished = true,
+                _ => {}
+            }
+        }
+        if finished {
+            if let Some(summary) = &self.runner_panel.summary {
+                self.log.push(Severity::Info, format!("runner finished: {summary}"));
+            }
+            self.runner = None;
+        }
+    }
+
     /// Stops the engine: cancels what runs and joins the thread. Safe to call twice.
     pub fn shutdown(&mut self) {
+        self.runner = None;
+        self.gpu_watcher = None;
         if let Some(engine) = self.engine.take() {
             engine.shutdown();
         }
@@ -398,6 +677,10 @@ impl LabApp {
                 Ok(text) => self.log.push(Severity::Info, text),
                 Err(text) => self.log.push(Severity::Error, text),
             }
+        }
+        self.drain_runner();
+        if let Some(watcher) = &self.gpu_watcher {
+            self.runner_panel.gpus = watcher.latest();
         }
         for loaded in self.thumbnails.drain(ctx, THUMBNAIL_BUDGET) {
             match loaded {
@@ -542,7 +825,7 @@ impl LabApp {
     /// Lays the settings of a recovered image over the form; what could not be taken goes to
     /// the log.
     fn restore_settings(&mut self, found: &Recovered) {
-        let restored = restore_settings(found, &self.catalog);
+        let restored = restore_settings(found, &self.catalog, &self.profiles);
         self.controls.form.apply_overlay(&restored.overlay);
         for note in restored.notes {
             self.log.push(Severity::Warning, note);
@@ -658,14 +941,20 @@ impl eframe::App for LabApp {
             gallery_action = self.gallery.ui(ui, &mut self.thumbnails);
         });
         let mut queue_action = None;
+        let mut runner_action = None;
         egui::CentralPanel::default_margins().show(ui, |ui| {
             queue_action = self.queue.ui(ui);
+            ui.separator();
+            egui::CollapsingHeader::new("Runner").id_salt("runner_panel").show(ui, |ui| {
+                runner_action = self.runner_panel.ui(ui);
+            });
             ui.separator();
             self.watch.ui(ui);
         });
         self.log.toasts_ui(&ctx);
         match control_action {
             Some(ControlAction::Generate) => self.generate(),
+            Some(ControlAction::ImportStyles(file)) => self.import_styles(&file),
             Some(ControlAction::Cancel) => self.cancel_running(),
             Some(ControlAction::Download(model)) => {
                 match self.model_status.start_download(&model) {
@@ -684,6 +973,11 @@ impl eframe::App for LabApp {
         }
         if let Some(action) = queue_action {
             self.on_queue_action(action);
+        }
+        match runner_action {
+            Some(RunnerAction::Start) => self.start_runner(),
+            Some(RunnerAction::Stop) => self.stop_runner(),
+            None => {}
         }
         if let Some(action) = gallery_action {
             self.on_gallery_action(&ctx, action);

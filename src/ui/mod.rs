@@ -9,13 +9,21 @@ pub mod gallery;
 pub mod log;
 pub mod model_status;
 pub mod queue;
+pub mod runner_panel;
 pub mod settings;
 pub mod thumbnails;
 pub mod watch;
 
-use crate::app::{ConfigError, EngineSetup, FrontEndConfig};
+use std::sync::Arc;
+
+use crate::app::{
+    BackendChoice, ConfigError, EngineSetup, FrontEndConfig, WINDOW_MOCK_STEP_DELAY, make_backend,
+};
+use crate::gpu::open_source;
 use crate::models::Catalog;
 use crate::models::hub::HubConfig;
+use crate::runner::BackendFactory;
+use crate::runner::pool::GpuOpener;
 
 pub use app::{AppConfig, LabApp};
 
@@ -32,18 +40,32 @@ pub enum WindowError {
 
 /// The window's start-up settings from the front-end configuration: the backend
 /// (`IMAGELAB_BACKEND`, default candle, falling back to the mock with a notice), the output root
-/// (`IMAGELAB_OUTPUT_DIR`, default `output_images`), `INSTANCE_ID` and `IMAGELAB_PROFILES`.
+/// (`IMAGELAB_OUTPUT_DIR`, default `output_images`), `INSTANCE_ID`, `IMAGELAB_PROFILES` and
+/// `IMAGELAB_USER_PROFILES`.
 ///
 /// # Errors
 /// A variable with a bad value, named.
 pub fn config_from(config: &FrontEndConfig) -> Result<AppConfig, ConfigError> {
-    let wiring = EngineSetup::window(config)?.wire(config)?;
+    let setup = EngineSetup::window(config)?;
+    let wiring = setup.wire(config)?;
+    // Runner workers get the backend the window got (the mock when candle fell back).
+    let choice = if wiring.notice.is_some() { BackendChoice::Mock } else { setup.backend };
+    let factory_config = config.clone();
+    let backend_factory: BackendFactory = Arc::new(move |_slot| {
+        make_backend(choice, &factory_config, WINDOW_MOCK_STEP_DELAY).map_err(|e| e.to_string())
+    });
+    let source = config.gpu_source()?;
+    let gpus: GpuOpener = Arc::new(move || open_source(source));
     Ok(AppConfig {
         output_root: wiring.engine.output_root,
         backend: wiring.backend,
         notice: wiring.notice,
         instance_id: wiring.engine.instance_id,
         profiles_path: config.profiles_path(),
+        backend_factory: Some(backend_factory),
+        gpus: Some(gpus),
+        visibility: config.gpu_visibility(),
+        user_profiles_path: Some(config.user_profiles_path()),
     })
 }
 

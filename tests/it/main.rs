@@ -17,6 +17,7 @@ mod engine;
 mod models;
 mod queue;
 mod rng;
+mod runner;
 mod sampler_pipeline;
 mod schedulers;
 mod slurm;
@@ -25,3 +26,4 @@ mod ui;
 mod util;
 
 mod metadata;
+mod metadata_formats;

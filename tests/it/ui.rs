@@ -539,6 +539,63 @@ fn dropping_an_a1111_png_restores_what_maps() {
     assert!(form.init_image.is_none(), "a PNG with settings is not taken as an img2img source");
 }
 
+/// The Runner panel on the real app: two fake GPUs (one busy) in the GPU table, a run of 4
+/// generated jobs started and finished from the panel, all on the idle GPU.
+#[test]
+fn runner_panel_starts_a_run_on_idle_gpus_and_shows_the_gpu_table() {
+    use imagelab::gpu::{FixedGpus, GpuProcess, GpuSource};
+    use imagelab::runner::BackendFactory;
+
+    let out = tempfile::tempdir().expect("tempdir");
+    let gpus = FixedGpus::new(vec![FixedGpus::idle_gpu(0), FixedGpus::idle_gpu(1)]);
+    gpus.update(1, |gpu| gpu.processes.push(GpuProcess { pid: 4242, used_memory_mib: Some(9000) }));
+    let dir = out.path().to_owned();
+    let source = gpus.clone();
+    let mut harness = Harness::builder().with_size(WINDOW).build_eframe(move |cc| {
+        let mut config = AppConfig::new(dir, Box::new(MockBackend::new()));
+        let factory: BackendFactory = std::sync::Arc::new(|_slot| {
+            Ok(Box::new(MockBackend::new().with_step_delay(Duration::from_millis(2)))
+                as Box<dyn imagelab::engine::Backend>)
+        });
+        config.backend_factory = Some(factory);
+        config.gpus =
+            Some(std::sync::Arc::new(move || Ok(Box::new(source.clone()) as Box<dyn GpuSource>)));
+        LabApp::with_form(&cc.egui_ctx, config, small_form())
+    });
+    harness.get_by_label("Runner").click();
+    harness.run_steps(2);
+    step_until(&mut harness, "the GPU table", |app| app.runner_panel.gpus.is_some());
+    harness.run_steps(2);
+    harness.get_by_label_contains("busy: compute process(es) running: pid 4242");
+    harness.get_by_role_and_label(Role::TextInput, "Jobs").focus();
+    harness.run_steps(1);
+    harness.key_press(egui::Key::Backspace);
+    harness.key_press(egui::Key::Backspace);
+    harness.get_by_role_and_label(Role::TextInput, "Jobs").type_text("4");
+    harness.run_steps(1);
+    assert_eq!(harness.state().runner_panel.form.jobs, "4", "typed into the Jobs field");
+    harness.state_mut().runner_panel.form.seed = "12".into();
+    harness.run_steps(1);
+    harness.get_by_label("Start runner").click();
+    harness.run_steps(2);
+    assert!(harness.state().runner_running(), "{:?}", harness.state().runner_panel.error);
+    step_until(&mut harness, "the run to end", |app| !app.runner_running());
+    harness.run_steps(2);
+    let panel = &harness.state().runner_panel;
+    assert_eq!((panel.jobs_done, panel.images, panel.failed), (4, 4, 0));
+    assert_eq!(panel.workers.len(), 2);
+    assert_eq!(panel.workers[0].jobs, 4, "GPU 0 did every job: {:?}", panel.workers);
+    assert_eq!(panel.workers[1].jobs, 0, "GPU 1 is busy: {:?}", panel.workers);
+    assert!(panel.workers[0].prompt.starts_with('#'), "current prompt shown");
+    assert!(panel.workers[0].images_per_hour() > 0.0);
+    harness.get_by_label_contains("last run: 4 job(s), 4 image(s), 0 failed");
+    let records = jobs_log::read_all(out.path()).expect("log").records;
+    assert_eq!(records.len(), 4);
+    assert!(records.iter().all(|r| r.runner.as_ref().and_then(|t| t.gpu) == Some(0)));
+    let session = harness.state().gallery.entries.iter().filter(|e| e.from_session).count();
+    assert_eq!(session, 4, "the run's images reach the gallery");
+}
+
 /// Whether the last frame asked to close the window.
 fn asked_to_close(harness: &Harness<'_, LabApp>) -> bool {
     harness.output().viewport_output.get(&egui::ViewportId::ROOT).is_some_and(|viewport| {
@@ -698,4 +755,81 @@ fn the_queue_can_be_held_reordered_and_edited_and_comes_back_after_a_restart() {
     let log = jobs_log::read_all(out.path()).expect("log");
     let prompts: Vec<&str> = log.records.iter().map(|record| record.prompt.as_str()).collect();
     assert_eq!(prompts, ["one", "three", "two, edited"], "run in the order set");
+}
+
+#[test]
+fn imported_styles_are_listed_and_the_format_choice_reaches_the_files() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let user_file = out.path().join("profiles.user.ron");
+    let root = out.path().to_owned();
+    let user = user_file.clone();
+    let mut harness = Harness::builder().with_size(WINDOW).build_eframe(move |cc| {
+        let mut config = AppConfig::new(root, Box::new(MockBackend::new()));
+        config.user_profiles_path = Some(user);
+        LabApp::with_form(&cc.egui_ctx, config, small_form())
+    });
+    let styles = util::repo_root().join("tests/fixtures/styles/a1111_styles.csv");
+    harness.state_mut().import_styles(&styles);
+    harness.run_steps(2);
+    assert!(user_file.is_file(), "the user profiles file is written");
+    assert!(
+        harness
+            .state()
+            .profiles()
+            .get("Quoted \"Name\"")
+            .is_some_and(imagelab::request::Profile::is_imported)
+    );
+    // The profile menu lists the imported styles under their own heading.
+    harness.get_by_role_and_label(Role::ComboBox, "Profile").click();
+    harness.run_steps(2);
+    harness.get_by_label("Imported styles");
+    harness.get_by_label("Quoted \"Name\"").click_accesskit();
+    harness.run_steps(2);
+    assert_eq!(harness.state().controls.form.profile, "Quoted \"Name\"");
+    // WebP, lossless.
+    harness.get_by_role_and_label(Role::ComboBox, "Format").click();
+    harness.run_steps(2);
+    harness.get_by_label("WebP").click_accesskit();
+    harness.run_steps(2);
+    harness.get_by_label("Lossless").click();
+    harness.run_steps(2);
+    let output = harness.state().controls.form.output;
+    assert_eq!((output.format.name(), output.lossless), ("webp", true));
+    type_prompt(&mut harness, "a fox");
+    harness.get_by_label("Generate").click();
+    harness.run_steps(1);
+    step_until(&mut harness, "the job to finish", |app| {
+        app.queue.jobs.first().is_some_and(|job| job.state == JobState::Done)
+    });
+    let written: Vec<_> = util::files_below(out.path())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "webp"))
+        .collect();
+    assert_eq!(written.len(), 1, "{written:?}");
+    let found = imagelab::storage::metadata::recover_file(&written[0]).expect("reads");
+    let info = found.generation.expect("our record");
+    assert_eq!(info.profile, "Quoted \"Name\"");
+    // The style's `{prompt}` placement, A1111's rule: "line one\nline two, {prompt}".
+    assert_eq!(info.prompt, "line one\nline two, a fox");
+}
+
+#[test]
+fn dropping_a_jpeg_or_a_novelai_png_restores_its_settings() {
+    let fixtures = util::repo_root().join("tests/fixtures/metadata/formats");
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut harness = harness(out.path(), Duration::ZERO, small_form());
+    harness.state_mut().on_dropped_file(&fixtures.join("imagelab_jpeg.jpg"));
+    harness.run_steps(2);
+    let form = &harness.state().controls.form;
+    assert_eq!(
+        (form.prompt.as_str(), form.profile.as_str()),
+        ("a lighthouse at dusk", "Cinematic")
+    );
+    assert_eq!((form.seed, form.steps), (42, 30));
+    harness.state_mut().on_dropped_file(&fixtures.join("novelai_stealth_only.png"));
+    harness.run_steps(2);
+    let form = &harness.state().controls.form;
+    assert!(form.prompt.starts_with("1girl, cherry blossoms"), "{}", form.prompt);
+    assert_eq!((form.seed, form.steps), (2_940_596, 28));
+    assert!(form.init_image.is_none());
 }

@@ -19,6 +19,7 @@ pub fn imagelab() -> Command {
         "IMAGELAB_MOCK_FAIL_MODEL",
         "IMAGELAB_MOCK_FAIL_PROMPT",
         "IMAGELAB_PROFILES",
+        "IMAGELAB_USER_PROFILES",
         "IMAGELAB_MEMORY_BUDGET_MB",
         "IMAGELAB_MODEL_CACHE_MB",
     ];
