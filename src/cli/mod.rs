@@ -14,6 +14,7 @@ pub mod info;
 pub mod models;
 pub mod profiles;
 mod report;
+pub mod resume;
 pub mod runner;
 pub mod sheet;
 
@@ -134,6 +135,9 @@ pub enum CliCommand {
     Favorites(favorites::FavoritesArgs),
     /// A labelled contact-sheet PNG of a sweep folder.
     Sheet(sheet::SheetArgs),
+    /// Finish the unfinished jobs of the persistent queue: each image once, in the same
+    /// folders, with the same seeds.
+    Resume(resume::ResumeArgs),
     /// The NVIDIA GPUs: memory, utilisation, processes, which are idle (`--pick`: one index).
     Gpus(gpus::GpusArgs),
     /// Prompts the generator makes from a template file (what `runner` would run).
@@ -167,7 +171,11 @@ pub fn main() -> ExitCode {
 /// # Errors
 /// Whatever stopped the command; [`CliError::exit_code`] says which exit code it means.
 pub fn run(args: &[std::ffi::OsString], config: &FrontEndConfig) -> Result<Outcome, CliError> {
-    if args.len() <= 1 && env_mode::is_requested(config) {
+    // A variable the lab reads but cannot decode is refused, never taken as unset.
+    config.check_utf8(crate::app::config::VARIABLES)?;
+    config.check_utf8(env_mode::VARIABLES)?;
+    config.check_switches()?;
+    if args.len() <= 1 && env_mode::is_requested(config)? {
         return env_mode::run(config);
     }
     let parsed = Cli::command()
@@ -188,6 +196,7 @@ pub fn run(args: &[std::ffi::OsString], config: &FrontEndConfig) -> Result<Outco
             favorites::run(args, sub, config)
         }
         Some(CliCommand::Sheet(args)) => sheet::run(&args),
+        Some(CliCommand::Resume(args)) => resume::run(&args, config),
         Some(CliCommand::Gpus(args)) => gpus::run(&args, config),
         Some(CliCommand::Prompts(args)) => runner::run_prompts(&args, config),
         Some(CliCommand::Runner(args)) => {

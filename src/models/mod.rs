@@ -12,6 +12,7 @@ pub mod library;
 pub mod lora;
 pub mod manage;
 pub mod oom;
+pub mod preflight;
 pub mod safetensors_header;
 pub mod weight_files;
 

@@ -76,6 +76,20 @@ impl Plan {
     pub fn image_count(&self) -> usize {
         self.items.iter().map(|item| item.seeds.len()).sum()
     }
+
+    /// Moves a sweep to another folder (relative to the output root): every item's folder
+    /// follows. Plain runs have no folder and are left as they are.
+    pub fn set_run_dir(&mut self, run_dir: PathBuf) {
+        let Some(old) = self.run_dir.replace(run_dir.clone()) else {
+            self.run_dir = None;
+            return;
+        };
+        for item in &mut self.items {
+            if let Ok(rest) = item.out_dir.strip_prefix(&old) {
+                item.out_dir = run_dir.join(rest);
+            }
+        }
+    }
 }
 
 /// How many images a request would make, for the window's sweep choice (no validation).
@@ -117,25 +131,7 @@ pub fn build_plan(
         })
         .collect::<Result<_, _>>()?;
 
-    let (tagless_prompt, tagged) =
-        split_lora_tags(&request.prompt).map_err(|err| RequestError::new("prompt", err))?;
-    let loras = request
-        .loras
-        .iter()
-        .chain(&tagged)
-        .map(|spec| {
-            if !spec.weight.is_finite() {
-                return Err(RequestError::new(
-                    "lora",
-                    format!("{}: weight {} is not finite", spec.source, spec.weight),
-                ));
-            }
-            let lora = catalog
-                .resolve_lora(&spec.source)
-                .map_err(|err| RequestError::new("lora", err.to_string()))?;
-            Ok(LoraChoice { lora, weight: spec.weight })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let (tagless_prompt, loras) = request_loras(request, catalog)?;
     let models: Vec<ModelRef> = match request.sweep {
         Sweep::AllModelsAllProfiles => catalog.sweep_models(),
         Sweep::None | Sweep::AllProfiles => vec![
@@ -167,18 +163,36 @@ pub fn build_plan(
             .as_ref()
             .map_or_else(PathBuf::new, |dir| dir.join(slug(&model.display_name, 64, "model")));
         for profile in &chosen_profiles {
+            // What a profile adds is checked like what the user typed.
+            let from_profile = |err: RequestError| {
+                RequestError::new(
+                    err.field,
+                    format!("{} (profile {:?})", err.message, profile.name),
+                )
+            };
+            let steps = request.steps.or(profile.default_steps);
+            let cfg = request.cfg.or(profile.default_cfg);
+            let prompt = profile.apply_prompt(&tagless_prompt);
+            let negative = profile.apply_negative(&request.negative);
+            steps
+                .map(|steps| super::validate_steps("steps", steps))
+                .transpose()
+                .map_err(from_profile)?;
+            cfg.map(|cfg| super::validate_cfg("cfg", cfg)).transpose().map_err(from_profile)?;
+            super::validate_text("prompt", &prompt).map_err(from_profile)?;
+            super::validate_text("negative", &negative).map_err(from_profile)?;
             items.push(WorkItem {
                 index: items.len(),
                 model: model.clone(),
                 base_and_lora: base_and_lora.clone(),
                 profile: profile.name.clone(),
-                prompt: profile.apply_prompt(&tagless_prompt),
-                negative: profile.apply_negative(&request.negative),
+                prompt,
+                negative,
                 scheduler: request.scheduler.or(profile.default_scheduler),
                 width: request.width,
                 height: request.height,
-                steps: request.steps.or(profile.default_steps),
-                cfg: request.cfg.or(profile.default_cfg),
+                steps,
+                cfg,
                 seeds: seeds.clone(),
                 out_dir: out_dir.clone(),
             });
@@ -198,6 +212,34 @@ pub fn build_plan(
     let mut request = request.clone();
     request.seed = Some(seed_base);
     Ok(Plan { request, seed_base, run_dir, items, runner: None, vae, loras })
+}
+
+/// The request's LoRAs: `--lora` flags, then `<lora:name:w>` tags of the prompt (returned with
+/// the tags taken out), each resolved and its weight checked.
+fn request_loras(
+    request: &Request,
+    catalog: &Catalog,
+) -> Result<(String, Vec<LoraChoice>), RequestError> {
+    let (tagless_prompt, tagged) =
+        split_lora_tags(&request.prompt).map_err(|err| RequestError::new("prompt", err))?;
+    let loras = request
+        .loras
+        .iter()
+        .chain(&tagged)
+        .map(|spec| {
+            if !spec.weight.is_finite() {
+                return Err(RequestError::new(
+                    "lora",
+                    format!("{}: weight {} is not finite", spec.source, spec.weight),
+                ));
+            }
+            let lora = catalog
+                .resolve_lora(&spec.source)
+                .map_err(|err| RequestError::new("lora", err.to_string()))?;
+            Ok(LoraChoice { lora, weight: spec.weight })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((tagless_prompt, loras))
 }
 
 /// A JPEG's settings live in two 64 KiB segments: refuse, before any work, an item whose

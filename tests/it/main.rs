@@ -8,15 +8,18 @@
 )]
 #![allow(clippy::case_sensitive_file_extension_comparisons, reason = "fixture names are ours")]
 
+mod bad_input;
 mod bench_gpu;
 mod candle_cli;
 mod cli;
+mod crash;
 mod diffusion;
 mod engine;
 mod favorites;
 mod lora;
 mod models;
 mod models_dirs;
+mod queue;
 mod refs;
 mod rng;
 mod runner;
