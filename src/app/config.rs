@@ -4,6 +4,7 @@
 //! ends hold one [`FrontEndConfig`] and ask it. Tests build one from a map with
 //! [`FrontEndConfig::from_lookup`], so nothing here needs global state.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +54,41 @@ pub const LOG_FILTER_VAR: &str = "RUST_LOG";
 /// Set (to anything): no colour on stderr.
 pub const NO_COLOR_VAR: &str = "NO_COLOR";
 
+/// Every variable read here, checked for UTF-8 by [`FrontEndConfig::check_utf8`] (`NO_COLOR`
+/// counts only by being set, whatever its bytes).
+pub const VARIABLES: &[&str] = &[
+    OUTPUT_DIR_VAR,
+    BACKEND_VAR,
+    DEVICE_VAR,
+    INSTANCE_ID_VAR,
+    PROFILES_VAR,
+    MODEL_CACHE_MB_VAR,
+    MEMORY_BUDGET_MB_VAR,
+    MOCK_STEP_MS_VAR,
+    MOCK_FAIL_MODEL_VAR,
+    MOCK_FAIL_PROMPT_VAR,
+    STOP_GRACE_S_VAR,
+    LOG_FILTER_VAR,
+    "HF_HOME",
+    "HF_HUB_CACHE",
+    "HF_HUB_OFFLINE",
+    "HF_TOKEN",
+    "HF_TOKEN_PATH",
+    "HF_ENDPOINT",
+];
+
+/// The spellings every on/off variable accepts (any case; empty = unset).
+pub const BOOLEAN_SPELLINGS: &str = "1/0, true/false, yes/no, on/off";
+
+/// An on/off value in one of [`BOOLEAN_SPELLINGS`]; `None` for anything else.
+pub fn parse_switch(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" | "" => Some(false),
+        _ => None,
+    }
+}
+
 /// A variable with a value that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{variable}: {message}")]
@@ -63,7 +99,7 @@ pub struct ConfigError {
     pub message: String,
 }
 
-type Lookup = dyn Fn(&str) -> Option<String> + Send + Sync;
+type Lookup = dyn Fn(&str) -> Option<OsString> + Send + Sync;
 
 /// The environment a front end runs in, read through one lookup.
 #[derive(Clone)]
@@ -81,22 +117,72 @@ impl FrontEndConfig {
     /// The process environment.
     #[allow(clippy::disallowed_methods, reason = "the one place that reads the environment")]
     pub fn from_process_env() -> Self {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        Self::from_os_lookup(|name| std::env::var_os(name))
     }
 
     /// Variables from `lookup` (tests pass a map).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String> + Send + Sync + 'static) -> Self {
+        Self::from_os_lookup(move |name| lookup(name).map(OsString::from))
+    }
+
+    /// Variables as the OS gives them, possibly not UTF-8 (tests of bad bytes).
+    pub fn from_os_lookup(
+        lookup: impl Fn(&str) -> Option<OsString> + Send + Sync + 'static,
+    ) -> Self {
         Self { lookup: Arc::new(lookup) }
     }
 
-    /// A variable as set (untrimmed; `None` when unset).
+    /// A variable as set (untrimmed; `None` when unset, or when not UTF-8: front ends call
+    /// [`check_utf8`](Self::check_utf8) first, so such a value is refused, never ignored).
     pub fn var(&self, name: &str) -> Option<String> {
-        (self.lookup)(name)
+        (self.lookup)(name).and_then(|value| value.into_string().ok())
+    }
+
+    /// Refuses any of `names` whose value is not valid UTF-8, naming it: a value the lab
+    /// cannot read must stop it, not be treated as unset.
+    ///
+    /// # Errors
+    /// The first such variable.
+    #[allow(
+        clippy::unnecessary_debug_formatting,
+        reason = "the escaped bytes (`\\xFF`) show what is wrong with the value"
+    )]
+    pub fn check_utf8(&self, names: &[&'static str]) -> Result<(), ConfigError> {
+        for name in names {
+            if let Some(value) = (self.lookup)(name)
+                && value.to_str().is_none()
+            {
+                return Err(ConfigError {
+                    variable: name,
+                    message: format!("{value:?} is not valid UTF-8"),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// A variable trimmed, `None` when unset or blank.
     pub fn non_empty(&self, name: &str) -> Option<String> {
         self.var(name).map(|value| value.trim().to_owned()).filter(|value| !value.is_empty())
+    }
+
+    /// Refuses a switch read outside env-var mode (`HF_HUB_OFFLINE`) that is not one of the
+    /// [`BOOLEAN_SPELLINGS`]: `huggingface_hub` would read a typo as "off" and go online.
+    ///
+    /// # Errors
+    /// The variable, with the spellings.
+    pub fn check_switches(&self) -> Result<(), ConfigError> {
+        for name in ["HF_HUB_OFFLINE"] {
+            if let Some(value) = self.var(name)
+                && parse_switch(&value).is_none()
+            {
+                return Err(ConfigError {
+                    variable: name,
+                    message: format!("{value:?} is not a boolean ({BOOLEAN_SPELLINGS})"),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// `IMAGELAB_OUTPUT_DIR`, else `output_images`.
@@ -253,7 +339,7 @@ impl FrontEndConfig {
 
     /// `NO_COLOR` is set (to anything).
     pub fn no_color(&self) -> bool {
-        self.var(NO_COLOR_VAR).is_some()
+        (self.lookup)(NO_COLOR_VAR).is_some()
     }
 }
 
@@ -308,5 +394,19 @@ mod tests {
             bad.mock_backend(Duration::ZERO).expect_err("bad").to_string(),
             "IMAGELAB_MOCK_STEP_MS: \"fast\" is not a whole number"
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn values_that_are_not_utf8_are_refused_naming_the_variable() {
+        use std::os::unix::ffi::OsStringExt;
+        let bytes = FrontEndConfig::from_os_lookup(|name| {
+            (name == OUTPUT_DIR_VAR).then(|| OsString::from_vec(b"out\xff".to_vec()))
+        });
+        assert_eq!(bytes.var(OUTPUT_DIR_VAR), None);
+        let err = bytes.check_utf8(VARIABLES).expect_err("not UTF-8");
+        assert_eq!(err.variable, OUTPUT_DIR_VAR);
+        assert!(err.message.contains("not valid UTF-8"), "{err}");
+        bytes.check_utf8(&[BACKEND_VAR]).expect("others are fine");
     }
 }

@@ -140,6 +140,7 @@ pub fn make_backend(
             crate::diffusion::attention::set_override(config.attention()?);
             Ok(Box::new(
                 CandleBackend::new(Some(hub_resolver(config.hub())))
+                    .with_model_checks(config.hub(), preferred_weight_variant())
                     .with_cache_budget(config.model_cache_bytes())
                     .with_memory_budget(config.memory_budget_bytes()),
             ))

@@ -46,14 +46,28 @@ pub const VARIABLES: &[&str] = &[
     INSTANCE_ID_VAR,
 ];
 
-/// True when the environment asks for env-var mode.
-pub fn is_requested(config: &FrontEndConfig) -> bool {
+pub use crate::app::config::BOOLEAN_SPELLINGS;
+use crate::app::config::parse_switch as parse_bool_text;
+
+/// True when the environment asks for env-var mode (`PROMPT` set, or `HEADLESS` true).
+///
+/// # Errors
+/// `HEADLESS` set to something that is not a boolean.
+pub fn is_requested(config: &FrontEndConfig) -> Result<bool, RequestError> {
     requested_by(&|name: &str| config.var(name))
 }
 
-fn requested_by(lookup: &dyn Fn(&str) -> Option<String>) -> bool {
-    lookup("PROMPT").is_some()
-        || lookup("HEADLESS").is_some_and(|v| parse_bool_text(&v) == Some(true))
+fn requested_by(lookup: &dyn Fn(&str) -> Option<String>) -> Result<bool, RequestError> {
+    let headless = match lookup("HEADLESS") {
+        None => false,
+        Some(value) => parse_bool_text(&value).ok_or_else(|| {
+            RequestError::new(
+                "HEADLESS",
+                format!("{value:?} is not a boolean ({BOOLEAN_SPELLINGS})"),
+            )
+        })?,
+    };
+    Ok(headless || lookup("PROMPT").is_some())
 }
 
 /// Runs env-var mode: the same run as `imagelab generate` with the same settings.
@@ -63,14 +77,6 @@ fn requested_by(lookup: &dyn Fn(&str) -> Option<String>) -> bool {
 pub fn run(config: &FrontEndConfig) -> Result<Outcome, CliError> {
     let options = parse(&|name: &str| config.var(name))?;
     generate::run(&options, config)
-}
-
-fn parse_bool_text(text: &str) -> Option<bool> {
-    match text.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Some(true),
-        "0" | "false" | "no" | "off" | "" => Some(false),
-        _ => None,
-    }
 }
 
 /// `value` parsed as a number, naming variable `name` when it is not one.
@@ -96,10 +102,7 @@ pub fn parse(lookup: &dyn Fn(&str) -> Option<String>) -> Result<GenerateOptions,
         match lookup(name) {
             None => Ok(false),
             Some(value) => parse_bool_text(&value).ok_or_else(|| {
-                RequestError::new(
-                    name,
-                    format!("{value:?} is not a boolean (1/0, true/false, yes/no)"),
-                )
+                RequestError::new(name, format!("{value:?} is not a boolean ({BOOLEAN_SPELLINGS})"))
             }),
         }
     };
@@ -188,6 +191,7 @@ pub fn parse(lookup: &dyn Fn(&str) -> Option<String>) -> Result<GenerateOptions,
         json: flag("IMAGELAB_JSON")?,
         backend,
         instance_id: get(INSTANCE_ID_VAR),
+        queue_only: false,
     })
 }
 
@@ -278,9 +282,11 @@ mod tests {
             let map: HashMap<&str, &str> = pairs.into_iter().collect();
             move |name: &str| map.get(name).map(|v| (*v).to_owned())
         };
-        assert!(requested_by(&map(vec![("PROMPT", "")])));
-        assert!(requested_by(&map(vec![("HEADLESS", "1")])));
-        assert!(!requested_by(&map(vec![("HEADLESS", "0")])));
-        assert!(!requested_by(&map(vec![])));
+        assert_eq!(requested_by(&map(vec![("PROMPT", "")])), Ok(true));
+        assert_eq!(requested_by(&map(vec![("HEADLESS", "1")])), Ok(true));
+        assert_eq!(requested_by(&map(vec![("HEADLESS", "Off")])), Ok(false));
+        assert_eq!(requested_by(&map(vec![])), Ok(false));
+        let err = requested_by(&map(vec![("HEADLESS", "maybe"), ("PROMPT", "x")])).expect_err("b");
+        assert_eq!(err.field, "HEADLESS");
     }
 }

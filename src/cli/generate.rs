@@ -9,7 +9,7 @@ use clap::{ArgMatches, Args};
 use super::{CliError, Outcome, report};
 use crate::app::config::{BACKEND_VAR, DEVICE_VAR, OUTPUT_DIR_VAR};
 use crate::app::{BackendChoice, DEFAULT_OUTPUT_DIR, EngineSetup, FrontEndConfig, StopSignals};
-use crate::engine::{Engine, Event, no_waker, prepare_plan};
+use crate::engine::{Engine, Event, check_plan_models, no_waker, prepare_plan};
 use crate::models::catalog::{Catalog, DEFAULT_MODEL};
 use crate::request::restore::{RequestField, restore_settings};
 use crate::request::{Profiles, Request, RequestError, Sweep};
@@ -36,22 +36,22 @@ pub struct GenerateArgs {
     #[arg(long, default_value = RAW_PROFILE)]
     pub profile: String,
     /// Width in pixels (multiple of 8); default: the model's native size.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub width: Option<u32>,
     /// Height in pixels (multiple of 8); default: the model's native size.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub height: Option<u32>,
     /// Denoising steps.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub steps: Option<u32>,
     /// Classifier-free guidance scale (≤ 1: no negative pass).
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_hyphen_values = true)]
     pub cfg: Option<f32>,
     /// Base seed; image i of a batch uses seed + i. Default: random, recorded.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub seed: Option<u64>,
     /// Images per model × profile.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     pub batch: u32,
     /// Sampler: default, euler, `euler_a`, heun, `dpmpp_2m`, `dpmpp_2m_karras`, `dpmpp_sde_karras`, lms, ddim, unipc.
     #[arg(long, value_parser = SamplerKind::parse)]
@@ -63,7 +63,7 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub init_image: Option<PathBuf>,
     /// img2img strength in [0, 1].
-    #[arg(long, default_value_t = 0.75, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 0.75, allow_hyphen_values = true)]
     pub strength: f32,
     /// Output root.
     #[arg(long, env = OUTPUT_DIR_VAR, default_value = DEFAULT_OUTPUT_DIR)]
@@ -110,6 +110,10 @@ pub struct GenerateArgs {
     /// overrides the image.
     #[arg(long)]
     pub from: Option<PathBuf>,
+    /// Only write the job to the persistent queue and print its id; `imagelab resume` runs it
+    /// (one process, or several with `--shard K/N` into the same folder).
+    #[arg(long)]
+    pub queue_only: bool,
     /// Run bundle N of a saved `favorites analyze --json` (`FILE:N`) with a new --prompt; any
     /// other flag given overrides the bundle.
     #[arg(long, value_name = "FILE:N", value_parser = parse_bundle_ref, conflicts_with = "from")]
@@ -146,6 +150,8 @@ pub struct GenerateOptions {
     pub backend: BackendChoice,
     /// `INSTANCE_ID`.
     pub instance_id: Option<String>,
+    /// Only journal the job (`--queue-only`).
+    pub queue_only: bool,
 }
 
 impl GenerateOptions {
@@ -202,6 +208,7 @@ impl GenerateArgs {
             json: self.json,
             backend: self.backend,
             instance_id: config.instance_id(),
+            queue_only: self.queue_only,
         })
     }
 }
@@ -294,9 +301,17 @@ pub fn run(options: &GenerateOptions, config: &FrontEndConfig) -> Result<Outcome
     let grace = config.stop_grace()?;
     let wiring = options.engine_setup().wire(config)?;
     let plan = prepare_plan(&options.request, &profiles, &catalog, &wiring.backend.capabilities())?;
+    check_plan_models(&plan, &wiring.backend.model_checker())?;
     let stops = install_stop_signals(grace)?;
     let engine = Engine::spawn(wiring.backend, wiring.engine, no_waker())
         .map_err(|err| CliError::Usage(err.to_string()))?;
+    if options.queue_only {
+        let out = engine.outputs().root.clone();
+        let (id, plan) =
+            engine.queue_only(plan).map_err(|err| CliError::Failed(err.to_string()))?;
+        report::print_queued(&id, &plan, &out, options.json);
+        return Ok(Outcome::Done);
+    }
     let total_images = plan.image_count();
     let job = engine.submit(plan).map_err(|err| CliError::Usage(err.to_string()))?;
     let mut progress = report::Progress::new(total_images);
@@ -308,7 +323,8 @@ pub fn run(options: &GenerateOptions, config: &FrontEndConfig) -> Result<Outcome
         return Err(CliError::Failed("the engine stopped before the job finished".to_owned()));
     };
     let stopped_by = stops.request().map(|request| request.signal);
-    report::print_summary(&summary, &collected, options.json, stopped_by);
+    let jobs: Vec<String> = summary.job_id.iter().cloned().collect();
+    report::print_summary(&summary, &collected, options.json, stopped_by, &jobs);
     Ok(outcome_of(std::slice::from_ref(&summary), &stops))
 }
 
@@ -363,11 +379,15 @@ pub(crate) fn run_until_finished(
 }
 
 /// The outcome of finished jobs: stopped by a signal (130/143) before anything else, then
-/// failed or cancelled items (1), else done.
+/// failed, cancelled or interrupted items or any error (a jobs-log line not written) (1),
+/// else done.
 pub(crate) fn outcome_of(summaries: &[crate::engine::JobSummary], stops: &StopSignals) -> Outcome {
     if let Some(code) = stops.exit_code() {
         Outcome::Stopped(code)
-    } else if summaries.iter().any(|s| s.failed > 0 || s.cancelled > 0 || s.interrupted > 0) {
+    } else if summaries
+        .iter()
+        .any(|s| s.failed > 0 || s.cancelled > 0 || s.interrupted > 0 || !s.errors.is_empty())
+    {
         Outcome::SomeFailed
     } else {
         Outcome::Done

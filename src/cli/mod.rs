@@ -16,6 +16,7 @@ pub mod profiles;
 mod report;
 pub mod runner;
 pub mod sheet;
+pub mod resume;
 
 use std::process::ExitCode;
 
@@ -142,6 +143,9 @@ pub enum CliCommand {
     Runner(Box<runner::RunnerArgs>),
     /// Style profiles: list them, import A1111 `styles.csv` or Fooocus style JSON.
     Profiles(profiles::ProfilesArgs),
+    /// Finish the unfinished jobs of the persistent queue: each image once, in the same
+    /// folders, with the same seeds.
+    Resume(resume::ResumeArgs),
     /// Open the window.
     #[cfg(feature = "gui")]
     Gui,
@@ -167,7 +171,11 @@ pub fn main() -> ExitCode {
 /// # Errors
 /// Whatever stopped the command; [`CliError::exit_code`] says which exit code it means.
 pub fn run(args: &[std::ffi::OsString], config: &FrontEndConfig) -> Result<Outcome, CliError> {
-    if args.len() <= 1 && env_mode::is_requested(config) {
+    // A variable the lab reads but cannot decode is refused, never taken as unset.
+    config.check_utf8(crate::app::config::VARIABLES)?;
+    config.check_utf8(env_mode::VARIABLES)?;
+    config.check_switches()?;
+    if args.len() <= 1 && env_mode::is_requested(config)? {
         return env_mode::run(config);
     }
     let parsed = Cli::command()
@@ -194,6 +202,7 @@ pub fn run(args: &[std::ffi::OsString], config: &FrontEndConfig) -> Result<Outco
             runner::run_runner(&args, config, &crate::runner::StopToken::new())
         }
         Some(CliCommand::Profiles(args)) => profiles::run(&args, config),
+        Some(CliCommand::Resume(args)) => resume::run(&args, config),
         #[cfg(feature = "gui")]
         Some(CliCommand::Gui) | None => {
             crate::ui::run_window(config).map_err(|err| match err {

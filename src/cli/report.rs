@@ -15,6 +15,8 @@ pub struct Progress {
     bar: Option<ProgressBar>,
     total_images: usize,
     saved: usize,
+    /// Items started in the current job (a resumed job runs only some of its items).
+    started: (Option<crate::engine::JobId>, usize),
 }
 
 impl Progress {
@@ -30,14 +32,18 @@ impl Progress {
             bar.set_style(style);
             bar
         });
-        Self { bar, total_images, saved: 0 }
+        Self { bar, total_images, saved: 0, started: (None, 0) }
     }
 
     /// Updates the display for one engine event.
     pub fn on_event(&mut self, event: &Event) {
         match event {
-            Event::ItemStarted { item, items, model, profile, .. } => {
-                self.line(&format!("[{}/{}] {model} / {profile}", item + 1, items));
+            Event::ItemStarted { job, items, model, profile, .. } => {
+                if self.started.0 != Some(*job) {
+                    self.started = (Some(*job), 0);
+                }
+                self.started.1 += 1;
+                self.line(&format!("[{}/{}] {model} / {profile}", self.started.1, items));
             }
             Event::ModelLoading { model, message, .. } => {
                 if let Some(bar) = &self.bar {
@@ -140,6 +146,8 @@ struct JsonSummary<'a> {
     cancelled: usize,
     interrupted: usize,
     stopped_by: Option<&'static str>,
+    /// The jobs' ids in the persistent queue (`imagelab resume` takes them up).
+    jobs: Vec<&'a str>,
 }
 
 /// Totals over every image: load, encode and decode summed, every step in order, and the
@@ -155,13 +163,64 @@ fn total_timings(images: &[SavedImage], job_s: f64) -> Timings {
     total
 }
 
+/// What `generate --queue-only` prints: the job's id, where it goes, how to run it.
+pub fn print_queued(id: &str, plan: &crate::request::Plan, out: &std::path::Path, json: bool) {
+    let run_dir = plan.run_dir.as_ref().map(|dir| out.join(dir).display().to_string());
+    if json {
+        let object = serde_json::json!({
+            "job_id": id,
+            "run_dir": run_dir,
+            "items": plan.items.len(),
+            "images": plan.image_count(),
+        });
+        println!("{object}");
+        return;
+    }
+    println!("{id}");
+    eprintln!(
+        "queued job {id}: {} item(s), {} image(s){}; run it with `imagelab resume {} --job {id}` \
+         (add --shard K/N to split it over several processes)",
+        plan.items.len(),
+        plan.image_count(),
+        run_dir.map(|dir| format!(" into {dir}")).unwrap_or_default(),
+        out.display()
+    );
+}
+
+/// One summary over several jobs (a resume): counts and lists added up, the run folder when
+/// they share one. Returns it with the jobs' persistent-queue ids.
+pub fn merge(summaries: &[JobSummary]) -> (JobSummary, Vec<String>) {
+    let mut merged = JobSummary::default();
+    let mut ids = Vec::new();
+    for summary in summaries {
+        merged.items += summary.items;
+        merged.done += summary.done;
+        merged.failed += summary.failed;
+        merged.cancelled += summary.cancelled;
+        merged.interrupted += summary.interrupted;
+        merged.paths.extend(summary.paths.iter().cloned());
+        merged.errors.extend(summary.errors.iter().cloned());
+        merged.duration_s += summary.duration_s;
+        ids.extend(summary.job_id.iter().cloned());
+    }
+    let mut dirs = summaries.iter().filter_map(|s| s.run_dir.clone());
+    if let Some(first) = dirs.next()
+        && dirs.all(|dir| dir == first)
+    {
+        merged.run_dir = Some(first);
+    }
+    merged.job_id = ids.first().cloned();
+    (merged, ids)
+}
+
 /// Prints the summary on stdout: every file, one per line (or one JSON object). `stopped_by`
-/// is the signal that stopped the run, if one did.
+/// is the signal that stopped the run, if one did; `jobs` the persistent-queue ids.
 pub fn print_summary(
     summary: &JobSummary,
     collected: &Collected,
     json: bool,
     stopped_by: Option<StopSignal>,
+    jobs: &[String],
 ) {
     if json {
         let files = collected
@@ -185,6 +244,7 @@ pub fn print_summary(
             cancelled: summary.cancelled,
             interrupted: summary.interrupted,
             stopped_by: stopped_by.map(StopSignal::name),
+            jobs: jobs.iter().map(String::as_str).collect(),
         };
         match serde_json::to_string(&object) {
             Ok(text) => println!("{text}"),
@@ -204,8 +264,13 @@ pub fn print_summary(
     if let Some(dir) = &summary.run_dir {
         eprintln!("run folder: {}", dir.display());
     }
-    if let Some(signal) = stopped_by {
-        eprintln!("stopped by {}: {} item(s) interrupted", signal.name(), summary.interrupted);
+    if summary.interrupted > 0 {
+        let why =
+            stopped_by.map_or_else(|| "stopped".to_owned(), |s| format!("stopped by {}", s.name()));
+        eprintln!(
+            "{why}: {} item(s) interrupted; `imagelab resume` finishes them",
+            summary.interrupted
+        );
     }
     eprintln!(
         "{} image(s) written; {} item(s) done, {} failed, {} cancelled in {:.1} s",

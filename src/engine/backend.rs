@@ -2,6 +2,7 @@
 //! can do. A request that needs a capability the backend lacks is refused before any work.
 
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -217,6 +218,13 @@ pub trait Backend: Send {
     /// `candle` or `mock`.
     fn name(&self) -> &'static str;
 
+    /// A check of a model's files that front ends run while planning, before any work, so a
+    /// model that cannot load is bad input (exit 2) rather than a failed job. The default
+    /// accepts every model (the mock needs no files).
+    fn model_checker(&self) -> ModelChecker {
+        Arc::new(|_| Ok(()))
+    }
+
     /// What this backend can do.
     fn capabilities(&self) -> Capabilities;
 
@@ -246,6 +254,9 @@ pub trait Backend: Send {
         on_step: &mut dyn FnMut(StepUpdate<'_>) -> ControlFlow<()>,
     ) -> Result<Generated, BackendError>;
 }
+
+/// A planning-time check of a model's files: `Err` says what is wrong, naming the file.
+pub type ModelChecker = Arc<dyn Fn(&ModelRef) -> Result<(), String> + Send + Sync>;
 
 #[cfg(test)]
 mod tests {

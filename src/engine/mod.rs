@@ -4,16 +4,21 @@
 //! Front ends never block on it: they submit plans, poll events (the window within a time
 //! budget each frame, the CLI by blocking on `recv`), and pass a waker that the engine calls
 //! after each event.
+//!
+//! Every submitted job is written to the output folder's persistent queue before it is
+//! queued ([`queue`]), so any front end's work survives a crash and can be resumed.
 
 pub mod backend;
 pub mod candle_backend;
 pub mod mock;
 pub mod protocol;
+pub mod queue;
 mod worker;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -21,14 +26,17 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
 pub use backend::{
     Backend, BackendError, Capabilities, GenerateParams, Generated, LoadProgress, LoadedModel,
-    ModelKey, Preview, StepUpdate, Timings,
+    ModelChecker, ModelKey, Preview, StepUpdate, Timings,
 };
 pub use protocol::{Command, Event, JobId, JobSummary, QueueStats, SavedImage, StopMode};
 pub use worker::{Outputs, Waker, relative_path};
 
 use crate::models::catalog::Catalog;
 use crate::request::{Plan, Profiles, Request, RequestError, build_plan};
-use crate::storage::{inputs, jobs_log};
+use crate::storage::journal::{JobEnd, JobHandle, Journal, Shard};
+use crate::storage::{inputs, jobs_log, naming};
+use crate::vocab::DeviceChoice;
+pub use queue::{JobState, MaintenanceReport, UnfinishedJob};
 
 /// Pending commands the front end may queue before it is refused (never blocks).
 const COMMAND_CAPACITY: usize = 256;
@@ -61,6 +69,37 @@ pub enum EngineError {
     /// The engine thread has ended.
     #[error("the engine has stopped")]
     Stopped,
+    /// The persistent queue could not be written or read (nothing was queued).
+    #[error("persistent queue: {0}")]
+    Journal(String),
+    /// Another live process holds the job (it runs or waits there).
+    #[error("job {0} is held by another running process")]
+    JobBusy(String),
+}
+
+/// How `Engine::resume` continues a job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResumeOptions {
+    /// Also run again the items that failed (their saved images are kept).
+    pub retry_failed: bool,
+    /// Run on this device instead of the recorded one (the job moved to another machine).
+    pub device: Option<DeviceChoice>,
+    /// Run only this shard of the job (its items `index % count == shard`), alongside other
+    /// processes running the other shards into the same folder.
+    pub shard: Option<Shard>,
+}
+
+/// A job taken back from the persistent queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resumed {
+    /// Its number in this engine.
+    pub job: JobId,
+    /// Its id in the persistent queue.
+    pub id: String,
+    /// What is left of it, as queued.
+    pub plan: Plan,
+    /// What the reconciliation before it did (images found, lines written).
+    pub notes: Vec<String>,
 }
 
 /// A handle on the engine thread. Dropping it cancels the running item and joins the thread.
@@ -72,6 +111,9 @@ pub struct Engine {
     capabilities: Capabilities,
     backend_name: &'static str,
     outputs: Outputs,
+    journal: Journal,
+    journal_ids: Mutex<HashMap<JobId, String>>,
+    model_checker: ModelChecker,
 }
 
 impl std::fmt::Debug for Engine {
@@ -84,7 +126,9 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Checks the output folder and starts the `imagelab-engine` thread.
+    /// Checks the output folder, opens its persistent queue and settles what an earlier crash
+    /// left there ([`queue::maintain`]: reported as [`Event::Warning`]s), and starts the
+    /// `imagelab-engine` thread.
     ///
     /// # Errors
     /// An unusable output folder (named), or a thread that cannot start.
@@ -94,16 +138,21 @@ impl Engine {
         waker: Waker,
     ) -> Result<Self, EngineError> {
         inputs::check_output_dir(&config.output_root).map_err(EngineError::OutputDir)?;
-        let outputs = Outputs {
-            log_path: config
-                .output_root
-                .join(jobs_log::log_file_name(config.instance_id.as_deref())),
-            root: config.output_root,
-        };
+        let journal = Journal::open(&config.output_root, config.instance_id.as_deref())
+            .map_err(|err| EngineError::Journal(err.to_string()))?;
+        let log_path =
+            config.output_root.join(jobs_log::log_file_name(config.instance_id.as_deref()));
+        let report = queue::maintain(&journal, &log_path);
+        let outputs =
+            Outputs { log_path, root: config.output_root, temp_tag: journal.writer().to_owned() };
         let (command_tx, command_rx) = bounded(COMMAND_CAPACITY);
         let (event_tx, event_rx) = bounded(EVENT_CAPACITY);
+        for message in report.messages().into_iter().take(EVENT_CAPACITY / 2) {
+            let _ = event_tx.try_send(Event::Warning(message));
+        }
         let capabilities = backend.capabilities();
         let backend_name = backend.name();
+        let model_checker = backend.model_checker();
         let worker = worker::Worker::new(
             backend,
             command_rx,
@@ -123,7 +172,35 @@ impl Engine {
             capabilities,
             backend_name,
             outputs,
+            journal,
+            journal_ids: Mutex::new(HashMap::new()),
+            model_checker,
         })
+    }
+
+    /// Checks the models of `plan` with this engine's backend, before any work (see
+    /// [`check_plan_models`]).
+    ///
+    /// # Errors
+    /// A model whose files cannot be loaded, naming the file.
+    pub fn check_models(&self, plan: &Plan) -> Result<(), RequestError> {
+        check_plan_models(plan, &self.model_checker)
+    }
+
+    /// [`prepare_plan`] with this engine's capabilities, then [`Engine::check_models`]: all
+    /// the checks a front end runs before it submits.
+    ///
+    /// # Errors
+    /// The first problem, naming the field or file.
+    pub fn prepare(
+        &self,
+        request: &Request,
+        profiles: &Profiles,
+        catalog: &Catalog,
+    ) -> Result<Plan, RequestError> {
+        let plan = prepare_plan(request, profiles, catalog, &self.capabilities)?;
+        self.check_models(&plan)?;
+        Ok(plan)
     }
 
     /// What the backend can do.
@@ -145,14 +222,183 @@ impl Engine {
         self.control().send(command)
     }
 
-    /// Queues a plan; returns its job number at once.
+    /// Writes a plan to the persistent queue and queues it; returns its job number at once.
+    /// A sweep gets a folder of its own, even when another started in the same second.
+    ///
+    /// # Errors
+    /// The persistent queue cannot be written (nothing queued), the command queue is full or
+    /// the engine stopped.
+    pub fn submit(&self, plan: Plan) -> Result<JobId, EngineError> {
+        let (job, handle, plan) = self.journal_new(plan)?;
+        let rank = handle.created_ms().unwrap_or_default();
+        self.send_job(job, handle, |journal| Command::Submit { job, plan, journal, rank })?;
+        Ok(job)
+    }
+
+    /// Claims a fresh sweep folder and writes the job file: the job is then durable.
+    fn journal_new(&self, mut plan: Plan) -> Result<(JobId, JobHandle, Box<Plan>), EngineError> {
+        let journal_error = |err: std::io::Error| EngineError::Journal(err.to_string());
+        let claimed = claim_run_dir(&self.outputs.root, &mut plan).map_err(journal_error)?;
+        let id = Journal::new_job_id(chrono::Local::now());
+        let cwd = std::env::current_dir().ok();
+        let handle = match self.journal.create_job(&id, self.backend_name, cwd, &plan) {
+            Ok(handle) => handle,
+            Err(err) => {
+                if let Some(dir) = claimed {
+                    let _ = fs_err::remove_dir(dir);
+                }
+                return Err(journal_error(err));
+            }
+        };
+        let job = self.next_job.fetch_add(1, Ordering::Relaxed);
+        self.journal_ids.lock().unwrap_or_else(PoisonError::into_inner).insert(job, id);
+        Ok((job, handle, Box::new(plan)))
+    }
+
+    /// Sends a command carrying a journaled job; if it cannot be sent, the job is ended in the
+    /// persistent queue (it was never queued).
+    fn send_job(
+        &self,
+        job: JobId,
+        handle: JobHandle,
+        command: impl FnOnce(Box<JobHandle>) -> Command,
+    ) -> Result<(), EngineError> {
+        match self.commands.try_send(command(Box::new(handle))) {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                let (refused, why) = match err {
+                    TrySendError::Full(command) => (command, EngineError::QueueFull),
+                    TrySendError::Disconnected(command) => (command, EngineError::Stopped),
+                };
+                if let Command::Submit { mut journal, .. } | Command::Replace { mut journal, .. } =
+                    refused
+                {
+                    let _ = journal.ended(JobEnd::Discarded, Some(&why.to_string()));
+                }
+                self.journal_ids.lock().unwrap_or_else(PoisonError::into_inner).remove(&job);
+                Err(why)
+            }
+        }
+    }
+
+    /// The persistent-queue id of job `job` of this engine.
+    pub fn journal_id(&self, job: JobId) -> Option<String> {
+        self.journal_ids.lock().unwrap_or_else(PoisonError::into_inner).get(&job).cloned()
+    }
+
+    /// The unfinished jobs of the output folder's persistent queue, in queue order; `live`
+    /// ones are held by a running process (this one included).
+    ///
+    /// # Errors
+    /// The journal cannot be listed.
+    pub fn unfinished_jobs(&self) -> Result<Vec<UnfinishedJob>, EngineError> {
+        queue::unfinished(&self.outputs.root).map_err(|err| EngineError::Journal(err.to_string()))
+    }
+
+    /// Takes job `id` back from the persistent queue and queues what is left of it: the same
+    /// folders, the same seeds, only the images not on disk. `Ok(None)` when nothing is left
+    /// (the job is then marked finished).
+    ///
+    /// # Errors
+    /// Another live process holds the job; the journal cannot be read; the command queue is
+    /// full.
+    pub fn resume(&self, id: &str, options: ResumeOptions) -> Result<Option<Resumed>, EngineError> {
+        let journal_error = |err: std::io::Error| EngineError::Journal(err.to_string());
+        let claimed = match options.shard {
+            Some(shard) => self.journal.claim_shard(id, shard),
+            None => self.journal.claim(id),
+        };
+        let mut handle =
+            claimed.map_err(journal_error)?.ok_or_else(|| EngineError::JobBusy(id.to_owned()))?;
+        let mut report = MaintenanceReport::default();
+        let state = queue::reconcile_job(
+            &self.outputs.root,
+            &mut handle,
+            &self.outputs.log_path,
+            &mut report,
+        )
+        .map_err(journal_error)?;
+        if state.end.is_some() {
+            return Ok(None);
+        }
+        let remaining = state.remaining_plan(options.retry_failed).and_then(|mut plan| {
+            if let Some(shard) = options.shard {
+                plan.items.retain(|item| shard.has_item(item.index));
+            }
+            (!plan.items.is_empty()).then_some(plan)
+        });
+        let Some(mut plan) = remaining else {
+            if options.shard.is_none() {
+                handle.ended(JobEnd::Finished, Some("nothing left")).map_err(journal_error)?;
+            }
+            return Ok(None);
+        };
+        if let Some(device) = options.device {
+            plan.request.device = device;
+        }
+        let here = std::env::current_dir().ok();
+        if state.file.cwd.is_some() && state.file.cwd != here {
+            queue::resolve_relative_paths(&mut plan, state.file.cwd.as_deref());
+        }
+        let job = self.next_job.fetch_add(1, Ordering::Relaxed);
+        self.journal_ids.lock().unwrap_or_else(PoisonError::into_inner).insert(job, id.to_owned());
+        let queued = Box::new(plan.clone());
+        let rank = state.rank;
+        self.send_job(job, handle, |journal| Command::Submit { job, plan: queued, journal, rank })?;
+        Ok(Some(Resumed { job, id: id.to_owned(), plan, notes: report.messages() }))
+    }
+
+    /// Writes a plan to the persistent queue without running it (`generate --queue-only`):
+    /// `imagelab resume` — or several, one per shard — runs it later. Returns the job's id and
+    /// the plan as written (its sweep folder claimed).
+    ///
+    /// # Errors
+    /// The persistent queue cannot be written.
+    pub fn queue_only(&self, plan: Plan) -> Result<(String, Plan), EngineError> {
+        let (job, handle, plan) = self.journal_new(plan)?;
+        self.journal_ids.lock().unwrap_or_else(PoisonError::into_inner).remove(&job);
+        Ok((handle.id().to_owned(), *plan))
+    }
+
+    /// Marks job `id` of the persistent queue as not to be resumed.
+    ///
+    /// # Errors
+    /// Another live process holds the job; the journal cannot be written.
+    pub fn discard(&self, id: &str, reason: &str) -> Result<(), EngineError> {
+        let journal_error = |err: std::io::Error| EngineError::Journal(err.to_string());
+        let mut handle = self
+            .journal
+            .claim(id)
+            .map_err(journal_error)?
+            .ok_or_else(|| EngineError::JobBusy(id.to_owned()))?;
+        handle.ended(JobEnd::Discarded, Some(reason)).map_err(journal_error)
+    }
+
+    /// Holds (`true`) or releases the queue: the running job goes on, no waiting job starts.
     ///
     /// # Errors
     /// The command queue is full or the engine stopped.
-    pub fn submit(&self, plan: Plan) -> Result<JobId, EngineError> {
-        let job = self.next_job.fetch_add(1, Ordering::Relaxed);
-        self.send(Command::Submit { job, plan: Box::new(plan) })?;
-        Ok(job)
+    pub fn pause(&self, paused: bool) -> Result<(), EngineError> {
+        self.send(Command::Pause(paused))
+    }
+
+    /// Moves waiting job `job` to `position` among the waiting ones (0 = next).
+    ///
+    /// # Errors
+    /// The command queue is full or the engine stopped.
+    pub fn move_job(&self, job: JobId, position: usize) -> Result<(), EngineError> {
+        self.send(Command::Move { job, position })
+    }
+
+    /// Replaces waiting job `job` by `plan` (an edited copy, a new job in the persistent
+    /// queue), in its place; returns the copy's number.
+    ///
+    /// # Errors
+    /// As [`submit`](Self::submit).
+    pub fn replace(&self, job: JobId, plan: Plan) -> Result<JobId, EngineError> {
+        let (new_job, handle, plan) = self.journal_new(plan)?;
+        self.send_job(new_job, handle, |journal| Command::Replace { job, new_job, plan, journal })?;
+        Ok(new_job)
     }
 
     /// Cancels a job (pending: dropped; running: stops within one step).
@@ -287,6 +533,19 @@ pub fn prepare_plan(
     if let Some(path) = &request.init_image {
         check_init_image(path)?;
     }
+    if !capabilities.lora
+        && plan.request.sweep != crate::request::Sweep::AllModelsAllProfiles
+        && let Some(item) = plan.items.iter().find(|item| item.model.kind.is_lora())
+    {
+        return Err(RequestError::new(
+            "model",
+            format!(
+                "{} is a LoRA adapter ({}), and this backend does not apply LoRA adapters",
+                item.model.display_name,
+                item.model.model_id()
+            ),
+        ));
+    }
     let missing = capabilities.missing_for(&plan);
     if !missing.is_empty() {
         return Err(RequestError::new(
@@ -297,9 +556,44 @@ pub fn prepare_plan(
     Ok(plan)
 }
 
+/// Gives a sweep a folder of its own: `<time>_<sweep>`, or `-2`, `-3` … when another run took
+/// that name (two sweeps started in the same second). Returns the folder created.
+fn claim_run_dir(root: &Path, plan: &mut Plan) -> std::io::Result<Option<PathBuf>> {
+    let Some(run_dir) = plan.run_dir.clone() else { return Ok(None) };
+    let name = run_dir.to_string_lossy().into_owned();
+    let claimed = naming::create_new_dir(root, &name)?;
+    if claimed != name {
+        plan.set_run_dir(PathBuf::from(&claimed));
+    }
+    Ok(Some(root.join(claimed)))
+}
+
+/// Checks every model of `plan` with `checker` (the backend's planning-time file checks),
+/// each once. An "all models" sweep is not checked: it keeps going past a model that fails.
+///
+/// # Errors
+/// The first model that cannot load, as a `model` error naming the file.
+pub fn check_plan_models(plan: &Plan, checker: &ModelChecker) -> Result<(), RequestError> {
+    if plan.request.sweep == crate::request::Sweep::AllModelsAllProfiles {
+        return Ok(());
+    }
+    let mut seen = Vec::new();
+    for item in &plan.items {
+        if seen.contains(&&item.model) {
+            continue;
+        }
+        seen.push(&item.model);
+        checker(&item.model).map_err(|message| RequestError::new("model", message))?;
+    }
+    Ok(())
+}
+
+/// The init image, decoded in full (a valid header over broken pixels is caught here, not
+/// half-way through a job).
 fn check_init_image(path: &Path) -> Result<(), RequestError> {
-    let (width, height) =
-        inputs::check_image(path).map_err(|message| RequestError::new("init_image", message))?;
+    let (width, height) = inputs::load_image(path)
+        .map(|image| image.dimensions())
+        .map_err(|message| RequestError::new("init_image", message))?;
     if width < 8 || height < 8 {
         return Err(RequestError::new(
             "init_image",

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::backend::{Preview, Timings};
 use crate::request::Plan;
 use crate::storage::jobs_log::JobRecord;
+use crate::storage::journal::JobHandle;
 
 /// A job's number, unique within one engine.
 pub type JobId = u64;
@@ -21,6 +22,34 @@ pub enum Command {
         job: JobId,
         /// The validated plan.
         plan: Box<Plan>,
+        /// The job in the persistent queue, already written (held until the job ends).
+        journal: Box<JobHandle>,
+        /// Its place in the persistent queue's order.
+        rank: f64,
+    },
+    /// Hold the queue (`true`): the running job goes on, no waiting job starts until
+    /// `Pause(false)`.
+    Pause(bool),
+    /// Move a waiting job to `position` among the waiting ones (0 = next); the new order is
+    /// kept in the persistent queue.
+    Move {
+        /// The job.
+        job: JobId,
+        /// Its new place.
+        position: usize,
+    },
+    /// Replace a waiting job by an edited copy, in its place; the original ends as cancelled
+    /// ("replaced"), in the persistent queue too. If it already started, the copy is queued
+    /// at the back.
+    Replace {
+        /// The job edited.
+        job: JobId,
+        /// The copy's number.
+        new_job: JobId,
+        /// The copy's plan.
+        plan: Box<Plan>,
+        /// The copy in the persistent queue.
+        journal: Box<JobHandle>,
     },
     /// Cancel a job: a pending one is dropped, a running one stops within one denoising step.
     Cancel(JobId),
@@ -65,6 +94,9 @@ pub struct QueueStats {
     pub failed: usize,
     /// Jobs cancelled or dropped.
     pub cancelled: usize,
+    /// The queue is held: no waiting job starts.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// How a job ended.
@@ -90,6 +122,9 @@ pub struct JobSummary {
     pub run_dir: Option<PathBuf>,
     /// Wall time of the job in seconds.
     pub duration_s: f64,
+    /// The job's id in the persistent queue (`imagelab resume` takes it up).
+    #[serde(default)]
+    pub job_id: Option<String>,
 }
 
 /// One saved image, as the gallery and `--json` want it.

@@ -14,13 +14,15 @@ use super::backend::{
     StepUpdate,
 };
 use super::protocol::{Command, Event, JobId, JobSummary, QueueStats, SavedImage, StopMode};
+use super::queue::{JobState, base_record};
 use crate::models::catalog::{ModelDefaults, ModelRef};
-use crate::request::{Plan, Sweep, WorkItem};
+use crate::request::{Plan, WorkItem};
 use crate::storage::inputs;
 use crate::storage::jobs_log::{self, ItemStatus, JobRecord};
+use crate::storage::journal::{JobEnd, JobHandle};
 use crate::storage::metadata::encode::encode_image;
-use crate::storage::metadata::{GenerationInfo, version_string};
-use crate::storage::naming::{image_stem, write_new_file};
+use crate::storage::metadata::{GenerationInfo, JobRef, version_string};
+use crate::storage::naming::{image_stem, write_new_file_as};
 use crate::vocab::{OutputFormat, SamplerKind, SaveOptions};
 
 /// Wakes the front end after events were sent (`ctx.request_repaint` in the window).
@@ -33,6 +35,17 @@ pub struct Outputs {
     pub root: PathBuf,
     /// The jobs log file inside the root.
     pub log_path: PathBuf,
+    /// This engine's journal writer: tags its temporary files (`storage::durable`).
+    pub temp_tag: String,
+}
+
+/// A job waiting in (or taken from) the queue, with its persistent-queue handle.
+#[derive(Debug)]
+pub(crate) struct PendingJob {
+    job: JobId,
+    plan: Box<Plan>,
+    journal: Box<JobHandle>,
+    rank: f64,
 }
 
 /// What interrupts the running item.
@@ -72,7 +85,7 @@ struct Inbox {
     commands: Receiver<Command>,
     events: Sender<Event>,
     waker: Waker,
-    pending: VecDeque<(JobId, Box<Plan>)>,
+    pending: VecDeque<PendingJob>,
     stats: QueueStats,
     shutdown: bool,
     /// Set by [`Command::Stop`]: how, and why (for messages and the jobs log).
@@ -100,50 +113,119 @@ impl Inbox {
         self.emit(Event::QueueChanged(self.stats));
     }
 
+    /// A warning for the front end, also kept in the job's summary when there is one.
+    fn warn(&self, summary: Option<&mut JobSummary>, message: String) {
+        if let Some(summary) = summary {
+            summary.errors.push(message.clone());
+        }
+        self.emit(Event::Warning(message));
+    }
+
+    /// Queues a job (at the back), or ends it unstarted while the engine is stopping.
+    fn enqueue(&mut self, pending: PendingJob, running: Option<JobId>) {
+        if let Some((_, reason)) = &self.stop {
+            let why = format!("not started: the engine is stopping ({reason})");
+            self.drop_pending(pending, &why, true);
+            return;
+        }
+        let job = pending.job;
+        self.pending.push_back(pending);
+        self.emit(Event::Queued {
+            job,
+            position: self.pending.len() - 1 + usize::from(running.is_some()),
+        });
+        self.emit_stats();
+    }
+
+    /// Takes a pending job out of the queue.
+    fn take_pending(&mut self, job: JobId) -> Option<PendingJob> {
+        let index = self.pending.iter().position(|pending| pending.job == job)?;
+        self.pending.remove(index)
+    }
+
+    /// Ends every pending job unstarted.
+    fn drop_all_pending(&mut self, why: &str, interrupted: bool) {
+        let dropped: Vec<PendingJob> = self.pending.drain(..).collect();
+        for pending in dropped {
+            self.drop_pending(pending, why, interrupted);
+        }
+    }
+
+    /// Moves a pending job to `position` among the pending ones and records its new rank.
+    fn move_pending(&mut self, job: JobId, position: usize) {
+        let Some(mut pending) = self.take_pending(job) else { return };
+        let position = position.min(self.pending.len());
+        let before = position.checked_sub(1).and_then(|i| self.pending.get(i)).map(|p| p.rank);
+        let after = self.pending.get(position).map(|p| p.rank);
+        pending.rank = match (before, after) {
+            (Some(before), Some(after)) => before + (after - before) / 2.0,
+            (Some(before), None) => before + 1.0,
+            (None, Some(after)) => after - 1.0,
+            (None, None) => pending.rank,
+        };
+        if let Err(err) = pending.journal.ranked(pending.rank) {
+            self.warn(None, format!("persistent queue: {err}"));
+        }
+        self.pending.insert(position, pending);
+        self.emit_stats();
+    }
+
     /// Applies a command; returns what it means for the running job, if one runs.
     fn apply(&mut self, command: Command, running: Option<JobId>) -> Option<Interrupt> {
         match command {
-            Command::Submit { job, plan } => {
-                if let Some((_, reason)) = &self.stop {
-                    let why = format!("not started: the engine is stopping ({reason})");
-                    self.drop_pending(job, &plan, &why, true);
-                    return None;
-                }
-                self.pending.push_back((job, plan));
-                self.emit(Event::Queued {
-                    job,
-                    position: self.pending.len() - 1 + usize::from(running.is_some()),
-                });
-                self.emit_stats();
+            Command::Submit { job, plan, journal, rank } => {
+                self.enqueue(PendingJob { job, plan, journal, rank }, running);
                 None
             }
             Command::Cancel(job) if Some(job) == running => Some(Interrupt::CancelJob),
             Command::Cancel(job) => {
-                let index = self.pending.iter().position(|(pending, _)| *pending == job);
-                if let Some((_, plan)) = index.and_then(|index| self.pending.remove(index)) {
-                    self.drop_pending(job, &plan, "cancelled before it started", false);
+                if let Some(pending) = self.take_pending(job) {
+                    self.drop_pending(pending, "cancelled before it started", false);
                     self.emit_stats();
                 }
                 None
             }
             Command::SkipCurrent => running.map(|_| Interrupt::Skip),
             Command::ClearQueue => {
-                let dropped: Vec<(JobId, Box<Plan>)> = self.pending.drain(..).collect();
-                for (job, plan) in dropped {
-                    self.drop_pending(job, &plan, "removed from the queue", false);
-                }
+                self.drop_all_pending("removed from the queue", false);
                 self.emit_stats();
+                None
+            }
+            Command::Pause(paused) => {
+                self.stats.paused = paused;
+                self.emit_stats();
+                None
+            }
+            Command::Move { job, position } => {
+                self.move_pending(job, position);
+                None
+            }
+            Command::Replace { job, new_job, plan, journal } => {
+                let edited = PendingJob { job: new_job, plan, journal, rank: 0.0 };
+                if let Some(index) = self.pending.iter().position(|pending| pending.job == job) {
+                    let mut edited = PendingJob { rank: self.pending[index].rank, ..edited };
+                    if let Err(err) = edited.journal.ranked(edited.rank) {
+                        self.warn(None, format!("persistent queue: {err}"));
+                    }
+                    let old = std::mem::replace(&mut self.pending[index], edited);
+                    self.emit(Event::Queued { job: new_job, position: index });
+                    let why = format!("replaced by an edited copy (job #{new_job})");
+                    self.drop_pending(old, &why, false);
+                    self.emit_stats();
+                } else {
+                    self.emit(Event::Warning(format!(
+                        "job #{job} had already started; the edited copy is queued as job \
+                         #{new_job}"
+                    )));
+                    self.enqueue(edited, running);
+                }
                 None
             }
             Command::Stop { mode, reason } => {
                 let (mode, reason) = if let Some((current, first_reason)) = self.stop.take() {
                     (current.max(mode), first_reason)
                 } else {
-                    let dropped: Vec<(JobId, Box<Plan>)> = self.pending.drain(..).collect();
-                    let why = format!("not started: stopped ({reason})");
-                    for (job, plan) in dropped {
-                        self.drop_pending(job, &plan, &why, true);
-                    }
+                    self.drop_all_pending(&format!("not started: stopped ({reason})"), true);
                     self.emit_stats();
                     (mode, reason)
                 };
@@ -157,11 +239,16 @@ impl Inbox {
         }
     }
 
-    /// Reports a job that never started: every item counted as cancelled, or as interrupted
-    /// when a stop or shutdown (not the user) dropped it.
-    fn drop_pending(&mut self, job: JobId, plan: &Plan, why: &str, interrupted: bool) {
+    /// Reports a job that never started: every item counted as cancelled (and the job ended in
+    /// the persistent queue), or as interrupted when a stop or shutdown (not the user) dropped
+    /// it (left for `imagelab resume`).
+    fn drop_pending(&mut self, mut pending: PendingJob, why: &str, interrupted: bool) {
         self.stats.cancelled += 1;
-        let items = plan.items.len();
+        let job = pending.job;
+        let items = pending.plan.items.len();
+        if !interrupted && let Err(err) = pending.journal.ended(JobEnd::Cancelled, Some(why)) {
+            self.warn(None, format!("persistent queue: {err}"));
+        }
         let (cancelled, interrupted) = if interrupted { (0, items) } else { (items, 0) };
         self.emit(Event::JobFinished {
             job,
@@ -170,9 +257,16 @@ impl Inbox {
                 cancelled,
                 interrupted,
                 errors: vec![why.to_owned()],
+                job_id: Some(pending.journal.id().to_owned()),
                 ..JobSummary::default()
             },
         });
+    }
+
+    /// A stop the engine decides itself (a full disk): as [`Command::Stop`] with
+    /// [`StopMode::Now`].
+    fn stop_now(&mut self, reason: &str) {
+        self.apply(Command::Stop { mode: StopMode::Now, reason: reason.to_owned() }, None);
     }
 
     /// Why a stop interrupted an item, for its jobs-log line.
@@ -243,8 +337,10 @@ impl Worker {
             if self.inbox.shutdown {
                 break;
             }
-            if let Some((job, plan)) = self.inbox.pending.pop_front() {
-                self.run_job(job, &plan);
+            if !self.inbox.stats.paused
+                && let Some(mut pending) = self.inbox.pending.pop_front()
+            {
+                self.run_job(pending.job, &pending.plan, &mut pending.journal);
                 continue;
             }
             match self.inbox.commands.recv() {
@@ -255,19 +351,17 @@ impl Worker {
             }
         }
         // Anything still queued at shutdown is reported as dropped, left for `resume`.
-        let dropped: Vec<(JobId, Box<Plan>)> = self.inbox.pending.drain(..).collect();
-        for (job, plan) in dropped {
-            self.inbox.drop_pending(job, &plan, "not started: the engine shut down", true);
-        }
+        self.inbox.drop_all_pending("not started: the engine shut down", true);
     }
 
-    fn run_job(&mut self, job: JobId, plan: &Plan) {
+    fn run_job(&mut self, job: JobId, plan: &Plan, journal: &mut JobHandle) {
         let started = Instant::now();
         self.inbox.stats.running = 1;
         self.inbox.emit_stats();
         let mut summary = JobSummary {
             items: plan.items.len(),
             run_dir: plan.run_dir.as_ref().map(|dir| self.outputs.root.join(dir)),
+            job_id: Some(journal.id().to_owned()),
             ..JobSummary::default()
         };
         let mut stop: Option<Interrupt> = None;
@@ -286,7 +380,7 @@ impl Worker {
                 }
                 continue;
             }
-            match self.run_item(job, plan, item, &mut summary) {
+            match self.run_item(job, plan, item, journal, &mut summary) {
                 ItemOutcome::Done => summary.done += 1,
                 ItemOutcome::Failed => summary.failed += 1,
                 ItemOutcome::Cancelled(interrupt) => {
@@ -300,6 +394,23 @@ impl Worker {
                     }
                 }
             }
+        }
+        // The persistent queue: a job stopped by a stop or a shutdown stays unfinished; a shard
+        // ends the job only when every shard's items are done.
+        let end = match stop {
+            None | Some(Interrupt::Skip) if journal.shard().is_some() => {
+                let whole_job_done = JobState::read(&self.outputs.root, journal.id())
+                    .is_ok_and(|state| state.remaining_plan(false).is_none());
+                whole_job_done.then_some((JobEnd::Finished, Some("every shard done")))
+            }
+            None | Some(Interrupt::Skip) => Some((JobEnd::Finished, None)),
+            Some(Interrupt::CancelJob) => Some((JobEnd::Cancelled, Some("cancelled by user"))),
+            Some(Interrupt::Stop | Interrupt::Shutdown) => None,
+        };
+        if let Some((end, reason)) = end
+            && let Err(err) = journal.ended(end, reason)
+        {
+            self.inbox.warn(Some(&mut summary), format!("persistent queue: {err}"));
         }
         summary.duration_s = started.elapsed().as_secs_f64();
         self.inbox.stats.running = 0;
@@ -350,6 +461,7 @@ impl Worker {
         job: JobId,
         plan: &Plan,
         item: &WorkItem,
+        journal: &mut JobHandle,
         summary: &mut JobSummary,
     ) -> ItemOutcome {
         let started = Instant::now();
@@ -361,12 +473,12 @@ impl Worker {
             profile: item.profile.clone(),
             images: item.seeds.len(),
         });
-        let mut record = new_record(job, plan, item);
+        let mut record = base_record(job, journal.id(), plan, item);
         let outcome = match self.prepare_item(job, plan, item) {
             Ok(prepared) => {
                 prepared.settings.fill(&mut record);
                 record.model_id.clone_from(&prepared.loaded.model_id);
-                self.generate_images(job, plan, item, &prepared, &mut record, summary)
+                self.generate_images(job, plan, item, &prepared, &mut record, journal, summary)
             }
             Err(failure) => {
                 failure.settings.fill(&mut record);
@@ -394,8 +506,21 @@ impl Worker {
                 });
             }
         }
-        if let Err(err) = jobs_log::append(&self.outputs.log_path, &record) {
-            self.inbox.emit(Event::Warning(format!("jobs log not written: {err}")));
+        let logged = match jobs_log::append(&self.outputs.log_path, &record) {
+            Ok(cut) => {
+                if cut > 0 {
+                    let message = format!("cut a torn last line ({cut} bytes) off the jobs log");
+                    self.inbox.warn(None, message);
+                }
+                true
+            }
+            Err(err) => {
+                self.inbox.warn(Some(summary), format!("jobs log not written: {err}"));
+                false
+            }
+        };
+        if let Err(err) = journal.item_ended(item.index, record.status, &record.paths, logged) {
+            self.inbox.warn(Some(summary), format!("persistent queue: {err}"));
         }
         let record = Box::new(record);
         match &outcome {
@@ -451,6 +576,7 @@ impl Worker {
     }
 
     /// Makes and saves every image of a prepared item, polling commands between images.
+    #[allow(clippy::too_many_arguments, reason = "the item's context, passed down once")]
     fn generate_images(
         &mut self,
         job: JobId,
@@ -458,6 +584,7 @@ impl Worker {
         item: &WorkItem,
         prepared: &PreparedItem,
         record: &mut JobRecord,
+        journal: &mut JobHandle,
         summary: &mut JobSummary,
     ) -> ItemOutcome {
         let out_dir = self.outputs.root.join(&item.out_dir);
@@ -488,11 +615,19 @@ impl Worker {
                     record.notes.push(note.clone());
                 }
             }
-            let info =
+            let mut info =
                 prepared.generation_info(plan, item, seed, &generated, self.backend.device_label());
+            info.job = Some(JobRef { id: journal.id().to_owned(), item: item.index });
             let options = plan.request.output;
-            let saved = match save_image(&out_dir, &plan.request.prompt, &info, &generated, options)
-            {
+            let tag = &self.outputs.temp_tag;
+            let saved = match save_image(
+                &out_dir,
+                &plan.request.prompt,
+                &info,
+                &generated,
+                options,
+                tag,
+            ) {
                 Ok((saved, note)) => {
                     if let Some(note) = note
                         && !record.notes.contains(&note)
@@ -502,13 +637,27 @@ impl Worker {
                     }
                     saved
                 }
+                Err(error) if error.disk_full => {
+                    // Every later image would fail the same way: stop, resumably, and say so.
+                    let message = format!(
+                        "disk full ({}); stopped: free some space, then run `imagelab resume`",
+                        error.message
+                    );
+                    self.inbox.warn(Some(summary), message);
+                    self.inbox.stop_now("disk full");
+                    return ItemOutcome::Cancelled(Interrupt::Stop);
+                }
                 Err(error) => {
-                    record.error = Some(error);
+                    record.error = Some(error.message);
                     return ItemOutcome::Failed;
                 }
             };
+            let relative = relative_path(&self.outputs.root, &saved.path);
+            if let Err(err) = journal.image_saved(item.index, seed, &relative) {
+                self.inbox.warn(Some(summary), format!("persistent queue: {err}"));
+            }
             record.seeds.push(seed);
-            record.paths.push(relative_path(&self.outputs.root, &saved.path));
+            record.paths.push(relative);
             summary.paths.push(saved.path.clone());
             self.inbox.emit(Event::ImageSaved { job, item: item.index, image: saved });
         }
@@ -688,54 +837,44 @@ impl PreparedItem {
             device,
             version: version_string(),
             notes: generated.notes.clone(),
+            job: None,
         }
     }
 }
 
-/// The jobs-log line of an item before it runs: what the plan says (settings, status and
-/// timing are filled in as it runs).
-fn new_record(job: JobId, plan: &Plan, item: &WorkItem) -> JobRecord {
-    JobRecord {
-        timestamp: String::new(),
-        mode: plan.request.mode(),
-        prompt: item.prompt.clone(),
-        negative: item.negative.clone(),
-        all_profiles: plan.request.sweep == Sweep::AllProfiles,
-        all_models: plan.request.sweep == Sweep::AllModelsAllProfiles,
-        profile: item.profile.clone(),
-        model: item.model.display_name.clone(),
-        model_id: item.model.model_id(),
-        scheduler: String::new(),
-        steps: 0,
-        cfg: 0.0,
-        width: 0,
-        height: 0,
-        batch_size: u32::try_from(item.seeds.len()).unwrap_or(u32::MAX),
-        seed_base: plan.seed_base,
-        seeds: Vec::new(),
-        paths: Vec::new(),
-        run_dir: plan.run_dir.as_ref().map(|dir| dir.to_string_lossy().replace('\\', "/")),
-        error: None,
-        duration_s: 0.0,
-        device: String::new(),
-        status: ItemStatus::Done,
-        job,
-        notes: Vec::new(),
-        extra: serde_json::Map::new(),
-        runner: plan.runner.clone(),
+/// Why an image could not be saved.
+struct SaveError {
+    message: String,
+    /// The disk (or the quota) is full: later images would fail the same way.
+    disk_full: bool,
+}
+
+impl SaveError {
+    fn io(what: &str, err: &std::io::Error) -> Self {
+        let disk_full = matches!(
+            err.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        );
+        Self { message: format!("saving {what}: {err}"), disk_full }
+    }
+
+    fn encode(message: String) -> Self {
+        Self { message, disk_full: false }
     }
 }
 
-/// Writes the image in the requested format (and the latent) under never-overwritten names.
-/// A JPEG whose settings do not fit its 64 KiB metadata segments is saved as a PNG instead,
-/// with a note: the image is never lost and always carries its settings.
+/// Writes the image in the requested format (and the latent) under never-overwritten names;
+/// `tag` names this writer in the temporary files. A JPEG whose settings do not fit its 64 KiB
+/// metadata segments is saved as a PNG instead, with a note: the image is never lost and
+/// always carries its settings.
 fn save_image(
     out_dir: &Path,
     user_prompt: &str,
     info: &GenerationInfo,
     generated: &Generated,
     options: SaveOptions,
-) -> Result<(SavedImage, Option<String>), String> {
+    tag: &str,
+) -> Result<(SavedImage, Option<String>), SaveError> {
     let image = &generated.image;
     let (width, height) = image.dimensions();
     let (bytes, format, note) = match encode_image(width, height, image.as_raw(), info, options) {
@@ -743,23 +882,23 @@ fn save_image(
         Err(err) if err.is_metadata_too_large() => {
             let png = SaveOptions { format: OutputFormat::Png, ..options };
             let bytes = encode_image(width, height, image.as_raw(), info, png)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| SaveError::encode(e.to_string()))?;
             (bytes, OutputFormat::Png, Some(format!("saved as PNG instead of JPEG: {err}")))
         }
-        Err(err) => return Err(err.to_string()),
+        Err(err) => return Err(SaveError::encode(err.to_string())),
     };
     let timestamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
     let stem = image_stem(&timestamp, &info.profile, user_prompt, info.seed);
-    let path = write_new_file(out_dir, &stem, format.extension(), &bytes)
-        .map_err(|e| format!("saving image: {e}"))?;
+    let path = write_new_file_as(out_dir, &stem, format.extension(), &bytes, tag)
+        .map_err(|e| SaveError::io("image", &e))?;
     let latent = match &generated.latent_safetensors {
         None => None,
         Some(latent) => {
             let stem =
                 path.file_stem().map_or_else(|| stem.clone(), |s| s.to_string_lossy().into_owned());
             Some(
-                write_new_file(out_dir, &stem, "latent", latent)
-                    .map_err(|e| format!("saving latent: {e}"))?,
+                write_new_file_as(out_dir, &stem, "latent", latent, tag)
+                    .map_err(|e| SaveError::io("latent", &e))?,
             )
         }
     };

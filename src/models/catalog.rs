@@ -53,6 +53,13 @@ pub enum EntryKind {
     },
 }
 
+impl EntryKind {
+    /// Whether this is a LoRA adapter rather than a whole pipeline.
+    pub fn is_lora(&self) -> bool {
+        matches!(self, Self::Lora { .. })
+    }
+}
+
 /// One known model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CatalogEntry {

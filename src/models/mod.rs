@@ -9,6 +9,7 @@ pub mod hub;
 pub mod layout;
 pub mod manage;
 pub mod oom;
+pub mod preflight;
 pub mod safetensors_header;
 pub mod weight_files;
 

@@ -185,38 +185,18 @@ impl Request {
     /// # Errors
     /// The first bad field, named.
     pub fn validate(&self, profiles: &Profiles, catalog: &Catalog) -> Result<(), RequestError> {
-        if self.prompt.chars().count() > limits::MAX_PROMPT_CHARS {
-            return Err(RequestError::new(
-                "prompt",
-                format!("longer than {} characters", limits::MAX_PROMPT_CHARS),
-            ));
-        }
-        if self.negative.chars().count() > limits::MAX_PROMPT_CHARS {
-            return Err(RequestError::new(
-                "negative",
-                format!("longer than {} characters", limits::MAX_PROMPT_CHARS),
-            ));
-        }
+        validate_text("prompt", &self.prompt)?;
+        validate_text("negative", &self.negative)?;
         for (field, value) in [("width", self.width), ("height", self.height)] {
             if let Some(px) = value {
                 validate_size(field, px)?;
             }
         }
-        if let Some(steps) = self.steps
-            && !(1..=limits::MAX_STEPS).contains(&steps)
-        {
-            return Err(RequestError::new(
-                "steps",
-                format!("{steps} is outside 1..={}", limits::MAX_STEPS),
-            ));
+        if let Some(steps) = self.steps {
+            validate_steps("steps", steps)?;
         }
-        if let Some(cfg) = self.cfg
-            && !(cfg.is_finite() && (0.0..=limits::MAX_CFG).contains(&cfg))
-        {
-            return Err(RequestError::new(
-                "cfg",
-                format!("{cfg} is outside 0..={} (0 or 1 disables guidance)", limits::MAX_CFG),
-            ));
+        if let Some(cfg) = self.cfg {
+            validate_cfg("cfg", cfg)?;
         }
         if !(1..=limits::MAX_BATCH).contains(&self.batch) {
             return Err(RequestError::new(
@@ -276,6 +256,48 @@ fn validate_output(output: SaveOptions) -> Result<(), RequestError> {
         ));
     }
     Ok(())
+}
+
+/// Denoising steps within `1..=MAX_STEPS` (flags, profiles and templates alike).
+///
+/// # Errors
+/// Outside the range, naming `field`.
+pub fn validate_steps(field: &str, steps: u32) -> Result<(), RequestError> {
+    if (1..=limits::MAX_STEPS).contains(&steps) {
+        Ok(())
+    } else {
+        Err(RequestError::new(field, format!("{steps} is outside 1..={}", limits::MAX_STEPS)))
+    }
+}
+
+/// A finite CFG scale within `0..=MAX_CFG` (flags, profiles and templates alike).
+///
+/// # Errors
+/// Outside the range or not finite, naming `field`.
+pub fn validate_cfg(field: &str, cfg: f32) -> Result<(), RequestError> {
+    if cfg.is_finite() && (0.0..=limits::MAX_CFG).contains(&cfg) {
+        Ok(())
+    } else {
+        Err(RequestError::new(
+            field,
+            format!("{cfg} is outside 0..={} (0 or 1 disables guidance)", limits::MAX_CFG),
+        ))
+    }
+}
+
+/// Text no longer than `MAX_PROMPT_CHARS` characters.
+///
+/// # Errors
+/// Too long, naming `field`.
+pub fn validate_text(field: &str, text: &str) -> Result<(), RequestError> {
+    if text.chars().count() > limits::MAX_PROMPT_CHARS {
+        Err(RequestError::new(
+            field,
+            format!("longer than {} characters", limits::MAX_PROMPT_CHARS),
+        ))
+    } else {
+        Ok(())
+    }
 }
 
 fn validate_size(field: &str, px: u32) -> Result<(), RequestError> {

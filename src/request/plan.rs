@@ -66,6 +66,20 @@ impl Plan {
     pub fn image_count(&self) -> usize {
         self.items.iter().map(|item| item.seeds.len()).sum()
     }
+
+    /// Moves a sweep to another folder (relative to the output root): every item's folder
+    /// follows. Plain runs have no folder and are left as they are.
+    pub fn set_run_dir(&mut self, run_dir: PathBuf) {
+        let Some(old) = self.run_dir.replace(run_dir.clone()) else {
+            self.run_dir = None;
+            return;
+        };
+        for item in &mut self.items {
+            if let Ok(rest) = item.out_dir.strip_prefix(&old) {
+                item.out_dir = run_dir.join(rest);
+            }
+        }
+    }
 }
 
 /// How many images a request would make, for the window's sweep choice (no validation).
@@ -133,17 +147,35 @@ pub fn build_plan(
             .as_ref()
             .map_or_else(PathBuf::new, |dir| dir.join(slug(&model.display_name, 64, "model")));
         for profile in &chosen_profiles {
+            // What a profile adds is checked like what the user typed.
+            let from_profile = |err: RequestError| {
+                RequestError::new(
+                    err.field,
+                    format!("{} (profile {:?})", err.message, profile.name),
+                )
+            };
+            let steps = request.steps.or(profile.default_steps);
+            let cfg = request.cfg.or(profile.default_cfg);
+            let prompt = profile.apply_prompt(&request.prompt);
+            let negative = profile.apply_negative(&request.negative);
+            steps
+                .map(|steps| super::validate_steps("steps", steps))
+                .transpose()
+                .map_err(from_profile)?;
+            cfg.map(|cfg| super::validate_cfg("cfg", cfg)).transpose().map_err(from_profile)?;
+            super::validate_text("prompt", &prompt).map_err(from_profile)?;
+            super::validate_text("negative", &negative).map_err(from_profile)?;
             items.push(WorkItem {
                 index: items.len(),
                 model: model.clone(),
                 profile: profile.name.clone(),
-                prompt: profile.apply_prompt(&request.prompt),
-                negative: profile.apply_negative(&request.negative),
+                prompt,
+                negative,
                 scheduler: request.scheduler.or(profile.default_scheduler),
                 width: request.width,
                 height: request.height,
-                steps: request.steps.or(profile.default_steps),
-                cfg: request.cfg.or(profile.default_cfg),
+                steps,
+                cfg,
                 seeds: seeds.clone(),
                 out_dir: out_dir.clone(),
             });

@@ -190,16 +190,25 @@ fn parse_list(text: &str, file: &str) -> Result<Vec<Profile>, ProfilesError> {
         if !seen.insert(profile.name.to_lowercase()) {
             return Err(invalid(format!("profile {:?} is defined twice", profile.name)));
         }
-        if profile.default_steps == Some(0) {
-            return Err(invalid(format!("profile {:?}: default_steps is 0", profile.name)));
+        // The same limits as the flags: a profile's defaults are user input too.
+        if let Some(steps) = profile.default_steps
+            && let Err(err) = super::validate_steps("default_steps", steps)
+        {
+            return Err(invalid(format!("profile {:?}: {err}", profile.name)));
         }
         if let Some(cfg) = profile.default_cfg
-            && !(cfg.is_finite() && cfg >= 0.0)
+            && let Err(err) = super::validate_cfg("default_cfg", cfg)
         {
-            return Err(invalid(format!(
-                "profile {:?}: default_cfg {cfg} is not ≥ 0",
-                profile.name
-            )));
+            return Err(invalid(format!("profile {:?}: {err}", profile.name)));
+        }
+        for (field, text) in [
+            ("name", &profile.name),
+            ("prompt_suffix", &profile.prompt_suffix),
+            ("negative_suffix", &profile.negative_suffix),
+        ] {
+            if let Err(err) = super::validate_text(field, text) {
+                return Err(invalid(format!("profile {:?}: {err}", profile.name)));
+            }
         }
     }
     Ok(profiles)

@@ -1,8 +1,14 @@
 //! The jobs log: one JSON line per finished item, appended atomically, one file per instance
 //! (`jobs_<INSTANCE_ID>.log`, else `jobs.log`), read back from every `jobs*.log` in a folder.
+//!
+//! An append is all-or-nothing: under an exclusive lock on the file, a torn last line (a
+//! crash or a full disk in the middle of an earlier write) is cut off first, the whole line is
+//! written with one `write`, synced, and cut back off again if the write failed. So a line is
+//! never glued to a fragment, and a record is either complete or absent (the persistent queue
+//! writes an absent one again from the images' metadata on the next start).
 
 use serde::{Deserialize, Serialize};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::vocab::Mode;
@@ -80,6 +86,13 @@ pub struct JobRecord {
     /// smaller size), once per distinct note over the item's images.
     #[serde(default)]
     pub notes: Vec<String>,
+    /// The persistent queue's id of the job (`.imagelab/jobs/<id>/`), stable across resumes
+    /// and processes; absent in lines written before the queue existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    /// The item's index in the job's plan (with `job_id`, names the item across resumes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<usize>,
     /// Set on jobs of `imagelab runner`: the runner's job number, template and generated
     /// prompt. Absent from other lines (and from lines written before the runner existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -119,17 +132,83 @@ pub fn log_file_name(instance_id: Option<&str>) -> String {
     }
 }
 
-/// Appends `record` as one line with a single `write` on an `O_APPEND` file, so concurrent
-/// writers never interleave inside a line.
+/// Appends `record` as one line: under an exclusive lock, after cutting off a torn last line,
+/// with a single `write` on an `O_APPEND` file (concurrent writers never interleave inside a
+/// line), synced; a failed write is cut back off. Returns the bytes of a torn line that were
+/// cut off, if any (for a warning).
+///
+/// # Errors
+/// I/O errors name the file; after an error the file holds exactly what it held before.
+pub fn append(log_path: &Path, record: &JobRecord) -> std::io::Result<usize> {
+    let mut line = serde_json::to_string(record).map_err(std::io::Error::other)?;
+    line.push('\n');
+    let mut file =
+        fs_err::OpenOptions::new().create(true).read(true).append(true).open(log_path)?;
+    file.lock()?;
+    append_locked(file.file_mut(), line.as_bytes(), &mut |file, bytes| file.write_all(bytes))
+        .map_err(|err| std::io::Error::new(err.kind(), format!("{}: {err}", log_path.display())))
+}
+
+/// Cuts off a torn last line of the log at `log_path`, under its lock. Returns the bytes cut.
 ///
 /// # Errors
 /// I/O errors name the file.
-pub fn append(log_path: &Path, record: &JobRecord) -> std::io::Result<()> {
-    let mut line = serde_json::to_string(record).map_err(std::io::Error::other)?;
-    line.push('\n');
-    let mut file = fs_err::OpenOptions::new().create(true).append(true).open(log_path)?;
-    file.write_all(line.as_bytes())?;
-    file.flush()
+pub fn repair_torn_tail(log_path: &Path) -> std::io::Result<usize> {
+    let mut file = fs_err::OpenOptions::new().read(true).write(true).open(log_path)?;
+    file.lock()?;
+    cut_torn_tail(file.file_mut())
+        .map_err(|err| std::io::Error::new(err.kind(), format!("{}: {err}", log_path.display())))
+}
+
+/// The append under the lock; `write` is the one write of the line (tests inject a full disk).
+fn append_locked(
+    file: &mut std::fs::File,
+    line: &[u8],
+    write: &mut dyn FnMut(&mut std::fs::File, &[u8]) -> std::io::Result<()>,
+) -> std::io::Result<usize> {
+    let cut = cut_torn_tail(file)?;
+    let before = file.metadata()?.len();
+    let written = write(file, line).and_then(|()| file.sync_data());
+    if let Err(err) = written {
+        // All or nothing: take back whatever part of the line reached the file.
+        let _ = file.set_len(before);
+        let _ = file.sync_data();
+        return Err(err);
+    }
+    Ok(cut)
+}
+
+/// Truncates `file` after its last newline when its last byte is not one; returns the bytes
+/// removed.
+fn cut_torn_tail(file: &mut std::fs::File) -> std::io::Result<usize> {
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(0);
+    }
+    let mut last = [0_u8; 1];
+    file.seek(SeekFrom::Start(len - 1))?;
+    file.read_exact(&mut last)?;
+    if last[0] == b'\n' {
+        return Ok(0);
+    }
+    // Walk back in blocks to the last newline (or the start).
+    let mut end = len;
+    let mut keep = 0;
+    let mut block = vec![0_u8; 64 * 1024];
+    while end > 0 {
+        let start = end.saturating_sub(block.len() as u64);
+        let size = usize::try_from(end - start).unwrap_or(block.len());
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut block[..size])?;
+        if let Some(newline) = block[..size].iter().rposition(|&b| b == b'\n') {
+            keep = start + newline as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    file.set_len(keep)?;
+    file.sync_data()?;
+    Ok(usize::try_from(len - keep).unwrap_or(usize::MAX))
 }
 
 /// A line that could not be read.
@@ -239,6 +318,8 @@ mod tests {
             notes: Vec::new(),
             extra: serde_json::Map::new(),
             runner: None,
+            job_id: None,
+            item: None,
         }
     }
 
@@ -305,6 +386,39 @@ mod tests {
             "{line}"
         );
         assert_eq!(serde_json::from_str::<JobRecord>(&line).expect("reads"), tagged);
+    }
+
+    #[test]
+    fn appends_are_all_or_nothing_and_torn_lines_are_cut_not_glued() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("jobs.log");
+        append(&log, &sample(1)).expect("append");
+        // A crash in the middle of a write left half a line.
+        let mut file = fs_err::OpenOptions::new().append(true).open(&log).expect("open");
+        file.write_all(b"{\"timestamp\": \"2026-11-2").expect("write");
+        drop(file);
+        assert_eq!(append(&log, &sample(2)).expect("append"), 24, "the torn bytes were cut");
+        // A full disk in the middle of the next write: nothing of it stays.
+        let mut file = fs_err::OpenOptions::new().read(true).append(true).open(&log).expect("o");
+        let line = serde_json::to_string(&sample(3)).expect("json") + "\n";
+        let mut full = |file: &mut std::fs::File, bytes: &[u8]| {
+            file.write_all(&bytes[..bytes.len() / 2])?;
+            Err(std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device"))
+        };
+        let err = append_locked(file.file_mut(), line.as_bytes(), &mut full).expect_err("full");
+        assert_eq!(err.kind(), std::io::ErrorKind::StorageFull);
+        drop(file);
+        append(&log, &sample(4)).expect("append");
+        let text = fs_err::read_to_string(&log).expect("read");
+        assert!(text.ends_with('\n'));
+        let contents = read_all(dir.path()).expect("read");
+        assert!(contents.damaged.is_empty(), "{:?}", contents.damaged);
+        let seeds: Vec<u64> = contents.records.iter().map(|r| r.seed_base).collect();
+        assert_eq!(seeds, [1, 2, 4], "every complete record, each on its own line");
+        // A torn tail alone is repaired on request, and a whole file of one torn line empties.
+        fs_err::write(&log, b"no newline at all").expect("write");
+        assert_eq!(repair_torn_tail(&log).expect("repair"), 17);
+        assert_eq!(fs_err::read(&log).expect("read"), b"");
     }
 
     #[test]

@@ -8,13 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::StopSignals;
-use crate::engine::{
-    Backend, Engine, EngineConfig, Event, JobId, StopMode, prepare_plan, relative_path,
-};
+use crate::engine::ResumeOptions;
+use crate::engine::{Backend, Engine, EngineConfig, Event, JobId, StopMode, relative_path};
 use crate::models::catalog::Catalog;
-use crate::request::Profiles;
 use crate::request::profiles::import_styles;
 use crate::request::restore::restore_settings;
+use crate::request::{Profiles, Request};
 use crate::storage::favorites;
 use crate::storage::metadata::{Recovered, recover};
 
@@ -138,6 +137,8 @@ pub struct LabApp {
     thumbnails: ThumbnailLoader,
     last_seed: Option<u64>,
     job_labels: HashMap<JobId, String>,
+    /// What each job of this session asked for (to edit a waiting one).
+    job_requests: HashMap<JobId, Request>,
     /// SIGINT/SIGTERM: forwarded to the engine as a clean stop; the window closes when idle.
     stop_signals: Option<StopSignals>,
     /// The strongest stop sent to the engine so far.
@@ -224,6 +225,14 @@ impl LabApp {
             Err(err) => log.push(Severity::Warning, format!("favourites: {err}")),
         }
         let controls = ControlsPanel { form, ..ControlsPanel::default() };
+        let mut queue = QueuePanel::default();
+        // Work an earlier session left unfinished (a crash, a closed window) is offered back.
+        if let Some(engine) = &engine {
+            match engine.unfinished_jobs() {
+                Ok(jobs) => queue.offer = jobs.into_iter().filter(|job| !job.live).collect(),
+                Err(err) => log.push(Severity::Warning, err.to_string()),
+            }
+        }
         Self {
             engine,
             output_root: config.output_root,
@@ -234,7 +243,7 @@ impl LabApp {
             model_status: Box::new(NoModelStatus),
             controls,
             watch: WatchPanel::default(),
-            queue: QueuePanel::default(),
+            queue,
             gallery,
             log,
             sweep: SweepPanel::default(),
@@ -252,6 +261,7 @@ impl LabApp {
             thumbnails,
             last_seed: None,
             job_labels: HashMap::new(),
+            job_requests: HashMap::new(),
             stop_signals: None,
             stop_sent: None,
         }
@@ -351,28 +361,146 @@ impl LabApp {
         let form = &self.controls.form;
         let seed = if form.random_seed { crate::request::plan::random_seed() } else { form.seed };
         let request = form.to_request(seed);
-        let plan =
-            match prepare_plan(&request, &self.profiles, &self.catalog, &engine.capabilities()) {
-                Ok(plan) => plan,
-                Err(err) => {
-                    self.log.push(Severity::Error, err.to_string());
-                    return;
-                }
-            };
+        let plan = match engine.prepare(&request, &self.profiles, &self.catalog) {
+            Ok(plan) => plan,
+            Err(err) => {
+                self.log.push(Severity::Error, err.to_string());
+                return;
+            }
+        };
         let images = plan.image_count();
+        let planned = plan.request.clone();
         match engine.submit(plan) {
             Ok(job) => {
                 self.last_seed = Some(seed);
-                let mut label: String = request.prompt.chars().take(40).collect();
-                if request.sweep != crate::request::Sweep::None {
-                    label = format!("[{}] {label}", request.sweep.slug());
-                }
+                let label = label_of(&request);
                 self.job_labels.insert(job, label.clone());
+                self.job_requests.insert(job, planned);
                 self.queue.jobs.push(QueuedJob { job, label, images, state: JobState::Pending });
                 self.log
                     .push(Severity::Info, format!("job #{job}: {images} image(s), seed {seed}"));
             }
             Err(err) => self.log.push(Severity::Error, err.to_string()),
+        }
+    }
+
+    /// Replaces the waiting job being edited by the form's settings (a new job in its place).
+    pub fn save_edit(&mut self) {
+        let (Some(engine), Some(job)) = (&self.engine, self.queue.editing) else { return };
+        let form = &self.controls.form;
+        let seed = if form.random_seed { crate::request::plan::random_seed() } else { form.seed };
+        let request = form.to_request(seed);
+        let plan = match engine.prepare(&request, &self.profiles, &self.catalog) {
+            Ok(plan) => plan,
+            Err(err) => {
+                self.log.push(Severity::Error, err.to_string());
+                return;
+            }
+        };
+        let images = plan.image_count();
+        let planned = plan.request.clone();
+        match engine.replace(job, plan) {
+            Ok(copy) => {
+                let label = label_of(&request);
+                self.job_labels.insert(copy, label.clone());
+                self.job_requests.insert(copy, planned);
+                let entry = QueuedJob { job: copy, label, images, state: JobState::Pending };
+                self.queue.replaced(job, entry);
+                self.log.push(Severity::Info, format!("job #{job} edited: now job #{copy}"));
+            }
+            Err(err) => self.log.push(Severity::Error, err.to_string()),
+        }
+    }
+
+    /// Takes the offered unfinished jobs back into the queue (held first when `paused`, to
+    /// review them), or discards them.
+    pub fn answer_offer(&mut self, resume: bool, paused: bool) {
+        let Some(engine) = &self.engine else { return };
+        let offer = std::mem::take(&mut self.queue.offer);
+        if resume
+            && paused
+            && let Err(err) = engine.pause(true)
+        {
+            self.log.push(Severity::Error, err.to_string());
+        }
+        for job in offer {
+            if !resume {
+                match engine.discard(&job.id, "discarded in the window") {
+                    Ok(()) => self.log.push(Severity::Info, format!("job {} discarded", job.id)),
+                    Err(err) => self.log.push(Severity::Error, err.to_string()),
+                }
+                continue;
+            }
+            match engine.resume(&job.id, ResumeOptions::default()) {
+                Ok(Some(resumed)) => {
+                    for note in resumed.notes {
+                        self.log.push(Severity::Info, note);
+                    }
+                    let images = resumed.plan.image_count();
+                    self.job_labels.insert(resumed.job, job.label.clone());
+                    self.job_requests.insert(resumed.job, resumed.plan.request);
+                    self.queue.jobs.push(QueuedJob {
+                        job: resumed.job,
+                        label: job.label,
+                        images,
+                        state: JobState::Pending,
+                    });
+                    self.log.push(
+                        Severity::Info,
+                        format!(
+                            "job {} resumed as #{}: {images} image(s) left",
+                            job.id, resumed.job
+                        ),
+                    );
+                }
+                Ok(None) => {
+                    self.log.push(Severity::Info, format!("job {}: nothing left to do", job.id));
+                }
+                Err(err) => self.log.push(Severity::Error, err.to_string()),
+            }
+        }
+    }
+
+    fn on_queue_action(&mut self, action: QueueAction) {
+        let Some(engine) = &self.engine else { return };
+        let result = match action {
+            QueueAction::Cancel(job) => engine.cancel(job),
+            QueueAction::Clear => engine.clear_queue(),
+            QueueAction::Pause(paused) => engine.pause(paused),
+            QueueAction::Move { job, position } => {
+                let moved = engine.move_job(job, position);
+                if moved.is_ok() {
+                    self.queue.move_pending(job, position);
+                }
+                moved
+            }
+            QueueAction::Edit(job) => {
+                if let Some(request) = self.job_requests.get(&job) {
+                    self.controls.form.load_request(request, &self.catalog);
+                    self.queue.editing = Some(job);
+                    self.log.push(Severity::Info, format!("editing job #{job}"));
+                }
+                Ok(())
+            }
+            QueueAction::SaveEdit => {
+                self.save_edit();
+                Ok(())
+            }
+            QueueAction::StopEditing => {
+                self.queue.editing = None;
+                Ok(())
+            }
+            QueueAction::Resume { paused } => {
+                self.answer_offer(true, paused);
+                Ok(())
+            }
+            QueueAction::Discard => {
+                self.answer_offer(false, false);
+                Ok(())
+            }
+        };
+        if let Err(err) = result {
+            self.log.push(Severity::Error, err.to_string());
         }
     }
 
@@ -645,7 +773,7 @@ impl LabApp {
     fn on_event(&mut self, ctx: &egui::Context, event: Event) {
         match event {
             Event::Queued { job, .. } => self.queue.set_state(job, JobState::Pending),
-            Event::QueueChanged(_) => {}
+            Event::QueueChanged(stats) => self.queue.paused = stats.paused,
             Event::ModelLoading { job, model, message, fraction } => {
                 let progress = self.watch.progress.get_or_insert_with(JobProgress::default);
                 progress.job = job;
@@ -879,6 +1007,16 @@ impl LabApp {
     }
 }
 
+/// A job's label in the queue: the prompt's start, and the sweep.
+fn label_of(request: &Request) -> String {
+    let label: String = request.prompt.chars().take(40).collect();
+    if request.sweep == crate::request::Sweep::None {
+        label
+    } else {
+        format!("[{}] {label}", request.sweep.slug())
+    }
+}
+
 /// Opens a folder in the desktop's file manager; a named thread reaps the child.
 fn open_folder(folder: &Path) -> std::io::Result<()> {
     let opener = if cfg!(target_os = "macos") {
@@ -969,15 +1107,8 @@ impl eframe::App for LabApp {
             }
             None => {}
         }
-        if let Some(engine) = &self.engine {
-            let result = match queue_action {
-                Some(QueueAction::Cancel(job)) => engine.cancel(job),
-                Some(QueueAction::Clear) => engine.clear_queue(),
-                None => Ok(()),
-            };
-            if let Err(err) = result {
-                self.log.push(Severity::Error, err.to_string());
-            }
+        if let Some(action) = queue_action {
+            self.on_queue_action(action);
         }
         match runner_action {
             Some(RunnerAction::Start) => self.start_runner(),

@@ -126,6 +126,33 @@ impl FormSettings {
         }
     }
 
+    /// Takes a queued job's request back into the form, to edit it: every setting, the seed
+    /// fixed; what the request left to the model comes from the catalog.
+    pub fn load_request(&mut self, request: &Request, catalog: &Catalog) {
+        self.model.clone_from(&request.model);
+        self.apply_model_defaults(catalog);
+        self.prompt.clone_from(&request.prompt);
+        self.negative.clone_from(&request.negative);
+        self.profile.clone_from(&request.profile);
+        self.scheduler = request.scheduler;
+        self.schedule_type = request.schedule_type;
+        self.width_px = request.width.unwrap_or(self.width_px);
+        self.height_px = request.height.unwrap_or(self.height_px);
+        self.steps = request.steps.unwrap_or(self.steps);
+        self.cfg = request.cfg.unwrap_or(self.cfg);
+        self.batch = request.batch;
+        if let Some(seed) = request.seed {
+            self.seed = seed;
+            self.random_seed = false;
+        }
+        self.init_image.clone_from(&request.init_image);
+        self.strength = request.strength;
+        self.sweep = request.sweep;
+        self.device = request.device;
+        self.loras.clone_from(&request.loras);
+        self.truncate_prompt = request.truncate_prompt;
+    }
+
     /// Takes the settings an image restores ("use these settings", a dropped PNG; see
     /// [`crate::request::restore`]). A restored seed is fixed, not random.
     pub fn apply_overlay(&mut self, overlay: &RequestOverlay) {
@@ -206,6 +233,29 @@ mod tests {
         request.validate(&Profiles::builtin(), &Catalog::builtin()).expect("valid");
         assert_eq!(request.seed, Some(42));
         assert_eq!((request.width, request.height), (Some(1024), Some(1024)));
+    }
+
+    #[test]
+    fn a_queued_request_comes_back_into_the_form_unchanged() {
+        let form = FormSettings {
+            model: "SDXL Turbo".into(),
+            prompt: "a heron".into(),
+            negative: "blur".into(),
+            profile: "Watercolor".into(),
+            scheduler: Some(SamplerKind::Heun),
+            width_px: 640,
+            height_px: 384,
+            steps: 7,
+            cfg: 2.5,
+            batch: 3,
+            sweep: Sweep::AllProfiles,
+            ..FormSettings::default()
+        };
+        let request = form.to_request(99);
+        let mut loaded = FormSettings::default();
+        loaded.load_request(&request, &Catalog::builtin());
+        assert_eq!(loaded.to_request(99), request);
+        assert_eq!((loaded.seed, loaded.random_seed), (99, false));
     }
 
     #[test]

@@ -9,12 +9,15 @@
 #![allow(clippy::case_sensitive_file_extension_comparisons, reason = "fixture names are ours")]
 
 mod bench_gpu;
+mod bad_input;
 mod candle_cli;
 mod cli;
+mod crash;
 mod diffusion;
 mod engine;
 mod favorites;
 mod models;
+mod queue;
 mod rng;
 mod runner;
 mod sampler_pipeline;

@@ -869,3 +869,125 @@ fn dropping_a_jpeg_or_a_novelai_png_restores_its_settings() {
     assert_eq!((form.seed, form.steps), (2_940_596, 28));
     assert!(form.init_image.is_none());
 }
+
+/// Labels of the waiting jobs, in run order.
+fn pending_labels(app: &LabApp) -> Vec<String> {
+    let pending = app.queue.pending();
+    pending
+        .iter()
+        .filter_map(|job| app.queue.jobs.iter().find(|entry| entry.job == *job))
+        .map(|entry| entry.label.clone())
+        .collect()
+}
+
+#[test]
+fn the_window_offers_to_resume_unfinished_work_and_finishes_it_once() {
+    use imagelab::engine::{Engine, EngineConfig, Event, StopMode, no_waker, prepare_plan};
+    let out = tempfile::tempdir().expect("tempdir");
+    // An earlier session stopped a sweep after a few images.
+    let request = imagelab::request::Request {
+        prompt: "resume in the window".into(),
+        sweep: Sweep::AllProfiles,
+        width: Some(64),
+        height: Some(64),
+        steps: Some(2),
+        seed: Some(3),
+        ..imagelab::request::Request::default()
+    };
+    let caps = imagelab::engine::Backend::capabilities(&MockBackend::new());
+    let profiles = imagelab::request::Profiles::builtin();
+    let plan = prepare_plan(&request, &profiles, &imagelab::models::Catalog::builtin(), &caps)
+        .expect("plan");
+    let items = plan.items.len();
+    let config =
+        EngineConfig { output_root: out.path().to_owned(), instance_id: None, previews: false };
+    let backend = MockBackend::new().with_step_delay(Duration::from_millis(5));
+    let earlier = Engine::spawn(Box::new(backend), config, no_waker()).expect("engine");
+    let job = earlier.submit(plan).expect("submit");
+    let mut saved = 0;
+    let started = Instant::now();
+    while saved < 3 {
+        assert!(started.elapsed() < JOB_TIMEOUT, "no images");
+        if let Ok(Event::ImageSaved { .. }) =
+            earlier.events().recv_timeout(Duration::from_millis(50))
+        {
+            saved += 1;
+        }
+    }
+    earlier.stop(StopMode::AfterImage, "test").expect("stop");
+    loop {
+        assert!(started.elapsed() < JOB_TIMEOUT, "the stop did not end the job");
+        if let Ok(Event::JobFinished { job: finished, .. }) =
+            earlier.events().recv_timeout(Duration::from_millis(50))
+            && finished == job
+        {
+            break;
+        }
+    }
+    drop(earlier);
+
+    let mut harness = harness(out.path(), Duration::ZERO, small_form());
+    harness.get_by_label_contains("1 unfinished job(s) from an earlier session");
+    harness.get_by_label("Resume").click();
+    harness.run_steps(1);
+    step_until(&mut harness, "the resumed job to finish", |app| {
+        app.queue.jobs.first().is_some_and(|job| job.state == JobState::Done)
+    });
+    assert!(harness.state().queue.offer.is_empty());
+    assert!(harness.query_by_label_contains("unfinished job(s)").is_none());
+    let images = crate::queue::images_by_metadata(out.path());
+    assert_eq!(images.len(), items, "every image of the sweep");
+    assert!(images.values().all(|paths| paths.len() == 1), "none twice");
+    crate::queue::assert_logs_cover_every_image_once(out.path(), items);
+}
+
+#[test]
+fn the_queue_can_be_held_reordered_and_edited_and_comes_back_after_a_restart() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut harness = harness(out.path(), Duration::from_millis(10), small_form());
+    harness.get_by_label("Pause queue").click();
+    harness.run_steps(1);
+    step_until(&mut harness, "the held queue", |app| app.queue.paused);
+    for prompt in ["one", "two", "three"] {
+        harness.state_mut().controls.form.prompt = prompt.into();
+        harness.run_steps(1);
+        harness.get_by_label("Generate").click();
+        harness.run_steps(2);
+    }
+    step_until(&mut harness, "three waiting jobs", |app| app.queue.pending().len() == 3);
+    let third = harness.state().queue.pending()[2];
+    harness.get_by_label(&format!("Up #{third}")).click();
+    harness.run_steps(2);
+    assert_eq!(pending_labels(harness.state()), ["one", "three", "two"]);
+    let second = harness.state().queue.pending()[2];
+    harness.get_by_label(&format!("Edit #{second}")).click();
+    harness.run_steps(2);
+    assert_eq!(harness.state().controls.form.prompt, "two", "its settings are in the form");
+    harness.state_mut().controls.form.prompt = "two, edited".into();
+    harness.run_steps(1);
+    harness.get_by_label("Save changes").click();
+    harness.run_steps(2);
+    assert_eq!(pending_labels(harness.state()), ["one", "three", "two, edited"]);
+    // Closing the window with the queue held leaves the jobs in the persistent queue.
+    drop(harness);
+
+    let mut again = make_harness(out.path(), Duration::ZERO, small_form());
+    let harness = &mut again;
+    let offered: Vec<String> =
+        harness.state().queue.offer.iter().map(|job| job.label.clone()).collect();
+    assert_eq!(offered, ["one", "three", "two, edited"], "the order and the edit survived");
+    harness.get_by_label("Resume paused").click();
+    harness.run_steps(2);
+    step_until(harness, "the resumed jobs, held", |app| {
+        app.queue.paused && app.queue.pending().len() == 3
+    });
+    assert_eq!(pending_labels(harness.state()), ["one", "three", "two, edited"]);
+    harness.get_by_label("Start queue").click();
+    harness.run_steps(1);
+    step_until(harness, "every job done", |app| {
+        app.queue.jobs.len() == 3 && app.queue.jobs.iter().all(|job| job.state == JobState::Done)
+    });
+    let log = jobs_log::read_all(out.path()).expect("log");
+    let prompts: Vec<&str> = log.records.iter().map(|record| record.prompt.as_str()).collect();
+    assert_eq!(prompts, ["one", "three", "two, edited"], "run in the order set");
+}

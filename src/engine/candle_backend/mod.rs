@@ -31,7 +31,7 @@ use candle_core::Device;
 
 use super::backend::{
     Backend, BackendError, Capabilities, GenerateParams, Generated, LoadProgress, LoadedModel,
-    ModelKey, Preview, StepUpdate, Timings,
+    ModelChecker, ModelKey, Preview, StepUpdate, Timings,
 };
 use crate::diffusion::DiffusionError;
 use crate::diffusion::device::{device_label, dtype_label, select_device, select_dtype};
@@ -42,7 +42,10 @@ use crate::diffusion::unet::SampleSize;
 use crate::models::ModelError;
 use crate::models::cache::{CacheStats, ModelCache};
 use crate::models::catalog::{EntryKind, ModelDefaults, ModelRef, ModelSource};
+use crate::models::hub::HubConfig;
 use crate::models::oom::{Attempt, VAE_TILE_PX, is_out_of_memory};
+use crate::models::preflight;
+use crate::models::weight_files::WeightVariant;
 use crate::storage::metadata::NOISE_SOURCE_TORCH_CPU;
 use crate::vocab::{DeviceChoice, Precision};
 
@@ -53,6 +56,9 @@ pub type FolderResolver =
 /// The candle backend. Keeps loaded pipelines in an LRU cache; generates with the current one.
 pub struct CandleBackend {
     resolver: Option<FolderResolver>,
+    /// The hub settings and weight variant of planning-time model checks (`None`: local
+    /// models only).
+    model_checks: Option<(HubConfig, WeightVariant)>,
     cache: ModelCache<ModelKey, DiffusionPipeline>,
     current: Option<(ModelKey, Arc<DiffusionPipeline>)>,
     device: Option<Device>,
@@ -85,6 +91,7 @@ impl CandleBackend {
     pub fn new(resolver: Option<FolderResolver>) -> Self {
         Self {
             resolver,
+            model_checks: None,
             cache: ModelCache::new(0),
             current: None,
             device: None,
@@ -93,6 +100,14 @@ impl CandleBackend {
             #[cfg(test)]
             simulated_out_of_memory: 0,
         }
+    }
+
+    /// The same backend checking hub models too while planning, with the hub settings and
+    /// weight variant its resolver uses (`models::preflight`).
+    #[must_use]
+    pub fn with_model_checks(mut self, hub: HubConfig, prefer: WeightVariant) -> Self {
+        self.model_checks = Some((hub, prefer));
+        self
     }
 
     /// The same backend with a memory budget of `bytes` per generation (`None`: no budget).
@@ -183,6 +198,32 @@ fn native_defaults(pipeline: &DiffusionPipeline, fallback: ModelDefaults) -> Mod
 impl Backend for CandleBackend {
     fn name(&self) -> &'static str {
         "candle"
+    }
+
+    /// What `load` would refuse, found while planning: LoRA adapters (not applied yet), then
+    /// the loader's own resolution of the files (`models::preflight`). Hub models are checked
+    /// only with hub settings ([`CandleBackend::with_model_checks`]).
+    fn model_checker(&self) -> ModelChecker {
+        let checks = self.model_checks.clone();
+        Arc::new(move |model: &ModelRef| {
+            if let EntryKind::Lora { .. } = model.kind {
+                return Err(format!(
+                    "{} is a LoRA adapter; the candle backend does not apply LoRAs yet",
+                    model.display_name
+                ));
+            }
+            match (&model.source, &checks) {
+                (ModelSource::Hub(_), None) => Ok(()),
+                (_, Some((hub, prefer))) => {
+                    preflight::check_model(model, hub, *prefer).map_err(|err| err.to_string())
+                }
+                (_, None) => {
+                    let local_only = HubConfig::offline_at(PathBuf::new());
+                    preflight::check_model(model, &local_only, WeightVariant::Full)
+                        .map_err(|err| err.to_string())
+                }
+            }
+        })
     }
 
     fn capabilities(&self) -> Capabilities {

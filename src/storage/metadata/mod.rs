@@ -97,6 +97,19 @@ pub struct GenerationInfo {
     pub version: String,
     /// What the run had to do that a re-run should know (prompt chunking, OOM ladder…).
     pub notes: Vec<String>,
+    /// The persistent-queue job and item that made the image, so a crash between saving it
+    /// and logging it can be reconciled from the image itself (absent in older images).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobRef>,
+}
+
+/// Where an image belongs in the persistent queue (`storage::journal`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRef {
+    /// The job's id (`.imagelab/jobs/<id>/`).
+    pub id: String,
+    /// The item's index in the job's plan.
+    pub item: usize,
 }
 
 impl Default for GenerationInfo {
@@ -128,6 +141,7 @@ impl Default for GenerationInfo {
             device: "cpu".to_owned(),
             version: version_string(),
             notes: Vec::new(),
+            job: None,
         }
     }
 }

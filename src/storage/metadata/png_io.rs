@@ -62,7 +62,7 @@ pub fn encode_png(
         let mut encoder = png::Encoder::new(&mut out, width, height);
         encoder.set_color(png::ColorType::Rgb);
         encoder.set_depth(png::BitDepth::Eight);
-        let parameters = infotext::format(info);
+        let parameters = without_nul(infotext::format(info));
         if is_latin1(&parameters) {
             encoder.add_text_chunk(PARAMETERS_KEY.to_owned(), parameters)?;
         } else {
@@ -78,6 +78,13 @@ pub fn encode_png(
         writer.finish()?;
     }
     Ok(out)
+}
+
+/// PNG text chunks may not hold NUL (it ends the keyword): each becomes U+2400 (␀), which
+/// also moves the text to iTXt. The `imagelab` JSON chunk needs none of this (JSON escapes
+/// it as `\u0000`), so the exact text survives there.
+fn without_nul(text: String) -> String {
+    if text.contains('\0') { text.replace('\0', "\u{2400}") } else { text }
 }
 
 /// Whether every character fits in Latin-1 (ISO 8859-1), the only encoding tEXt allows.
@@ -365,6 +372,50 @@ mod tests {
         assert_eq!(params.kind, TextChunkKind::InternationalText);
         assert!(params.text.starts_with("ein Kätzchen, 猫\nSteps: 30"), "{}", params.text);
         assert_eq!(read_generation_info(&bytes).expect("ours"), Some(info));
+    }
+
+    /// The text bytes of every tEXt and iTXt chunk, raw (after the keyword and the iTXt
+    /// header fields).
+    fn raw_texts(bytes: &[u8]) -> Vec<Vec<u8>> {
+        let mut texts = Vec::new();
+        let mut at = 8;
+        while at + 8 <= bytes.len() {
+            let len = u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4")) as usize;
+            let kind = &bytes[at + 4..at + 8];
+            let data = &bytes[at + 8..at + 8 + len];
+            let after_keyword = data.iter().position(|&b| b == 0).map_or(data.len(), |i| i + 1);
+            if kind == b"tEXt" {
+                texts.push(data[after_keyword..].to_vec());
+            } else if kind == b"iTXt" {
+                let mut rest = &data[after_keyword + 2..];
+                for _ in 0..2 {
+                    let end = rest.iter().position(|&b| b == 0).expect("iTXt field");
+                    rest = &rest[end + 1..];
+                }
+                texts.push(rest.to_vec());
+            }
+            at += 12 + len;
+        }
+        texts
+    }
+
+    #[test]
+    fn a_nul_in_a_prompt_is_never_written_raw_into_a_text_chunk() {
+        let info = GenerationInfo {
+            prompt: "a\0b".into(),
+            negative: "\0".into(),
+            ..GenerationInfo::default()
+        };
+        let bytes = encode_png(1, 1, &[0, 0, 0], &info).expect("encode");
+        let texts = raw_texts(&bytes);
+        assert_eq!(texts.len(), 2, "parameters and imagelab");
+        for text in &texts {
+            assert!(!text.contains(&0), "a NUL inside a text chunk: {text:?}");
+        }
+        let params = read_text_chunks(&bytes).expect("chunks");
+        let parameters = &params.iter().find(|(k, _)| k == PARAMETERS_KEY).expect("params").1;
+        assert!(parameters.starts_with("a\u{2400}b\nNegative prompt: \u{2400}"), "{parameters}");
+        assert_eq!(read_generation_info(&bytes).expect("ours"), Some(info), "exact in the JSON");
     }
 
     #[test]

@@ -1,0 +1,225 @@
+//! `imagelab resume [RUN_DIR]`: finishes the unfinished jobs of an output folder's persistent
+//! queue — every image not on disk, once, in the same folders, with the same seeds — and reports
+//! like `generate` (files on stdout or one JSON object, exit 0/1/130/143).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+
+use super::generate::{install_stop_signals, outcome_of, run_until_finished};
+use super::{CliError, Outcome, report};
+use crate::app::config::BACKEND_VAR;
+use crate::app::{BackendChoice, EngineSetup, FrontEndConfig};
+use crate::engine::{
+    Engine, EngineError, ResumeOptions, UnfinishedJob, check_plan_models, no_waker, queue,
+};
+use crate::storage::journal::{self, Shard};
+use crate::vocab::DeviceChoice;
+
+/// Flags of `imagelab resume`.
+#[derive(Debug, Clone, Args)]
+pub struct ResumeArgs {
+    /// The output folder, or a sweep folder inside it (default: `IMAGELAB_OUTPUT_DIR`, else
+    /// `output_images`).
+    pub dir: Option<PathBuf>,
+    /// Only list the unfinished jobs.
+    #[arg(long)]
+    pub list: bool,
+    /// Only this job (an id from `--list`).
+    #[arg(long)]
+    pub job: Option<String>,
+    /// Also run again the items that failed.
+    #[arg(long)]
+    pub retry_failed: bool,
+    /// candle or mock (default: the backend the jobs ran on).
+    #[arg(long, env = BACKEND_VAR, value_parser = BackendChoice::parse)]
+    pub backend: Option<BackendChoice>,
+    /// Run on this device instead of the recorded one: auto, cpu, cuda:N or metal.
+    #[arg(long, value_parser = DeviceChoice::parse)]
+    pub device: Option<DeviceChoice>,
+    /// Run only shard K of N of each job (its items `index % N == K`), while other processes
+    /// — Slurm array tasks, other machines — run the other shards into the same folder.
+    #[arg(long, value_parser = Shard::parse)]
+    pub shard: Option<Shard>,
+    /// Print one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Where a resume looks: the output root, and the sweep folder asked for, if one was.
+fn locate(dir: &Path) -> Result<(PathBuf, Option<PathBuf>), CliError> {
+    if !dir.is_dir() {
+        return Err(CliError::Usage(format!("RUN_DIR: not a folder: {}", dir.display())));
+    }
+    if journal::exists(dir) {
+        return Ok((dir.to_path_buf(), None));
+    }
+    if let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) {
+        let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+        if journal::exists(parent) {
+            return Ok((parent.to_path_buf(), Some(PathBuf::from(name))));
+        }
+    }
+    Err(CliError::Usage(format!(
+        "RUN_DIR: no persistent queue (.imagelab/jobs) in {} or its parent",
+        dir.display()
+    )))
+}
+
+/// Runs `imagelab resume`.
+///
+/// # Errors
+/// A folder with no persistent queue, an unknown job, a bad setting (exit 2); an engine that
+/// cannot start.
+pub fn run(args: &ResumeArgs, config: &FrontEndConfig) -> Result<Outcome, CliError> {
+    let dir = args.dir.clone().unwrap_or_else(|| config.output_root());
+    let (root, run_dir) = locate(&dir)?;
+    let all = queue::unfinished(&root).map_err(|err| CliError::Failed(err.to_string()))?;
+    let jobs: Vec<UnfinishedJob> = all
+        .into_iter()
+        .filter(|job| run_dir.is_none() || job.run_dir == run_dir)
+        .filter(|job| args.job.as_ref().is_none_or(|id| *id == job.id))
+        .collect();
+    if let Some(id) = &args.job
+        && jobs.is_empty()
+    {
+        return Err(CliError::Usage(format!(
+            "--job: no unfinished job {id} in {}",
+            root.display()
+        )));
+    }
+    if args.list {
+        print_list(&jobs, args.json);
+        return Ok(Outcome::Done);
+    }
+    let (backend, chosen) = choose(&jobs, args.backend, args.shard.is_some());
+    let grace = config.stop_grace()?;
+    let setup = EngineSetup {
+        backend,
+        output_root: root.clone(),
+        instance_id: config.instance_id(),
+        previews: false,
+        mock_step_delay: Duration::ZERO,
+        fall_back_to_mock: false,
+    };
+    let wiring = setup.wire(config)?;
+    // The models must still be there, before any work.
+    let checker = wiring.backend.model_checker();
+    for job in &chosen {
+        let state = queue::JobState::read(&root, &job.id)
+            .map_err(|err| CliError::Failed(err.to_string()))?;
+        check_plan_models(state.plan(), &checker)?;
+    }
+    let stops = install_stop_signals(grace)?;
+    let engine = Engine::spawn(wiring.backend, wiring.engine, no_waker())
+        .map_err(|err| CliError::Failed(err.to_string()))?;
+    let options =
+        ResumeOptions { retry_failed: args.retry_failed, device: args.device, shard: args.shard };
+    let mut queued = Vec::new();
+    let mut images = 0;
+    for job in chosen {
+        match engine.resume(&job.id, options) {
+            Ok(Some(resumed)) => {
+                for note in &resumed.notes {
+                    eprintln!("note: job {}: {note}", resumed.id);
+                }
+                eprintln!(
+                    "resuming job {} ({}): {} image(s) left",
+                    resumed.id,
+                    job.label,
+                    resumed.plan.image_count()
+                );
+                images += resumed.plan.image_count();
+                queued.push(resumed.job);
+            }
+            Ok(None) => eprintln!("note: job {}: nothing left to do", job.id),
+            Err(EngineError::JobBusy(id)) => {
+                eprintln!("note: job {id} is held by another running process; skipped");
+            }
+            Err(err) => return Err(CliError::Failed(err.to_string())),
+        }
+    }
+    if queued.is_empty() {
+        eprintln!("nothing to resume in {}", root.display());
+    }
+    let mut progress = report::Progress::new(images);
+    let mut collected = report::Collected::default();
+    let summaries = run_until_finished(&engine, &queued, &stops, &mut progress, &mut collected);
+    progress.finish();
+    drop(engine);
+    if summaries.len() < queued.len() {
+        return Err(CliError::Failed("the engine stopped before the jobs finished".to_owned()));
+    }
+    let (merged, ids) = report::merge(&summaries);
+    let stopped_by = stops.request().map(|request| request.signal);
+    report::print_summary(&merged, &collected, args.json, stopped_by, &ids);
+    Ok(outcome_of(&summaries, &stops))
+}
+
+/// The backend to run (the one asked for, else the first job's) and the jobs it takes: those
+/// no other process holds (for a shard, those whose shard is free: found when claiming), made
+/// on that backend (any, when one was asked for).
+fn choose(
+    jobs: &[UnfinishedJob],
+    asked: Option<BackendChoice>,
+    sharded: bool,
+) -> (BackendChoice, Vec<&UnfinishedJob>) {
+    let (ready, held): (Vec<&UnfinishedJob>, Vec<&UnfinishedJob>) =
+        jobs.iter().partition(|job| sharded || !job.live);
+    for job in held {
+        eprintln!("note: job {} is held by another running process; skipped", job.id);
+    }
+    let backend = asked.unwrap_or_else(|| {
+        ready
+            .first()
+            .and_then(|job| BackendChoice::parse(&job.backend).ok())
+            .unwrap_or(BackendChoice::Candle)
+    });
+    let backend_name = match backend {
+        BackendChoice::Candle => "candle",
+        BackendChoice::Mock => "mock",
+    };
+    let (chosen, other): (Vec<&UnfinishedJob>, Vec<&UnfinishedJob>) =
+        ready.into_iter().partition(|job| asked.is_some() || job.backend == backend_name);
+    for job in other {
+        eprintln!(
+            "note: job {} ran on the {} backend; resume it with --backend {}",
+            job.id, job.backend, job.backend
+        );
+    }
+    (backend, chosen)
+}
+
+fn print_list(jobs: &[UnfinishedJob], json: bool) {
+    if json {
+        let rows: Vec<serde_json::Value> = jobs
+            .iter()
+            .map(|job| {
+                serde_json::json!({
+                    "id": job.id,
+                    "created": job.created,
+                    "backend": job.backend,
+                    "label": job.label,
+                    "run_dir": job.run_dir.as_ref().map(|dir| dir.display().to_string()),
+                    "items": job.items,
+                    "images": job.images,
+                    "images_left": job.images_left,
+                    "live": job.live,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(rows));
+        return;
+    }
+    if jobs.is_empty() {
+        eprintln!("no unfinished jobs");
+    }
+    for job in jobs {
+        let state = if job.live { "  (running elsewhere)" } else { "" };
+        println!(
+            "{}  {}/{} image(s) left  {}  {}{state}",
+            job.id, job.images_left, job.images, job.backend, job.label
+        );
+    }
+}
