@@ -14,9 +14,9 @@ pub mod info;
 pub mod models;
 pub mod profiles;
 mod report;
+pub mod resume;
 pub mod runner;
 pub mod sheet;
-pub mod resume;
 
 use std::process::ExitCode;
 
@@ -135,6 +135,9 @@ pub enum CliCommand {
     Favorites(favorites::FavoritesArgs),
     /// A labelled contact-sheet PNG of a sweep folder.
     Sheet(sheet::SheetArgs),
+    /// Finish the unfinished jobs of the persistent queue: each image once, in the same
+    /// folders, with the same seeds.
+    Resume(resume::ResumeArgs),
     /// The NVIDIA GPUs: memory, utilisation, processes, which are idle (`--pick`: one index).
     Gpus(gpus::GpusArgs),
     /// Prompts the generator makes from a template file (what `runner` would run).
@@ -143,9 +146,6 @@ pub enum CliCommand {
     Runner(Box<runner::RunnerArgs>),
     /// Style profiles: list them, import A1111 `styles.csv` or Fooocus style JSON.
     Profiles(profiles::ProfilesArgs),
-    /// Finish the unfinished jobs of the persistent queue: each image once, in the same
-    /// folders, with the same seeds.
-    Resume(resume::ResumeArgs),
     /// Open the window.
     #[cfg(feature = "gui")]
     Gui,
@@ -196,13 +196,13 @@ pub fn run(args: &[std::ffi::OsString], config: &FrontEndConfig) -> Result<Outco
             favorites::run(args, sub, config)
         }
         Some(CliCommand::Sheet(args)) => sheet::run(&args),
+        Some(CliCommand::Resume(args)) => resume::run(&args, config),
         Some(CliCommand::Gpus(args)) => gpus::run(&args, config),
         Some(CliCommand::Prompts(args)) => runner::run_prompts(&args, config),
         Some(CliCommand::Runner(args)) => {
             runner::run_runner(&args, config, &crate::runner::StopToken::new())
         }
         Some(CliCommand::Profiles(args)) => profiles::run(&args, config),
-        Some(CliCommand::Resume(args)) => resume::run(&args, config),
         #[cfg(feature = "gui")]
         Some(CliCommand::Gui) | None => {
             crate::ui::run_window(config).map_err(|err| match err {

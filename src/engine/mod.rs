@@ -557,8 +557,12 @@ pub fn prepare_plan(
 }
 
 /// Gives a sweep a folder of its own: `<time>_<sweep>`, or `-2`, `-3` … when another run took
-/// that name (two sweeps started in the same second). Returns the folder created.
+/// that name (two sweeps started in the same second). Returns the folder created. The jobs of
+/// an overnight runner share the one folder the runner chose for its run: not claimed again.
 fn claim_run_dir(root: &Path, plan: &mut Plan) -> std::io::Result<Option<PathBuf>> {
+    if plan.runner.is_some() {
+        return Ok(None);
+    }
     let Some(run_dir) = plan.run_dir.clone() else { return Ok(None) };
     let name = run_dir.to_string_lossy().into_owned();
     let claimed = naming::create_new_dir(root, &name)?;

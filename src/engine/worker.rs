@@ -618,40 +618,34 @@ impl Worker {
             let mut info =
                 prepared.generation_info(plan, item, seed, &generated, self.backend.device_label());
             info.job = Some(JobRef { id: journal.id().to_owned(), item: item.index });
-            let options = plan.request.output;
             let tag = &self.outputs.temp_tag;
-            let saved = match save_image(
-                &out_dir,
-                &plan.request.prompt,
-                &info,
-                &generated,
-                options,
-                tag,
-            ) {
-                Ok((saved, note)) => {
-                    if let Some(note) = note
-                        && !record.notes.contains(&note)
-                    {
-                        self.inbox.emit(Event::Warning(note.clone()));
-                        record.notes.push(note);
+            let options = plan.request.output;
+            let saved =
+                match save_image(&out_dir, &plan.request.prompt, &info, &generated, options, tag) {
+                    Ok((saved, note)) => {
+                        if let Some(note) = note
+                            && !record.notes.contains(&note)
+                        {
+                            self.inbox.emit(Event::Warning(note.clone()));
+                            record.notes.push(note);
+                        }
+                        saved
                     }
-                    saved
-                }
-                Err(error) if error.disk_full => {
-                    // Every later image would fail the same way: stop, resumably, and say so.
-                    let message = format!(
-                        "disk full ({}); stopped: free some space, then run `imagelab resume`",
-                        error.message
-                    );
-                    self.inbox.warn(Some(summary), message);
-                    self.inbox.stop_now("disk full");
-                    return ItemOutcome::Cancelled(Interrupt::Stop);
-                }
-                Err(error) => {
-                    record.error = Some(error.message);
-                    return ItemOutcome::Failed;
-                }
-            };
+                    Err(error) if error.disk_full => {
+                        // Every later image would fail the same way: stop, resumably, and say so.
+                        let message = format!(
+                            "disk full ({}); stopped: free some space, then run `imagelab resume`",
+                            error.message
+                        );
+                        self.inbox.warn(Some(summary), message);
+                        self.inbox.stop_now("disk full");
+                        return ItemOutcome::Cancelled(Interrupt::Stop);
+                    }
+                    Err(error) => {
+                        record.error = Some(error.message);
+                        return ItemOutcome::Failed;
+                    }
+                };
             let relative = relative_path(&self.outputs.root, &saved.path);
             if let Err(err) = journal.image_saved(item.index, seed, &relative) {
                 self.inbox.warn(Some(summary), format!("persistent queue: {err}"));
@@ -858,8 +852,8 @@ impl SaveError {
         Self { message: format!("saving {what}: {err}"), disk_full }
     }
 
-    fn encode(message: String) -> Self {
-        Self { message, disk_full: false }
+    fn encoding(err: impl std::fmt::Display) -> Self {
+        Self { message: err.to_string(), disk_full: false }
     }
 }
 
@@ -882,10 +876,10 @@ fn save_image(
         Err(err) if err.is_metadata_too_large() => {
             let png = SaveOptions { format: OutputFormat::Png, ..options };
             let bytes = encode_image(width, height, image.as_raw(), info, png)
-                .map_err(|e| SaveError::encode(e.to_string()))?;
+                .map_err(SaveError::encoding)?;
             (bytes, OutputFormat::Png, Some(format!("saved as PNG instead of JPEG: {err}")))
         }
-        Err(err) => return Err(SaveError::encode(err.to_string())),
+        Err(err) => return Err(SaveError::encoding(err)),
     };
     let timestamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
     let stem = image_stem(&timestamp, &info.profile, user_prompt, info.seed);

@@ -242,22 +242,6 @@ impl Request {
     }
 }
 
-fn validate_output(output: SaveOptions) -> Result<(), RequestError> {
-    if !(1..=100).contains(&output.quality) {
-        return Err(RequestError::new("quality", format!("{} is outside 1..=100", output.quality)));
-    }
-    if output.lossless && output.format != OutputFormat::Webp {
-        return Err(RequestError::new(
-            "lossless",
-            format!(
-                "{} has no lossless mode; lossless is for WebP (PNG is always lossless)",
-                output.format.display_name()
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// Denoising steps within `1..=MAX_STEPS` (flags, profiles and templates alike).
 ///
 /// # Errors
@@ -298,6 +282,22 @@ pub fn validate_text(field: &str, text: &str) -> Result<(), RequestError> {
     } else {
         Ok(())
     }
+}
+
+fn validate_output(output: SaveOptions) -> Result<(), RequestError> {
+    if !(1..=100).contains(&output.quality) {
+        return Err(RequestError::new("quality", format!("{} is outside 1..=100", output.quality)));
+    }
+    if output.lossless && output.format != OutputFormat::Webp {
+        return Err(RequestError::new(
+            "lossless",
+            format!(
+                "{} has no lossless mode; lossless is for WebP (PNG is always lossless)",
+                output.format.display_name()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn validate_size(field: &str, px: u32) -> Result<(), RequestError> {

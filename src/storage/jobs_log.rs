@@ -316,10 +316,10 @@ mod tests {
             status: ItemStatus::Done,
             job: 1,
             notes: Vec::new(),
-            extra: serde_json::Map::new(),
-            runner: None,
             job_id: None,
             item: None,
+            extra: serde_json::Map::new(),
+            runner: None,
         }
     }
 
@@ -345,6 +345,39 @@ mod tests {
         assert_eq!(contents.damaged.len(), 1);
         assert_eq!(contents.damaged[0].line, 2);
         assert_eq!(contents.records[0], sample(3), "jobs.log sorts before jobs_gpu-0.log");
+    }
+
+    #[test]
+    fn appends_are_all_or_nothing_and_torn_lines_are_cut_not_glued() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("jobs.log");
+        append(&log, &sample(1)).expect("append");
+        // A crash in the middle of a write left half a line.
+        let mut file = fs_err::OpenOptions::new().append(true).open(&log).expect("open");
+        file.write_all(b"{\"timestamp\": \"2026-11-2").expect("write");
+        drop(file);
+        assert_eq!(append(&log, &sample(2)).expect("append"), 24, "the torn bytes were cut");
+        // A full disk in the middle of the next write: nothing of it stays.
+        let mut file = fs_err::OpenOptions::new().read(true).append(true).open(&log).expect("o");
+        let line = serde_json::to_string(&sample(3)).expect("json") + "\n";
+        let mut full = |file: &mut std::fs::File, bytes: &[u8]| {
+            file.write_all(&bytes[..bytes.len() / 2])?;
+            Err(std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device"))
+        };
+        let err = append_locked(file.file_mut(), line.as_bytes(), &mut full).expect_err("full");
+        assert_eq!(err.kind(), std::io::ErrorKind::StorageFull);
+        drop(file);
+        append(&log, &sample(4)).expect("append");
+        let text = fs_err::read_to_string(&log).expect("read");
+        assert!(text.ends_with('\n'));
+        let contents = read_all(dir.path()).expect("read");
+        assert!(contents.damaged.is_empty(), "{:?}", contents.damaged);
+        let seeds: Vec<u64> = contents.records.iter().map(|r| r.seed_base).collect();
+        assert_eq!(seeds, [1, 2, 4], "every complete record, each on its own line");
+        // A torn tail alone is repaired on request, and a whole file of one torn line empties.
+        fs_err::write(&log, b"no newline at all").expect("write");
+        assert_eq!(repair_torn_tail(&log).expect("repair"), 17);
+        assert_eq!(fs_err::read(&log).expect("read"), b"");
     }
 
     #[test]
@@ -386,39 +419,6 @@ mod tests {
             "{line}"
         );
         assert_eq!(serde_json::from_str::<JobRecord>(&line).expect("reads"), tagged);
-    }
-
-    #[test]
-    fn appends_are_all_or_nothing_and_torn_lines_are_cut_not_glued() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = dir.path().join("jobs.log");
-        append(&log, &sample(1)).expect("append");
-        // A crash in the middle of a write left half a line.
-        let mut file = fs_err::OpenOptions::new().append(true).open(&log).expect("open");
-        file.write_all(b"{\"timestamp\": \"2026-11-2").expect("write");
-        drop(file);
-        assert_eq!(append(&log, &sample(2)).expect("append"), 24, "the torn bytes were cut");
-        // A full disk in the middle of the next write: nothing of it stays.
-        let mut file = fs_err::OpenOptions::new().read(true).append(true).open(&log).expect("o");
-        let line = serde_json::to_string(&sample(3)).expect("json") + "\n";
-        let mut full = |file: &mut std::fs::File, bytes: &[u8]| {
-            file.write_all(&bytes[..bytes.len() / 2])?;
-            Err(std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device"))
-        };
-        let err = append_locked(file.file_mut(), line.as_bytes(), &mut full).expect_err("full");
-        assert_eq!(err.kind(), std::io::ErrorKind::StorageFull);
-        drop(file);
-        append(&log, &sample(4)).expect("append");
-        let text = fs_err::read_to_string(&log).expect("read");
-        assert!(text.ends_with('\n'));
-        let contents = read_all(dir.path()).expect("read");
-        assert!(contents.damaged.is_empty(), "{:?}", contents.damaged);
-        let seeds: Vec<u64> = contents.records.iter().map(|r| r.seed_base).collect();
-        assert_eq!(seeds, [1, 2, 4], "every complete record, each on its own line");
-        // A torn tail alone is repaired on request, and a whole file of one torn line empties.
-        fs_err::write(&log, b"no newline at all").expect("write");
-        assert_eq!(repair_torn_tail(&log).expect("repair"), 17);
-        assert_eq!(fs_err::read(&log).expect("read"), b"");
     }
 
     #[test]

@@ -122,7 +122,8 @@ fn sd15_matches_diffusers_from_the_cli() {
 
 #[test]
 fn hub_id_resolves_offline_from_a_cache_and_names_missing_files() {
-    // An empty cache, offline: the error names the repo file and how to fetch it; nothing written.
+    // An empty cache, offline: bad input found while planning (exit 2); the error names the repo
+    // file and how to fetch it; nothing written, not even a jobs-log line.
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out");
     let output = imagelab()
@@ -143,10 +144,11 @@ fn hub_id_resolves_offline_from_a_cache_and_names_missing_files() {
         .env("HF_HUB_CACHE", dir.path().join("hub"))
         .output()
         .expect("runs");
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     let err = stderr(&output);
     assert!(err.contains("model_index.json") && err.contains("imagelab models prefetch"), "{err}");
     assert!(pngs_below(Path::new(&out)).is_empty());
+    assert!(!out.join("jobs.log").exists(), "refused before any work");
 }
 
 /// Issue 5: `IMAGELAB_MEMORY_BUDGET_MB` too small for 128×128 on the tiny SDXL pipeline makes

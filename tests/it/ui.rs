@@ -793,83 +793,6 @@ fn a_stop_signal_finishes_the_running_image_then_closes_the_window() {
     assert_eq!(log.records[0].paths.len(), 1, "image 0 finished, nothing new started");
 }
 
-#[test]
-fn imported_styles_are_listed_and_the_format_choice_reaches_the_files() {
-    let out = tempfile::tempdir().expect("tempdir");
-    let user_file = out.path().join("profiles.user.ron");
-    let root = out.path().to_owned();
-    let user = user_file.clone();
-    let mut harness = Harness::builder().with_size(WINDOW).build_eframe(move |cc| {
-        let mut config = AppConfig::new(root, Box::new(MockBackend::new()));
-        config.user_profiles_path = Some(user);
-        LabApp::with_form(&cc.egui_ctx, config, small_form())
-    });
-    let styles = util::repo_root().join("tests/fixtures/styles/a1111_styles.csv");
-    harness.state_mut().import_styles(&styles);
-    harness.run_steps(2);
-    assert!(user_file.is_file(), "the user profiles file is written");
-    assert!(
-        harness
-            .state()
-            .profiles()
-            .get("Quoted \"Name\"")
-            .is_some_and(imagelab::request::Profile::is_imported)
-    );
-    // The profile menu lists the imported styles under their own heading.
-    harness.get_by_role_and_label(Role::ComboBox, "Profile").click();
-    harness.run_steps(2);
-    harness.get_by_label("Imported styles");
-    harness.get_by_label("Quoted \"Name\"").click_accesskit();
-    harness.run_steps(2);
-    assert_eq!(harness.state().controls.form.profile, "Quoted \"Name\"");
-    // WebP, lossless.
-    harness.get_by_role_and_label(Role::ComboBox, "Format").click();
-    harness.run_steps(2);
-    harness.get_by_label("WebP").click_accesskit();
-    harness.run_steps(2);
-    harness.get_by_label("Lossless").click();
-    harness.run_steps(2);
-    let output = harness.state().controls.form.output;
-    assert_eq!((output.format.name(), output.lossless), ("webp", true));
-    type_prompt(&mut harness, "a fox");
-    harness.get_by_label("Generate").click();
-    harness.run_steps(1);
-    step_until(&mut harness, "the job to finish", |app| {
-        app.queue.jobs.first().is_some_and(|job| job.state == JobState::Done)
-    });
-    let written: Vec<_> = util::files_below(out.path())
-        .into_iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "webp"))
-        .collect();
-    assert_eq!(written.len(), 1, "{written:?}");
-    let found = imagelab::storage::metadata::recover_file(&written[0]).expect("reads");
-    let info = found.generation.expect("our record");
-    assert_eq!(info.profile, "Quoted \"Name\"");
-    // The style's `{prompt}` placement, A1111's rule: "line one\nline two, {prompt}".
-    assert_eq!(info.prompt, "line one\nline two, a fox");
-}
-
-#[test]
-fn dropping_a_jpeg_or_a_novelai_png_restores_its_settings() {
-    let fixtures = util::repo_root().join("tests/fixtures/metadata/formats");
-    let out = tempfile::tempdir().expect("tempdir");
-    let mut harness = harness(out.path(), Duration::ZERO, small_form());
-    harness.state_mut().on_dropped_file(&fixtures.join("imagelab_jpeg.jpg"));
-    harness.run_steps(2);
-    let form = &harness.state().controls.form;
-    assert_eq!(
-        (form.prompt.as_str(), form.profile.as_str()),
-        ("a lighthouse at dusk", "Cinematic")
-    );
-    assert_eq!((form.seed, form.steps), (42, 30));
-    harness.state_mut().on_dropped_file(&fixtures.join("novelai_stealth_only.png"));
-    harness.run_steps(2);
-    let form = &harness.state().controls.form;
-    assert!(form.prompt.starts_with("1girl, cherry blossoms"), "{}", form.prompt);
-    assert_eq!((form.seed, form.steps), (2_940_596, 28));
-    assert!(form.init_image.is_none());
-}
-
 /// Labels of the waiting jobs, in run order.
 fn pending_labels(app: &LabApp) -> Vec<String> {
     let pending = app.queue.pending();
@@ -990,4 +913,81 @@ fn the_queue_can_be_held_reordered_and_edited_and_comes_back_after_a_restart() {
     let log = jobs_log::read_all(out.path()).expect("log");
     let prompts: Vec<&str> = log.records.iter().map(|record| record.prompt.as_str()).collect();
     assert_eq!(prompts, ["one", "three", "two, edited"], "run in the order set");
+}
+
+#[test]
+fn imported_styles_are_listed_and_the_format_choice_reaches_the_files() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let user_file = out.path().join("profiles.user.ron");
+    let root = out.path().to_owned();
+    let user = user_file.clone();
+    let mut harness = Harness::builder().with_size(WINDOW).build_eframe(move |cc| {
+        let mut config = AppConfig::new(root, Box::new(MockBackend::new()));
+        config.user_profiles_path = Some(user);
+        LabApp::with_form(&cc.egui_ctx, config, small_form())
+    });
+    let styles = util::repo_root().join("tests/fixtures/styles/a1111_styles.csv");
+    harness.state_mut().import_styles(&styles);
+    harness.run_steps(2);
+    assert!(user_file.is_file(), "the user profiles file is written");
+    assert!(
+        harness
+            .state()
+            .profiles()
+            .get("Quoted \"Name\"")
+            .is_some_and(imagelab::request::Profile::is_imported)
+    );
+    // The profile menu lists the imported styles under their own heading.
+    harness.get_by_role_and_label(Role::ComboBox, "Profile").click();
+    harness.run_steps(2);
+    harness.get_by_label("Imported styles");
+    harness.get_by_label("Quoted \"Name\"").click_accesskit();
+    harness.run_steps(2);
+    assert_eq!(harness.state().controls.form.profile, "Quoted \"Name\"");
+    // WebP, lossless.
+    harness.get_by_role_and_label(Role::ComboBox, "Format").click();
+    harness.run_steps(2);
+    harness.get_by_label("WebP").click_accesskit();
+    harness.run_steps(2);
+    harness.get_by_label("Lossless").click();
+    harness.run_steps(2);
+    let output = harness.state().controls.form.output;
+    assert_eq!((output.format.name(), output.lossless), ("webp", true));
+    type_prompt(&mut harness, "a fox");
+    harness.get_by_label("Generate").click();
+    harness.run_steps(1);
+    step_until(&mut harness, "the job to finish", |app| {
+        app.queue.jobs.first().is_some_and(|job| job.state == JobState::Done)
+    });
+    let written: Vec<_> = util::files_below(out.path())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "webp"))
+        .collect();
+    assert_eq!(written.len(), 1, "{written:?}");
+    let found = imagelab::storage::metadata::recover_file(&written[0]).expect("reads");
+    let info = found.generation.expect("our record");
+    assert_eq!(info.profile, "Quoted \"Name\"");
+    // The style's `{prompt}` placement, A1111's rule: "line one\nline two, {prompt}".
+    assert_eq!(info.prompt, "line one\nline two, a fox");
+}
+
+#[test]
+fn dropping_a_jpeg_or_a_novelai_png_restores_its_settings() {
+    let fixtures = util::repo_root().join("tests/fixtures/metadata/formats");
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut harness = harness(out.path(), Duration::ZERO, small_form());
+    harness.state_mut().on_dropped_file(&fixtures.join("imagelab_jpeg.jpg"));
+    harness.run_steps(2);
+    let form = &harness.state().controls.form;
+    assert_eq!(
+        (form.prompt.as_str(), form.profile.as_str()),
+        ("a lighthouse at dusk", "Cinematic")
+    );
+    assert_eq!((form.seed, form.steps), (42, 30));
+    harness.state_mut().on_dropped_file(&fixtures.join("novelai_stealth_only.png"));
+    harness.run_steps(2);
+    let form = &harness.state().controls.form;
+    assert!(form.prompt.starts_with("1girl, cherry blossoms"), "{}", form.prompt);
+    assert_eq!((form.seed, form.steps), (2_940_596, 28));
+    assert!(form.init_image.is_none());
 }
