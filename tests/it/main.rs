@@ -8,8 +8,8 @@
 )]
 #![allow(clippy::case_sensitive_file_extension_comparisons, reason = "fixture names are ours")]
 
-mod bench_gpu;
 mod bad_input;
+mod bench_gpu;
 mod candle_cli;
 mod cli;
 mod crash;
