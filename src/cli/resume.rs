@@ -19,6 +19,7 @@ use crate::vocab::DeviceChoice;
 
 /// Flags of `imagelab resume`.
 #[derive(Debug, Clone, Args)]
+#[allow(clippy::struct_excessive_bools, reason = "one field per command-line switch")]
 pub struct ResumeArgs {
     /// The output folder, or a sweep folder inside it (default: `IMAGELAB_OUTPUT_DIR`, else
     /// `output_images`).
@@ -189,7 +190,7 @@ pub fn run(args: &ResumeArgs, config: &FrontEndConfig) -> Result<Outcome, CliErr
 /// output folder (Slurm array tasks starting together) each settle the folder's idle jobs when
 /// their engine starts, holding each one for a moment; a job held longer than this is running
 /// elsewhere.
-const CLAIM_PATIENCE: Duration = Duration::from_secs(60);
+const CLAIM_PATIENCE: Duration = Duration::from_mins(1);
 
 /// [`Engine::resume`], retried while another process holds the job, up to [`CLAIM_PATIENCE`].
 fn resume_waiting(

@@ -308,7 +308,7 @@ mod tests {
             .map(|line| {
                 let f: Vec<&str> = line.split('|').collect();
                 // JobID,JobIDRaw,JobName,State,ExitCode,Reason,Submit,Start,End,Elapsed,NodeList
-                format!("{}|{}|{}|{}|{}|{}\n", f[0], f[3], f[4], f[7], f[8], f[10])
+                [f[0], f[3], f[4], f[7], f[8], f[10]].join("|") + "\n"
             })
             .collect();
         let rows = parse_sacct(&ours);

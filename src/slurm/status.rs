@@ -242,8 +242,8 @@ pub fn format_text(status: &RunStatus) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<5} {:<12} {:<14} {:>9} {:>11}  {}",
-        "task", "slurm id", "state", "images", "items d/f", "share"
+        "{:<5} {:<12} {:<14} {:>9} {:>11}  share",
+        "task", "slurm id", "state", "images", "items d/f"
     );
     for task in &status.tasks {
         let state = match &task.slurm_detail {

@@ -474,8 +474,8 @@ fn sweeps_submitted_together_come_back_as_local_runs(cluster: &Cluster) {
     // sacct has every task COMPLETED; status reports it (records reach slurmdbd late).
     if cluster.accounting() {
         cluster.wait_for("status shows sacct's COMPLETED", Duration::from_mins(2), || {
-            let status = status_json(cluster, &models_dir);
-            let states: Vec<String> = status["tasks"]
+            let now = status_json(cluster, &models_dir);
+            let states: Vec<String> = now["tasks"]
                 .as_array()
                 .expect("tasks")
                 .iter()
