@@ -338,9 +338,9 @@ impl Worker {
                 break;
             }
             if !self.inbox.stats.paused
-                && let Some(mut pending) = self.inbox.pending.pop_front()
+                && let Some(pending) = self.inbox.pending.pop_front()
             {
-                self.run_job(pending.job, &pending.plan, &mut pending.journal);
+                self.run_job(pending.job, &pending.plan, pending.journal);
                 continue;
             }
             match self.inbox.commands.recv() {
@@ -354,7 +354,9 @@ impl Worker {
         self.inbox.drop_all_pending("not started: the engine shut down", true);
     }
 
-    fn run_job(&mut self, job: JobId, plan: &Plan, journal: &mut JobHandle) {
+    /// Runs one job; its persistent-queue handle (and with it the job's lock) is released
+    /// before `JobFinished`, so a front end may resume or list the job as soon as it hears.
+    fn run_job(&mut self, job: JobId, plan: &Plan, mut journal: Box<JobHandle>) {
         let started = Instant::now();
         self.inbox.stats.running = 1;
         self.inbox.emit_stats();
@@ -380,7 +382,7 @@ impl Worker {
                 }
                 continue;
             }
-            match self.run_item(job, plan, item, journal, &mut summary) {
+            match self.run_item(job, plan, item, &mut journal, &mut summary) {
                 ItemOutcome::Done => summary.done += 1,
                 ItemOutcome::Failed => summary.failed += 1,
                 ItemOutcome::Cancelled(interrupt) => {
@@ -412,6 +414,7 @@ impl Worker {
         {
             self.inbox.warn(Some(&mut summary), format!("persistent queue: {err}"));
         }
+        drop(journal);
         summary.duration_s = started.elapsed().as_secs_f64();
         self.inbox.stats.running = 0;
         if summary.failed > 0 {

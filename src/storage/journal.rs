@@ -196,6 +196,15 @@ pub struct Journal {
     _lock: fs_err::File,
 }
 
+/// A journal closed in order (its engine ended) removes its writer lock, so a run leaves no
+/// file behind for it: a missing lock reads as "that writer is gone", as a released one does.
+/// Only files this writer wrote are named by it, and it writes no more.
+impl Drop for Journal {
+    fn drop(&mut self) {
+        let _ = fs_err::remove_file(writer_lock_path(&self.root, &self.writer));
+    }
+}
+
 /// Distinguishes journals opened by one process (tests open many).
 static OPENED: AtomicU32 = AtomicU32::new(0);
 

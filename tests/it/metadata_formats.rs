@@ -537,6 +537,9 @@ fn cli_writes_jpeg_and_webp_that_info_and_from_read_back_exactly() {
         // A re-run asks for the sampler that ran (the first asked for the model's default).
         assert_eq!(back_info.requested_sampler, info.sampler);
         back_info.requested_sampler = info.requested_sampler;
+        // …and it is another job of the persistent queue.
+        assert_ne!(back_info.job, info.job, "{flags:?}");
+        back_info.job.clone_from(&info.job);
         assert_eq!(back_info, info, "{flags:?}");
         if flags.contains(&"--lossless") {
             let pixels = |p: &std::path::Path| image::open(p).expect("webp").to_rgb8().into_raw();

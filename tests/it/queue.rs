@@ -233,6 +233,64 @@ fn an_image_saved_just_before_a_crash_is_found_logged_and_not_made_again() {
     assert_eq!(state.end, Some(JobEnd::Finished));
 }
 
+/// JPEG and WebP images carry their job reference in XMP: a crash between such an image and
+/// its record is settled like a PNG's (found by name, confirmed by its own metadata, logged,
+/// not made again).
+#[test]
+fn a_jpeg_or_webp_saved_just_before_a_crash_is_found_by_its_own_metadata() {
+    use imagelab::storage::metadata::encode::encode_image;
+    use imagelab::vocab::{OutputFormat, SaveOptions};
+    for format in [OutputFormat::Jpeg, OutputFormat::Webp] {
+        let out = tempfile::tempdir().expect("tempdir");
+        let mut single = plan(&Request { sweep: Sweep::None, ..sweep("crash", 2) });
+        single.items.truncate(1);
+        let journal = journal::Journal::open(out.path(), None).expect("journal");
+        let id = "20261123-093005-0badcafe";
+        let handle = journal.create_job(id, "mock", None, &single).expect("job");
+        let item = &single.items[0];
+        let info = GenerationInfo {
+            prompt: item.prompt.clone(),
+            user_prompt: single.request.prompt.clone(),
+            profile: item.profile.clone(),
+            model: item.model.display_name.clone(),
+            seed: 21,
+            width: 16,
+            height: 16,
+            job: Some(JobRef { id: id.to_owned(), item: 0 }),
+            ..Default::default()
+        };
+        let options = SaveOptions { format, ..SaveOptions::default() };
+        let bytes = encode_image(16, 16, &[90; 16 * 16 * 3], &info, options).expect("encode");
+        let stem = imagelab::storage::naming::image_stem(
+            "20261123-093005",
+            &item.profile,
+            &single.request.prompt,
+            21,
+        );
+        let written = imagelab::storage::naming::write_new_file(
+            &out.path().join(&item.out_dir),
+            &stem,
+            format.extension(),
+            &bytes,
+        )
+        .expect("write");
+        let path = imagelab::engine::relative_path(out.path(), &written);
+        drop(handle);
+        drop(journal);
+
+        let engine = engine(out.path(), MockBackend::new());
+        let state = JobState::read(out.path(), id).expect("state");
+        assert_eq!(state.images.get(&(0, 21)), Some(&path), "{format:?}");
+        let log = jobs_log::read_all(out.path()).expect("log");
+        assert_eq!(log.records.len(), 1, "{format:?}: a line for the image nobody logged");
+        assert_eq!(log.records[0].paths, std::slice::from_ref(&path));
+        let resumed = engine.resume(id, ResumeOptions::default()).expect("resume").expect("left");
+        assert_eq!(resumed.plan.items[0].seeds, [22], "{format:?}: seed 21 is not made again");
+        let (_, finished) = until_all_finished(&engine, &[resumed.job]);
+        assert_eq!(finished[0].1.done, 1, "{format:?}");
+    }
+}
+
 #[test]
 fn cancelled_jobs_are_not_resumed_and_sweeps_of_the_same_second_get_their_own_folder() {
     let out = tempfile::tempdir().expect("tempdir");
