@@ -135,7 +135,7 @@ pub fn run(args: &ResumeArgs, config: &FrontEndConfig) -> Result<Outcome, CliErr
     let mut queued = Vec::new();
     let mut images = 0;
     for job in chosen {
-        let claimed = if args.job.is_some() {
+        let claimed = if waits_for_its_job(args) {
             resume_waiting(&engine, &job.id, options)
         } else {
             engine.resume(&job.id, options)
@@ -155,7 +155,7 @@ pub fn run(args: &ResumeArgs, config: &FrontEndConfig) -> Result<Outcome, CliErr
                 queued.push(resumed.job);
             }
             Ok(None) => eprintln!("note: job {}: nothing left to do", job.id),
-            Err(EngineError::JobBusy(id)) if args.job.is_some() => {
+            Err(EngineError::JobBusy(id)) if waits_for_its_job(args) => {
                 // The job asked for by name could not be run: that is a failure (a Slurm task
                 // must not end "completed" having done nothing).
                 return Err(CliError::Failed(format!(
@@ -191,6 +191,13 @@ pub fn run(args: &ResumeArgs, config: &FrontEndConfig) -> Result<Outcome, CliErr
 /// their engine starts, holding each one for a moment; a job held longer than this is running
 /// elsewhere.
 const CLAIM_PATIENCE: Duration = Duration::from_mins(1);
+
+/// Whether this resume names one whole job (`--job ID`, no `--shard`), as a Slurm task does:
+/// it waits for the job rather than skipping it, and fails if it never gets it. (A shard that
+/// is taken is skipped at once: that is how a second copy of a shard learns it is not needed.)
+fn waits_for_its_job(args: &ResumeArgs) -> bool {
+    args.job.is_some() && args.shard.is_none()
+}
 
 /// [`Engine::resume`], retried while another process holds the job, up to [`CLAIM_PATIENCE`].
 fn resume_waiting(

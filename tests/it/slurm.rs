@@ -577,3 +577,34 @@ fn bad_slurm_requests_are_refused_before_anything_is_written() {
     assert_eq!(status.status.code(), Some(2));
     assert!(stderr(&status).contains("is not a Slurm run"), "{}", stderr(&status));
 }
+
+/// A Slurm task's `resume --job ID` waits while another process holds its job for a moment
+/// (array tasks starting together each settle the folder's idle jobs, claiming each briefly),
+/// instead of ending "completed" having done nothing.
+#[test]
+fn a_task_waits_for_its_job_while_another_process_holds_it() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let out_arg = out.path().to_string_lossy().into_owned();
+    let mut args = vec!["generate"];
+    args.extend(request_args(&out_arg, "2"));
+    args.extend(["--batch", "2", "--queue-only"]);
+    let queued = crate::util::imagelab().args(&args).output().expect("runs");
+    assert!(queued.status.success(), "{}", stderr(&queued));
+    let id = stdout(&queued).trim().to_owned();
+    let lock_path = imagelab::storage::journal::job_dir(out.path(), &id).join("owner.lock");
+    let held =
+        imagelab::storage::durable::try_lock_exclusive(&lock_path).expect("lock").expect("free");
+    let task = crate::util::imagelab()
+        .args(["resume", &out_arg, "--job", &id, "--backend", "mock"])
+        .env("INSTANCE_ID", "7_0")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starts");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(pngs_below(out.path()).is_empty(), "nothing made while the job is held");
+    drop(held);
+    let done = task.wait_with_output().expect("ends");
+    assert_eq!(done.status.code(), Some(0), "{}", stderr(&done));
+    assert_eq!(pngs_below(out.path()).len(), 2, "{}", stderr(&done));
+    assert!(out.path().join(jobs_log::log_file_name(Some("7_0"))).is_file());
+}
