@@ -213,8 +213,9 @@ pub struct ImageSettings {
 }
 
 /// Jobs-log fields that are not dimensions: they are per image or per run (prompts, seeds,
-/// paths, times), or are the core dimensions themselves.
-const NOT_EXTRA: [&str; 25] = [
+/// paths, times, the persistent queue's job id and item index), or are the core dimensions
+/// themselves.
+const NOT_EXTRA: [&str; 27] = [
     "timestamp",
     "mode",
     "prompt",
@@ -240,6 +241,8 @@ const NOT_EXTRA: [&str; 25] = [
     "status",
     "job",
     "notes",
+    "job_id",
+    "item",
 ];
 
 fn non_empty(text: &str) -> Option<String> {

@@ -235,6 +235,20 @@ pub fn run_args(
     matches: &ArgMatches,
     config: &FrontEndConfig,
 ) -> Result<Outcome, CliError> {
+    let options = options_from_args(args, matches, config)?;
+    run(&options, config)
+}
+
+/// The options parsed flags describe, with `--from` and `--bundle` laid under the flags the
+/// user typed (`matches` tells which): what `generate` runs and `slurm submit` plans.
+///
+/// # Errors
+/// Bad flags, or a `--from` image or `--bundle` that cannot be read.
+pub fn options_from_args(
+    args: GenerateArgs,
+    matches: &ArgMatches,
+    config: &FrontEndConfig,
+) -> Result<GenerateOptions, CliError> {
     let from = args.from.clone();
     let bundle = args.bundle.clone();
     let mut options = args.into_options(config)?;
@@ -256,7 +270,7 @@ pub fn run_args(
             .map_err(|err| CliError::Usage(err.to_string()))?;
         overlay.apply(&mut options.request, typed_fields(matches));
     }
-    run(&options, config)
+    Ok(options)
 }
 
 /// Whether the user typed flag `id` (rather than a default or the environment).

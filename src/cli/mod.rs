@@ -17,6 +17,7 @@ mod report;
 pub mod resume;
 pub mod runner;
 pub mod sheet;
+pub mod slurm;
 
 use std::process::ExitCode;
 
@@ -146,6 +147,12 @@ pub enum CliCommand {
     Runner(Box<runner::RunnerArgs>),
     /// Style profiles: list them, import A1111 `styles.csv` or Fooocus style JSON.
     Profiles(profiles::ProfilesArgs),
+    /// Sweeps as Slurm job arrays into one shared run folder: submit, status, cancel.
+    Slurm {
+        /// What to do.
+        #[command(subcommand)]
+        command: slurm::SlurmCommand,
+    },
     /// Open the window.
     #[cfg(feature = "gui")]
     Gui,
@@ -203,6 +210,11 @@ pub fn run(args: &[std::ffi::OsString], config: &FrontEndConfig) -> Result<Outco
             runner::run_runner(&args, config, &crate::runner::StopToken::new())
         }
         Some(CliCommand::Profiles(args)) => profiles::run(&args, config),
+        Some(CliCommand::Slurm { command }) => {
+            let empty = clap::ArgMatches::default();
+            let sub = matches.subcommand_matches("slurm").unwrap_or(&empty);
+            slurm::run(command, sub, config)
+        }
         #[cfg(feature = "gui")]
         Some(CliCommand::Gui) | None => {
             crate::ui::run_window(config).map_err(|err| match err {

@@ -19,6 +19,7 @@ use crate::vocab::DeviceChoice;
 
 /// Flags of `imagelab resume`.
 #[derive(Debug, Clone, Args)]
+#[allow(clippy::struct_excessive_bools, reason = "one field per command-line switch")]
 pub struct ResumeArgs {
     /// The output folder, or a sweep folder inside it (default: `IMAGELAB_OUTPUT_DIR`, else
     /// `output_images`).
@@ -45,6 +46,10 @@ pub struct ResumeArgs {
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    /// On a Slurm run folder: run its unfinished jobs here instead of resubmitting them to
+    /// Slurm.
+    #[arg(long)]
+    pub local: bool,
 }
 
 /// Where a resume looks: the output root, and the sweep folder asked for, if one was.
@@ -74,6 +79,15 @@ fn locate(dir: &Path) -> Result<(PathBuf, Option<PathBuf>), CliError> {
 /// cannot start.
 pub fn run(args: &ResumeArgs, config: &FrontEndConfig) -> Result<Outcome, CliError> {
     let dir = args.dir.clone().unwrap_or_else(|| config.output_root());
+    // A Slurm run resumes on Slurm: its tasks with work left are submitted again.
+    if !args.local
+        && args.job.is_none()
+        && args.shard.is_none()
+        && !args.list
+        && let Some(outcome) = super::slurm::resume(&dir, args.retry_failed, args.json)?
+    {
+        return Ok(outcome);
+    }
     let (root, run_dir) = locate(&dir)?;
     let all = queue::unfinished(&root).map_err(|err| CliError::Failed(err.to_string()))?;
     let jobs: Vec<UnfinishedJob> = all
@@ -93,7 +107,9 @@ pub fn run(args: &ResumeArgs, config: &FrontEndConfig) -> Result<Outcome, CliErr
         print_list(&jobs, args.json);
         return Ok(Outcome::Done);
     }
-    let (backend, chosen) = choose(&jobs, args.backend, args.shard.is_some());
+    // A job named with --job (a Slurm task's own) may be held for a moment by another
+    // process's start-up maintenance: it is waited for below rather than skipped here.
+    let (backend, chosen) = choose(&jobs, args.backend, args.shard.is_some() || args.job.is_some());
     let grace = config.stop_grace()?;
     let setup = EngineSetup {
         backend,
@@ -119,7 +135,12 @@ pub fn run(args: &ResumeArgs, config: &FrontEndConfig) -> Result<Outcome, CliErr
     let mut queued = Vec::new();
     let mut images = 0;
     for job in chosen {
-        match engine.resume(&job.id, options) {
+        let claimed = if waits_for_its_job(args) {
+            resume_waiting(&engine, &job.id, options)
+        } else {
+            engine.resume(&job.id, options)
+        };
+        match claimed {
             Ok(Some(resumed)) => {
                 for note in &resumed.notes {
                     eprintln!("note: job {}: {note}", resumed.id);
@@ -134,6 +155,14 @@ pub fn run(args: &ResumeArgs, config: &FrontEndConfig) -> Result<Outcome, CliErr
                 queued.push(resumed.job);
             }
             Ok(None) => eprintln!("note: job {}: nothing left to do", job.id),
+            Err(EngineError::JobBusy(id)) if waits_for_its_job(args) => {
+                // The job asked for by name could not be run: that is a failure (a Slurm task
+                // must not end "completed" having done nothing).
+                return Err(CliError::Failed(format!(
+                    "job {id} is held by another running process (still after {} s)",
+                    CLAIM_PATIENCE.as_secs()
+                )));
+            }
             Err(EngineError::JobBusy(id)) => {
                 eprintln!("note: job {id} is held by another running process; skipped");
             }
@@ -155,6 +184,38 @@ pub fn run(args: &ResumeArgs, config: &FrontEndConfig) -> Result<Outcome, CliErr
     let stopped_by = stops.request().map(|request| request.signal);
     report::print_summary(&merged, &collected, args.json, stopped_by, &ids);
     Ok(outcome_of(&summaries, &stops))
+}
+
+/// How long `resume --job ID` waits for a job another process holds. Processes sharing an
+/// output folder (Slurm array tasks starting together) each settle the folder's idle jobs when
+/// their engine starts, holding each one for a moment; a job held longer than this is running
+/// elsewhere.
+const CLAIM_PATIENCE: Duration = Duration::from_mins(1);
+
+/// Whether this resume names one whole job (`--job ID`, no `--shard`), as a Slurm task does:
+/// it waits for the job rather than skipping it, and fails if it never gets it. (A shard that
+/// is taken is skipped at once: that is how a second copy of a shard learns it is not needed.)
+fn waits_for_its_job(args: &ResumeArgs) -> bool {
+    args.job.is_some() && args.shard.is_none()
+}
+
+/// [`Engine::resume`], retried while another process holds the job, up to [`CLAIM_PATIENCE`].
+fn resume_waiting(
+    engine: &Engine,
+    id: &str,
+    options: ResumeOptions,
+) -> Result<Option<crate::engine::Resumed>, EngineError> {
+    let start = std::time::Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match engine.resume(id, options) {
+            Err(EngineError::JobBusy(_)) if start.elapsed() < CLAIM_PATIENCE => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// The backend to run (the one asked for, else the first job's) and the jobs it takes: those

@@ -34,7 +34,11 @@ pub fn mock_sweep(dir: &Path) -> (PathBuf, PathBuf) {
         .expect("out")
         .filter_map(Result::ok)
         .map(|entry| entry.path())
-        .find(|path| path.is_dir())
+        // The sweep folder, not the persistent queue's hidden `.imagelab`.
+        .find(|path| {
+            path.is_dir()
+                && !path.file_name().is_some_and(|n| n.as_encoded_bytes().starts_with(b"."))
+        })
         .expect("sweep folder");
     (out, run_dir)
 }
