@@ -27,9 +27,10 @@ pub use backend::{
 pub use protocol::{Command, Event, JobId, JobSummary, QueueStats, SavedImage};
 pub use worker::{Outputs, Waker, relative_path};
 
-use crate::models::catalog::Catalog;
+use crate::models::catalog::{Catalog, ModelRef};
 use crate::request::{Plan, Profiles, Request, RequestError, build_plan};
 use crate::storage::{inputs, jobs_log};
+use crate::vocab::{DeviceChoice, Precision};
 
 /// Pending commands the front end may queue before it is refused (never blocks).
 const COMMAND_CAPACITY: usize = 256;
@@ -156,6 +157,22 @@ impl Engine {
     pub fn submit(&self, plan: Plan) -> Result<JobId, EngineError> {
         let job = self.next_job.fetch_add(1, Ordering::Relaxed);
         self.send(Command::Submit { job, plan: Box::new(plan) })?;
+        Ok(job)
+    }
+
+    /// Queues a load of `model` (FIFO with the plans); returns its job number at once. The job
+    /// ends with `JobFinished` (no items; an error when the load failed).
+    ///
+    /// # Errors
+    /// The command queue is full or the engine stopped.
+    pub fn preload(
+        &self,
+        model: ModelRef,
+        device: DeviceChoice,
+        dtype: Option<Precision>,
+    ) -> Result<JobId, EngineError> {
+        let job = self.next_job.fetch_add(1, Ordering::Relaxed);
+        self.send(Command::Preload { job, model: Box::new(model), device, dtype })?;
         Ok(job)
     }
 

@@ -16,6 +16,7 @@ use super::backend::{
 use super::protocol::{Command, Event, JobId, JobSummary, QueueStats, SavedImage};
 use crate::models::catalog::{ModelDefaults, ModelRef};
 use crate::request::{Plan, Sweep, WorkItem};
+use crate::vocab::{DeviceChoice, Precision};
 use crate::storage::inputs;
 use crate::storage::jobs_log::{self, ItemStatus, JobRecord};
 use crate::storage::metadata::{GenerationInfo, png_io, version_string};
@@ -45,13 +46,35 @@ enum Interrupt {
     Shutdown,
 }
 
+/// A job waiting in the queue.
+enum Pending {
+    /// Images to make.
+    Plan(Box<Plan>),
+    /// A model to load ahead of the jobs behind it.
+    Preload {
+        model: Box<ModelRef>,
+        device: DeviceChoice,
+        dtype: Option<Precision>,
+    },
+}
+
+impl Pending {
+    /// Items it would run (0 for a preload).
+    fn items(&self) -> usize {
+        match self {
+            Self::Plan(plan) => plan.items.len(),
+            Self::Preload { .. } => 0,
+        }
+    }
+}
+
 /// The command side of the worker: pending jobs, stats, event sending. Kept apart from the
 /// backend so the step callback can poll commands while the backend runs.
 struct Inbox {
     commands: Receiver<Command>,
     events: Sender<Event>,
     waker: Waker,
-    pending: VecDeque<(JobId, Box<Plan>)>,
+    pending: VecDeque<(JobId, Pending)>,
     stats: QueueStats,
     shutdown: bool,
 }
@@ -81,28 +104,27 @@ impl Inbox {
     fn apply(&mut self, command: Command, running: Option<JobId>) -> Option<Interrupt> {
         match command {
             Command::Submit { job, plan } => {
-                self.pending.push_back((job, plan));
-                self.emit(Event::Queued {
-                    job,
-                    position: self.pending.len() - 1 + usize::from(running.is_some()),
-                });
-                self.emit_stats();
+                self.enqueue(job, Pending::Plan(plan), running);
+                None
+            }
+            Command::Preload { job, model, device, dtype } => {
+                self.enqueue(job, Pending::Preload { model, device, dtype }, running);
                 None
             }
             Command::Cancel(job) if Some(job) == running => Some(Interrupt::CancelJob),
             Command::Cancel(job) => {
                 let index = self.pending.iter().position(|(pending, _)| *pending == job);
-                if let Some((_, plan)) = index.and_then(|index| self.pending.remove(index)) {
-                    self.drop_pending(job, &plan, "cancelled before it started");
+                if let Some((_, pending)) = index.and_then(|index| self.pending.remove(index)) {
+                    self.drop_pending(job, &pending, "cancelled before it started");
                     self.emit_stats();
                 }
                 None
             }
             Command::SkipCurrent => running.map(|_| Interrupt::Skip),
             Command::ClearQueue => {
-                let dropped: Vec<(JobId, Box<Plan>)> = self.pending.drain(..).collect();
-                for (job, plan) in dropped {
-                    self.drop_pending(job, &plan, "removed from the queue");
+                let dropped: Vec<(JobId, Pending)> = self.pending.drain(..).collect();
+                for (job, pending) in dropped {
+                    self.drop_pending(job, &pending, "removed from the queue");
                 }
                 self.emit_stats();
                 None
@@ -114,10 +136,20 @@ impl Inbox {
         }
     }
 
+    /// Queues a job (FIFO) and says where it stands.
+    fn enqueue(&mut self, job: JobId, pending: Pending, running: Option<JobId>) {
+        self.pending.push_back((job, pending));
+        self.emit(Event::Queued {
+            job,
+            position: self.pending.len() - 1 + usize::from(running.is_some()),
+        });
+        self.emit_stats();
+    }
+
     /// Reports a job that never started: every item counted as cancelled.
-    fn drop_pending(&mut self, job: JobId, plan: &Plan, why: &str) {
+    fn drop_pending(&mut self, job: JobId, pending: &Pending, why: &str) {
         self.stats.cancelled += 1;
-        let items = plan.items.len();
+        let items = pending.items();
         self.emit(Event::JobFinished {
             job,
             summary: JobSummary {
@@ -196,9 +228,16 @@ impl Worker {
             if self.inbox.shutdown {
                 break;
             }
-            if let Some((job, plan)) = self.inbox.pending.pop_front() {
-                self.run_job(job, &plan);
-                continue;
+            match self.inbox.pending.pop_front() {
+                Some((job, Pending::Plan(plan))) => {
+                    self.run_job(job, &plan);
+                    continue;
+                }
+                Some((job, Pending::Preload { model, device, dtype })) => {
+                    self.run_preload(job, &model, device, dtype);
+                    continue;
+                }
+                None => {}
             }
             match self.inbox.commands.recv() {
                 Ok(command) => {
@@ -262,13 +301,41 @@ impl Worker {
         self.inbox.emit_stats();
     }
 
+    /// Loads a model ahead of the jobs queued behind it; the job ends with its summary (an
+    /// error when the load failed). Commands are not polled while a model loads, as in a job.
+    fn run_preload(
+        &mut self,
+        job: JobId,
+        model: &ModelRef,
+        device: DeviceChoice,
+        dtype: Option<Precision>,
+    ) {
+        let started = Instant::now();
+        self.inbox.stats.running = 1;
+        self.inbox.emit_stats();
+        let mut summary = JobSummary::default();
+        if let Err(error) = self.ensure_loaded(job, model, device, dtype) {
+            summary.errors.push(error);
+        }
+        summary.duration_s = started.elapsed().as_secs_f64();
+        self.inbox.stats.running = 0;
+        if summary.errors.is_empty() {
+            self.inbox.stats.done += 1;
+        } else {
+            self.inbox.stats.failed += 1;
+        }
+        self.inbox.emit(Event::JobFinished { job, summary });
+        self.inbox.emit_stats();
+    }
+
     fn ensure_loaded(
         &mut self,
         job: JobId,
         model: &ModelRef,
-        plan: &Plan,
+        device: DeviceChoice,
+        dtype: Option<Precision>,
     ) -> Result<LoadedModel, String> {
-        let key = ModelKey::new(model, plan.request.device, plan.request.dtype);
+        let key = ModelKey::new(model, device, dtype);
         if let Some((loaded_key, loaded)) = &self.loaded
             && *loaded_key == key
         {
@@ -286,7 +353,7 @@ impl Worker {
         };
         let loaded = self
             .backend
-            .load(model, plan.request.device, plan.request.dtype, &mut on_progress)
+            .load(model, device, dtype, &mut on_progress)
             .map_err(|e| format!("loading {}: {e}", model.display_name))?;
         self.loaded = Some((key, loaded.clone()));
         Ok(loaded)
@@ -369,7 +436,7 @@ impl Worker {
     ) -> Result<PreparedItem, ItemFailure> {
         let catalog_settings = || ItemSettings::resolve(item, item.model.defaults, None);
         let loaded = self
-            .ensure_loaded(job, &item.model, plan)
+            .ensure_loaded(job, &item.model, plan.request.device, plan.request.dtype)
             .map_err(|error| ItemFailure { settings: catalog_settings(), error })?;
         let init_image = match &plan.request.init_image {
             None => None,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::vocab::Mode;
 
 /// How an item ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ItemStatus {
     /// Every image saved.
@@ -20,7 +20,7 @@ pub enum ItemStatus {
 }
 
 /// One line of the jobs log (REFERENCE §7), plus `status` and `job`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct JobRecord {
     /// RFC 3339 local time the item finished.
     pub timestamp: String,
