@@ -9,6 +9,7 @@ pub mod diffusion;
 pub mod engine;
 pub mod models;
 pub mod request;
+pub mod server;
 pub mod storage;
 #[cfg(feature = "gui")]
 pub mod ui;

@@ -1,13 +1,20 @@
-//! The eframe app: owns the engine handle and the panels. `logic()` drains engine and decoder
-//! results within a small time budget; `ui()` draws the panels and turns their actions into
-//! engine commands. The UI thread never waits on the engine.
+//! The eframe app: owns the engine handle (its own engine, or the one `imagelab gui --serve`
+//! shares with HTTP clients) and the panels. `logic()` drains engine and decoder results
+//! within a small time budget; `ui()` draws the panels and turns their actions into engine
+//! commands. The UI thread never waits on the engine.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::engine::{Backend, Engine, EngineConfig, Event, JobId, prepare_plan, relative_path};
+use crossbeam_channel::{Receiver, SendTimeoutError, TrySendError};
+
+use crate::engine::{
+    Backend, Capabilities, Engine, EngineConfig, Event, JobId, prepare_plan, relative_path,
+};
+use crate::request::Plan;
+use crate::server::{Origin, Service, service::Submission};
 use crate::models::catalog::Catalog;
 use crate::request::Profiles;
 use crate::request::restore::restore_settings;
@@ -28,12 +35,20 @@ pub const EVENT_BUDGET: Duration = Duration::from_millis(4);
 /// Time spent uploading decoded thumbnails per frame.
 pub const THUMBNAIL_BUDGET: Duration = Duration::from_millis(3);
 
+/// Which engine the window drives.
+pub enum WindowEngine {
+    /// Its own engine thread on this generator (candle or mock).
+    Spawn(Box<dyn Backend>),
+    /// The engine of a server (`imagelab gui --serve`): one queue for the window and the API.
+    Shared(Arc<Service>),
+}
+
 /// How to start the window.
 pub struct AppConfig {
     /// The output root.
     pub output_root: PathBuf,
-    /// The generator (candle or mock).
-    pub backend: Box<dyn Backend>,
+    /// The engine to drive.
+    pub engine: WindowEngine,
     /// A notice to show at start (e.g. why the mock runs instead of candle).
     pub notice: Option<String>,
     /// `INSTANCE_ID`: selects `jobs_<id>.log`.
@@ -46,13 +61,138 @@ impl AppConfig {
     /// A window on `output_root` with `backend`: no notice, no instance id, the profiles of
     /// `./profiles.ron` or the built-in ones.
     pub fn new(output_root: PathBuf, backend: Box<dyn Backend>) -> Self {
-        Self { output_root, backend, notice: None, instance_id: None, profiles_path: None }
+        Self {
+            output_root,
+            engine: WindowEngine::Spawn(backend),
+            notice: None,
+            instance_id: None,
+            profiles_path: None,
+        }
+    }
+}
+
+/// Events for the window beyond this many wait; progress and previews beyond it are dropped.
+const SHARED_EVENT_CAPACITY: usize = 1024;
+/// How long the server's dispatcher waits for a window that does not drain its events before
+/// it drops one (so a stalled window never stalls the API).
+const SHARED_EVENT_WAIT: Duration = Duration::from_secs(2);
+
+/// The engine handle the window holds.
+enum EngineLink {
+    /// Its own engine.
+    Own(Engine),
+    /// A server's engine; events arrive through a subscription.
+    Shared {
+        service: Arc<Service>,
+        events: Receiver<Event>,
+    },
+}
+
+impl EngineLink {
+    /// Subscribes to a server's engine, waking the window on every event.
+    fn shared(service: Arc<Service>, waker: Arc<dyn Fn() + Send + Sync>) -> Self {
+        let (sender, events) = crossbeam_channel::bounded(SHARED_EVENT_CAPACITY);
+        service.subscribe(move |event| {
+            let alive = match event {
+                Event::Progress { .. } | Event::Preview { .. } | Event::ModelLoading { .. } => {
+                    !matches!(sender.try_send(event.clone()), Err(TrySendError::Disconnected(_)))
+                }
+                _ => match sender.send_timeout(event.clone(), SHARED_EVENT_WAIT) {
+                    Ok(()) => true,
+                    Err(SendTimeoutError::Timeout(_)) => {
+                        tracing::warn!("the window is not draining its events; one was dropped");
+                        true
+                    }
+                    Err(SendTimeoutError::Disconnected(_)) => false,
+                },
+            };
+            if alive {
+                waker();
+            }
+            alive
+        });
+        Self::Shared { service, events }
+    }
+
+    fn events(&self) -> &Receiver<Event> {
+        match self {
+            Self::Own(engine) => engine.events(),
+            Self::Shared { events, .. } => events,
+        }
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        match self {
+            Self::Own(engine) => engine.capabilities(),
+            Self::Shared { service, .. } => service.capabilities(),
+        }
+    }
+
+    fn backend_name(&self) -> &'static str {
+        match self {
+            Self::Own(engine) => engine.backend_name(),
+            Self::Shared { service, .. } => service.backend_name(),
+        }
+    }
+
+    fn submit(&self, plan: Plan, label: &str) -> Result<JobId, String> {
+        match self {
+            Self::Own(engine) => engine.submit(plan).map_err(|err| err.to_string()),
+            Self::Shared { service, .. } => service
+                .submit(plan, Submission { origin: Origin::Window, label: label.to_owned() }, |_| {})
+                .map_err(|err| err.to_string()),
+        }
+    }
+
+    fn cancel(&self, job: JobId) -> Result<(), String> {
+        match self {
+            Self::Own(engine) => engine.cancel(job).map_err(|err| err.to_string()),
+            Self::Shared { service, .. } => service.cancel(job).map(|_| ()).map_err(|err| err.to_string()),
+        }
+    }
+
+    fn skip_current(&self) -> Result<(), String> {
+        match self {
+            Self::Own(engine) => engine.skip_current().map_err(|err| err.to_string()),
+            Self::Shared { service, .. } => service.skip_current().map_err(|err| err.to_string()),
+        }
+    }
+
+    fn clear_queue(&self) -> Result<(), String> {
+        match self {
+            Self::Own(engine) => engine.clear_queue().map_err(|err| err.to_string()),
+            Self::Shared { service, .. } => service.clear_queue().map_err(|err| err.to_string()),
+        }
+    }
+
+    /// A job another front end submitted (the API), as the queue panel lists it.
+    fn describe(&self, job: JobId) -> Option<QueuedJob> {
+        let Self::Shared { service, .. } = self else { return None };
+        let view = service.job(job)?;
+        let origin = serde_json::to_value(view.origin).ok()?.as_str()?.to_owned();
+        Some(QueuedJob {
+            job,
+            label: format!("[{origin}] {}", view.label),
+            images: view.images,
+            state: JobState::Pending,
+        })
+    }
+
+    /// Stops the engine: its own is cancelled and joined; a server's is asked to stop
+    /// gracefully (the running image finishes) and the server shuts it down.
+    fn shutdown(self) {
+        match self {
+            Self::Own(engine) => {
+                engine.shutdown();
+            }
+            Self::Shared { service, .. } => service.stop_token().request_graceful(),
+        }
     }
 }
 
 /// The lab window.
 pub struct LabApp {
-    engine: Option<Engine>,
+    engine: Option<EngineLink>,
     output_root: PathBuf,
     catalog: Catalog,
     profiles: Profiles,
@@ -106,16 +246,19 @@ impl LabApp {
             instance_id: config.instance_id,
             previews: true,
         };
-        let engine = match Engine::spawn(config.backend, engine_config, waker.clone()) {
-            Ok(engine) => {
-                log.push(Severity::Info, format!("engine: {} backend", engine.backend_name()));
-                Some(engine)
-            }
-            Err(err) => {
-                log.push(Severity::Error, format!("cannot start the engine: {err}"));
-                None
-            }
+        let engine = match config.engine {
+            WindowEngine::Spawn(backend) => match Engine::spawn(backend, engine_config, waker.clone()) {
+                Ok(engine) => Some(EngineLink::Own(engine)),
+                Err(err) => {
+                    log.push(Severity::Error, format!("cannot start the engine: {err}"));
+                    None
+                }
+            },
+            WindowEngine::Shared(service) => Some(EngineLink::shared(service, waker.clone())),
         };
+        if let Some(engine) = &engine {
+            log.push(Severity::Info, format!("engine: {} backend", engine.backend_name()));
+        }
         let thumbnails = ThumbnailLoader::spawn(waker).unwrap_or_else(|err| {
             log.push(Severity::Error, format!("cannot start the thumbnail decoder: {err}"));
             ThumbnailLoader::inert()
@@ -172,19 +315,19 @@ impl LabApp {
                 }
             };
         let images = plan.image_count();
-        match engine.submit(plan) {
+        let mut label: String = request.prompt.chars().take(40).collect();
+        if request.sweep != crate::request::Sweep::None {
+            label = format!("[{}] {label}", request.sweep.slug());
+        }
+        match engine.submit(plan, &label) {
             Ok(job) => {
                 self.last_seed = Some(seed);
-                let mut label: String = request.prompt.chars().take(40).collect();
-                if request.sweep != crate::request::Sweep::None {
-                    label = format!("[{}] {label}", request.sweep.slug());
-                }
                 self.job_labels.insert(job, label.clone());
                 self.queue.jobs.push(QueuedJob { job, label, images, state: JobState::Pending });
                 self.log
                     .push(Severity::Info, format!("job #{job}: {images} image(s), seed {seed}"));
             }
-            Err(err) => self.log.push(Severity::Error, err.to_string()),
+            Err(err) => self.log.push(Severity::Error, err),
         }
     }
 
@@ -193,11 +336,12 @@ impl LabApp {
         if let (Some(engine), Some(job)) = (&self.engine, self.queue.running())
             && let Err(err) = engine.cancel(job)
         {
-            self.log.push(Severity::Error, err.to_string());
+            self.log.push(Severity::Error, err);
         }
     }
 
-    /// Stops the engine: cancels what runs and joins the thread. Safe to call twice.
+    /// Stops the engine: cancels what runs and joins the thread (a server's engine is asked to
+    /// stop gracefully instead). Safe to call twice.
     pub fn shutdown(&mut self) {
         if let Some(engine) = self.engine.take() {
             engine.shutdown();
@@ -245,7 +389,15 @@ impl LabApp {
 
     fn on_event(&mut self, ctx: &egui::Context, event: Event) {
         match event {
-            Event::Queued { job, .. } => self.queue.set_state(job, JobState::Pending),
+            Event::Queued { job, .. } => {
+                if !self.queue.jobs.iter().any(|entry| entry.job == job)
+                    && let Some(entry) = self.engine.as_ref().and_then(|engine| engine.describe(job))
+                {
+                    self.job_labels.insert(job, entry.label.clone());
+                    self.queue.jobs.push(entry);
+                }
+                self.queue.set_state(job, JobState::Pending);
+            }
             Event::QueueChanged(_) => {}
             Event::ModelLoading { job, model, message, fraction } => {
                 let progress = self.watch.progress.get_or_insert_with(JobProgress::default);
@@ -314,16 +466,12 @@ impl LabApp {
                 );
             }
             Event::JobFinished { job, summary } => {
-                // A job dropped from the queue reports no items at all.
-                let state = if summary.failed > 0 {
-                    JobState::Failed
-                } else if summary.cancelled > 0
-                    || summary.items == 0
-                    || summary.done < summary.items
-                {
-                    JobState::Cancelled
-                } else {
-                    JobState::Done
+                use crate::server::events::JobState as Ended;
+                let state = match Ended::of_summary(&summary) {
+                    Ended::Failed => JobState::Failed,
+                    Ended::Cancelled => JobState::Cancelled,
+                    _ if summary.done < summary.items => JobState::Cancelled,
+                    _ => JobState::Done,
                 };
                 self.queue.set_state(job, state);
                 if self.watch.progress.as_ref().is_some_and(|p| p.job == job) {
@@ -494,7 +642,7 @@ impl eframe::App for LabApp {
                 if let Some(engine) = &self.engine
                     && let Err(err) = engine.skip_current()
                 {
-                    self.log.push(Severity::Error, err.to_string());
+                    self.log.push(Severity::Error, err);
                 }
             }
             None => {}
@@ -506,7 +654,7 @@ impl eframe::App for LabApp {
                 None => Ok(()),
             };
             if let Err(err) = result {
-                self.log.push(Severity::Error, err.to_string());
+                self.log.push(Severity::Error, err);
             }
         }
         if let Some(action) = gallery_action {

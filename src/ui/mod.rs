@@ -17,7 +17,7 @@ use crate::app::{ConfigError, EngineSetup, FrontEndConfig};
 use crate::models::Catalog;
 use crate::models::hub::HubConfig;
 
-pub use app::{AppConfig, LabApp};
+pub use app::{AppConfig, LabApp, WindowEngine};
 
 /// Why the window did not run.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +28,9 @@ pub enum WindowError {
     /// eframe could not open the window.
     #[error("{0}")]
     Window(String),
+    /// The server of `gui --serve` could not start.
+    #[error(transparent)]
+    Serve(#[from] crate::server::ServeError),
 }
 
 /// The window's start-up settings from the front-end configuration: the backend
@@ -40,7 +43,7 @@ pub fn config_from(config: &FrontEndConfig) -> Result<AppConfig, ConfigError> {
     let wiring = EngineSetup::window(config)?.wire(config)?;
     Ok(AppConfig {
         output_root: wiring.engine.output_root,
-        backend: wiring.backend,
+        engine: app::WindowEngine::Spawn(wiring.backend),
         notice: wiring.notice,
         instance_id: wiring.engine.instance_id,
         profiles_path: config.profiles_path(),
@@ -53,6 +56,50 @@ pub fn config_from(config: &FrontEndConfig) -> Result<AppConfig, ConfigError> {
 /// A bad setting, or a window that cannot open.
 pub fn run_window(config: &FrontEndConfig) -> Result<(), WindowError> {
     run_window_with(config_from(config)?, config.hub())
+}
+
+/// Opens the window with the HTTP server beside it (`imagelab gui --serve`): one engine, one
+/// queue for the window and the API clients, the API's jobs listed in the queue panel. Closing
+/// the window stops the server gracefully (the running image finishes).
+///
+/// # Errors
+/// A bad setting, a port that cannot be bound, or a window that cannot open.
+pub fn run_window_serving(
+    config: &FrontEndConfig,
+    http: &crate::server::HttpOptions,
+    service_config: crate::server::ServiceConfig,
+) -> Result<(), WindowError> {
+    use crate::server::{self, ServeError, Service, StopToken};
+    let wiring = EngineSetup::window(config)?.wire(config)?;
+    let bound = server::bind(http)?;
+    let address = bound.address();
+    let mut notice = wiring.notice.clone();
+    let output_root = wiring.engine.output_root.clone();
+    let instance_id = wiring.engine.instance_id.clone();
+    let service = Service::start(wiring, service_config, StopToken::new())
+        .map_err(|err| ServeError::Usage(err.to_string()))?;
+    let serving = std::sync::Arc::clone(&service);
+    let http = http.clone();
+    let thread = std::thread::Builder::new()
+        .name("imagelab-http".into())
+        .spawn(move || server::serve_blocking(&serving, bound, &http))
+        .map_err(|err| ServeError::Io(format!("cannot start the HTTP thread: {err}")))?;
+    let serving_note = format!("serving the API on http://{address}");
+    println!("imagelab gui --serve: {serving_note}");
+    notice = Some(notice.map_or(serving_note.clone(), |notice| format!("{notice}; {serving_note}")));
+    let app_config = AppConfig {
+        output_root,
+        engine: WindowEngine::Shared(std::sync::Arc::clone(&service)),
+        notice,
+        instance_id,
+        profiles_path: config.profiles_path(),
+    };
+    let shown = run_window_with(app_config, config.hub());
+    service.stop_token().request_graceful();
+    let served = thread.join().map_err(|_| ServeError::Io("the HTTP thread panicked".into()))?;
+    service.shutdown();
+    shown?;
+    Ok(served?)
 }
 
 /// Opens the window with a given backend and output folder; `hub` is where the model status

@@ -16,6 +16,7 @@ mod models;
 mod rng;
 mod sampler_pipeline;
 mod schedulers;
+mod server;
 mod slurm;
 mod ui;
 mod util;
