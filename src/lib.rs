@@ -3,12 +3,16 @@
 //! One engine serves the desktop window (`ui`, feature `gui`) and the command line (`cli`).
 //! See `ARCHITECTURE.md` for the map.
 
+pub mod analytics;
 pub mod app;
 pub mod cli;
 pub mod diffusion;
 pub mod engine;
+pub mod font;
+pub mod gpu;
 pub mod models;
 pub mod request;
+pub mod runner;
 pub mod server;
 pub mod storage;
 #[cfg(feature = "gui")]

@@ -4,14 +4,16 @@
 //! ends hold one [`FrontEndConfig`] and ask it. Tests build one from a map with
 //! [`FrontEndConfig::from_lookup`], so nothing here needs global state.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{BackendChoice, DEFAULT_OUTPUT_DIR};
+use crate::diffusion::attention::AttentionKind;
 use crate::engine::mock::MockBackend;
+use crate::gpu::{SourceChoice, Visibility};
 use crate::models::hub::HubConfig;
-use crate::request::profiles::{Profiles, ProfilesError};
+use crate::request::profiles::{Profiles, ProfilesError, USER_PROFILES_FILE};
 
 /// Output root (`--out`; default `output_images`).
 pub const OUTPUT_DIR_VAR: &str = "IMAGELAB_OUTPUT_DIR";
@@ -25,16 +27,29 @@ pub const DEVICE_VAR: &str = "IMAGELAB_DEVICE";
 pub const INSTANCE_ID_VAR: &str = "INSTANCE_ID";
 /// A `profiles.ron` to use instead of `./profiles.ron` or the built-in one.
 pub const PROFILES_VAR: &str = "IMAGELAB_PROFILES";
+/// The user profiles file (imported styles) to use instead of the one beside the profiles.
+pub const USER_PROFILES_VAR: &str = "IMAGELAB_USER_PROFILES";
 /// Model cache budget in MiB (0 or unset: keep only the newest pipeline).
 pub const MODEL_CACHE_MB_VAR: &str = "IMAGELAB_MODEL_CACHE_MB";
 /// Memory budget of one generation in MiB (unset: none).
 pub const MEMORY_BUDGET_MB_VAR: &str = "IMAGELAB_MEMORY_BUDGET_MB";
+/// Attention implementation, `flash|chunked|naive` (unset: flash where built, else chunked).
+pub const ATTENTION_VAR: &str = "IMAGELAB_ATTENTION";
 /// Mock backend: delay per step in milliseconds.
 pub const MOCK_STEP_MS_VAR: &str = "IMAGELAB_MOCK_STEP_MS";
 /// Mock backend: the display name of a model whose load fails.
 pub const MOCK_FAIL_MODEL_VAR: &str = "IMAGELAB_MOCK_FAIL_MODEL";
 /// Mock backend: a substring of the final prompt that fails the image half-way.
 pub const MOCK_FAIL_PROMPT_VAR: &str = "IMAGELAB_MOCK_FAIL_PROMPT";
+/// Which GPU lister to use: `auto` (NVML, else `nvidia-smi`), `nvml` or `nvidia-smi`.
+pub const GPU_SOURCE_VAR: &str = "IMAGELAB_GPU_SOURCE";
+/// CUDA's list of visible GPUs (indices or UUIDs); maps `nvidia-smi` indices to CUDA ordinals.
+pub const CUDA_VISIBLE_DEVICES_VAR: &str = "CUDA_VISIBLE_DEVICES";
+/// CUDA's device order (`PCI_BUS_ID` makes CUDA ordinals follow `nvidia-smi`).
+pub const CUDA_DEVICE_ORDER_VAR: &str = "CUDA_DEVICE_ORDER";
+/// Seconds a graceful stop (first SIGINT/SIGTERM) waits for the running image before it
+/// cancels it (unset: as long as the image takes; 0: cancel at once). See `app::stop`.
+pub const STOP_GRACE_S_VAR: &str = "IMAGELAB_STOP_GRACE_S";
 /// Log filter (tracing's `EnvFilter` syntax; default `warn`).
 pub const LOG_FILTER_VAR: &str = "RUST_LOG";
 /// Set (to anything): no colour on stderr.
@@ -114,12 +129,26 @@ impl FrontEndConfig {
         HubConfig::from_vars(|name| self.var(name).filter(|value| !value.is_empty()))
     }
 
-    /// `IMAGELAB_PROFILES`, else `./profiles.ron` when present, else the built-in profiles.
+    /// `IMAGELAB_PROFILES`, else `./profiles.ron` when present, else the built-in profiles;
+    /// with the user profiles file (imported styles) merged when it exists.
     ///
     /// # Errors
     /// A file that exists but is broken is an error, never silently replaced.
     pub fn profiles(&self) -> Result<Profiles, ProfilesError> {
-        Profiles::discover(self.profiles_path().as_deref())
+        Profiles::discover(self.profiles_path().as_deref(), Some(&self.user_profiles_path()))
+    }
+
+    /// The user profiles file: `IMAGELAB_USER_PROFILES`, else `profiles.user.ron` beside
+    /// `IMAGELAB_PROFILES`, else `./profiles.user.ron` (beside `./profiles.ron`).
+    pub fn user_profiles_path(&self) -> PathBuf {
+        if let Some(path) = self.non_empty(USER_PROFILES_VAR) {
+            return PathBuf::from(path);
+        }
+        let dir = self
+            .profiles_path()
+            .and_then(|path| path.parent().map(Path::to_path_buf))
+            .unwrap_or_default();
+        dir.join(USER_PROFILES_FILE)
     }
 
     /// `IMAGELAB_PROFILES`, when set.
@@ -173,6 +202,52 @@ impl FrontEndConfig {
         Ok(mock)
     }
 
+    /// `IMAGELAB_GPU_SOURCE`, else auto (NVML, then `nvidia-smi`).
+    ///
+    /// # Errors
+    /// A value that is not a source name.
+    pub fn gpu_source(&self) -> Result<SourceChoice, ConfigError> {
+        self.non_empty(GPU_SOURCE_VAR).map_or(Ok(SourceChoice::Auto), |text| {
+            SourceChoice::parse(&text)
+                .map_err(|message| ConfigError { variable: GPU_SOURCE_VAR, message })
+        })
+    }
+
+    /// `CUDA_VISIBLE_DEVICES` (an empty value counts: it hides every GPU) and
+    /// `CUDA_DEVICE_ORDER`.
+    pub fn gpu_visibility(&self) -> Visibility {
+        Visibility::new(self.var(CUDA_VISIBLE_DEVICES_VAR), self.non_empty(CUDA_DEVICE_ORDER_VAR))
+    }
+
+    /// `IMAGELAB_STOP_GRACE_S` as a duration (`None` when unset: no limit).
+    ///
+    /// # Errors
+    /// A value that is not a number of seconds ≥ 0.
+    pub fn stop_grace(&self) -> Result<Option<Duration>, ConfigError> {
+        let Some(text) = self.non_empty(STOP_GRACE_S_VAR) else { return Ok(None) };
+        text.parse::<f64>()
+            .ok()
+            .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+            .map(Some)
+            .ok_or_else(|| ConfigError {
+                variable: STOP_GRACE_S_VAR,
+                message: format!("{text:?} is not a number of seconds ≥ 0"),
+            })
+    }
+
+    /// `IMAGELAB_ATTENTION`, when set.
+    ///
+    /// # Errors
+    /// A value that is not `flash`, `chunked` or `naive`.
+    pub fn attention(&self) -> Result<Option<AttentionKind>, ConfigError> {
+        self.non_empty(ATTENTION_VAR).map_or(Ok(None), |text| {
+            AttentionKind::parse(&text).map(Some).ok_or_else(|| ConfigError {
+                variable: ATTENTION_VAR,
+                message: format!("{text:?} is not an attention; valid: flash, chunked, naive"),
+            })
+        })
+    }
+
     /// `RUST_LOG`, when set.
     pub fn log_filter(&self) -> Option<String> {
         self.var(LOG_FILTER_VAR)
@@ -202,6 +277,13 @@ mod tests {
         assert_eq!(empty.backend(), Ok(BackendChoice::Candle));
         assert_eq!((empty.model_cache_bytes(), empty.memory_budget_bytes()), (0, None));
         assert_eq!(empty.instance_id(), None);
+        assert_eq!(empty.attention(), Ok(None));
+        assert_eq!(
+            config(&[(ATTENTION_VAR, " Chunked ")]).attention(),
+            Ok(Some(AttentionKind::Chunked))
+        );
+        let bad_attention = config(&[(ATTENTION_VAR, "xformers")]).attention().expect_err("bad");
+        assert_eq!(bad_attention.variable, ATTENTION_VAR);
         let set = config(&[
             (OUTPUT_DIR_VAR, "/tmp/out"),
             (BACKEND_VAR, "Mock"),
@@ -213,6 +295,15 @@ mod tests {
         assert_eq!(set.backend(), Ok(BackendChoice::Mock));
         assert_eq!((set.model_cache_bytes(), set.memory_budget_bytes()), (2 << 20, None));
         assert_eq!(set.instance_id().as_deref(), Some("gpu-1"));
+        assert_eq!(empty.stop_grace(), Ok(None));
+        assert_eq!(
+            config(&[(STOP_GRACE_S_VAR, "8.5")]).stop_grace(),
+            Ok(Some(Duration::from_millis(8500)))
+        );
+        for bad in ["-1", "soon", "NaN", "inf"] {
+            let err = config(&[(STOP_GRACE_S_VAR, bad)]).stop_grace().expect_err(bad);
+            assert_eq!(err.variable, STOP_GRACE_S_VAR);
+        }
         let bad = config(&[(BACKEND_VAR, "torch"), (MOCK_STEP_MS_VAR, "fast")]);
         assert_eq!(bad.backend().expect_err("bad").variable, BACKEND_VAR);
         assert_eq!(

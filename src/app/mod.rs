@@ -7,11 +7,13 @@
 //! with. Restoring settings from an image is [`crate::request::restore`].
 
 pub mod config;
+pub mod stop;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use config::{ConfigError, FrontEndConfig};
+pub use stop::{StopRequest, StopSignal, StopSignals};
 
 use crate::engine::candle_backend::{CandleBackend, FolderResolver};
 use crate::engine::{Backend, EngineConfig, LoadProgress};
@@ -134,11 +136,14 @@ pub fn make_backend(
 ) -> Result<Box<dyn Backend>, ConfigError> {
     match choice {
         BackendChoice::Mock => Ok(Box::new(config.mock_backend(mock_step_delay)?)),
-        BackendChoice::Candle => Ok(Box::new(
-            CandleBackend::new(Some(hub_resolver(config.hub())))
-                .with_cache_budget(config.model_cache_bytes())
-                .with_memory_budget(config.memory_budget_bytes()),
-        )),
+        BackendChoice::Candle => {
+            crate::diffusion::attention::set_override(config.attention()?);
+            Ok(Box::new(
+                CandleBackend::new(Some(hub_resolver(config.hub())))
+                    .with_cache_budget(config.model_cache_bytes())
+                    .with_memory_budget(config.memory_budget_bytes()),
+            ))
+        }
     }
 }
 

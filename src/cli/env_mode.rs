@@ -10,7 +10,10 @@ use crate::app::config::{BACKEND_VAR, DEVICE_VAR, INSTANCE_ID_VAR, OUTPUT_DIR_VA
 use crate::app::{BackendChoice, DEFAULT_OUTPUT_DIR, FrontEndConfig};
 use crate::models::catalog::DEFAULT_MODEL;
 use crate::request::{Request, RequestError, Sweep};
-use crate::vocab::{DeviceChoice, Precision, RAW_PROFILE, SamplerKind, SigmaSchedule};
+use crate::vocab::{
+    DEFAULT_QUALITY, DeviceChoice, OutputFormat, Precision, RAW_PROFILE, SamplerKind, SaveOptions,
+    SigmaSchedule,
+};
 
 /// Every variable the mode reads, for `--help` and docs.
 pub const VARIABLES: &[&str] = &[
@@ -32,6 +35,9 @@ pub const VARIABLES: &[&str] = &[
     "IMG2IMG_STRENGTH",
     "RUN_ALL_PROFILES",
     "RUN_ALL_MODELS",
+    "IMAGE_FORMAT",
+    "IMAGE_QUALITY",
+    "IMAGE_LOSSLESS",
     BACKEND_VAR,
     OUTPUT_DIR_VAR,
     DEVICE_VAR,
@@ -138,6 +144,17 @@ pub fn parse(lookup: &dyn Fn(&str) -> Option<String>) -> Result<GenerateOptions,
             Precision::parse(&text).map_err(|m| RequestError::new("IMAGELAB_DTYPE", m.to_string()))
         })
         .transpose()?;
+    let output = SaveOptions {
+        format: get("IMAGE_FORMAT")
+            .map(|text| {
+                OutputFormat::parse(&text)
+                    .map_err(|m| RequestError::new("IMAGE_FORMAT", m.to_string()))
+            })
+            .transpose()?
+            .unwrap_or_default(),
+        quality: number("IMAGE_QUALITY", get("IMAGE_QUALITY"))?.unwrap_or(DEFAULT_QUALITY),
+        lossless: flag("IMAGE_LOSSLESS")?,
+    };
     let backend = get(BACKEND_VAR)
         .map(|text| {
             BackendChoice::parse(&text).map_err(|m| RequestError::new(BACKEND_VAR, m.to_string()))
@@ -162,6 +179,7 @@ pub fn parse(lookup: &dyn Fn(&str) -> Option<String>) -> Result<GenerateOptions,
         sweep,
         device,
         dtype,
+        output,
         ..Request::default()
     };
     Ok(GenerateOptions {
@@ -203,6 +221,9 @@ mod tests {
             ("IMAGELAB_OUTPUT_DIR", "/tmp/x"),
             ("IMAGELAB_DEVICE", "cuda:1"),
             ("INSTANCE_ID", "gpu1"),
+            ("IMAGE_FORMAT", "webp"),
+            ("IMAGE_QUALITY", "75"),
+            ("IMAGE_LOSSLESS", "1"),
         ])
         .expect("valid");
         let r = &options.request;
@@ -216,6 +237,10 @@ mod tests {
         assert_eq!(options.backend, BackendChoice::Mock);
         assert_eq!(options.out, PathBuf::from("/tmp/x"));
         assert_eq!(options.instance_id.as_deref(), Some("gpu1"));
+        assert_eq!(
+            r.output,
+            SaveOptions { format: OutputFormat::Webp, quality: 75, lossless: true }
+        );
     }
 
     #[test]
@@ -226,6 +251,8 @@ mod tests {
             (vec![("PROMPT", "x"), ("SCHEDULER", "plms")], "SCHEDULER"),
             (vec![("PROMPT", "x"), ("MODE", "img2img")], "INIT_IMAGE_PATH"),
             (vec![("PROMPT", "x"), ("MODE", "video")], "MODE"),
+            (vec![("PROMPT", "x"), ("IMAGE_FORMAT", "gif")], "IMAGE_FORMAT"),
+            (vec![("PROMPT", "x"), ("IMAGE_QUALITY", "high")], "IMAGE_QUALITY"),
             (
                 vec![("PROMPT", "x"), ("RUN_ALL_MODELS", "1"), ("RUN_ALL_PROFILES", "1")],
                 "RUN_ALL_PROFILES/RUN_ALL_MODELS",

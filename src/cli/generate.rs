@@ -8,13 +8,16 @@ use clap::{ArgMatches, Args};
 
 use super::{CliError, Outcome, report};
 use crate::app::config::{BACKEND_VAR, DEVICE_VAR, OUTPUT_DIR_VAR};
-use crate::app::{BackendChoice, DEFAULT_OUTPUT_DIR, EngineSetup, FrontEndConfig};
+use crate::app::{BackendChoice, DEFAULT_OUTPUT_DIR, EngineSetup, FrontEndConfig, StopSignals};
 use crate::engine::{Engine, Event, no_waker, prepare_plan};
 use crate::models::catalog::{Catalog, DEFAULT_MODEL};
 use crate::request::restore::{RequestField, restore_settings};
-use crate::request::{Request, RequestError, Sweep};
+use crate::request::{Profiles, Request, RequestError, Sweep};
 use crate::storage::metadata::recover_file;
-use crate::vocab::{DeviceChoice, LoraSpec, Precision, RAW_PROFILE, SamplerKind, SigmaSchedule};
+use crate::vocab::{
+    DEFAULT_QUALITY, DeviceChoice, LoraSpec, OutputFormat, Precision, RAW_PROFILE, SamplerKind,
+    SaveOptions, SigmaSchedule,
+};
 
 /// Flags of `imagelab generate` (REFERENCE §8).
 #[derive(Debug, Clone, Args)]
@@ -68,6 +71,16 @@ pub struct GenerateArgs {
     /// Also save the latent handed to the VAE (`.latent`, safetensors).
     #[arg(long)]
     pub save_latent: bool,
+    /// Image format: png, jpeg or webp (settings in a PNG chunk, or the EXIF `UserComment` that
+    /// A1111 and Civitai read plus our XMP).
+    #[arg(long, default_value = "png", value_parser = OutputFormat::parse)]
+    pub format: OutputFormat,
+    /// Quality 1–100 of JPEG and lossy WebP.
+    #[arg(long, default_value_t = DEFAULT_QUALITY)]
+    pub quality: u8,
+    /// Lossless WebP (with --format webp).
+    #[arg(long)]
+    pub lossless: bool,
     /// Print one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -92,10 +105,32 @@ pub struct GenerateArgs {
     /// Truncate prompts at 77 tokens (diffusers) instead of chunking them (A1111, ComfyUI).
     #[arg(long)]
     pub truncate: bool,
-    /// Re-run the settings stored in this PNG (ours exactly; A1111, ComfyUI, InvokeAI, Fooocus
-    /// as closely as they map); any other flag given overrides the image.
+    /// Re-run the settings stored in this image, PNG, JPEG or WebP (ours exactly; A1111,
+    /// ComfyUI, InvokeAI, Fooocus, NovelAI as closely as they map); any other flag given
+    /// overrides the image.
     #[arg(long)]
     pub from: Option<PathBuf>,
+    /// Run bundle N of a saved `favorites analyze --json` (`FILE:N`) with a new --prompt; any
+    /// other flag given overrides the bundle.
+    #[arg(long, value_name = "FILE:N", value_parser = parse_bundle_ref, conflicts_with = "from")]
+    pub bundle: Option<(PathBuf, usize)>,
+}
+
+/// `FILE:N` (split at the last `:`), N from 1.
+fn parse_bundle_ref(text: &str) -> Result<(PathBuf, usize), String> {
+    let (file, number) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{text:?}: expected FILE:N, e.g. analysis.json:1"))?;
+    let number: usize = number
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&n| n >= 1)
+        .ok_or_else(|| format!("{text:?}: N must be a bundle number from 1"))?;
+    if file.is_empty() {
+        return Err(format!("{text:?}: expected FILE:N, e.g. analysis.json:1"));
+    }
+    Ok((PathBuf::from(file), number))
 }
 
 /// Everything a headless run needs, from flags or from the environment.
@@ -152,6 +187,11 @@ impl GenerateArgs {
             sweep,
             loras: self.loras,
             save_latent: self.save_latent,
+            output: SaveOptions {
+                format: self.format,
+                quality: self.quality,
+                lossless: self.lossless,
+            },
             truncate_prompt: self.truncate,
             device: self.device,
             dtype: self.dtype,
@@ -177,13 +217,54 @@ pub fn run_args(
     config: &FrontEndConfig,
 ) -> Result<Outcome, CliError> {
     let from = args.from.clone();
+    let bundle = args.bundle.clone();
     let mut options = args.into_options(config)?;
     if let Some(file) = from {
-        for note in apply_from(&file, &mut options.request, matches)? {
+        let profiles = config.profiles().map_err(|err| CliError::Usage(err.to_string()))?;
+        for note in apply_from(&file, &mut options.request, matches, &profiles)? {
             eprintln!("note: {note}");
         }
     }
+    if let Some((file, number)) = bundle {
+        if !typed(matches, "prompt") {
+            return Err(CliError::Usage(
+                "--bundle: give --prompt; a bundle brings settings, not a prompt".to_owned(),
+            ));
+        }
+        let overlay = crate::analytics::stats::read_bundle(&file, number)
+            .and_then(|request| request.to_overlay())
+            .map_err(|err| CliError::Usage(err.to_string()))?;
+        overlay.apply(&mut options.request, typed_fields(matches));
+    }
     run(&options, config)
+}
+
+/// Whether the user typed flag `id` (rather than a default or the environment).
+pub fn typed(matches: &ArgMatches, id: &str) -> bool {
+    matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+}
+
+/// For [`RequestOverlay::apply`](crate::request::restore::RequestOverlay::apply): the request
+/// fields whose flags the user typed, which an image or a bundle must not change.
+pub fn typed_fields(matches: &ArgMatches) -> impl Fn(RequestField) -> bool + '_ {
+    move |field| match field {
+        RequestField::Model => typed(matches, "model"),
+        RequestField::Prompt => typed(matches, "prompt"),
+        RequestField::Negative => typed(matches, "negative"),
+        RequestField::Profile => typed(matches, "profile"),
+        RequestField::Scheduler => typed(matches, "scheduler"),
+        RequestField::ScheduleType => typed(matches, "schedule_type"),
+        RequestField::Width => typed(matches, "width"),
+        RequestField::Height => typed(matches, "height"),
+        RequestField::Steps => typed(matches, "steps"),
+        RequestField::Cfg => typed(matches, "cfg"),
+        RequestField::Seed => typed(matches, "seed"),
+        RequestField::InitImage => typed(matches, "init_image"),
+        RequestField::Strength => typed(matches, "strength"),
+        RequestField::Sweep => typed(matches, "all_profiles") || typed(matches, "all_models"),
+        RequestField::Loras => typed(matches, "loras"),
+        RequestField::TruncatePrompt => typed(matches, "truncate"),
+    }
 }
 
 /// Lays the settings of the image at `file` under the flags the user typed. Returns what a
@@ -195,28 +276,11 @@ pub fn apply_from(
     file: &Path,
     request: &mut Request,
     matches: &ArgMatches,
+    profiles: &Profiles,
 ) -> Result<Vec<String>, CliError> {
     let recovered = recover_file(file).map_err(|err| CliError::Usage(format!("--from: {err}")))?;
-    let restored = restore_settings(&recovered, &Catalog::builtin());
-    let typed = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
-    restored.overlay.apply(request, |field| match field {
-        RequestField::Model => typed("model"),
-        RequestField::Prompt => typed("prompt"),
-        RequestField::Negative => typed("negative"),
-        RequestField::Profile => typed("profile"),
-        RequestField::Scheduler => typed("scheduler"),
-        RequestField::ScheduleType => typed("schedule_type"),
-        RequestField::Width => typed("width"),
-        RequestField::Height => typed("height"),
-        RequestField::Steps => typed("steps"),
-        RequestField::Cfg => typed("cfg"),
-        RequestField::Seed => typed("seed"),
-        RequestField::InitImage => typed("init_image"),
-        RequestField::Strength => typed("strength"),
-        RequestField::Sweep => typed("all_profiles") || typed("all_models"),
-        RequestField::Loras => typed("loras"),
-        RequestField::TruncatePrompt => typed("truncate"),
-    });
+    let restored = restore_settings(&recovered, &Catalog::builtin(), profiles);
+    restored.overlay.apply(request, typed_fields(matches));
     Ok(restored.notes)
 }
 
@@ -227,35 +291,85 @@ pub fn apply_from(
 pub fn run(options: &GenerateOptions, config: &FrontEndConfig) -> Result<Outcome, CliError> {
     let profiles = config.profiles().map_err(|err| CliError::Usage(err.to_string()))?;
     let catalog = Catalog::builtin();
+    let grace = config.stop_grace()?;
     let wiring = options.engine_setup().wire(config)?;
     let plan = prepare_plan(&options.request, &profiles, &catalog, &wiring.backend.capabilities())?;
+    let stops = install_stop_signals(grace)?;
     let engine = Engine::spawn(wiring.backend, wiring.engine, no_waker())
         .map_err(|err| CliError::Usage(err.to_string()))?;
     let total_images = plan.image_count();
     let job = engine.submit(plan).map_err(|err| CliError::Usage(err.to_string()))?;
     let mut progress = report::Progress::new(total_images);
     let mut collected = report::Collected::default();
-    let summary = loop {
-        let Ok(event) = engine.events().recv() else {
-            break None;
-        };
-        progress.on_event(&event);
-        collected.on_event(&event);
-        if let Event::JobFinished { job: finished, summary } = event
-            && finished == job
-        {
-            break Some(summary);
-        }
-    };
+    let summary = run_until_finished(&engine, &[job], &stops, &mut progress, &mut collected);
     progress.finish();
     drop(engine);
-    let Some(summary) = summary else {
+    let Some(summary) = summary.into_iter().next() else {
         return Err(CliError::Failed("the engine stopped before the job finished".to_owned()));
     };
-    report::print_summary(&summary, &collected, options.json);
-    Ok(if summary.failed > 0 || summary.cancelled > 0 {
+    let stopped_by = stops.request().map(|request| request.signal);
+    report::print_summary(&summary, &collected, options.json, stopped_by);
+    Ok(outcome_of(std::slice::from_ref(&summary), &stops))
+}
+
+/// Hooks SIGINT/SIGTERM for a headless run, with the grace of `IMAGELAB_STOP_GRACE_S`.
+///
+/// # Errors
+/// The handlers cannot be installed.
+pub(crate) fn install_stop_signals(
+    grace: Option<std::time::Duration>,
+) -> Result<StopSignals, CliError> {
+    let stops = StopSignals::install()
+        .map_err(|err| CliError::Failed(format!("cannot install signal handlers: {err}")))?;
+    stops.set_grace(grace);
+    Ok(stops)
+}
+
+/// Drains the engine's events until every job of `jobs` finished, forwarding stop signals to
+/// the engine (the first: finish the running image; the second: cancel it now). Returns the
+/// summaries of the jobs that finished, in the order they finished; fewer when the engine
+/// ended early.
+pub(crate) fn run_until_finished(
+    engine: &Engine,
+    jobs: &[crate::engine::JobId],
+    stops: &StopSignals,
+    progress: &mut report::Progress,
+    collected: &mut report::Collected,
+) -> Vec<crate::engine::JobSummary> {
+    let requests = stops.subscribe();
+    let mut summaries = Vec::new();
+    while summaries.len() < jobs.len() {
+        crossbeam_channel::select! {
+            recv(engine.events()) -> event => {
+                let Ok(event) = event else { break };
+                progress.on_event(&event);
+                collected.on_event(&event);
+                if let Event::JobFinished { job, summary } = event
+                    && jobs.contains(&job)
+                {
+                    summaries.push(summary);
+                }
+            }
+            recv(requests) -> request => {
+                let Ok(request) = request else { continue };
+                progress.on_stop(request);
+                if let Err(err) = engine.stop(request.mode, request.signal.name()) {
+                    progress.warn(&format!("cannot stop the engine: {err}"));
+                }
+            }
+        }
+    }
+    summaries
+}
+
+/// The outcome of finished jobs: stopped by a signal (130/143) before anything else, then
+/// failed or cancelled items (1), else done.
+pub(crate) fn outcome_of(summaries: &[crate::engine::JobSummary], stops: &StopSignals) -> Outcome {
+    if let Some(code) = stops.exit_code() {
+        Outcome::Stopped(code)
+    } else if summaries.iter().any(|s| s.failed > 0 || s.cancelled > 0 || s.interrupted > 0) {
         Outcome::SomeFailed
     } else {
         Outcome::Done
-    })
+    }
 }

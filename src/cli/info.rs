@@ -1,6 +1,6 @@
-//! `imagelab info FILE`: the settings stored in any tool's PNG (ours exactly; A1111, ComfyUI,
-//! InvokeAI, Fooocus as closely as they map). `generate --from` re-runs them
-//! ([`crate::request::restore`]).
+//! `imagelab info FILE`: the settings stored in any tool's PNG, JPEG or WebP (ours exactly;
+//! A1111, ComfyUI, InvokeAI, Fooocus, NovelAI as closely as they map). `generate --from`
+//! re-runs them ([`crate::request::restore`]).
 
 use std::path::Path;
 

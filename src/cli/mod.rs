@@ -1,15 +1,22 @@
-//! The command line: `imagelab generate|info|models|serve`, the environment-variable headless
-//! mode, and the window when run with no arguments.
+//! The command line: `imagelab generate|info|models|favorites|sheet|serve|…`, the
+//! environment-variable headless mode, and the window when run with no arguments.
 //!
 //! Every command returns `Result<Outcome, CliError>`; [`main`] is the one place that prints an
-//! error and picks the exit code: 0 all done, 1 some item failed, 2 bad usage or input.
+//! error and picks the exit code: 0 all done, 1 some item failed, 2 bad usage or input,
+//! 3 no idle GPU (`gpus --pick`), 4 no NVIDIA driver or GPU, 130/143 stopped by SIGINT/SIGTERM
+//! (see `app::stop`).
 
 pub mod env_mode;
+pub mod favorites;
 pub mod generate;
+pub mod gpus;
 pub mod info;
 pub mod models;
+pub mod profiles;
 mod report;
+pub mod runner;
 pub mod serve;
+pub mod sheet;
 
 use std::process::ExitCode;
 
@@ -23,6 +30,10 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_FAILED: u8 = 1;
 /// Exit code: bad usage or input; nothing was written.
 pub const EXIT_USAGE: u8 = 2;
+/// Exit code of `gpus --pick`: every GPU is busy (try again later).
+pub const EXIT_NO_IDLE_GPU: u8 = 3;
+/// Exit code: no NVIDIA driver or no GPU (`gpus`, `runner --gpus 0,2`).
+pub const EXIT_NO_GPU: u8 = 4;
 
 /// How a command that ran to its end went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +42,8 @@ pub enum Outcome {
     Done,
     /// It ran, but at least one item failed or was cancelled (exit 1).
     SomeFailed,
+    /// A signal stopped it cleanly; the exit code is 128 + the signal's number (130, 143).
+    Stopped(u8),
 }
 
 impl Outcome {
@@ -39,6 +52,7 @@ impl Outcome {
         match self {
             Self::Done => EXIT_OK,
             Self::SomeFailed => EXIT_FAILED,
+            Self::Stopped(code) => code,
         }
     }
 }
@@ -58,6 +72,12 @@ pub enum CliError {
     /// The run started but could not finish (exit 1).
     #[error("{0}")]
     Failed(String),
+    /// Every GPU is busy (exit 3).
+    #[error("{0}")]
+    NoIdleGpu(String),
+    /// No NVIDIA driver or no GPU (exit 4).
+    #[error("{0}")]
+    NoGpu(String),
     /// clap's own answer: a usage error (exit 2), or `--help` / `--version` (exit 0).
     #[error(transparent)]
     Clap(#[from] clap::Error),
@@ -69,6 +89,8 @@ impl CliError {
         match self {
             Self::Usage(_) | Self::Request(_) | Self::Config(_) => EXIT_USAGE,
             Self::Failed(_) => EXIT_FAILED,
+            Self::NoIdleGpu(_) => EXIT_NO_IDLE_GPU,
+            Self::NoGpu(_) => EXIT_NO_GPU,
             Self::Clap(err) if err.use_stderr() => EXIT_USAGE,
             Self::Clap(_) => EXIT_OK,
         }
@@ -99,9 +121,9 @@ pub struct Cli {
 pub enum CliCommand {
     /// Generate images headless (same engine, files and log as the window).
     Generate(Box<generate::GenerateArgs>),
-    /// The settings stored in an image (ours, A1111, ComfyUI, InvokeAI, Fooocus).
+    /// The settings stored in an image (ours, A1111, ComfyUI, InvokeAI, Fooocus, NovelAI).
     Info {
-        /// A PNG file.
+        /// A PNG, JPEG or WebP file.
         file: std::path::PathBuf,
         /// One JSON object on stdout.
         #[arg(long)]
@@ -109,6 +131,18 @@ pub enum CliCommand {
     },
     /// The model catalog against the local Hugging Face cache: list, prefetch, verify.
     Models(models::ModelsArgs),
+    /// What your favourites share, and running their best settings again.
+    Favorites(favorites::FavoritesArgs),
+    /// A labelled contact-sheet PNG of a sweep folder.
+    Sheet(sheet::SheetArgs),
+    /// The NVIDIA GPUs: memory, utilisation, processes, which are idle (`--pick`: one index).
+    Gpus(gpus::GpusArgs),
+    /// Prompts the generator makes from a template file (what `runner` would run).
+    Prompts(runner::PromptsArgs),
+    /// Generated jobs on every idle GPU until a job count, a time, or a stop.
+    Runner(Box<runner::RunnerArgs>),
+    /// Style profiles: list them, import A1111 `styles.csv` or Fooocus style JSON.
+    Profiles(profiles::ProfilesArgs),
     /// Serve the engine over HTTP (our API and the AUTOMATIC1111-compatible /sdapi/v1 subset)
     /// or, with --stdio, as JSON lines on stdin/stdout.
     Serve(Box<serve::ServeArgs>),
@@ -152,6 +186,18 @@ pub fn run(args: &[std::ffi::OsString], config: &FrontEndConfig) -> Result<Outco
         }
         Some(CliCommand::Info { file, json }) => info::run(&file, json),
         Some(CliCommand::Models(args)) => models::run(&args, config),
+        Some(CliCommand::Favorites(args)) => {
+            let empty = clap::ArgMatches::default();
+            let sub = matches.subcommand_matches("favorites").unwrap_or(&empty);
+            favorites::run(args, sub, config)
+        }
+        Some(CliCommand::Sheet(args)) => sheet::run(&args),
+        Some(CliCommand::Gpus(args)) => gpus::run(&args, config),
+        Some(CliCommand::Prompts(args)) => runner::run_prompts(&args, config),
+        Some(CliCommand::Runner(args)) => {
+            runner::run_runner(&args, config, &crate::runner::StopToken::new())
+        }
+        Some(CliCommand::Profiles(args)) => profiles::run(&args, config),
         Some(CliCommand::Serve(args)) => serve::run(*args, config),
         #[cfg(feature = "gui")]
         Some(CliCommand::Gui(args)) if args.serve => serve::run_gui(&args, config),
@@ -164,7 +210,8 @@ pub fn run(args: &[std::ffi::OsString], config: &FrontEndConfig) -> Result<Outco
                 }
                 crate::ui::WindowError::Serve(err) => CliError::Failed(err.to_string()),
             })?;
-            Ok(Outcome::Done)
+            let stopped = crate::app::StopSignals::installed().and_then(|stops| stops.exit_code());
+            Ok(stopped.map_or(Outcome::Done, Outcome::Stopped))
         }
         #[cfg(not(feature = "gui"))]
         None => Err(CliError::Usage(

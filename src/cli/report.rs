@@ -6,7 +6,9 @@ use std::io::IsTerminal;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-use crate::engine::{Event, JobSummary, SavedImage, Timings};
+use crate::app::{StopRequest, StopSignal};
+use crate::engine::{Event, JobSummary, SavedImage, StopMode, Timings};
+use crate::storage::jobs_log::ItemStatus;
 
 /// Progress on stderr.
 pub struct Progress {
@@ -61,10 +63,29 @@ impl Progress {
                 }
             }
             Event::ItemFailed { error, .. } => self.line(&format!("  failed: {error}")),
+            Event::ItemCancelled { record, .. } if record.status == ItemStatus::Interrupted => {
+                self.line(&format!("  interrupted ({} image(s) saved)", record.paths.len()));
+            }
             Event::ItemCancelled { .. } => self.line("  cancelled"),
             Event::Warning(message) => self.line(&format!("warning: {message}")),
             _ => {}
         }
+    }
+
+    /// Says what a stop signal does now.
+    pub fn on_stop(&self, request: StopRequest) {
+        let name = request.signal.name();
+        match request.mode {
+            StopMode::AfterImage => self.line(&format!(
+                "{name}: stopping after the running image; send it again to cancel that image"
+            )),
+            StopMode::Now => self.line(&format!("{name}: cancelling the running image")),
+        }
+    }
+
+    /// A warning line.
+    pub fn warn(&self, text: &str) {
+        self.line(&format!("warning: {text}"));
     }
 
     fn line(&self, text: &str) {
@@ -117,6 +138,8 @@ struct JsonSummary<'a> {
     done: usize,
     failed: usize,
     cancelled: usize,
+    interrupted: usize,
+    stopped_by: Option<&'static str>,
 }
 
 /// Totals over every image: load, encode and decode summed, every step in order, and the
@@ -132,8 +155,14 @@ fn total_timings(images: &[SavedImage], job_s: f64) -> Timings {
     total
 }
 
-/// Prints the summary on stdout: every file, one per line (or one JSON object).
-pub fn print_summary(summary: &JobSummary, collected: &Collected, json: bool) {
+/// Prints the summary on stdout: every file, one per line (or one JSON object). `stopped_by`
+/// is the signal that stopped the run, if one did.
+pub fn print_summary(
+    summary: &JobSummary,
+    collected: &Collected,
+    json: bool,
+    stopped_by: Option<StopSignal>,
+) {
     if json {
         let files = collected
             .images
@@ -154,6 +183,8 @@ pub fn print_summary(summary: &JobSummary, collected: &Collected, json: bool) {
             done: summary.done,
             failed: summary.failed,
             cancelled: summary.cancelled,
+            interrupted: summary.interrupted,
+            stopped_by: stopped_by.map(StopSignal::name),
         };
         match serde_json::to_string(&object) {
             Ok(text) => println!("{text}"),
@@ -172,6 +203,9 @@ pub fn print_summary(summary: &JobSummary, collected: &Collected, json: bool) {
     }
     if let Some(dir) = &summary.run_dir {
         eprintln!("run folder: {}", dir.display());
+    }
+    if let Some(signal) = stopped_by {
+        eprintln!("stopped by {}: {} item(s) interrupted", signal.name(), summary.interrupted);
     }
     eprintln!(
         "{} image(s) written; {} item(s) done, {} failed, {} cancelled in {:.1} s",

@@ -9,11 +9,12 @@ use clap::Args;
 
 use super::{CliError, Outcome};
 use crate::app::config::{BACKEND_VAR, OUTPUT_DIR_VAR, PORT_VAR};
-use crate::app::{BackendChoice, DEFAULT_OUTPUT_DIR, EngineSetup, FrontEndConfig};
+use crate::app::{BackendChoice, DEFAULT_OUTPUT_DIR, EngineSetup, FrontEndConfig, StopSignals};
+use crate::engine::StopMode;
 use crate::models::catalog::{Catalog, DEFAULT_MODEL};
 use crate::server::{
-    self, Credentials, DEFAULT_PORT, HttpOptions, ServeError, Service, ServiceConfig,
-    ServiceError, StopToken,
+    self, Credentials, DEFAULT_PORT, HttpOptions, ServeError, Service, ServiceConfig, ServiceError,
+    StopToken,
 };
 
 /// How the HTTP server listens and whom it admits (shared by `serve` and `gui --serve`).
@@ -156,10 +157,10 @@ pub fn run(args: ServeArgs, config: &FrontEndConfig) -> Result<Outcome, CliError
         mock_step_delay: Duration::ZERO,
         fall_back_to_mock: false,
     };
-    // The process's stop signals are wired to this token by the clean-stop module; until then
-    // a stop comes from /sdapi/v1/server-stop (--api-server-stop) or, in stdio mode, from a
-    // `shutdown` line or the end of stdin.
+    // SIGINT/SIGTERM (app::stop, the one signal handler) set the service's stop token: the
+    // first lets the running image finish, the second cancels it; exit 130/143 afterwards.
     let stop = StopToken::new();
+    let signals = watch_stop_signals(config, &stop)?;
     if args.stdio {
         let wiring = setup.wire(config)?;
         let service = Service::start(wiring, service_config, stop).map_err(service_error)?;
@@ -168,9 +169,9 @@ pub fn run(args: ServeArgs, config: &FrontEndConfig) -> Result<Outcome, CliError
             service.backend_name(),
             service.output_root().display()
         );
-        server::stdio::run(&service, std::io::stdin().lock(), std::io::stdout())
+        server::stdio::run(&service, std::io::BufReader::new(std::io::stdin()), std::io::stdout())
             .map_err(|err| CliError::Failed(format!("stdio: {err}")))?;
-        return Ok(Outcome::Done);
+        return Ok(stopped_outcome(&signals));
     }
     let http = args.http.options()?;
     let bound = server::bind(&http).map_err(serve_error)?;
@@ -186,7 +187,30 @@ pub fn run(args: ServeArgs, config: &FrontEndConfig) -> Result<Outcome, CliError
     let served = server::serve_blocking(&service, bound, &http);
     service.shutdown();
     served.map_err(serve_error)?;
-    Ok(Outcome::Done)
+    Ok(stopped_outcome(&signals))
+}
+
+/// Hooks SIGINT/SIGTERM (with `IMAGELAB_STOP_GRACE_S`) to `stop`: a graceful stop, then an
+/// immediate one.
+///
+/// # Errors
+/// A bad grace setting, or handlers that cannot be installed.
+pub(crate) fn watch_stop_signals(
+    config: &FrontEndConfig,
+    stop: &StopToken,
+) -> Result<StopSignals, CliError> {
+    let signals = super::generate::install_stop_signals(config.stop_grace()?)?;
+    let token = stop.clone();
+    signals.on_request(move |request| match request.mode {
+        StopMode::AfterImage => token.request_graceful(request.signal.name()),
+        StopMode::Now => token.request_immediate(request.signal.name()),
+    });
+    Ok(signals)
+}
+
+/// 130/143 after a signal, else done.
+fn stopped_outcome(signals: &StopSignals) -> Outcome {
+    signals.exit_code().map_or(Outcome::Done, Outcome::Stopped)
 }
 
 /// Flags of `imagelab gui`.

@@ -2,7 +2,7 @@
 //! `Downsample2D`, `Upsample2D`, `Attention`), on top of candle-nn's convolutions, norms and
 //! linear layers. Weight names are diffusers' own.
 
-use candle_core::{D, DType, Module, Result, Tensor};
+use candle_core::{D, Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
 
 /// A `kernel`×`kernel` convolution with "same" padding and stride 1.
@@ -168,32 +168,6 @@ impl Upsample {
     }
 }
 
-/// Multi-head scaled dot-product attention on (B, L, H·D) inputs; the softmax runs in f32 for
-/// half-precision inputs.
-///
-/// # Errors
-/// Shape mismatches.
-pub fn attention(query: &Tensor, key: &Tensor, value: &Tensor, heads: usize) -> Result<Tensor> {
-    let (batch, query_len, inner) = query.dims3()?;
-    let key_len = key.dim(1)?;
-    let head_dim = inner / heads;
-    let split = |t: &Tensor, len: usize| -> Result<Tensor> {
-        t.reshape((batch, len, heads, head_dim))?.transpose(1, 2)?.contiguous()
-    };
-    let query = split(query, query_len)?;
-    let key = split(key, key_len)?;
-    let value = split(value, key_len)?;
-    let scale = 1.0 / (head_dim as f64).sqrt();
-    let scores = (query.matmul(&key.t()?)? * scale)?;
-    let dtype = scores.dtype();
-    let probs = if matches!(dtype, DType::F16 | DType::BF16) {
-        candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(dtype)?
-    } else {
-        candle_nn::ops::softmax_last_dim(&scores)?
-    };
-    probs.matmul(&value)?.transpose(1, 2)?.reshape((batch, query_len, inner))
-}
-
 /// diffusers' `Attention` as the UNet's transformer blocks and the VAE mid-block use it:
 /// `to_q`, `to_k`, `to_v`, `to_out.0`.
 #[derive(Debug, Clone)]
@@ -252,7 +226,8 @@ impl Attention {
         let query = self.to_q.forward(x)?;
         let key = self.to_k.forward(context)?;
         let value = self.to_v.forward(context)?;
-        self.to_out.forward(&attention(&query, &key, &value, self.heads)?)
+        // Flash attention where built, else query blocks under a score budget (attention.rs).
+        self.to_out.forward(&super::attention::attention(&query, &key, &value, self.heads)?)
     }
 }
 

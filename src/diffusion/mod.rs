@@ -4,6 +4,7 @@
 //! This layer knows nothing of channels, windows or output folders: the engine's candle backend
 //! drives it through a per-step callback.
 
+pub mod attention;
 pub mod clip;
 pub mod device;
 pub mod error;

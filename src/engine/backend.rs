@@ -10,7 +10,9 @@ use crate::request::{Plan, Sweep};
 use crate::vocab::{DeviceChoice, LoraSpec, Precision, SamplerKind, SigmaSchedule};
 
 /// What a backend can do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[allow(clippy::struct_excessive_bools, reason = "one switch per capability")]
 pub struct Capabilities {
     /// Image to image.

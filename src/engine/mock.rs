@@ -15,7 +15,7 @@ use super::backend::{
     Backend, BackendError, Capabilities, GenerateParams, Generated, LoadProgress, LoadedModel,
     Preview, StepUpdate, Timings,
 };
-use super::font;
+use crate::font;
 use crate::models::catalog::ModelRef;
 use crate::storage::metadata::NOISE_SOURCE_TORCH_CPU;
 use crate::vocab::{DeviceChoice, Precision, SamplerKind};

@@ -7,7 +7,6 @@
 
 pub mod backend;
 pub mod candle_backend;
-pub mod font;
 pub mod mock;
 pub mod protocol;
 mod worker;
@@ -24,7 +23,7 @@ pub use backend::{
     Backend, BackendError, Capabilities, GenerateParams, Generated, LoadProgress, LoadedModel,
     ModelKey, Preview, StepUpdate, Timings,
 };
-pub use protocol::{Command, Event, JobId, JobSummary, QueueStats, SavedImage};
+pub use protocol::{Command, Event, JobId, JobSummary, QueueStats, SavedImage, StopMode};
 pub use worker::{Outputs, Waker, relative_path};
 
 use crate::models::catalog::{Catalog, ModelRef};
@@ -144,10 +143,7 @@ impl Engine {
     }
 
     fn send(&self, command: Command) -> Result<(), EngineError> {
-        self.commands.try_send(command).map_err(|err| match err {
-            TrySendError::Full(_) => EngineError::QueueFull,
-            TrySendError::Disconnected(_) => EngineError::Stopped,
-        })
+        self.control().send(command)
     }
 
     /// Queues a plan; returns its job number at once.
@@ -200,6 +196,20 @@ impl Engine {
         self.send(Command::ClearQueue)
     }
 
+    /// A clean stop (see [`Command::Stop`]): nothing new starts, the running image finishes
+    /// or is cancelled within one step, and what was not done is reported as interrupted.
+    ///
+    /// # Errors
+    /// The command queue is full or the engine stopped.
+    pub fn stop(&self, mode: StopMode, reason: &str) -> Result<(), EngineError> {
+        self.control().stop(mode, reason)
+    }
+
+    /// A handle that sends commands from any thread (a signal callback, a timer).
+    pub fn control(&self) -> EngineControl {
+        EngineControl { commands: self.commands.clone() }
+    }
+
     /// The event stream (bounded). The window drains it with `try_recv`, the CLI with `recv`.
     pub fn events(&self) -> &Receiver<Event> {
         &self.events
@@ -208,10 +218,10 @@ impl Engine {
     /// Cancels whatever runs, stops the thread and waits for it, draining events meanwhile so
     /// the worker is never stuck on a full channel. Returns the events drained.
     pub fn shutdown(mut self) -> Vec<Event> {
-        self.stop()
+        self.halt()
     }
 
-    fn stop(&mut self) -> Vec<Event> {
+    fn halt(&mut self) -> Vec<Event> {
         let mut drained = Vec::new();
         let Some(thread) = self.thread.take() else { return drained };
         // A full command queue must not keep Shutdown out: keep trying while draining.
@@ -235,9 +245,41 @@ impl Engine {
     }
 }
 
+/// A cloneable, thread-safe handle on an engine's command queue, for callbacks that run on
+/// other threads (signal handlers, timers). Commands sent after the engine ended are refused.
+#[derive(Debug, Clone)]
+pub struct EngineControl {
+    commands: Sender<Command>,
+}
+
+impl EngineControl {
+    fn send(&self, command: Command) -> Result<(), EngineError> {
+        self.commands.try_send(command).map_err(|err| match err {
+            TrySendError::Full(_) => EngineError::QueueFull,
+            TrySendError::Disconnected(_) => EngineError::Stopped,
+        })
+    }
+
+    /// See [`Engine::stop`].
+    ///
+    /// # Errors
+    /// The command queue is full or the engine stopped.
+    pub fn stop(&self, mode: StopMode, reason: &str) -> Result<(), EngineError> {
+        self.send(Command::Stop { mode, reason: reason.to_owned() })
+    }
+
+    /// See [`Engine::cancel`].
+    ///
+    /// # Errors
+    /// The command queue is full or the engine stopped.
+    pub fn cancel(&self, job: JobId) -> Result<(), EngineError> {
+        self.send(Command::Cancel(job))
+    }
+}
+
 impl Drop for Engine {
     fn drop(&mut self) {
-        self.stop();
+        self.halt();
     }
 }
 

@@ -42,12 +42,34 @@ pub enum Command {
     SkipCurrent,
     /// Drop every pending job (the running one goes on).
     ClearQueue,
+    /// Stop taking new work (a clean stop, e.g. on SIGTERM): pending jobs end unstarted, and
+    /// the running image finishes ([`StopMode::AfterImage`]) or is cancelled within one
+    /// denoising step ([`StopMode::Now`]). What was not done is reported as interrupted (the
+    /// journal keeps it for `imagelab resume`); later submissions end at once, unstarted.
+    Stop {
+        /// How the running image is treated; a second, stronger stop upgrades the first.
+        mode: StopMode,
+        /// Why, for messages and the jobs log (`SIGTERM`, `window closed`…).
+        reason: String,
+    },
     /// Cancel everything and end the thread.
     Shutdown,
 }
 
+/// How a [`Command::Stop`] treats the image being generated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopMode {
+    /// Let the running image finish and be saved (with its item's jobs-log line), then stop.
+    AfterImage,
+    /// Cancel the running image within one denoising step; nothing half-written is kept.
+    Now,
+}
+
 /// Counts shown by the queue panel.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct QueueStats {
     /// Jobs waiting.
     pub queued: usize,
@@ -72,6 +94,10 @@ pub struct JobSummary {
     pub failed: usize,
     /// Items cancelled or skipped (started ones) plus those never started after a cancel.
     pub cancelled: usize,
+    /// Items stopped before they finished by a clean stop or a shutdown (started ones, and
+    /// those never started because of it): the journal keeps them for `imagelab resume`.
+    #[serde(default)]
+    pub interrupted: usize,
     /// Every image written, full paths.
     pub paths: Vec<PathBuf>,
     /// Every error, as `model / profile: message`.

@@ -13,15 +13,15 @@ use super::backend::{
     Backend, BackendError, GenerateParams, Generated, LoadProgress, LoadedModel, ModelKey,
     StepUpdate,
 };
-use super::protocol::{Command, Event, JobId, JobSummary, QueueStats, SavedImage};
+use super::protocol::{Command, Event, JobId, JobSummary, QueueStats, SavedImage, StopMode};
 use crate::models::catalog::{ModelDefaults, ModelRef};
 use crate::request::{Plan, Sweep, WorkItem};
-use crate::vocab::{DeviceChoice, Precision};
 use crate::storage::inputs;
 use crate::storage::jobs_log::{self, ItemStatus, JobRecord};
-use crate::storage::metadata::{GenerationInfo, png_io, version_string};
+use crate::storage::metadata::encode::encode_image;
+use crate::storage::metadata::{GenerationInfo, version_string};
 use crate::storage::naming::{image_stem, write_new_file};
-use crate::vocab::SamplerKind;
+use crate::vocab::{DeviceChoice, OutputFormat, Precision, SamplerKind, SaveOptions};
 
 /// Wakes the front end after events were sent (`ctx.request_repaint` in the window).
 pub type Waker = Arc<dyn Fn() + Send + Sync>;
@@ -42,8 +42,28 @@ enum Interrupt {
     CancelJob,
     /// Skip the current item only.
     Skip,
-    /// Stop everything.
+    /// A clean stop ([`Command::Stop`]): the item is interrupted, resumable.
+    Stop,
+    /// Stop everything (the engine is going away): the item is interrupted, resumable.
     Shutdown,
+}
+
+impl Interrupt {
+    /// Which wins when several arrive at once.
+    fn rank(self) -> u8 {
+        match self {
+            Self::Skip => 0,
+            Self::CancelJob => 1,
+            Self::Stop => 2,
+            Self::Shutdown => 3,
+        }
+    }
+
+    /// Whether the work it stops is left for `imagelab resume` (a stop or a shutdown), rather
+    /// than dropped on the user's word (cancel, skip).
+    fn resumable(self) -> bool {
+        matches!(self, Self::Stop | Self::Shutdown)
+    }
 }
 
 /// A job waiting in the queue.
@@ -51,11 +71,7 @@ enum Pending {
     /// Images to make.
     Plan(Box<Plan>),
     /// A model to load ahead of the jobs behind it.
-    Preload {
-        model: Box<ModelRef>,
-        device: DeviceChoice,
-        dtype: Option<Precision>,
-    },
+    Preload { model: Box<ModelRef>, device: DeviceChoice, dtype: Option<Precision> },
 }
 
 impl Pending {
@@ -77,6 +93,8 @@ struct Inbox {
     pending: VecDeque<(JobId, Pending)>,
     stats: QueueStats,
     shutdown: bool,
+    /// Set by [`Command::Stop`]: how, and why (for messages and the jobs log).
+    stop: Option<(StopMode, String)>,
 }
 
 impl Inbox {
@@ -104,18 +122,29 @@ impl Inbox {
     fn apply(&mut self, command: Command, running: Option<JobId>) -> Option<Interrupt> {
         match command {
             Command::Submit { job, plan } => {
+                if let Some((_, reason)) = &self.stop {
+                    let why = format!("not started: the engine is stopping ({reason})");
+                    self.drop_pending(job, &Pending::Plan(plan), &why, true);
+                    return None;
+                }
                 self.enqueue(job, Pending::Plan(plan), running);
                 None
             }
             Command::Preload { job, model, device, dtype } => {
-                self.enqueue(job, Pending::Preload { model, device, dtype }, running);
+                let pending = Pending::Preload { model, device, dtype };
+                if let Some((_, reason)) = &self.stop {
+                    let why = format!("not started: the engine is stopping ({reason})");
+                    self.drop_pending(job, &pending, &why, true);
+                    return None;
+                }
+                self.enqueue(job, pending, running);
                 None
             }
             Command::Cancel(job) if Some(job) == running => Some(Interrupt::CancelJob),
             Command::Cancel(job) => {
                 let index = self.pending.iter().position(|(pending, _)| *pending == job);
                 if let Some((_, pending)) = index.and_then(|index| self.pending.remove(index)) {
-                    self.drop_pending(job, &pending, "cancelled before it started");
+                    self.drop_pending(job, &pending, "cancelled before it started", false);
                     self.emit_stats();
                 }
                 None
@@ -124,10 +153,25 @@ impl Inbox {
             Command::ClearQueue => {
                 let dropped: Vec<(JobId, Pending)> = self.pending.drain(..).collect();
                 for (job, pending) in dropped {
-                    self.drop_pending(job, &pending, "removed from the queue");
+                    self.drop_pending(job, &pending, "removed from the queue", false);
                 }
                 self.emit_stats();
                 None
+            }
+            Command::Stop { mode, reason } => {
+                let (mode, reason) = if let Some((current, first_reason)) = self.stop.take() {
+                    (current.max(mode), first_reason)
+                } else {
+                    let dropped: Vec<(JobId, Pending)> = self.pending.drain(..).collect();
+                    let why = format!("not started: stopped ({reason})");
+                    for (job, pending) in dropped {
+                        self.drop_pending(job, &pending, &why, true);
+                    }
+                    self.emit_stats();
+                    (mode, reason)
+                };
+                self.stop = Some((mode, reason));
+                (mode == StopMode::Now && running.is_some()).then_some(Interrupt::Stop)
             }
             Command::Shutdown => {
                 self.shutdown = true;
@@ -146,34 +190,37 @@ impl Inbox {
         self.emit_stats();
     }
 
-    /// Reports a job that never started: every item counted as cancelled.
-    fn drop_pending(&mut self, job: JobId, pending: &Pending, why: &str) {
+    /// Reports a job that never started: every item counted as cancelled, or as interrupted
+    /// when a stop or shutdown (not the user) dropped it.
+    fn drop_pending(&mut self, job: JobId, pending: &Pending, why: &str, interrupted: bool) {
         self.stats.cancelled += 1;
         let items = pending.items();
+        let (cancelled, interrupted) = if interrupted { (0, items) } else { (items, 0) };
         self.emit(Event::JobFinished {
             job,
             summary: JobSummary {
                 items,
-                cancelled: items,
+                cancelled,
+                interrupted,
                 errors: vec![why.to_owned()],
                 ..JobSummary::default()
             },
         });
     }
 
+    /// Why a stop interrupted an item, for its jobs-log line.
+    fn stop_reason(&self) -> String {
+        self.stop.as_ref().map_or_else(|| "stopped".to_owned(), |(_, reason)| reason.clone())
+    }
+
     /// Applies every command waiting, without blocking; the strongest interrupt wins.
     fn poll(&mut self, running: JobId) -> Option<Interrupt> {
-        let mut strongest = None;
+        let mut strongest: Option<Interrupt> = None;
         while let Ok(command) = self.commands.try_recv() {
             if let Some(interrupt) = self.apply(command, Some(running)) {
-                strongest = Some(match (strongest, interrupt) {
-                    (Some(Interrupt::Shutdown), _) | (_, Interrupt::Shutdown) => {
-                        Interrupt::Shutdown
-                    }
-                    (Some(Interrupt::CancelJob), _) | (_, Interrupt::CancelJob) => {
-                        Interrupt::CancelJob
-                    }
-                    _ => Interrupt::Skip,
+                strongest = Some(match strongest {
+                    Some(current) if current.rank() >= interrupt.rank() => current,
+                    _ => interrupt,
                 });
             }
         }
@@ -215,6 +262,7 @@ impl Worker {
                 pending: VecDeque::new(),
                 stats: QueueStats::default(),
                 shutdown: false,
+                stop: None,
             },
             outputs,
             loaded: None,
@@ -246,16 +294,10 @@ impl Worker {
                 Err(_) => break,
             }
         }
-        // Anything still queued at shutdown is reported as dropped.
-        let dropped: Vec<JobId> = self.inbox.pending.drain(..).map(|(job, _)| job).collect();
-        for job in dropped {
-            self.inbox.emit(Event::JobFinished {
-                job,
-                summary: JobSummary {
-                    errors: vec!["engine shut down".into()],
-                    ..JobSummary::default()
-                },
-            });
+        // Anything still queued at shutdown is reported as dropped, left for `resume`.
+        let dropped: Vec<(JobId, Pending)> = self.inbox.pending.drain(..).collect();
+        for (job, pending) in dropped {
+            self.inbox.drop_pending(job, &pending, "not started: the engine shut down", true);
         }
     }
 
@@ -273,15 +315,26 @@ impl Worker {
             if stop.is_none() {
                 stop = self.inbox.poll(job).filter(|i| *i != Interrupt::Skip);
             }
-            if stop.is_some() {
-                summary.cancelled += 1;
+            if stop.is_none() && self.inbox.stop.is_some() {
+                stop = Some(Interrupt::Stop);
+            }
+            if let Some(interrupt) = stop {
+                if interrupt.resumable() {
+                    summary.interrupted += 1;
+                } else {
+                    summary.cancelled += 1;
+                }
                 continue;
             }
             match self.run_item(job, plan, item, &mut summary) {
                 ItemOutcome::Done => summary.done += 1,
                 ItemOutcome::Failed => summary.failed += 1,
                 ItemOutcome::Cancelled(interrupt) => {
-                    summary.cancelled += 1;
+                    if interrupt.resumable() {
+                        summary.interrupted += 1;
+                    } else {
+                        summary.cancelled += 1;
+                    }
                     if interrupt != Interrupt::Skip {
                         stop = Some(interrupt);
                     }
@@ -396,11 +449,16 @@ impl Worker {
             ItemOutcome::Done => record.status = ItemStatus::Done,
             ItemOutcome::Failed => record.status = ItemStatus::Failed,
             ItemOutcome::Cancelled(interrupt) => {
-                record.status = ItemStatus::Cancelled;
+                record.status = if interrupt.resumable() {
+                    ItemStatus::Interrupted
+                } else {
+                    ItemStatus::Cancelled
+                };
                 record.error = Some(match interrupt {
                     Interrupt::Skip => "skipped by user".to_owned(),
                     Interrupt::CancelJob => "cancelled by user".to_owned(),
-                    Interrupt::Shutdown => "cancelled: engine shut down".to_owned(),
+                    Interrupt::Stop => format!("interrupted: {}", self.inbox.stop_reason()),
+                    Interrupt::Shutdown => "interrupted: the engine shut down".to_owned(),
                 });
             }
         }
@@ -472,10 +530,13 @@ impl Worker {
     ) -> ItemOutcome {
         let out_dir = self.outputs.root.join(&item.out_dir);
         for (image_index, &seed) in item.seeds.iter().enumerate() {
-            if image_index > 0
-                && let Some(interrupt) = self.inbox.poll(job)
-            {
+            // Commands that came during the model load or the previous image; a clean stop
+            // starts no new image.
+            if let Some(interrupt) = self.inbox.poll(job) {
                 return ItemOutcome::Cancelled(interrupt);
+            }
+            if self.inbox.stop.is_some() {
+                return ItemOutcome::Cancelled(Interrupt::Stop);
             }
             let params = prepared.params(plan, item, seed, self.want_previews);
             let mut generated = match self.generate_one(job, item.index, image_index, &params) {
@@ -497,8 +558,18 @@ impl Worker {
             }
             let info =
                 prepared.generation_info(plan, item, seed, &generated, self.backend.device_label());
-            let saved = match save_image(&out_dir, &plan.request.prompt, &info, &generated) {
-                Ok(saved) => saved,
+            let options = plan.request.output;
+            let saved = match save_image(&out_dir, &plan.request.prompt, &info, &generated, options)
+            {
+                Ok((saved, note)) => {
+                    if let Some(note) = note
+                        && !record.notes.contains(&note)
+                    {
+                        self.inbox.emit(Event::Warning(note.clone()));
+                        record.notes.push(note);
+                    }
+                    saved
+                }
                 Err(error) => {
                     record.error = Some(error);
                     return ItemOutcome::Failed;
@@ -718,23 +789,37 @@ fn new_record(job: JobId, plan: &Plan, item: &WorkItem) -> JobRecord {
         status: ItemStatus::Done,
         job,
         notes: Vec::new(),
+        extra: serde_json::Map::new(),
+        runner: plan.runner.clone(),
     }
 }
 
-/// Writes the PNG (and latent) under never-overwritten names.
+/// Writes the image in the requested format (and the latent) under never-overwritten names.
+/// A JPEG whose settings do not fit its 64 KiB metadata segments is saved as a PNG instead,
+/// with a note: the image is never lost and always carries its settings.
 fn save_image(
     out_dir: &Path,
     user_prompt: &str,
     info: &GenerationInfo,
     generated: &Generated,
-) -> Result<SavedImage, String> {
+    options: SaveOptions,
+) -> Result<(SavedImage, Option<String>), String> {
     let image = &generated.image;
-    let bytes = png_io::encode_png(image.width(), image.height(), image.as_raw(), info)
-        .map_err(|e| e.to_string())?;
+    let (width, height) = image.dimensions();
+    let (bytes, format, note) = match encode_image(width, height, image.as_raw(), info, options) {
+        Ok(bytes) => (bytes, options.format, None),
+        Err(err) if err.is_metadata_too_large() => {
+            let png = SaveOptions { format: OutputFormat::Png, ..options };
+            let bytes = encode_image(width, height, image.as_raw(), info, png)
+                .map_err(|e| e.to_string())?;
+            (bytes, OutputFormat::Png, Some(format!("saved as PNG instead of JPEG: {err}")))
+        }
+        Err(err) => return Err(err.to_string()),
+    };
     let timestamp = chrono::Local::now().format("%Y%m%d-%H%M%S").to_string();
     let stem = image_stem(&timestamp, &info.profile, user_prompt, info.seed);
-    let path =
-        write_new_file(out_dir, &stem, "png", &bytes).map_err(|e| format!("saving image: {e}"))?;
+    let path = write_new_file(out_dir, &stem, format.extension(), &bytes)
+        .map_err(|e| format!("saving image: {e}"))?;
     let latent = match &generated.latent_safetensors {
         None => None,
         Some(latent) => {
@@ -746,7 +831,7 @@ fn save_image(
             )
         }
     };
-    Ok(SavedImage { path, seed: info.seed, latent, timings: generated.timings.clone() })
+    Ok((SavedImage { path, seed: info.seed, latent, timings: generated.timings.clone() }, note))
 }
 
 /// `path` relative to `root` with `/` separators (the jobs log and favourites use these).

@@ -16,7 +16,8 @@ pub use profiles::{Profile, Profiles};
 
 use crate::models::catalog::Catalog;
 use crate::vocab::{
-    DeviceChoice, LoraSpec, Mode, Precision, RAW_PROFILE, SamplerKind, SigmaSchedule,
+    DeviceChoice, LoraSpec, Mode, OutputFormat, Precision, RAW_PROFILE, SamplerKind, SaveOptions,
+    SigmaSchedule,
 };
 
 /// Which sweep a request runs. One enum, so both sweeps can never be on at once.
@@ -120,6 +121,8 @@ pub struct Request {
     pub loras: Vec<LoraSpec>,
     /// Also save the latent handed to the VAE as `.latent` (safetensors).
     pub save_latent: bool,
+    /// File format of the images (PNG, JPEG or WebP) with its quality.
+    pub output: SaveOptions,
     /// Truncate prompts at 77 tokens (diffusers) instead of chunking (A1111/ComfyUI).
     pub truncate_prompt: bool,
     /// Device to run on.
@@ -148,6 +151,7 @@ impl Default for Request {
             sweep: Sweep::None,
             loras: Vec::new(),
             save_latent: false,
+            output: SaveOptions::default(),
             truncate_prompt: false,
             device: DeviceChoice::Auto,
             dtype: None,
@@ -240,6 +244,7 @@ impl Request {
                 ),
             ));
         }
+        validate_output(self.output)?;
         if profiles.get(&self.profile).is_none() {
             return Err(RequestError::new(
                 "profile",
@@ -257,6 +262,22 @@ impl Request {
         }
         Ok(())
     }
+}
+
+fn validate_output(output: SaveOptions) -> Result<(), RequestError> {
+    if !(1..=100).contains(&output.quality) {
+        return Err(RequestError::new("quality", format!("{} is outside 1..=100", output.quality)));
+    }
+    if output.lossless && output.format != OutputFormat::Webp {
+        return Err(RequestError::new(
+            "lossless",
+            format!(
+                "{} has no lossless mode; lossless is for WebP (PNG is always lossless)",
+                output.format.display_name()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn validate_size(field: &str, px: u32) -> Result<(), RequestError> {
@@ -304,6 +325,31 @@ mod tests {
             (Request { strength: 1.5, ..ok_request() }, "strength"),
             (Request { profile: "Nope".into(), ..ok_request() }, "profile"),
             (Request { model: "not a model".into(), ..ok_request() }, "model"),
+            (
+                Request {
+                    output: SaveOptions { quality: 0, ..SaveOptions::default() },
+                    ..ok_request()
+                },
+                "quality",
+            ),
+            (
+                Request {
+                    output: SaveOptions { quality: 101, ..SaveOptions::default() },
+                    ..ok_request()
+                },
+                "quality",
+            ),
+            (
+                Request {
+                    output: SaveOptions {
+                        format: OutputFormat::Jpeg,
+                        lossless: true,
+                        ..SaveOptions::default()
+                    },
+                    ..ok_request()
+                },
+                "lossless",
+            ),
         ];
         for (req, field) in cases {
             let err = check(&req).expect_err(field);

@@ -9,8 +9,11 @@ use std::path::PathBuf;
 
 use super::{Profiles, Request, RequestError, Sweep};
 use crate::models::catalog::{Catalog, ModelRef};
+use crate::storage::jobs_log::RunnerTag;
+use crate::storage::metadata::GenerationInfo;
+use crate::storage::metadata::encode::check_jpeg_metadata;
 use crate::storage::naming::slug;
-use crate::vocab::SamplerKind;
+use crate::vocab::{OutputFormat, SamplerKind};
 
 /// One (model, profile) combination of a plan, with its batch of seeds. Every finished item
 /// gets exactly one jobs-log line.
@@ -53,6 +56,9 @@ pub struct Plan {
     pub run_dir: Option<PathBuf>,
     /// Items in run order: model-major.
     pub items: Vec<WorkItem>,
+    /// Set by the overnight runner: copied into every jobs-log line of the plan.
+    #[serde(default)]
+    pub runner: Option<RunnerTag>,
 }
 
 impl Plan {
@@ -143,9 +149,53 @@ pub fn build_plan(
             });
         }
     }
+    if request.output.format == OutputFormat::Jpeg {
+        for item in &items {
+            check_jpeg_fits(request, item)?;
+        }
+    }
     let mut request = request.clone();
     request.seed = Some(seed_base);
-    Ok(Plan { request, seed_base, run_dir, items })
+    Ok(Plan { request, seed_base, run_dir, items, runner: None })
+}
+
+/// A JPEG's settings live in two 64 KiB segments: refuse, before any work, an item whose
+/// settings cannot fit (a very long prompt, or one in a script that takes three UTF-8 bytes
+/// a character). The record is built as the worker builds it, with the widest values the run
+/// can fill in (seed, revision, device); run-time notes are the only thing left out, and the
+/// worker saves a PNG (with a note) in that unlikely case.
+fn check_jpeg_fits(request: &Request, item: &WorkItem) -> Result<(), RequestError> {
+    let widest = GenerationInfo {
+        prompt: item.prompt.clone(),
+        negative: item.negative.clone(),
+        user_prompt: request.prompt.clone(),
+        user_negative: request.negative.clone(),
+        profile: item.profile.clone(),
+        model: item.model.display_name.clone(),
+        model_id: item.model.model_id(),
+        model_revision: Some("0".repeat(40)),
+        seed: u64::MAX,
+        steps: item.steps.unwrap_or(500),
+        width: item.width.unwrap_or(4096),
+        height: item.height.unwrap_or(4096),
+        mode: request.mode(),
+        strength: request.init_image.as_ref().map(|_| request.strength),
+        init_image: request.init_image.as_ref().map(|p| p.display().to_string()),
+        loras: request.loras.clone(),
+        truncate_prompt: request.truncate_prompt,
+        device: "cuda:0 (a long GPU name for the margin)".to_owned(),
+        ..GenerationInfo::default()
+    };
+    check_jpeg_metadata(&widest).map_err(|err| {
+        RequestError::new(
+            "format",
+            format!(
+                "the settings of {} / {} do not fit a JPEG ({err}); shorten the prompt or use \
+                 --format png or webp",
+                item.model.display_name, item.profile
+            ),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -209,6 +259,26 @@ mod tests {
         let run_dir = all.run_dir.expect("sweep folder");
         assert_eq!(run_dir, PathBuf::from("20261123-093005_all-models-all-profiles"));
         assert_eq!(all.items[0].out_dir, run_dir.join("sdxl-base-1-0"));
+    }
+
+    #[test]
+    fn prompts_too_long_for_jpeg_are_refused_before_work() {
+        use crate::vocab::SaveOptions;
+        let jpeg = SaveOptions { format: OutputFormat::Jpeg, ..SaveOptions::default() };
+        // 12 000 CJK characters: UTF-16 infotext 24 KB fits, but the JSON holds the prompt
+        // twice at 3 bytes a character (72 KB) and does not.
+        let long = "猫".repeat(12_000);
+        let request = Request { prompt: long.clone(), output: jpeg, ..Request::default() };
+        let err = build_plan(&request, &Profiles::builtin(), &Catalog::builtin(), now(), || 1)
+            .expect_err("too long for JPEG");
+        assert_eq!(err.field, "format");
+        assert!(err.message.contains("JPEG") && err.message.contains("webp"), "{err}");
+        // The same prompt is fine as PNG or WebP, and a normal prompt is fine as JPEG.
+        for format in [OutputFormat::Png, OutputFormat::Webp] {
+            let output = SaveOptions { format, ..jpeg };
+            plan(&Request { prompt: long.clone(), output, ..Request::default() });
+        }
+        plan(&Request { prompt: "a cat".into(), output: jpeg, ..Request::default() });
     }
 
     #[test]

@@ -8,9 +8,10 @@
 
 use std::path::PathBuf;
 
-use super::{Request, Sweep};
+use super::{Profiles, Request, Sweep};
 use crate::models::catalog::Catalog;
-use crate::storage::metadata::{GenerationInfo, Recovered};
+use crate::storage::metadata::{GenerationInfo, Recovered, Source};
+use crate::storage::styles::{StyleSemantics, a1111_extract_styles};
 use crate::vocab::{LoraSpec, RAW_PROFILE, SamplerKind, SigmaSchedule};
 
 /// A field of [`Request`] an image can set, so a front end can say which ones the user chose
@@ -103,12 +104,23 @@ pub struct RestoredSettings {
 /// Our own images restore every setting exactly, with the sampler that ran (never `Default`),
 /// so a re-run gives the same pixels. Another tool's image gives its prompts (no profile), the
 /// numbers it wrote, its sampler when there is an equivalent here, and its model only when the
-/// catalog knows it.
-pub fn restore_settings(recovered: &Recovered, catalog: &Catalog) -> RestoredSettings {
+/// catalog knows it. An A1111 prompt that carries an imported A1111 style is split as A1111's
+/// paste button splits it ("Styles array"): the style becomes the profile, its text leaves
+/// the prompts.
+pub fn restore_settings(
+    recovered: &Recovered,
+    catalog: &Catalog,
+    profiles: &Profiles,
+) -> RestoredSettings {
     let mut notes = recovered.warnings.clone();
-    let mut overlay = match &recovered.generation {
-        Some(info) => ours(info, catalog),
-        None => foreign(recovered, catalog, &mut notes),
+    let mut overlay = if let Some(info) = &recovered.generation {
+        ours(info, catalog)
+    } else {
+        let mut overlay = foreign(recovered, catalog, &mut notes);
+        if recovered.source == Source::Automatic1111 {
+            extract_a1111_style(&mut overlay, recovered, profiles, &mut notes);
+        }
+        overlay
     };
     overlay.sweep = Some(Sweep::None);
     RestoredSettings { overlay, notes }
@@ -200,6 +212,45 @@ fn foreign(recovered: &Recovered, catalog: &Catalog, notes: &mut Vec<String>) ->
     overlay
 }
 
+/// A1111's `extract_styles_from_prompt` over the imported A1111 styles: one style found
+/// becomes the profile (and leaves the prompts); several cannot be one profile here, so the
+/// prompts stay whole and a note names them.
+fn extract_a1111_style(
+    overlay: &mut RequestOverlay,
+    recovered: &Recovered,
+    profiles: &Profiles,
+    notes: &mut Vec<String>,
+) {
+    let styles: Vec<(&str, &str, &str)> = profiles
+        .all()
+        .iter()
+        .filter(|p| p.is_imported() && p.rules == StyleSemantics::A1111)
+        .map(|p| (p.name.as_str(), p.prompt_suffix.as_str(), p.negative_suffix.as_str()))
+        .collect();
+    if styles.is_empty() {
+        return;
+    }
+    let (found, prompt, negative) =
+        a1111_extract_styles(&styles, &recovered.prompt, &recovered.negative);
+    match found.as_slice() {
+        [] => {}
+        [style] => {
+            notes.push(format!(
+                "A1111 style {style:?} found in the prompt (its Styles array): restored as the \
+                 profile"
+            ));
+            overlay.profile = Some(style.clone());
+            overlay.prompt = Some(prompt);
+            overlay.negative = Some(negative);
+        }
+        several => notes.push(format!(
+            "A1111 styles {} found in the prompt; one profile applies here, so the prompt is \
+             kept whole",
+            several.join(", ")
+        )),
+    }
+}
+
 impl RequestOverlay {
     /// Lays the overlay on `request`, except the fields `keep` names (the ones the user chose).
     pub fn apply(&self, request: &mut Request, keep: impl Fn(RequestField) -> bool) {
@@ -248,7 +299,6 @@ impl RequestOverlay {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::metadata::Source;
 
     #[test]
     fn our_image_restores_every_setting_and_typed_fields_are_kept() {
@@ -269,8 +319,11 @@ mod tests {
             truncate_prompt: true,
             ..GenerationInfo::default()
         };
-        let restored =
-            restore_settings(&Recovered::from_generation_info(info), &Catalog::builtin());
+        let restored = restore_settings(
+            &Recovered::from_generation_info(info),
+            &Catalog::builtin(),
+            &Profiles::builtin(),
+        );
         assert!(restored.notes.is_empty(), "{:?}", restored.notes);
         let mut request = Request { seed: Some(1), steps: Some(9), ..Request::default() };
         restored.overlay.apply(&mut request, |field| field == RequestField::Steps);
@@ -293,7 +346,7 @@ mod tests {
         found.sampler_name = "DPM++ 3M SDE".into();
         found.model = "sd_xl_base_1.0".into();
         found.strength = Some(0.4);
-        let restored = restore_settings(&found, &Catalog::builtin());
+        let restored = restore_settings(&found, &Catalog::builtin(), &Profiles::builtin());
         let overlay = &restored.overlay;
         assert_eq!(overlay.profile.as_deref(), Some(RAW_PROFILE));
         assert_eq!((overlay.width, overlay.height, overlay.seed), (Some(832), Some(1216), Some(5)));
@@ -303,7 +356,41 @@ mod tests {
         assert!(restored.notes[0].contains("closest equivalent"));
 
         found.model = "stabilityai/sdxl-turbo".into();
-        let known = restore_settings(&found, &Catalog::builtin());
+        let known = restore_settings(&found, &Catalog::builtin(), &Profiles::builtin());
         assert_eq!(known.overlay.model.as_deref(), Some("SDXL Turbo"));
+    }
+
+    #[test]
+    fn an_imported_a1111_style_in_the_prompt_becomes_the_profile() {
+        let mut profiles = Profiles::builtin();
+        let imported = |name: &str, prompt: &str, negative: &str| super::super::Profile {
+            imported_from: Some("A1111 styles.csv: styles.csv".into()),
+            ..super::super::Profile::new(name, prompt, negative)
+        };
+        profiles
+            .merge_user(
+                vec![
+                    imported("Noir", "film noir, {prompt}, high contrast", "color"),
+                    imported("Sharp", "sharp focus", ""),
+                ],
+                "test",
+            )
+            .expect("merge");
+        let mut found = Recovered::new(Source::Automatic1111);
+        found.prompt = "film noir, a detective, high contrast".into();
+        found.negative = "blurry, color".into();
+        let restored = restore_settings(&found, &Catalog::builtin(), &profiles);
+        assert_eq!(restored.overlay.profile.as_deref(), Some("Noir"));
+        assert_eq!(restored.overlay.prompt.as_deref(), Some("a detective"));
+        assert_eq!(restored.overlay.negative.as_deref(), Some("blurry"));
+        // Applying the profile again gives back what A1111 encoded.
+        let noir = profiles.get("Noir").expect("noir");
+        assert_eq!(noir.apply_prompt("a detective"), found.prompt);
+        assert_eq!(noir.apply_negative("blurry"), found.negative);
+        // Two styles cannot be one profile: the prompt stays whole, with a note.
+        found.prompt = "film noir, a detective, high contrast, sharp focus".into();
+        let restored = restore_settings(&found, &Catalog::builtin(), &profiles);
+        assert_eq!(restored.overlay.profile.as_deref(), Some(RAW_PROFILE));
+        assert!(restored.notes.iter().any(|n| n.contains("Noir, Sharp")), "{:?}", restored.notes);
     }
 }

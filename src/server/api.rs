@@ -162,9 +162,10 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Api
 async fn submit(State(app): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
     let request: Request = parse_body(&body)?;
     let service = Arc::clone(&app.service);
-    let accepted = tokio::task::spawn_blocking(move || submit_request(&service, &request, Origin::Api))
-        .await
-        .map_err(|err| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))??;
+    let accepted =
+        tokio::task::spawn_blocking(move || submit_request(&service, &request, Origin::Api))
+            .await
+            .map_err(|err| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, err.to_string()))??;
     Ok((StatusCode::ACCEPTED, Json(accepted)).into_response())
 }
 
@@ -172,7 +173,11 @@ async fn submit(State(app): State<AppState>, body: Bytes) -> Result<Response, Ap
 ///
 /// # Errors
 /// A bad field (422), or a full queue / stopping server (503).
-pub fn submit_request(service: &Service, request: &Request, origin: Origin) -> Result<Accepted, ApiError> {
+pub fn submit_request(
+    service: &Service,
+    request: &Request,
+    origin: Origin,
+) -> Result<Accepted, ApiError> {
     let plan = service.prepare(request)?;
     let (items, images, seed) = (plan.items.len(), plan.image_count(), plan.seed_base);
     let job = service.submit(plan, Submission { origin, label: String::new() }, |_| {})?;
@@ -197,16 +202,25 @@ async fn jobs(State(app): State<AppState>) -> Json<Vec<JobView>> {
     Json(app.service.jobs())
 }
 
-async fn job(State(app): State<AppState>, UrlPath(id): UrlPath<JobId>) -> Result<Json<JobView>, ApiError> {
+async fn job(
+    State(app): State<AppState>,
+    UrlPath(id): UrlPath<JobId>,
+) -> Result<Json<JobView>, ApiError> {
     app.service.job(id).map(Json).ok_or_else(|| ApiError::unknown_job(id))
 }
 
-async fn cancel(State(app): State<AppState>, UrlPath(id): UrlPath<JobId>) -> Result<Response, ApiError> {
+async fn cancel(
+    State(app): State<AppState>,
+    UrlPath(id): UrlPath<JobId>,
+) -> Result<Response, ApiError> {
     let state = app.service.cancel(id)?;
     if state.is_finished() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            format!("job {id} has already finished ({})", serde_json::to_value(state).unwrap_or_default()),
+            format!(
+                "job {id} has already finished ({})",
+                serde_json::to_value(state).unwrap_or_default()
+            ),
         ));
     }
     Ok((StatusCode::ACCEPTED, Json(CancelAnswer { job: id, state })).into_response())
@@ -252,7 +266,10 @@ impl Follow {
                 }
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::debug!("job {}: event stream lagged {missed} events; catching up", self.job);
+                    tracing::debug!(
+                        "job {}: event stream lagged {missed} events; catching up",
+                        self.job
+                    );
                     self.backlog.extend(self.service.history_from(self.job, self.kept_seen));
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
@@ -295,7 +312,10 @@ async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
-async fn image(State(app): State<AppState>, UrlPath(path): UrlPath<String>) -> Result<Response, ApiError> {
+async fn image(
+    State(app): State<AppState>,
+    UrlPath(path): UrlPath<String>,
+) -> Result<Response, ApiError> {
     let root = app.service.output_root().to_owned();
     let found = tokio::task::spawn_blocking(move || {
         let resolved = image_below(&root, &path).map_err(|err| match err {
@@ -303,9 +323,12 @@ async fn image(State(app): State<AppState>, UrlPath(path): UrlPath<String>) -> R
                 StatusCode::FORBIDDEN,
                 format!("{path}: only files inside the output folder are served"),
             ),
-            ImagePathError::NotFound => ApiError::new(StatusCode::NOT_FOUND, format!("{path}: no such image")),
+            ImagePathError::NotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, format!("{path}: no such image"))
+            }
         })?;
-        let bytes = fs_err::read(&resolved).map_err(|err| ApiError::new(StatusCode::NOT_FOUND, err.to_string()))?;
+        let bytes = fs_err::read(&resolved)
+            .map_err(|err| ApiError::new(StatusCode::NOT_FOUND, err.to_string()))?;
         Ok::<_, ApiError>((content_type(&resolved), bytes))
     })
     .await

@@ -76,7 +76,8 @@ impl Credentials {
     /// # Errors
     /// An unreadable or empty file, named.
     pub fn add_token_file(&mut self, file: &Path) -> Result<(), String> {
-        let text = fs_err::read_to_string(file).map_err(|err| format!("--api-token-file: {err}"))?;
+        let text =
+            fs_err::read_to_string(file).map_err(|err| format!("--api-token-file: {err}"))?;
         let token = text.trim();
         if token.is_empty() {
             return Err(format!("--api-token-file: {} is empty", file.display()));
@@ -112,7 +113,11 @@ impl Credentials {
 }
 
 /// The middleware: 401 with `WWW-Authenticate` unless the request is admitted.
-pub async fn require(State(credentials): State<Credentials>, request: Request, next: Next) -> Response {
+pub async fn require(
+    State(credentials): State<Credentials>,
+    request: Request,
+    next: Next,
+) -> Response {
     if credentials.admits(request.headers()) {
         return next.run(request).await;
     }
@@ -121,9 +126,10 @@ pub async fn require(State(credentials): State<Credentials>, request: Request, n
         crate::server::Json(serde_json::json!({"detail": "Not authenticated"})),
     )
         .into_response();
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"imagelab\""));
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Basic realm=\"imagelab\""),
+    );
     response
 }
 
@@ -142,7 +148,9 @@ mod tests {
         let mut credentials = Credentials::open();
         assert!(credentials.admits(&HeaderMap::new()), "open by default");
         credentials.add_basic("alice:s3cret, bob:pa:ss").expect("spec");
-        let basic = |pair: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair));
+        let basic = |pair: &str| {
+            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))
+        };
         assert!(credentials.admits(&headers(&basic("alice:s3cret"))));
         assert!(credentials.admits(&headers(&basic("bob:pa:ss"))), "passwords may hold ':'");
         assert!(!credentials.admits(&headers(&basic("alice:wrong"))));

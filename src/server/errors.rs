@@ -174,7 +174,9 @@ impl From<ServiceError> for A1111Error {
     fn from(err: ServiceError) -> Self {
         match err {
             ServiceError::UnknownJob(_) => Self::http(StatusCode::NOT_FOUND, err.to_string()),
-            ServiceError::Request(err) => Self::http(StatusCode::UNPROCESSABLE_ENTITY, err.to_string()),
+            ServiceError::Request(err) => {
+                Self::http(StatusCode::UNPROCESSABLE_ENTITY, err.to_string())
+            }
             _ => Self::http(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
         }
     }

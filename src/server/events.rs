@@ -28,12 +28,15 @@ pub enum JobState {
     Failed,
     /// Cancelled, skipped or dropped from the queue before it finished.
     Cancelled,
+    /// Stopped by a clean stop (SIGTERM, server-stop, the window closing) before it finished:
+    /// what was not done is in the jobs log as `interrupted`, for `imagelab resume`.
+    Interrupted,
 }
 
 impl JobState {
     /// Whether the job has ended.
     pub fn is_finished(self) -> bool {
-        matches!(self, Self::Done | Self::Failed | Self::Cancelled)
+        matches!(self, Self::Done | Self::Failed | Self::Cancelled | Self::Interrupted)
     }
 
     /// How a job with this summary ended. A preload has no items: it failed when it reports
@@ -41,7 +44,12 @@ impl JobState {
     pub fn of_summary(summary: &JobSummary) -> Self {
         if summary.failed > 0 {
             Self::Failed
-        } else if summary.cancelled > 0 || is_dropped(summary) {
+        } else if summary.interrupted > 0 || dropped_by(summary, "not started:") {
+            Self::Interrupted
+        } else if summary.cancelled > 0
+            || dropped_by(summary, "cancelled before it started")
+            || dropped_by(summary, "removed from the queue")
+        {
             Self::Cancelled
         } else if summary.errors.is_empty() {
             Self::Done
@@ -51,14 +59,10 @@ impl JobState {
     }
 }
 
-/// A job that never ran: the engine reports these with the reason in `errors` and nothing done.
-fn is_dropped(summary: &JobSummary) -> bool {
-    summary.errors.iter().any(|error| {
-        matches!(
-            error.as_str(),
-            "cancelled before it started" | "removed from the queue" | "engine shut down"
-        )
-    })
+/// Whether the engine dropped this job before it ran for `why` (its reason in `errors`; the
+/// only way a preload, which has no items to count, says it was dropped).
+fn dropped_by(summary: &JobSummary, why: &str) -> bool {
+    summary.done == 0 && summary.errors.iter().any(|error| error.starts_with(why))
 }
 
 /// One image on disk, as clients address it.
@@ -117,7 +121,12 @@ impl PreviewImage {
             image::codecs::png::FilterType::Sub,
         );
         encoder
-            .write_image(&preview.rgb, preview.width, preview.height, image::ExtendedColorType::Rgb8)
+            .write_image(
+                &preview.rgb,
+                preview.width,
+                preview.height,
+                image::ExtendedColorType::Rgb8,
+            )
             .ok()?;
         Some(Self {
             width: preview.width,
@@ -264,16 +273,14 @@ impl ApiEvent {
                 message: message.clone(),
                 fraction: *fraction,
             },
-            Event::ItemStarted { job, item, items, model, profile, images } => {
-                Self::ItemStarted {
-                    job: *job,
-                    item: *item,
-                    items: *items,
-                    model: model.clone(),
-                    profile: profile.clone(),
-                    images: *images,
-                }
-            }
+            Event::ItemStarted { job, item, items, model, profile, images } => Self::ItemStarted {
+                job: *job,
+                item: *item,
+                items: *items,
+                model: model.clone(),
+                profile: profile.clone(),
+                images: *images,
+            },
             Event::Progress { job, item, image, step, steps, it_per_s } => Self::Progress {
                 job: *job,
                 item: *item,
@@ -372,7 +379,10 @@ pub fn relative_summary(summary: &JobSummary, root: &Path) -> JobSummary {
             .iter()
             .map(|path| std::path::PathBuf::from(relative_path(root, path)))
             .collect(),
-        run_dir: summary.run_dir.as_ref().map(|dir| std::path::PathBuf::from(relative_path(root, dir))),
+        run_dir: summary
+            .run_dir
+            .as_ref()
+            .map(|dir| std::path::PathBuf::from(relative_path(root, dir))),
         ..summary.clone()
     }
 }
@@ -408,8 +418,17 @@ mod tests {
         assert_eq!(JobState::of_summary(&preload_failed), JobState::Failed);
         let preloaded = JobSummary::default();
         assert_eq!(JobState::of_summary(&preloaded), JobState::Done);
-        let shut_down =
-            JobSummary { errors: vec!["engine shut down".into()], ..JobSummary::default() };
-        assert_eq!(JobState::of_summary(&shut_down), JobState::Cancelled);
+        let stopped = JobSummary {
+            items: 1,
+            interrupted: 1,
+            errors: vec!["not started: stopped (SIGTERM)".into()],
+            ..JobSummary::default()
+        };
+        assert_eq!(JobState::of_summary(&stopped), JobState::Interrupted);
+        let preload_stopped = JobSummary {
+            errors: vec!["not started: the engine shut down".into()],
+            ..JobSummary::default()
+        };
+        assert_eq!(JobState::of_summary(&preload_stopped), JobState::Interrupted);
     }
 }

@@ -87,9 +87,7 @@ pub fn opt_bool<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<boo
 }
 
 /// `Optional[str]` (numbers are taken as their text, as pydantic 1 does).
-pub fn opt_string<'de, D: Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<String>, D::Error> {
+pub fn opt_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
     match Option::<Value>::deserialize(deserializer)? {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(text)) => Ok(Some(text)),
@@ -163,8 +161,12 @@ mod tests {
     #[test]
     fn pydantic_coercions() {
         let ok = probe(r#"{"int": "12", "float": 3, "flag": "yes", "text": 5}"#).expect("ok");
-        assert_eq!((ok.int, ok.float, ok.flag, ok.text.as_deref()), (Some(12), Some(3.0), Some(true), Some("5")));
-        let nulls = probe(r#"{"int": null, "float": null, "flag": null, "text": null}"#).expect("ok");
+        assert_eq!(
+            (ok.int, ok.float, ok.flag, ok.text.as_deref()),
+            (Some(12), Some(3.0), Some(true), Some("5"))
+        );
+        let nulls =
+            probe(r#"{"int": null, "float": null, "flag": null, "text": null}"#).expect("ok");
         assert_eq!((nulls.int, nulls.flag), (None, None));
         assert_eq!(probe(r#"{"int": 4.0}"#).expect("whole").int, Some(4));
         assert_eq!(

@@ -106,8 +106,9 @@ pub fn bind(options: &HttpOptions) -> Result<Bound, ServeError> {
             options.host
         )));
     }
-    let listener = TcpListener::bind((options.host.as_str(), options.port))
-        .map_err(|err| ServeError::Io(format!("cannot listen on {}:{}: {err}", options.host, options.port)))?;
+    let listener = TcpListener::bind((options.host.as_str(), options.port)).map_err(|err| {
+        ServeError::Io(format!("cannot listen on {}:{}: {err}", options.host, options.port))
+    })?;
     let address = listener.local_addr().map_err(|err| ServeError::Io(err.to_string()))?;
     Ok(Bound { listener, address })
 }
@@ -156,7 +157,11 @@ pub fn router(service: Arc<Service>, options: &HttpOptions) -> axum::Router {
 ///
 /// # Errors
 /// The runtime cannot start or the socket fails.
-pub fn serve_blocking(service: &Arc<Service>, bound: Bound, options: &HttpOptions) -> Result<(), ServeError> {
+pub fn serve_blocking(
+    service: &Arc<Service>,
+    bound: Bound,
+    options: &HttpOptions,
+) -> Result<(), ServeError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("imagelab-http")

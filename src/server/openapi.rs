@@ -62,7 +62,12 @@ fn operations(generator: &mut SchemaGenerator) -> Vec<Operation> {
         },
         Operation {
             answers: vec![("200", "Catalog models", schema::<ModelsResponse>(generator))],
-            ..op("get", "/models", "Catalog models and their state in the Hugging Face cache", "imagelab")
+            ..op(
+                "get",
+                "/models",
+                "Catalog models and their state in the Hugging Face cache",
+                "imagelab",
+            )
         },
         Operation {
             body: schema::<PreloadRequest>(generator),
@@ -71,10 +76,19 @@ fn operations(generator: &mut SchemaGenerator) -> Vec<Operation> {
                 ("422", "A bad field, named", error.clone()),
                 ("503", "Queue full or shutting down", error.clone()),
             ],
-            ..op("post", "/models/preload", "Load a model ahead of the jobs queued after it", "imagelab")
+            ..op(
+                "post",
+                "/models/preload",
+                "Load a model ahead of the jobs queued after it",
+                "imagelab",
+            )
         },
         Operation {
-            answers: vec![("200", "Jobs remembered, oldest first", schema::<Vec<JobView>>(generator))],
+            answers: vec![(
+                "200",
+                "Jobs remembered, oldest first",
+                schema::<Vec<JobView>>(generator),
+            )],
             ..op("get", "/jobs", "Every job remembered", "imagelab")
         },
         Operation {
@@ -85,7 +99,12 @@ fn operations(generator: &mut SchemaGenerator) -> Vec<Operation> {
                 ("422", "A bad field (or an unknown one), named", error.clone()),
                 ("503", "Queue full or shutting down", error.clone()),
             ],
-            ..op("post", "/jobs", "Queue a request (the same one the CLI builds; sweeps included)", "imagelab")
+            ..op(
+                "post",
+                "/jobs",
+                "Queue a request (the same one the CLI builds; sweeps included)",
+                "imagelab",
+            )
         },
         Operation {
             parameters: vec![path_id()],
@@ -93,7 +112,12 @@ fn operations(generator: &mut SchemaGenerator) -> Vec<Operation> {
                 ("200", "The job", schema::<JobView>(generator)),
                 ("404", "Unknown or forgotten job", error.clone()),
             ],
-            ..op("get", "/jobs/{id}", "A job: state, request, images, progress, summary", "imagelab")
+            ..op(
+                "get",
+                "/jobs/{id}",
+                "A job: state, request, images, progress, summary",
+                "imagelab",
+            )
         },
         Operation {
             parameters: vec![path_id()],
@@ -102,22 +126,41 @@ fn operations(generator: &mut SchemaGenerator) -> Vec<Operation> {
                 ("404", "Unknown or forgotten job", error.clone()),
                 ("409", "Already finished", error.clone()),
             ],
-            ..op("delete", "/jobs/{id}", "Cancel a job (waiting: dropped; running: stops within a step)", "imagelab")
+            ..op(
+                "delete",
+                "/jobs/{id}",
+                "Cancel a job (waiting: dropped; running: stops within a step)",
+                "imagelab",
+            )
         },
         Operation {
             parameters: vec![
                 path_id(),
-                query("cancel_on_disconnect", "Cancel the job if this stream closes before it ends"),
+                query(
+                    "cancel_on_disconnect",
+                    "Cancel the job if this stream closes before it ends",
+                ),
                 query("previews", "Send preview events (default true)"),
             ],
             answers: vec![
-                ("200", "text/event-stream: each event's name is its `event` field, its data this JSON; ends after `finished`", schema::<ApiEvent>(generator)),
+                (
+                    "200",
+                    "text/event-stream: each event's name is its `event` field, its data this JSON; ends after `finished`",
+                    schema::<ApiEvent>(generator),
+                ),
                 ("404", "Unknown or forgotten job", error.clone()),
             ],
-            ..op("get", "/jobs/{id}/events", "The job's events as Server-Sent Events, from its start", "imagelab")
+            ..op(
+                "get",
+                "/jobs/{id}/events",
+                "The job's events as Server-Sent Events, from its start",
+                "imagelab",
+            )
         },
         Operation {
-            parameters: vec![json!({"name": "path", "in": "path", "required": true, "schema": {"type": "string"}})],
+            parameters: vec![
+                json!({"name": "path", "in": "path", "required": true, "schema": {"type": "string"}}),
+            ],
             answers: vec![
                 ("200", "The file (image/png, image/jpeg, image/webp)", None),
                 ("403", "Outside the output folder", error.clone()),
@@ -157,23 +200,39 @@ fn operations(generator: &mut SchemaGenerator) -> Vec<Operation> {
         },
         Operation {
             answers: vec![("200", "Schedule types", schema::<Vec<SchedulerItem>>(generator))],
-            ..op("get", "/sdapi/v1/schedulers", "A1111 schedule types (those that run here)", "a1111")
+            ..op(
+                "get",
+                "/sdapi/v1/schedulers",
+                "A1111 schedule types (those that run here)",
+                "a1111",
+            )
         },
         Operation {
             answers: vec![("200", "Style profiles", schema::<Vec<PromptStyleItem>>(generator))],
             ..op("get", "/sdapi/v1/prompt-styles", "Our style profiles as A1111 styles", "a1111")
         },
         Operation {
-            answers: vec![("200", "`sd_model_checkpoint` and the few settings that exist here", Some(json!({"type": "object"})))],
+            answers: vec![(
+                "200",
+                "`sd_model_checkpoint` and the few settings that exist here",
+                Some(json!({"type": "object"})),
+            )],
             ..op("get", "/sdapi/v1/options", "A1111 options", "a1111")
         },
         Operation {
-            body: Some(json!({"type": "object", "properties": {"sd_model_checkpoint": {"type": "string"}}})),
+            body: Some(
+                json!({"type": "object", "properties": {"sd_model_checkpoint": {"type": "string"}}}),
+            ),
             answers: vec![
                 ("200", "null", null.clone()),
                 ("422", "Unknown model", validation.clone()),
             ],
-            ..op("post", "/sdapi/v1/options", "Pick the default model (queued for loading); other keys are ignored", "a1111")
+            ..op(
+                "post",
+                "/sdapi/v1/options",
+                "Pick the default model (queued for loading); other keys are ignored",
+                "a1111",
+            )
         },
         Operation {
             parameters: vec![query("skip_current_image", "Leave current_image out")],
@@ -182,7 +241,12 @@ fn operations(generator: &mut SchemaGenerator) -> Vec<Operation> {
         },
         Operation {
             answers: vec![("200", "{}", Some(json!({"type": "object"})))],
-            ..op("post", "/sdapi/v1/interrupt", "Cancel the running job (its saved images are kept)", "a1111")
+            ..op(
+                "post",
+                "/sdapi/v1/interrupt",
+                "Cancel the running job (its saved images are kept)",
+                "a1111",
+            )
         },
         Operation {
             answers: vec![("200", "null", null.clone())],
@@ -198,11 +262,21 @@ fn operations(generator: &mut SchemaGenerator) -> Vec<Operation> {
         },
         Operation {
             answers: vec![("200", "Stopping.", Some(json!({"type": "string"})))],
-            ..op("post", "/sdapi/v1/server-stop", "Graceful stop (only with --api-server-stop)", "a1111")
+            ..op(
+                "post",
+                "/sdapi/v1/server-stop",
+                "Graceful stop (only with --api-server-stop)",
+                "a1111",
+            )
         },
         Operation {
             answers: vec![("200", "null", null)],
-            ..op("post", "/sdapi/v1/server-kill", "Immediate stop: the running job is cancelled (only with --api-server-stop)", "a1111")
+            ..op(
+                "post",
+                "/sdapi/v1/server-kill",
+                "Immediate stop: the running job is cancelled (only with --api-server-stop)",
+                "a1111",
+            )
         },
     ]
 }

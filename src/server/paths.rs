@@ -45,9 +45,8 @@ impl AllowedRoots {
                 format!("'..' is not allowed in request paths: {}", path.display()),
             ));
         }
-        let resolved = fs_err::canonicalize(path).map_err(|_| {
-            RequestError::new(field, format!("file not found: {}", path.display()))
-        })?;
+        let resolved = fs_err::canonicalize(path)
+            .map_err(|_| RequestError::new(field, format!("file not found: {}", path.display())))?;
         if self.roots.iter().any(|root| resolved.starts_with(root)) {
             Ok(resolved)
         } else {
@@ -67,7 +66,11 @@ impl AllowedRoots {
     ///
     /// # Errors
     /// The first path that is not allowed, naming its field.
-    pub fn check_request(&self, request: &Request, model: Option<&ModelRef>) -> Result<(), RequestError> {
+    pub fn check_request(
+        &self,
+        request: &Request,
+        model: Option<&ModelRef>,
+    ) -> Result<(), RequestError> {
         if let Some(path) = &request.init_image {
             self.check("init_image", path)?;
         }

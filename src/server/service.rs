@@ -24,7 +24,7 @@ use super::paths::AllowedRoots;
 use super::stop::StopToken;
 use crate::app::Wiring;
 use crate::engine::{
-    Capabilities, Engine, EngineError, Event, JobId, JobSummary, QueueStats, no_waker,
+    Capabilities, Engine, EngineError, Event, JobId, JobSummary, QueueStats, StopMode, no_waker,
     prepare_plan,
 };
 use crate::models::catalog::{Catalog, EntryKind, ModelRef};
@@ -364,6 +364,7 @@ pub struct Service {
     capabilities: Capabilities,
     backend_name: &'static str,
     stopping: AtomicBool,
+    stopped_now: AtomicBool,
     stop: StopToken,
     started: Instant,
 }
@@ -428,6 +429,7 @@ impl Service {
             config,
             roots,
             stopping: AtomicBool::new(false),
+            stopped_now: AtomicBool::new(false),
             stop,
             started: Instant::now(),
         }))
@@ -525,12 +527,10 @@ impl Service {
     ) -> Result<JobId, ServiceError> {
         let mut state = lock(&self.shared.state);
         self.refuse_when_full(&state)?;
-        let label = if submission.label.is_empty() {
-            describe(&plan.request)
-        } else {
-            submission.label
-        };
-        let model = plan.items.first().map(|item| item.model.display_name.clone()).unwrap_or_default();
+        let label =
+            if submission.label.is_empty() { describe(&plan.request) } else { submission.label };
+        let model =
+            plan.items.first().map(|item| item.model.display_name.clone()).unwrap_or_default();
         let items = plan.items.len();
         let images = plan.image_count();
         let mut request = plan.request.clone();
@@ -544,7 +544,17 @@ impl Service {
         on_accepted(job);
         state.jobs.insert(
             job,
-            new_entry(job, submission.origin, JobKind::Generate, label, model, mode, items, images, Some(request)),
+            new_entry(
+                job,
+                submission.origin,
+                JobKind::Generate,
+                label,
+                model,
+                mode,
+                items,
+                images,
+                Some(request),
+            ),
         );
         Ok(job)
     }
@@ -578,7 +588,17 @@ impl Service {
         };
         state.jobs.insert(
             job,
-            new_entry(job, origin, JobKind::Preload, format!("load {name}"), name, None, 0, 0, None),
+            new_entry(
+                job,
+                origin,
+                JobKind::Preload,
+                format!("load {name}"),
+                name,
+                None,
+                0,
+                0,
+                None,
+            ),
         );
         Ok(job)
     }
@@ -738,9 +758,9 @@ impl Service {
         let deadline = timeout.map(|timeout| Instant::now() + timeout);
         let mut state = lock(&self.shared.state);
         loop {
-            let pending = jobs.iter().any(|job| {
-                state.jobs.get(job).is_some_and(|entry| !entry.state.is_finished())
-            });
+            let pending = jobs
+                .iter()
+                .any(|job| state.jobs.get(job).is_some_and(|entry| !entry.state.is_finished()));
             if !pending {
                 return true;
             }
@@ -763,21 +783,29 @@ impl Service {
         self.stopping.load(Ordering::SeqCst)
     }
 
-    /// Begins a graceful stop: no new jobs are taken, the waiting ones are dropped (each ends
-    /// as cancelled), and the running one goes on to its end.
+    /// Begins a graceful stop: no new jobs are taken, and the engine gets a clean stop
+    /// ([`StopMode::AfterImage`]): the waiting jobs end unstarted (reported as interrupted) and
+    /// the running image finishes and is saved with its jobs-log line.
     pub fn begin_stop(&self) {
         if !self.stopping.swap(true, Ordering::SeqCst) {
-            tracing::info!("stopping: no new jobs; the running one finishes");
-            let _ = self.clear_queue();
+            let reason = self.stop.reason();
+            tracing::info!("stopping ({reason}): no new jobs; the running image finishes");
+            if let Err(err) = self.with_engine(|engine| engine.stop(StopMode::AfterImage, &reason))
+            {
+                tracing::warn!("cannot stop the engine: {err}");
+            }
         }
     }
 
-    /// Stops now: the running job is cancelled within one step (nothing half-written).
+    /// Stops now ([`StopMode::Now`]): the running image is cancelled within one step
+    /// (nothing half-written is kept).
     pub fn stop_now(&self) {
         self.begin_stop();
-        let running = lock(&self.shared.state).running;
-        if let Some(job) = running {
-            let _ = self.with_engine(|engine| engine.cancel(job));
+        if !self.stopped_now.swap(true, Ordering::SeqCst) {
+            let reason = self.stop.reason();
+            if let Err(err) = self.with_engine(|engine| engine.stop(StopMode::Now, &reason)) {
+                tracing::warn!("cannot stop the engine: {err}");
+            }
         }
     }
 

@@ -13,7 +13,7 @@
 use std::io::{BufRead, Write};
 use std::sync::Arc;
 
-use crossbeam_channel::{Sender, bounded};
+use crossbeam_channel::{RecvTimeoutError, Sender, bounded};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -28,6 +28,8 @@ use crate::vocab::{DeviceChoice, Precision};
 /// Lines waiting for the writer; a host that stops reading stalls the engine's events after
 /// this many.
 const OUTPUT_CAPACITY: usize = 1024;
+/// How often the input loop looks at the stop token while stdin is silent.
+const STOP_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A control line.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -112,7 +114,7 @@ pub enum StdioReply {
 /// Writing to `output` failed (the host went away).
 pub fn run(
     service: &Arc<Service>,
-    input: impl BufRead,
+    input: impl BufRead + Send + 'static,
     output: impl Write + Send + 'static,
 ) -> std::io::Result<usize> {
     let (lines_tx, lines_rx) = bounded::<StdioLine>(OUTPUT_CAPACITY);
@@ -131,25 +133,40 @@ pub fn run(
         let line = StdioLine::Event(ApiEvent::from_engine(event, &root));
         match event {
             Event::Progress { .. } | Event::Preview { .. } | Event::ModelLoading { .. } => {
-                !matches!(events_tx.try_send(line), Err(crossbeam_channel::TrySendError::Disconnected(_)))
+                !matches!(
+                    events_tx.try_send(line),
+                    Err(crossbeam_channel::TrySendError::Disconnected(_))
+                )
             }
             _ => events_tx.send(line).is_ok(),
         }
     });
     let mut accepted: Vec<JobId> = Vec::new();
-    for (index, line) in input.lines().enumerate() {
-        let number = index + 1;
-        let Ok(line) = line else { break };
-        if line.trim().is_empty() {
-            continue;
+    // stdin is read on its own thread, so a stop (a signal) is seen while the host is silent;
+    // a reader still blocked on stdin when the process exits is simply dropped.
+    let (input_tx, input_rx) = bounded::<std::io::Result<String>>(16);
+    std::thread::Builder::new().name("imagelab-stdin".into()).spawn(move || {
+        for line in input.lines() {
+            if input_tx.send(line).is_err() {
+                break;
+            }
         }
-        if service.stop_token().is_requested() {
-            break;
+    })?;
+    let mut number = 0;
+    while !service.stop_token().is_requested() {
+        let line = match input_rx.recv_timeout(STOP_POLL) {
+            Ok(Ok(line)) => line,
+            Ok(Err(_)) | Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) => continue,
+        };
+        number += 1;
+        if line.trim().is_empty() || service.stop_token().is_requested() {
+            continue;
         }
         match handle_line(service, &line, number, &lines_tx, &mut accepted) {
             Flow::Continue => {}
             Flow::Shutdown => {
-                service.stop_token().request_graceful();
+                service.stop_token().request_graceful("stdio shutdown");
                 break;
             }
         }
@@ -204,7 +221,10 @@ fn handle_line(
             StdioCommand::Skip => service.skip_current(),
             StdioCommand::Clear => service.clear_queue(),
             StdioCommand::Health => {
-                let _ = out.send(StdioLine::Reply(StdioReply::Health { line: number, health: service.health() }));
+                let _ = out.send(StdioLine::Reply(StdioReply::Health {
+                    line: number,
+                    health: service.health(),
+                }));
                 Ok(())
             }
             StdioCommand::Preload { model, device, dtype } => {

@@ -17,6 +17,10 @@ pub enum ItemStatus {
     Failed,
     /// Cancelled or skipped by the user; images saved before that are listed.
     Cancelled,
+    /// Stopped before it finished by a clean stop (SIGINT/SIGTERM), a shutdown or a crash
+    /// (written on the next start): the images saved so far are listed, and `imagelab
+    /// resume` makes the rest, which land in a later line of the same item.
+    Interrupted,
 }
 
 /// One line of the jobs log (REFERENCE §7), plus `status` and `job`.
@@ -76,6 +80,31 @@ pub struct JobRecord {
     /// smaller size), once per distinct note over the item's images.
     #[serde(default)]
     pub notes: Vec<String>,
+    /// Set on jobs of `imagelab runner`: the runner's job number, template and generated
+    /// prompt. Absent from other lines (and from lines written before the runner existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<RunnerTag>,
+    /// Fields this version does not name (written by a newer version or another tool), kept as
+    /// read so readers such as the favourites analysis can use them, and written back unchanged.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What a runner job adds to its jobs-log line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RunnerTag {
+    /// The runner's job number (1, 2, …; the same number gives the same job for the same
+    /// template file and `--seed`).
+    pub job: u64,
+    /// The template's name.
+    pub template: String,
+    /// The generated prompt, before the profile's suffix.
+    pub prompt: String,
+    /// The run seed the prompts came from.
+    pub seed: u64,
+    /// The GPU index (as `imagelab gpus` prints it) the job ran on, when on an NVIDIA GPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<u32>,
 }
 
 fn default_status() -> ItemStatus {
@@ -208,6 +237,8 @@ mod tests {
             status: ItemStatus::Done,
             job: 1,
             notes: Vec::new(),
+            extra: serde_json::Map::new(),
+            runner: None,
         }
     }
 
@@ -233,6 +264,47 @@ mod tests {
         assert_eq!(contents.damaged.len(), 1);
         assert_eq!(contents.damaged[0].line, 2);
         assert_eq!(contents.records[0], sample(3), "jobs.log sorts before jobs_gpu-0.log");
+    }
+
+    #[test]
+    fn fields_this_version_does_not_name_are_kept() {
+        let mut line = serde_json::to_value(sample(9)).expect("json");
+        line["template"] = "portrait".into();
+        line["runner_job"] = 17.into();
+        let record: JobRecord = serde_json::from_value(line.clone()).expect("read");
+        assert_eq!(record.seed_base, 9);
+        let names: Vec<&str> = record.extra.keys().map(String::as_str).collect();
+        assert_eq!(names, ["runner_job", "template"], "only the unknown fields");
+        assert_eq!(serde_json::to_value(&record).expect("json"), line, "written back unchanged");
+    }
+
+    #[test]
+    fn runner_fields_are_optional_both_ways() {
+        // A line written before the runner existed reads with no tag…
+        let mut old = serde_json::to_value(sample(5)).expect("json");
+        assert!(old.get("runner").is_none(), "not written when absent");
+        old.as_object_mut().expect("object").remove("notes");
+        let read: JobRecord = serde_json::from_value(old).expect("old lines read");
+        assert_eq!(read.runner, None);
+        // …and a runner line round-trips.
+        let tagged = JobRecord {
+            runner: Some(RunnerTag {
+                job: 12,
+                template: "portrait".into(),
+                prompt: "a cat".into(),
+                seed: 7,
+                gpu: Some(3),
+            }),
+            ..sample(6)
+        };
+        let line = serde_json::to_string(&tagged).expect("json");
+        assert!(
+            line.contains(
+                r#""runner":{"job":12,"template":"portrait","prompt":"a cat","seed":7,"gpu":3}"#
+            ),
+            "{line}"
+        );
+        assert_eq!(serde_json::from_str::<JobRecord>(&line).expect("reads"), tagged);
     }
 
     #[test]

@@ -6,3 +6,4 @@ pub mod inputs;
 pub mod jobs_log;
 pub mod metadata;
 pub mod naming;
+pub mod styles;

@@ -10,28 +10,46 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, SendTimeoutError, TrySendError};
 
+use crate::app::StopSignals;
 use crate::engine::{
-    Backend, Capabilities, Engine, EngineConfig, Event, JobId, prepare_plan, relative_path,
+    Backend, Capabilities, Engine, EngineConfig, Event, JobId, StopMode, prepare_plan,
+    relative_path,
 };
-use crate::request::Plan;
-use crate::server::{Origin, Service, service::Submission};
 use crate::models::catalog::Catalog;
+use crate::request::Plan;
 use crate::request::Profiles;
+use crate::request::profiles::import_styles;
 use crate::request::restore::restore_settings;
+use crate::server::{Origin, Service, service::Submission};
 use crate::storage::favorites;
 use crate::storage::metadata::{Recovered, recover};
 
 use super::controls::{ControlAction, ControlsContext, ControlsPanel};
 use super::gallery::{GalleryAction, GalleryPanel};
+use super::insights::{InsightsAction, InsightsPanel, InsightsResult, InsightsWorker};
 use super::log::{LogPanel, Severity};
 use super::model_status::{ModelStatusSource, NoModelStatus};
 use super::queue::{JobState, QueueAction, QueuePanel, QueuedJob};
+use super::runner_panel::{RunnerAction, RunnerPanel};
 use super::settings::{FormSettings, STORAGE_KEY};
+use super::sweep::{SweepAction, SweepPanel};
 use super::thumbnails::{Loaded, ThumbnailLoader};
 use super::watch::{JobProgress, WatchPanel};
+use crate::gpu::watch::GpuWatcher;
+use crate::gpu::{IdleRule, Visibility};
+use crate::runner::limits::{parse_duration, parse_until};
+use crate::runner::pool::{GpuChoice, GpuOpener, plan_slots};
+use crate::runner::{
+    BackendFactory, Generator, JobSettings, RunChoices, RunnerEvent, RunnerHandle, RunnerSetup,
+    Slot, StopLevel, StopToken, TemplateSet,
+};
 
 /// Time spent draining engine events per frame; the rest waits for the next frame.
 pub const EVENT_BUDGET: Duration = Duration::from_millis(4);
+/// How often the GPU table is refreshed (on its own thread).
+pub const GPU_REFRESH: Duration = Duration::from_secs(2);
+/// How often a runner worker looks at a busy GPU again.
+pub const RUNNER_RECHECK: Duration = Duration::from_secs(10);
 /// Time spent uploading decoded thumbnails per frame.
 pub const THUMBNAIL_BUDGET: Duration = Duration::from_millis(3);
 
@@ -55,6 +73,15 @@ pub struct AppConfig {
     pub instance_id: Option<String>,
     /// A profiles file to use instead of `./profiles.ron` or the built-in profiles.
     pub profiles_path: Option<PathBuf>,
+    /// Makes one backend per runner worker (`None`: the Runner panel cannot start runs).
+    pub backend_factory: Option<BackendFactory>,
+    /// Opens the GPU lister for the GPU table and `--gpus auto` (`None`: no GPU awareness).
+    pub gpus: Option<GpuOpener>,
+    /// `CUDA_VISIBLE_DEVICES` / `CUDA_DEVICE_ORDER`.
+    pub visibility: Visibility,
+    /// The user profiles file (imported styles), merged after the profiles; `None`: none, and
+    /// "Import styles" says so.
+    pub user_profiles_path: Option<PathBuf>,
 }
 
 impl AppConfig {
@@ -67,6 +94,10 @@ impl AppConfig {
             notice: None,
             instance_id: None,
             profiles_path: None,
+            backend_factory: None,
+            gpus: None,
+            visibility: Visibility::default(),
+            user_profiles_path: None,
         }
     }
 }
@@ -82,10 +113,7 @@ enum EngineLink {
     /// Its own engine.
     Own(Engine),
     /// A server's engine; events arrive through a subscription.
-    Shared {
-        service: Arc<Service>,
-        events: Receiver<Event>,
-    },
+    Shared { service: Arc<Service>, events: Receiver<Event> },
 }
 
 impl EngineLink {
@@ -139,7 +167,11 @@ impl EngineLink {
         match self {
             Self::Own(engine) => engine.submit(plan).map_err(|err| err.to_string()),
             Self::Shared { service, .. } => service
-                .submit(plan, Submission { origin: Origin::Window, label: label.to_owned() }, |_| {})
+                .submit(
+                    plan,
+                    Submission { origin: Origin::Window, label: label.to_owned() },
+                    |_| {},
+                )
                 .map_err(|err| err.to_string()),
         }
     }
@@ -147,7 +179,9 @@ impl EngineLink {
     fn cancel(&self, job: JobId) -> Result<(), String> {
         match self {
             Self::Own(engine) => engine.cancel(job).map_err(|err| err.to_string()),
-            Self::Shared { service, .. } => service.cancel(job).map(|_| ()).map_err(|err| err.to_string()),
+            Self::Shared { service, .. } => {
+                service.cancel(job).map(|_| ()).map_err(|err| err.to_string())
+            }
         }
     }
 
@@ -155,6 +189,21 @@ impl EngineLink {
         match self {
             Self::Own(engine) => engine.skip_current().map_err(|err| err.to_string()),
             Self::Shared { service, .. } => service.skip_current().map_err(|err| err.to_string()),
+        }
+    }
+
+    /// A clean stop (SIGINT/SIGTERM): its own engine is told directly; a server's engine is
+    /// stopped through the server's stop token, so the API stops taking work as well.
+    fn stop(&self, mode: StopMode, reason: &str) -> Result<(), String> {
+        match self {
+            Self::Own(engine) => engine.stop(mode, reason).map_err(|err| err.to_string()),
+            Self::Shared { service, .. } => {
+                match mode {
+                    StopMode::AfterImage => service.stop_token().request_graceful(reason),
+                    StopMode::Now => service.stop_token().request_immediate(reason),
+                }
+                Ok(())
+            }
         }
     }
 
@@ -185,9 +234,21 @@ impl EngineLink {
             Self::Own(engine) => {
                 engine.shutdown();
             }
-            Self::Shared { service, .. } => service.stop_token().request_graceful(),
+            Self::Shared { service, .. } => service.stop_token().request_graceful("window closed"),
         }
     }
+}
+
+/// What the central panel shows below the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CentralView {
+    /// Live preview and progress.
+    #[default]
+    Preview,
+    /// The sweep grid.
+    Sweep,
+    /// The Insights panel.
+    Insights,
 }
 
 /// The lab window.
@@ -196,6 +257,8 @@ pub struct LabApp {
     output_root: PathBuf,
     catalog: Catalog,
     profiles: Profiles,
+    profiles_path: Option<PathBuf>,
+    user_profiles_path: Option<PathBuf>,
     model_status: Box<dyn ModelStatusSource>,
     /// The left panel.
     pub controls: ControlsPanel,
@@ -207,9 +270,29 @@ pub struct LabApp {
     pub gallery: GalleryPanel,
     /// Messages.
     pub log: LogPanel,
+    /// The sweep grid.
+    pub sweep: SweepPanel,
+    /// What the favourites share.
+    pub insights: InsightsPanel,
+    /// What the central panel shows.
+    pub view: CentralView,
+    insights_worker: InsightsWorker,
+    /// The overnight runner and the GPU table.
+    pub runner_panel: RunnerPanel,
+    runner: Option<RunnerHandle>,
+    gpu_watcher: Option<GpuWatcher>,
+    backend_factory: Option<BackendFactory>,
+    gpu_opener: Option<GpuOpener>,
+    visibility: Visibility,
+    instance_id: Option<String>,
+    waker: Arc<dyn Fn() + Send + Sync>,
     thumbnails: ThumbnailLoader,
     last_seed: Option<u64>,
     job_labels: HashMap<JobId, String>,
+    /// SIGINT/SIGTERM: forwarded to the engine as a clean stop; the window closes when idle.
+    stop_signals: Option<StopSignals>,
+    /// The strongest stop sent to the engine so far.
+    stop_sent: Option<StopMode>,
 }
 
 impl std::fmt::Debug for LabApp {
@@ -235,7 +318,11 @@ impl LabApp {
         if let Some(notice) = config.notice {
             log.push(Severity::Warning, notice);
         }
-        let profiles = Profiles::discover(config.profiles_path.as_deref()).unwrap_or_else(|err| {
+        let profiles = Profiles::discover(
+            config.profiles_path.as_deref(),
+            config.user_profiles_path.as_deref(),
+        )
+        .unwrap_or_else(|err| {
             log.push(Severity::Error, format!("{err}; using the built-in profiles"));
             Profiles::builtin()
         });
@@ -243,23 +330,46 @@ impl LabApp {
         let waker: Arc<dyn Fn() + Send + Sync> = Arc::new(move || repaint_ctx.request_repaint());
         let engine_config = EngineConfig {
             output_root: config.output_root.clone(),
-            instance_id: config.instance_id,
+            instance_id: config.instance_id.clone(),
             previews: true,
         };
+        let gpu_watcher = config.gpus.as_ref().and_then(|open| {
+            let open = Arc::clone(open);
+            GpuWatcher::spawn(
+                Box::new(move || open()),
+                config.visibility.clone(),
+                IdleRule::default(),
+                GPU_REFRESH,
+                waker.clone(),
+            )
+            .map_err(|err| {
+                log.push(Severity::Error, format!("cannot start the GPU watcher: {err}"));
+            })
+            .ok()
+        });
         let engine = match config.engine {
-            WindowEngine::Spawn(backend) => match Engine::spawn(backend, engine_config, waker.clone()) {
-                Ok(engine) => Some(EngineLink::Own(engine)),
-                Err(err) => {
-                    log.push(Severity::Error, format!("cannot start the engine: {err}"));
-                    None
+            WindowEngine::Spawn(backend) => {
+                match Engine::spawn(backend, engine_config, waker.clone()) {
+                    Ok(engine) => Some(EngineLink::Own(engine)),
+                    Err(err) => {
+                        log.push(Severity::Error, format!("cannot start the engine: {err}"));
+                        None
+                    }
                 }
-            },
+            }
             WindowEngine::Shared(service) => Some(EngineLink::shared(service, waker.clone())),
         };
         if let Some(engine) = &engine {
             log.push(Severity::Info, format!("engine: {} backend", engine.backend_name()));
         }
-        let thumbnails = ThumbnailLoader::spawn(waker).unwrap_or_else(|err| {
+        let mut insights_worker = InsightsWorker::spawn(waker.clone()).unwrap_or_else(|err| {
+            log.push(Severity::Error, format!("cannot start the insights worker: {err}"));
+            InsightsWorker::inert()
+        });
+        let mut insights = InsightsPanel::default();
+        insights.pending = insights_worker.analyze(&config.output_root, insights.min_support);
+        insights_worker.sweeps(&config.output_root);
+        let thumbnails = ThumbnailLoader::spawn(waker.clone()).unwrap_or_else(|err| {
             log.push(Severity::Error, format!("cannot start the thumbnail decoder: {err}"));
             ThumbnailLoader::inert()
         });
@@ -275,15 +385,66 @@ impl LabApp {
             output_root: config.output_root,
             catalog: Catalog::builtin(),
             profiles,
+            profiles_path: config.profiles_path,
+            user_profiles_path: config.user_profiles_path,
             model_status: Box::new(NoModelStatus),
             controls,
             watch: WatchPanel::default(),
             queue: QueuePanel::default(),
             gallery,
             log,
+            sweep: SweepPanel::default(),
+            insights,
+            view: CentralView::default(),
+            insights_worker,
+            runner_panel: RunnerPanel::default(),
+            runner: None,
+            gpu_watcher,
+            backend_factory: config.backend_factory,
+            gpu_opener: config.gpus,
+            visibility: config.visibility,
+            instance_id: config.instance_id,
+            waker,
             thumbnails,
             last_seed: None,
             job_labels: HashMap::new(),
+            stop_signals: None,
+            stop_sent: None,
+        }
+    }
+
+    /// Follows stop signals: the first lets the running image finish and starts nothing new,
+    /// the second cancels it; the window closes once the queue is idle. Wakes the window on
+    /// each signal.
+    pub fn watch_stop_signals(&mut self, ctx: &egui::Context, signals: StopSignals) {
+        let repaint = ctx.clone();
+        signals.on_request(move |_| repaint.request_repaint());
+        self.stop_signals = Some(signals);
+    }
+
+    /// Forwards a new stop request to the engine; closes the window when nothing runs.
+    fn follow_stop_signals(&mut self, ctx: &egui::Context) {
+        let Some(request) = self.stop_signals.as_ref().and_then(StopSignals::request) else {
+            return;
+        };
+        if self.stop_sent.is_none_or(|sent| sent < request.mode) {
+            self.stop_sent = Some(request.mode);
+            let name = request.signal.name();
+            let message = match request.mode {
+                StopMode::AfterImage => {
+                    format!("{name}: finishing the running image, then closing")
+                }
+                StopMode::Now => format!("{name}: cancelling the running image, then closing"),
+            };
+            self.log.push(Severity::Warning, message);
+            if let Some(engine) = &self.engine
+                && let Err(err) = engine.stop(request.mode, name)
+            {
+                self.log.push(Severity::Error, err.to_string());
+            }
+        }
+        if !self.queue.busy() {
+            ctx.send_viewport_cmd(egui::ViewportCommand::Close);
         }
     }
 
@@ -295,6 +456,46 @@ impl LabApp {
     /// The output root.
     pub fn output_root(&self) -> &Path {
         &self.output_root
+    }
+
+    /// The profiles the menu offers (shipped, then imported).
+    pub fn profiles(&self) -> &Profiles {
+        &self.profiles
+    }
+
+    /// Imports an A1111 `styles.csv` or Fooocus style JSON into the user profiles file (the
+    /// same import as `imagelab profiles import`) and reloads the profile menu.
+    pub fn import_styles(&mut self, file: &Path) {
+        let Some(user_file) = self.user_profiles_path.clone() else {
+            self.log.push(Severity::Error, "styles import: no user profiles file is configured");
+            return;
+        };
+        let imported = Profiles::shipped(self.profiles_path.as_deref())
+            .and_then(|shipped| import_styles(file, &user_file, &shipped));
+        match imported {
+            Ok(report) => {
+                for warning in &report.warnings {
+                    self.log.push(Severity::Warning, format!("styles import: {warning}"));
+                }
+                match Profiles::discover(self.profiles_path.as_deref(), Some(&user_file)) {
+                    Ok(profiles) => self.profiles = profiles,
+                    Err(err) => self.log.push(Severity::Error, err.to_string()),
+                }
+                let count = report.added.len() + report.updated.len();
+                self.log.push(
+                    Severity::Info,
+                    format!(
+                        "imported {count} style{} from {} ({} new, {} updated) into {}",
+                        if count == 1 { "" } else { "s" },
+                        file.display(),
+                        report.added.len(),
+                        report.updated.len(),
+                        report.user_file.display()
+                    ),
+                );
+            }
+            Err(err) => self.log.push(Severity::Error, format!("styles import: {err}")),
+        }
     }
 
     /// Validates the form and queues it; errors go to the log and a toast.
@@ -340,9 +541,176 @@ impl LabApp {
         }
     }
 
+    /// Starts an overnight run from the Runner panel's form and the controls' size, steps,
+    /// CFG, sampler and batch; problems go to the panel and the log.
+    pub fn start_runner(&mut self) {
+        if self.runner.is_some() {
+            return;
+        }
+        match self.runner_setup() {
+            Ok((setup, factory, notes)) => {
+                for note in notes {
+                    self.log.push(Severity::Warning, format!("runner: {note}"));
+                }
+                let labels = setup.slots.iter().map(Slot::label).collect();
+                let seed = setup.generator.run_seed();
+                match RunnerHandle::start(setup, factory, StopToken::new(), self.waker.clone()) {
+                    Ok(handle) => {
+                        self.runner = Some(handle);
+                        self.runner_panel.started(labels);
+                        self.log.push(Severity::Info, format!("runner started (seed {seed})"));
+                    }
+                    Err(err) => self.runner_failed(err),
+                }
+            }
+            Err(err) => self.runner_failed(err),
+        }
+    }
+
+    fn runner_failed(&mut self, err: String) {
+        self.log.push(Severity::Error, format!("runner: {err}"));
+        self.runner_panel.error = Some(err);
+    }
+
+    /// Stop once: running images finish; twice: they are cancelled.
+    pub fn stop_runner(&mut self) {
+        if let Some(runner) = &self.runner {
+            let level = runner.stop_token().escalate();
+            self.runner_panel.stops = self.runner_panel.stops.saturating_add(1);
+            let what = if level == StopLevel::Cancel {
+                "cancelling"
+            } else {
+                "finishing the running images"
+            };
+            self.log.push(Severity::Info, format!("runner: {what}"));
+        }
+    }
+
+    fn runner_setup(&self) -> Result<(RunnerSetup, BackendFactory, Vec<String>), String> {
+        let factory = self.backend_factory.clone().ok_or("this window has no backend factory")?;
+        let form = &self.runner_panel.form;
+        let profiles = self.profiles.clone();
+        let catalog = self.catalog.clone();
+        let set = if form.templates.trim().is_empty() {
+            TemplateSet::builtin(&profiles, &catalog)
+        } else {
+            TemplateSet::load(Path::new(form.templates.trim()), &profiles, &catalog)
+        }
+        .map_err(|err| err.to_string())?;
+        let number = |text: &str, what: &str| -> Result<Option<u64>, String> {
+            let text = text.trim();
+            if text.is_empty() {
+                return Ok(None);
+            }
+            text.parse().map(Some).map_err(|_| format!("{what}: {text:?} is not a whole number"))
+        };
+        let seed =
+            number(&form.seed, "run seed")?.unwrap_or_else(crate::request::plan::random_seed);
+        let list = |text: &str| -> Vec<String> {
+            text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+        };
+        let choices = RunChoices { models: list(&form.models), profiles: list(&form.profiles) };
+        let generator = Generator::new(set, seed, &choices, &profiles, &catalog)
+            .map_err(|err| err.to_string())?;
+        let max_jobs = number(&form.jobs, "jobs")?.filter(|jobs| *jobs > 0);
+        let now = chrono::Local::now();
+        let started = std::time::Instant::now();
+        let mut deadline = None;
+        if !form.for_duration.trim().is_empty() {
+            deadline = Some(
+                started + parse_duration(&form.for_duration).map_err(|e| format!("for: {e}"))?,
+            );
+        }
+        if !form.until.trim().is_empty() {
+            let at = parse_until(&form.until, now).map_err(|e| format!("until: {e}"))?;
+            let at = started + (at - now).to_std().unwrap_or_default();
+            deadline = Some(deadline.map_or(at, |d: std::time::Instant| d.min(at)));
+        }
+        let choice = GpuChoice::parse(&form.gpus)?;
+        let opener: GpuOpener = self.gpu_opener.clone().unwrap_or_else(|| {
+            Arc::new(|| Err(crate::gpu::GpuError::NoDriver("GPU awareness is off".into())))
+        });
+        let controls = &self.controls.form;
+        let (slots, idle, notes) = plan_slots(
+            &choice,
+            controls.device,
+            &opener,
+            &self.visibility,
+            IdleRule::default(),
+            RUNNER_RECHECK,
+        )
+        .map_err(|err| err.to_string())?;
+        let setup = RunnerSetup {
+            generator,
+            profiles,
+            catalog,
+            max_jobs,
+            deadline,
+            slots,
+            idle,
+            settings: JobSettings {
+                batch: controls.batch,
+                width: Some(controls.width_px),
+                height: Some(controls.height_px),
+                steps: Some(controls.steps),
+                cfg: Some(controls.cfg),
+                scheduler: controls.scheduler,
+                schedule_type: controls.schedule_type,
+                dtype: None,
+            },
+            output_root: self.output_root.clone(),
+            instance_id: self.instance_id.clone(),
+            run_dir: PathBuf::from(format!("{}_runner", now.format("%Y%m%d-%H%M%S"))),
+            max_failures: 3,
+            lookahead: 256,
+        };
+        setup.validate().map_err(|err| err.to_string())?;
+        Ok((setup, factory, notes))
+    }
+
+    /// Whether an overnight run is going.
+    pub fn runner_running(&self) -> bool {
+        self.runner.is_some()
+    }
+
+    fn drain_runner(&mut self) {
+        let Some(runner) = &self.runner else { return };
+        let started = std::time::Instant::now();
+        let mut finished = false;
+        while started.elapsed() < EVENT_BUDGET {
+            let Ok(event) = runner.events().try_recv() else { break };
+            self.runner_panel.on_event(&event);
+            match &event {
+                RunnerEvent::JobFinished { outcome, .. } => {
+                    for path in &outcome.images {
+                        let relative = relative_path(&self.output_root, path);
+                        self.thumbnails.request(path);
+                        self.gallery.add_session_image(path.clone(), relative);
+                    }
+                    if let Some(error) = &outcome.error
+                        && outcome.status == crate::storage::jobs_log::ItemStatus::Failed
+                    {
+                        self.log
+                            .push(Severity::Error, format!("runner #{}: {error}", outcome.number));
+                    }
+                }
+                RunnerEvent::Finished(_) => finished = true,
+                _ => {}
+            }
+        }
+        if finished {
+            if let Some(summary) = &self.runner_panel.summary {
+                self.log.push(Severity::Info, format!("runner finished: {summary}"));
+            }
+            self.runner = None;
+        }
+    }
+
     /// Stops the engine: cancels what runs and joins the thread (a server's engine is asked to
     /// stop gracefully instead). Safe to call twice.
     pub fn shutdown(&mut self) {
+        self.runner = None;
+        self.gpu_watcher = None;
         if let Some(engine) = self.engine.take() {
             engine.shutdown();
         }
@@ -371,6 +739,10 @@ impl LabApp {
                 Err(text) => self.log.push(Severity::Error, text),
             }
         }
+        self.drain_runner();
+        if let Some(watcher) = &self.gpu_watcher {
+            self.runner_panel.gpus = watcher.latest();
+        }
         for loaded in self.thumbnails.drain(ctx, THUMBNAIL_BUDGET) {
             match loaded {
                 Loaded::Thumbnail { path, info, .. } => {
@@ -382,16 +754,57 @@ impl LabApp {
                 }
             }
         }
+        for answer in self.insights_worker.drain() {
+            match answer {
+                InsightsResult::Analysis(result) => self.insights.set_result(result),
+                InsightsResult::Sheet(run_dir, Ok(layout)) => {
+                    self.sweep.layout = Some(*layout);
+                    self.sweep.error = None;
+                    if !self.sweep.sweeps.contains(&run_dir) {
+                        self.sweep.sweeps.insert(0, run_dir);
+                    }
+                }
+                InsightsResult::Sheet(run_dir, Err(error)) => {
+                    self.sweep.error = Some(format!("{error} ({})", run_dir.display()));
+                }
+                InsightsResult::Sweeps(found) => self.sweep.sweeps = found,
+            }
+        }
+        self.follow_stop_signals(ctx);
         if more {
             ctx.request_repaint();
         }
+    }
+
+    /// Asks the worker for a fresh analysis of the stars.
+    pub fn refresh_insights(&mut self) {
+        let min_support = self.insights.min_support;
+        if self.insights_worker.analyze(&self.output_root, min_support) {
+            self.insights.pending = true;
+        }
+    }
+
+    /// Shows a sweep folder in the sweep grid (laid out off the UI thread).
+    pub fn show_sweep(&mut self, run_dir: &Path) {
+        self.insights_worker.sheet(run_dir);
+        self.view = CentralView::Sweep;
+    }
+
+    /// Stars or un-stars an image (path relative to the output root); the insights follow.
+    pub fn set_favorite(&mut self, relative: &str, starred: bool) {
+        match favorites::set(&self.output_root, relative, starred) {
+            Ok(all) => self.gallery.favorites = all,
+            Err(err) => self.log.push(Severity::Error, format!("favourites: {err}")),
+        }
+        self.refresh_insights();
     }
 
     fn on_event(&mut self, ctx: &egui::Context, event: Event) {
         match event {
             Event::Queued { job, .. } => {
                 if !self.queue.jobs.iter().any(|entry| entry.job == job)
-                    && let Some(entry) = self.engine.as_ref().and_then(|engine| engine.describe(job))
+                    && let Some(entry) =
+                        self.engine.as_ref().and_then(|engine| engine.describe(job))
                 {
                     self.job_labels.insert(job, entry.label.clone());
                     self.queue.jobs.push(entry);
@@ -469,13 +882,20 @@ impl LabApp {
                 use crate::server::events::JobState as Ended;
                 let state = match Ended::of_summary(&summary) {
                     Ended::Failed => JobState::Failed,
-                    Ended::Cancelled => JobState::Cancelled,
+                    Ended::Cancelled | Ended::Interrupted => JobState::Cancelled,
                     _ if summary.done < summary.items => JobState::Cancelled,
                     _ => JobState::Done,
                 };
                 self.queue.set_state(job, state);
                 if self.watch.progress.as_ref().is_some_and(|p| p.job == job) {
                     self.watch.progress = None;
+                }
+                // New images change every count; a finished sweep shows as its grid.
+                self.refresh_insights();
+                if let Some(run_dir) = &summary.run_dir
+                    && summary.done > 0
+                {
+                    self.show_sweep(&run_dir.clone());
                 }
                 self.log.push(
                     Severity::Info,
@@ -496,12 +916,7 @@ impl LabApp {
                 self.restore_settings(&recovered);
                 self.log.push(Severity::Info, "settings restored from the image");
             }
-            GalleryAction::SetFavorite(relative, starred) => {
-                match favorites::set(&self.output_root, &relative, starred) {
-                    Ok(all) => self.gallery.favorites = all,
-                    Err(err) => self.log.push(Severity::Error, format!("favourites: {err}")),
-                }
-            }
+            GalleryAction::SetFavorite(relative, starred) => self.set_favorite(&relative, starred),
             GalleryAction::Copy(text) => ctx.copy_text(text),
             GalleryAction::OpenFolder(path) => {
                 let folder =
@@ -514,10 +929,36 @@ impl LabApp {
         }
     }
 
+    fn on_sweep_action(&mut self, action: SweepAction) {
+        match action {
+            SweepAction::Open(path) => {
+                if !self.gallery.entries.iter().any(|entry| entry.path == path) {
+                    self.gallery.add_listing(&self.output_root, vec![path.clone()]);
+                }
+                self.gallery.selected = Some(path);
+            }
+            SweepAction::SetFavorite(relative, starred) => self.set_favorite(&relative, starred),
+            SweepAction::Show(run_dir) => self.show_sweep(&run_dir),
+        }
+    }
+
+    fn on_insights_action(&mut self, action: InsightsAction) {
+        match action {
+            InsightsAction::Refresh => self.refresh_insights(),
+            InsightsAction::UseBundle(request) => match request.to_overlay() {
+                Ok(overlay) => {
+                    self.controls.form.apply_overlay(&overlay);
+                    self.log.push(Severity::Info, "settings taken from the bundle");
+                }
+                Err(err) => self.log.push(Severity::Error, err.to_string()),
+            },
+        }
+    }
+
     /// Lays the settings of a recovered image over the form; what could not be taken goes to
     /// the log.
     fn restore_settings(&mut self, found: &Recovered) {
-        let restored = restore_settings(found, &self.catalog);
+        let restored = restore_settings(found, &self.catalog, &self.profiles);
         self.controls.form.apply_overlay(&restored.overlay);
         for note in restored.notes {
             self.log.push(Severity::Warning, note);
@@ -557,6 +998,46 @@ impl LabApp {
                 }
             }
         }
+    }
+}
+
+/// What the user asked for in the central panel this frame.
+#[derive(Debug, Default)]
+struct CentralActions {
+    queue: Option<QueueAction>,
+    runner: Option<RunnerAction>,
+    sweep: Option<SweepAction>,
+    insights: Option<InsightsAction>,
+}
+
+impl LabApp {
+    /// The queue, the runner, then the chosen view: preview, sweep grid or insights.
+    fn central_ui(&mut self, ui: &mut egui::Ui) -> CentralActions {
+        let mut actions = CentralActions { queue: self.queue.ui(ui), ..CentralActions::default() };
+        ui.separator();
+        egui::CollapsingHeader::new("Runner").id_salt("runner_panel").show(ui, |ui| {
+            actions.runner = self.runner_panel.ui(ui);
+        });
+        ui.separator();
+        ui.horizontal(|ui| {
+            ui.selectable_value(&mut self.view, CentralView::Preview, "Preview");
+            ui.selectable_value(&mut self.view, CentralView::Sweep, "Sweep grid");
+            ui.selectable_value(&mut self.view, CentralView::Insights, "Insights");
+        });
+        ui.separator();
+        match self.view {
+            CentralView::Preview => self.watch.ui(ui),
+            CentralView::Sweep => {
+                actions.sweep = self.sweep.ui(
+                    ui,
+                    &mut self.thumbnails,
+                    &self.gallery.favorites,
+                    &self.output_root,
+                );
+            }
+            CentralView::Insights => actions.insights = self.insights.ui(ui),
+        }
+        actions
     }
 }
 
@@ -622,15 +1103,18 @@ impl eframe::App for LabApp {
         egui::Panel::right("gallery").min_size(420.0).show(ui, |ui| {
             gallery_action = self.gallery.ui(ui, &mut self.thumbnails);
         });
-        let mut queue_action = None;
-        egui::CentralPanel::default_margins().show(ui, |ui| {
-            queue_action = self.queue.ui(ui);
-            ui.separator();
-            self.watch.ui(ui);
-        });
+        let mut central = CentralActions::default();
+        egui::CentralPanel::default_margins().show(ui, |ui| central = self.central_ui(ui));
+        let CentralActions {
+            queue: queue_action,
+            runner: runner_action,
+            sweep: sweep_action,
+            insights: insights_action,
+        } = central;
         self.log.toasts_ui(&ctx);
         match control_action {
             Some(ControlAction::Generate) => self.generate(),
+            Some(ControlAction::ImportStyles(file)) => self.import_styles(&file),
             Some(ControlAction::Cancel) => self.cancel_running(),
             Some(ControlAction::Download(model)) => {
                 match self.model_status.start_download(&model) {
@@ -657,8 +1141,19 @@ impl eframe::App for LabApp {
                 self.log.push(Severity::Error, err);
             }
         }
+        match runner_action {
+            Some(RunnerAction::Start) => self.start_runner(),
+            Some(RunnerAction::Stop) => self.stop_runner(),
+            None => {}
+        }
         if let Some(action) = gallery_action {
             self.on_gallery_action(&ctx, action);
+        }
+        if let Some(action) = sweep_action {
+            self.on_sweep_action(action);
+        }
+        if let Some(action) = insights_action {
+            self.on_insights_action(action);
         }
     }
 

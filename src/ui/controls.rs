@@ -4,7 +4,7 @@
 use crate::models::catalog::Catalog;
 use crate::request::plan::image_count;
 use crate::request::{Profiles, Sweep, limits};
-use crate::vocab::{DeviceChoice, SamplerKind, SigmaSchedule};
+use crate::vocab::{DeviceChoice, OutputFormat, SamplerKind, SigmaSchedule};
 
 use super::model_status::{ModelAvailability, ModelStatusSource};
 use super::settings::{FormSettings, aspect_presets};
@@ -36,6 +36,8 @@ pub enum ControlAction {
     Download(String),
     /// Generate with the current form (confirmed if it was a large sweep).
     Generate,
+    /// Import an A1111 `styles.csv` or Fooocus style JSON as profiles.
+    ImportStyles(std::path::PathBuf),
     /// Cancel the running job.
     Cancel,
     /// Skip the running item.
@@ -83,6 +85,7 @@ impl ControlsPanel {
             self.sampling_ui(ui, cx.last_seed);
             self.img2img_ui(ui, cx.thumbnails);
             self.device_ui(ui);
+            self.output_ui(ui);
             self.sweep_ui(ui, cx.profiles, cx.catalog);
             ui.separator();
             action = self.run_buttons_ui(ui, cx).or(download);
@@ -149,26 +152,8 @@ impl ControlsPanel {
             }
             ModelAvailability::Cached | ModelAvailability::Unknown => {}
         }
-        let label = ui.label("Profile");
-        egui::ComboBox::from_id_salt("profile")
-            .selected_text(form.profile.clone())
-            .width(240.0)
-            .show_ui(ui, |ui| {
-                for profile in cx.profiles.all() {
-                    ui.selectable_value(&mut form.profile, profile.name.clone(), &profile.name)
-                        .on_hover_text(format!(
-                            "adds: {}\nnegative adds: {}",
-                            profile.prompt_suffix, profile.negative_suffix
-                        ));
-                }
-            })
-            .response
-            .labelled_by(label.id);
-        if let Some(profile) = cx.profiles.get(&form.profile)
-            && !profile.prompt_suffix.is_empty()
-        {
-            ui.small(format!("+ {}", profile.prompt_suffix))
-                .on_hover_text(format!("negative + {}", profile.negative_suffix));
+        if let Some(import) = Self::profile_ui(form, ui, cx.profiles) {
+            action = Some(import);
         }
         let label = ui.label("Scheduler");
         let scheduler_text =
@@ -195,6 +180,60 @@ impl ControlsPanel {
             })
             .response
             .labelled_by(label.id);
+        action
+    }
+
+    /// The profile menu (shipped profiles, then imported styles) and "Import styles...".
+    fn profile_ui(
+        form: &mut FormSettings,
+        ui: &mut egui::Ui,
+        profiles: &Profiles,
+    ) -> Option<ControlAction> {
+        let mut action = None;
+        let label = ui.label("Profile");
+        egui::ComboBox::from_id_salt("profile")
+            .selected_text(form.profile.clone())
+            .width(240.0)
+            .show_ui(ui, |ui| {
+                for profile in profiles.all().iter().filter(|p| !p.is_imported()) {
+                    ui.selectable_value(&mut form.profile, profile.name.clone(), &profile.name)
+                        .on_hover_text(format!(
+                            "adds: {}\nnegative adds: {}",
+                            profile.prompt_suffix, profile.negative_suffix
+                        ));
+                }
+                let imported: Vec<_> = profiles.all().iter().filter(|p| p.is_imported()).collect();
+                if !imported.is_empty() {
+                    ui.separator();
+                    ui.weak("Imported styles");
+                }
+                for profile in imported {
+                    ui.selectable_value(&mut form.profile, profile.name.clone(), &profile.name)
+                        .on_hover_text(format!(
+                            "{}\nprompt: {}\nnegative: {}",
+                            profile.imported_from.as_deref().unwrap_or_default(),
+                            profile.prompt_suffix,
+                            profile.negative_suffix
+                        ));
+                }
+            })
+            .response
+            .labelled_by(label.id);
+        if ui
+            .button("Import styles...")
+            .on_hover_text("an AUTOMATIC1111 styles.csv or a Fooocus style JSON file")
+            .clicked()
+            && let Some(file) =
+                rfd::FileDialog::new().add_filter("styles", &["csv", "json"]).pick_file()
+        {
+            action = Some(ControlAction::ImportStyles(file));
+        }
+        if let Some(profile) = profiles.get(&form.profile)
+            && !profile.prompt_suffix.is_empty()
+        {
+            ui.small(format!("+ {}", profile.prompt_suffix))
+                .on_hover_text(format!("negative + {}", profile.negative_suffix));
+        }
         action
     }
 
@@ -368,6 +407,32 @@ impl ControlsPanel {
                 .response
                 .labelled_by(label.id);
         });
+    }
+
+    fn output_ui(&mut self, ui: &mut egui::Ui) {
+        let output = &mut self.form.output;
+        ui.horizontal(|ui| {
+            let label = ui.label("Format");
+            egui::ComboBox::from_id_salt("format")
+                .selected_text(output.format.display_name())
+                .show_ui(ui, |ui| {
+                    for format in OutputFormat::ALL {
+                        ui.selectable_value(&mut output.format, format, format.display_name());
+                    }
+                })
+                .response
+                .labelled_by(label.id);
+            if output.format == OutputFormat::Webp {
+                ui.checkbox(&mut output.lossless, "Lossless");
+            } else {
+                output.lossless = false;
+            }
+        });
+        if output.format == OutputFormat::Jpeg
+            || (output.format == OutputFormat::Webp && !output.lossless)
+        {
+            ui.add(egui::Slider::new(&mut output.quality, 1..=100).text("Quality"));
+        }
     }
 
     fn sweep_ui(&mut self, ui: &mut egui::Ui, profiles: &Profiles, catalog: &Catalog) {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::models::catalog::{Catalog, DEFAULT_MODEL, ModelDefaults};
 use crate::request::restore::RequestOverlay;
 use crate::request::{Request, Sweep};
-use crate::vocab::{DeviceChoice, LoraSpec, RAW_PROFILE, SamplerKind, SigmaSchedule};
+use crate::vocab::{DeviceChoice, LoraSpec, RAW_PROFILE, SamplerKind, SaveOptions, SigmaSchedule};
 
 /// The key under which the form is stored in eframe's storage.
 pub const STORAGE_KEY: &str = "imagelab.form";
@@ -55,6 +55,8 @@ pub struct FormSettings {
     pub loras: Vec<LoraSpec>,
     /// Truncate prompts at 77 tokens (restored from an image).
     pub truncate_prompt: bool,
+    /// Image format and quality of saved images.
+    pub output: SaveOptions,
 }
 
 impl Default for FormSettings {
@@ -80,6 +82,7 @@ impl Default for FormSettings {
             device: DeviceChoice::Auto,
             loras: Vec::new(),
             truncate_prompt: false,
+            output: SaveOptions::default(),
         }
     }
 }
@@ -106,6 +109,7 @@ impl FormSettings {
             device: self.device,
             loras: self.loras.clone(),
             truncate_prompt: self.truncate_prompt,
+            output: self.output,
             ..Request::default()
         }
     }
@@ -178,7 +182,8 @@ mod tests {
 
     fn restore(form: &mut FormSettings, info: GenerationInfo) {
         let recovered = Recovered::from_generation_info(info);
-        form.apply_overlay(&restore_settings(&recovered, &Catalog::builtin()).overlay);
+        let profiles = crate::request::Profiles::builtin();
+        form.apply_overlay(&restore_settings(&recovered, &Catalog::builtin(), &profiles).overlay);
     }
 
     #[test]

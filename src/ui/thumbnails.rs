@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
-use crate::storage::metadata::{GenerationInfo, png_io};
+use crate::storage::metadata::GenerationInfo;
+use crate::storage::metadata::containers::generation_info;
 
 /// Largest side of a thumbnail, in pixels.
 pub const THUMBNAIL_MAX_PX: u32 = 256;
@@ -76,7 +77,7 @@ impl ThumbnailLoader {
             for request in request_rx {
                 let answer = match request {
                     LoadRequest::Thumbnail(path) => decode_thumbnail(&path),
-                    LoadRequest::Scan(root) => Loaded::Listing(list_pngs(&root)),
+                    LoadRequest::Scan(root) => Loaded::Listing(list_images(&root)),
                 };
                 if result_tx.send(answer).is_err() {
                     break;
@@ -161,13 +162,14 @@ fn decode_thumbnail(path: &Path) -> Loaded {
     let small = decoded.thumbnail(THUMBNAIL_MAX_PX, THUMBNAIL_MAX_PX).to_rgba8();
     let size = [small.width() as usize, small.height() as usize];
     let image = egui::ColorImage::from_rgba_unmultiplied(size, small.as_raw());
-    let info = png_io::read_generation_info(&bytes).ok().flatten().map(Box::new);
+    let info = generation_info(&bytes).ok().flatten().map(Box::new);
     Loaded::Thumbnail { path: path.to_owned(), image, info }
 }
 
-/// PNGs under `root` (two folder levels deep, as sweeps nest them), newest first. Hidden
-/// folders (`.inputs`, where the server keeps init images it was sent) are not the gallery.
-fn list_pngs(root: &Path) -> Vec<PathBuf> {
+/// The images the lab writes (PNG, JPEG, WebP) under `root` (two folder levels deep, as
+/// sweeps nest them), newest first. Hidden folders (`.inputs`, where the server keeps init
+/// images it was sent) are not the gallery.
+fn list_images(root: &Path) -> Vec<PathBuf> {
     let mut found: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
     let mut folders = vec![(root.to_owned(), 0_usize)];
     while let Some((folder, depth)) = folders.pop() {
@@ -176,11 +178,14 @@ fn list_pngs(root: &Path) -> Vec<PathBuf> {
             let path = entry.path();
             let Ok(meta) = entry.metadata() else { continue };
             if meta.is_dir() {
-                let hidden = path.file_name().is_some_and(|name| name.to_string_lossy().starts_with('.'));
+                let hidden =
+                    path.file_name().is_some_and(|name| name.to_string_lossy().starts_with('.'));
                 if depth < 3 && !hidden {
                     folders.push((path, depth + 1));
                 }
-            } else if path.extension().is_some_and(|ext| ext.eq_ignore_ascii_case("png")) {
+            } else if path.extension().is_some_and(|ext| {
+                ["png", "jpg", "jpeg", "webp"].iter().any(|known| ext.eq_ignore_ascii_case(known))
+            }) {
                 found.push((meta.modified().unwrap_or(std::time::UNIX_EPOCH), path));
             }
         }

@@ -5,11 +5,13 @@
 //! metadata readers, the numerics and the front ends can all use it without depending on each
 //! other (see the dependency order in `ARCHITECTURE.md`).
 
+pub mod output;
 pub mod sampler;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+pub use output::{DEFAULT_QUALITY, OutputFormat, SaveOptions};
 pub use sampler::{SamplerKind, SigmaSchedule};
 
 /// The profile that leaves the prompt untouched; the baseline of every sweep.

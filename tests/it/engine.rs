@@ -4,7 +4,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use imagelab::engine::mock::MockBackend;
-use imagelab::engine::{Engine, EngineConfig, Event, JobId, JobSummary, no_waker, prepare_plan};
+use imagelab::engine::{
+    Engine, EngineConfig, Event, JobId, JobSummary, StopMode, no_waker, prepare_plan,
+};
 use imagelab::models::Catalog;
 use imagelab::request::{Plan, Profiles, Request, Sweep};
 use imagelab::storage::jobs_log::{self, ItemStatus};
@@ -315,7 +317,135 @@ fn shutdown_cancels_the_running_item_and_joins() {
     assert!(started.elapsed() < Duration::from_secs(5), "joined in {:?}", started.elapsed());
     assert!(events.iter().any(|e| matches!(e, Event::ItemCancelled { .. })));
     let log = jobs_log::read_all(out.path()).expect("log");
-    assert_eq!(log.records[0].error.as_deref(), Some("cancelled: engine shut down"));
+    assert_eq!(log.records[0].status, ItemStatus::Interrupted, "left for resume");
+    assert_eq!(log.records[0].error.as_deref(), Some("interrupted: the engine shut down"));
+}
+
+/// Waits for a progress event of image `image` of item 0 (that image is then being made).
+fn until_image_in_flight(engine: &Engine, image: usize) -> Vec<Event> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut events = Vec::new();
+    loop {
+        assert!(Instant::now() < deadline, "image {image} never started: {events:?}");
+        let Ok(event) = engine.events().recv_timeout(Duration::from_millis(50)) else { continue };
+        let found =
+            matches!(event, Event::Progress { image: i, step, .. } if i == image && step >= 1);
+        events.push(event);
+        if found {
+            return events;
+        }
+    }
+}
+
+#[test]
+fn a_clean_stop_finishes_the_running_image_and_starts_nothing_new() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let backend = MockBackend::new().with_step_delay(Duration::from_millis(10));
+    let engine = engine(out.path(), backend);
+    // Two items of four images each, and a second job waiting behind them.
+    let request = Request { batch: 4, steps: Some(20), ..small("stop after this") };
+    let sweep_plan = plan(&Request { sweep: Sweep::AllProfiles, ..request.clone() });
+    let first = engine.submit(sweep_plan.clone()).expect("submit");
+    let second = engine.submit(plan(&request)).expect("submit");
+    let mut events = until_image_in_flight(&engine, 1);
+    engine.stop(StopMode::AfterImage, "SIGTERM").expect("stop");
+    engine.stop(StopMode::AfterImage, "SIGINT").expect("a repeat changes nothing");
+    let (rest, summary) = until_finished(&engine, first);
+    events.extend(rest);
+    let saved: Vec<usize> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ImageSaved { item: 0, image, .. } => {
+                Some(usize::try_from(image.seed - 7).expect("seed"))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(saved, [0, 1], "image 1 was in flight and finished; image 2 never started");
+    let last_step_of_image_1 = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Progress { image: 1, step, .. } => Some(*step),
+            _ => None,
+        })
+        .max();
+    assert_eq!(last_step_of_image_1, Some(20), "it ran to its last step");
+    assert!(!events.iter().any(|e| matches!(e, Event::Progress { image: 2, .. })));
+    let items = sweep_plan.items.len();
+    assert_eq!((summary.done, summary.cancelled, summary.interrupted), (0, 0, items));
+    // The waiting job ended, unstarted, as soon as the stop came.
+    let second_summary = events
+        .iter()
+        .find_map(|e| match e {
+            Event::JobFinished { job, summary } if *job == second => Some(summary.clone()),
+            _ => None,
+        })
+        .expect("the waiting job ended");
+    assert_eq!((second_summary.items, second_summary.interrupted), (1, 1), "never started");
+    assert!(second_summary.errors[0].contains("SIGTERM"), "{:?}", second_summary.errors);
+    // Submissions after a stop end at once, unstarted.
+    let late = engine.submit(plan(&small("too late"))).expect("submit");
+    let (_, late_summary) = until_finished(&engine, late);
+    assert_eq!((late_summary.done, late_summary.interrupted), (0, 1));
+
+    let log = jobs_log::read_all(out.path()).expect("log");
+    assert_eq!(log.records.len(), 1, "one line for the started item: {:?}", log.records);
+    let record = &log.records[0];
+    assert_eq!(record.status, ItemStatus::Interrupted);
+    assert_eq!(record.error.as_deref(), Some("interrupted: SIGTERM"), "the first reason stays");
+    assert_eq!((record.seeds.as_slice(), record.paths.len()), ([7, 8].as_slice(), 2));
+    let pngs = crate::util::pngs_below(out.path());
+    assert_eq!(pngs.len(), 2);
+    for png in &pngs {
+        image::open(png).expect("a complete PNG");
+    }
+    assert_no_temp_files(out.path());
+}
+
+#[test]
+fn a_stop_now_cancels_the_running_image_within_a_step() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let backend = MockBackend::new().with_step_delay(Duration::from_millis(20));
+    let engine = engine(out.path(), backend);
+    let job = engine
+        .submit(plan(&Request { batch: 3, steps: Some(200), ..small("cancel now") }))
+        .expect("submit");
+    let events = until_image_in_flight(&engine, 0);
+    let seen = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Progress { step, .. } => Some(*step),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    engine.stop(StopMode::AfterImage, "SIGINT").expect("stop");
+    engine.stop(StopMode::Now, "SIGINT").expect("stop now");
+    let (rest, summary) = until_finished(&engine, job);
+    let final_step = rest
+        .iter()
+        .filter_map(|e| match e {
+            Event::Progress { step, .. } => Some(*step),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(seen);
+    assert!(final_step < 200, "the image was cancelled, not finished");
+    assert_eq!((summary.done, summary.interrupted), (0, 1));
+    assert!(crate::util::pngs_below(out.path()).is_empty(), "nothing half-written");
+    assert_no_temp_files(out.path());
+    let log = jobs_log::read_all(out.path()).expect("log");
+    assert_eq!(log.records[0].status, ItemStatus::Interrupted);
+    assert!(log.records[0].paths.is_empty());
+}
+
+/// No temporary file of ours (`.<stem>.<…>.tmp`) anywhere below `dir`.
+pub fn assert_no_temp_files(dir: &Path) {
+    let temps: Vec<_> = crate::util::files_below(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "tmp"))
+        .collect();
+    assert!(temps.is_empty(), "temporary files left: {temps:?}");
 }
 
 #[test]

@@ -8,17 +8,23 @@
 )]
 #![allow(clippy::case_sensitive_file_extension_comparisons, reason = "fixture names are ours")]
 
+mod bench_gpu;
 mod candle_cli;
 mod cli;
 mod diffusion;
 mod engine;
+mod favorites;
 mod models;
 mod rng;
+mod runner;
 mod sampler_pipeline;
 mod schedulers;
 mod server;
+mod sheet;
 mod slurm;
+mod stops;
 mod ui;
 mod util;
 
 mod metadata;
+mod metadata_formats;

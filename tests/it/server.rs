@@ -74,7 +74,9 @@ impl Server {
     }
 
     fn post_raw(&self, path: &str, body: &[u8]) -> (u16, Value) {
-        answer(agent().post(&self.url(path)).set("Content-Type", "application/json").send_bytes(body))
+        answer(
+            agent().post(&self.url(path)).set("Content-Type", "application/json").send_bytes(body),
+        )
     }
 
     fn delete(&self, path: &str) -> (u16, Value) {
@@ -87,7 +89,10 @@ impl Server {
         loop {
             let (status, view) = self.get(&format!("/jobs/{job}"));
             assert_eq!(status, 200, "{view}");
-            if matches!(view["state"].as_str(), Some("done" | "failed" | "cancelled")) {
+            if matches!(
+                view["state"].as_str(),
+                Some("done" | "failed" | "cancelled" | "interrupted")
+            ) {
                 return view;
             }
             assert!(Instant::now() < deadline, "job {job} never finished: {view}");
@@ -166,8 +171,12 @@ fn keys(value: &Value) -> Vec<String> {
 }
 
 fn names(list: &Value) -> Vec<String> {
-    let mut names: Vec<String> =
-        list.as_array().expect("list").iter().map(|v| v.as_str().expect("str").to_owned()).collect();
+    let mut names: Vec<String> = list
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|v| v.as_str().expect("str").to_owned())
+        .collect();
     names.sort();
     names
 }
@@ -196,7 +205,10 @@ fn health_models_and_the_document_are_served() {
     assert_eq!(status, 200);
     assert_eq!((health["status"].as_str(), health["backend"].as_str()), (Some("ok"), Some("mock")));
     assert_eq!(health["default_model"], "SDXL Base 1.0");
-    assert_eq!(health["queue"], json!({"queued": 0, "running": 0, "done": 0, "failed": 0, "cancelled": 0}));
+    assert_eq!(
+        health["queue"],
+        json!({"queued": 0, "running": 0, "done": 0, "failed": 0, "cancelled": 0})
+    );
     let (status, models) = server.get("/models");
     assert_eq!(status, 200);
     let listed = models["models"].as_array().expect("models");
@@ -224,13 +236,17 @@ fn a_job_streams_its_events_in_order_and_its_images_are_served() {
         .map(|(name, _)| name.as_str())
         .filter(|name| !matches!(*name, "progress" | "preview" | "model_loading"))
         .collect();
-    assert_eq!(kept, ["queued", "item_started", "image_saved", "image_saved", "item_saved", "finished"]);
+    assert_eq!(
+        kept,
+        ["queued", "item_started", "image_saved", "image_saved", "item_saved", "finished"]
+    );
     // Progress is lossy but ordered: within each image, steps only go up; every step of a
     // live stream arrives before that image is saved.
     let mut last = (0, 0);
     for (name, event) in &events {
         if name == "progress" {
-            let at = (event["image"].as_u64().expect("image"), event["step"].as_u64().expect("step"));
+            let at =
+                (event["image"].as_u64().expect("image"), event["step"].as_u64().expect("step"));
             assert!(at > last, "progress went from {last:?} to {at:?}");
             last = at;
             assert_eq!(event["steps"], 5);
@@ -241,7 +257,8 @@ fn a_job_streams_its_events_in_order_and_its_images_are_served() {
     assert!(events.iter().any(|(name, e)| name == "preview" && e["preview"]["format"] == "png"));
     let finished = &events.last().expect("finished").1;
     assert_eq!(finished["state"], "done");
-    let saved: Vec<&Value> = events.iter().filter(|(n, _)| n == "image_saved").map(|(_, e)| e).collect();
+    let saved: Vec<&Value> =
+        events.iter().filter(|(n, _)| n == "image_saved").map(|(_, e)| e).collect();
     assert_eq!(saved[0]["image"]["seed"], 7);
     assert_eq!(saved[1]["image"]["seed"], 8);
     let url = saved[0]["image"]["url"].as_str().expect("url");
@@ -253,9 +270,14 @@ fn a_job_streams_its_events_in_order_and_its_images_are_served() {
     assert_eq!(bytes, fs_err::read(&on_disk).expect("file"), "the served file is the saved one");
     assert!(parameters_of(&on_disk).contains("Seed: 7"));
     // A stream opened after the end replays the kept events and ends.
-    let replay = read_events(agent().get(&server.url(&format!("/jobs/{job}/events"))).call().expect("sse").into_reader());
+    let replay = read_events(
+        agent().get(&server.url(&format!("/jobs/{job}/events"))).call().expect("sse").into_reader(),
+    );
     let replayed: Vec<&str> = replay.iter().map(|(name, _)| name.as_str()).collect();
-    assert_eq!(replayed, ["queued", "item_started", "image_saved", "image_saved", "item_saved", "finished"]);
+    assert_eq!(
+        replayed,
+        ["queued", "item_started", "image_saved", "image_saved", "item_saved", "finished"]
+    );
     let view = server.wait_job(job);
     assert_eq!(view["saved"].as_array().map(Vec::len), Some(2));
     assert_eq!(view["request"]["prompt"], "a fox");
@@ -266,7 +288,8 @@ fn a_job_streams_its_events_in_order_and_its_images_are_served() {
 fn jobs_can_be_cancelled_waiting_or_running() {
     let server = Server::start(20, &[]);
     let long = server.post("/jobs", &small_request("long", 200, 1)).1["job"].as_u64().expect("job");
-    let waiting = server.post("/jobs", &small_request("waiting", 5, 1)).1["job"].as_u64().expect("job");
+    let waiting =
+        server.post("/jobs", &small_request("waiting", 5, 1)).1["job"].as_u64().expect("job");
     let (status, answer) = server.delete(&format!("/jobs/{waiting}"));
     assert_eq!((status, answer["state"].as_str()), (202, Some("queued")), "{answer}");
     assert_eq!(server.wait_job(waiting)["state"], "cancelled");
@@ -288,7 +311,8 @@ fn jobs_can_be_cancelled_waiting_or_running() {
 fn a_closed_stream_cancels_only_when_asked() {
     let server = Server::start(20, &[]);
     for (cancel, expected) in [(true, "cancelled"), (false, "done")] {
-        let job = server.post("/jobs", &small_request("watched", 40, 1)).1["job"].as_u64().expect("job");
+        let job =
+            server.post("/jobs", &small_request("watched", 40, 1)).1["job"].as_u64().expect("job");
         let url = server.url(&format!("/jobs/{job}/events?cancel_on_disconnect={cancel}"));
         let mut reader = BufReader::new(agent().get(&url).call().expect("sse").into_reader());
         let mut line = String::new();
@@ -317,7 +341,8 @@ fn ten_concurrent_a1111_requests_run_in_queue_order() {
         let (status, answer) = thread.join().expect("thread");
         assert_eq!(status, 200, "{answer}");
         assert_eq!(answer["images"].as_array().map(Vec::len), Some(1));
-        let info: Value = serde_json::from_str(answer["info"].as_str().expect("info")).expect("json");
+        let info: Value =
+            serde_json::from_str(answer["info"].as_str().expect("info")).expect("json");
         jobs.push(info["imagelab"]["job"].as_u64().expect("job"));
     }
     jobs.sort_unstable();
@@ -328,7 +353,12 @@ fn ten_concurrent_a1111_requests_run_in_queue_order() {
     for pair in views.windows(2) {
         let finished = pair[0]["finished_at"].as_str().expect("finished");
         let started = pair[1]["started_at"].as_str().expect("started");
-        assert!(started >= finished, "job {} started before job {} finished", pair[1]["job"], pair[0]["job"]);
+        assert!(
+            started >= finished,
+            "job {} started before job {} finished",
+            pair[1]["job"],
+            pair[0]["job"]
+        );
     }
     let (_, health) = server.get("/health");
     assert_eq!(health["queue"]["done"], 10);
@@ -343,13 +373,18 @@ fn bad_json_and_wrong_types_are_422_naming_the_field() {
         (br#"{"cfg_scale": [7]}"#, &["body", "cfg_scale"], "type_error.float"),
         (br#"{"width": 500}"#, &["body", "width"], "value_error"),
         (br#"{"sampler_name": "Nope"}"#, &["body", "sampler_name"], "value_error"),
-        (br#"{"override_settings": {"sd_model_checkpoint": "no such model"}}"#, &["body", "override_settings", "sd_model_checkpoint"], "value_error"),
+        (
+            br#"{"override_settings": {"sd_model_checkpoint": "no such model"}}"#,
+            &["body", "override_settings", "sd_model_checkpoint"],
+            "value_error",
+        ),
     ];
     for (body, loc, kind) in a1111 {
         let (status, answer) = server.post_raw("/sdapi/v1/txt2img", body);
         assert_eq!(status, 422, "{answer}");
         let detail = &answer["detail"][0];
-        let got: Vec<&str> = detail["loc"].as_array().expect("loc").iter().filter_map(Value::as_str).collect();
+        let got: Vec<&str> =
+            detail["loc"].as_array().expect("loc").iter().filter_map(Value::as_str).collect();
         assert_eq!(got, loc, "{answer}");
         assert_eq!(detail["type"], kind, "{answer}");
         assert!(detail["msg"].as_str().is_some_and(|m| !m.is_empty()));
@@ -391,7 +426,8 @@ fn an_oversized_body_is_refused() {
 fn raw_get(server: &Server, path: &str) -> u16 {
     let address = server.base.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(address).expect("connect");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").expect("write");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")
+        .expect("write");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read");
     response.split_whitespace().nth(1).and_then(|code| code.parse().ok()).expect("status")
@@ -404,8 +440,14 @@ fn paths_cannot_escape_the_allowed_folders() {
     let server = Server::start(0, &[]);
     let out = server.out.path();
     #[cfg(unix)]
-    std::os::unix::fs::symlink(secret_dir.path().join("secret.png"), out.join("link.png")).expect("symlink");
-    for path in ["/images/../../etc/passwd", "/images/%2e%2e/%2e%2e/etc/passwd", "/images/..%2Fhf-cache", "/images/link.png"] {
+    std::os::unix::fs::symlink(secret_dir.path().join("secret.png"), out.join("link.png"))
+        .expect("symlink");
+    for path in [
+        "/images/../../etc/passwd",
+        "/images/%2e%2e/%2e%2e/etc/passwd",
+        "/images/..%2Fhf-cache",
+        "/images/link.png",
+    ] {
         let status = raw_get(&server, path);
         assert!(matches!(status, 400 | 403 | 404), "{path}: {status}");
     }
@@ -413,7 +455,11 @@ fn paths_cannot_escape_the_allowed_folders() {
     let secret = secret_dir.path().join("secret.png");
     let cases = [
         (json!({"prompt": "x", "init_image": secret}), "init_image", "outside"),
-        (json!({"prompt": "x", "init_image": format!("{}/../x.png", out.display())}), "init_image", ".."),
+        (
+            json!({"prompt": "x", "init_image": format!("{}/../x.png", out.display())}),
+            "init_image",
+            "..",
+        ),
         (json!({"prompt": "x", "model": secret_dir.path()}), "model", "outside"),
         (json!({"prompt": "x", "loras": [{"source": secret, "weight": 1.0}]}), "loras", "outside"),
     ];
@@ -426,7 +472,8 @@ fn paths_cannot_escape_the_allowed_folders() {
     let allowed = Server::start(0, &["--allow-dir", &secret_dir.path().display().to_string()]);
     let image = secret_dir.path().join("init.png");
     image::RgbImage::from_pixel(16, 16, image::Rgb([9, 9, 9])).save(&image).expect("png");
-    let (status, answer) = allowed.post("/jobs", &json!({"prompt": "x", "init_image": image, "steps": 2}));
+    let (status, answer) =
+        allowed.post("/jobs", &json!({"prompt": "x", "init_image": image, "steps": 2}));
     assert_eq!(status, 202, "{answer}");
 }
 
@@ -443,8 +490,12 @@ fn credentials_are_required_off_loopback_and_enforced() {
     let dir = tempfile::tempdir().expect("tempdir");
     let token = dir.path().join("token");
     fs_err::write(&token, "tok-42\n").expect("token");
-    let server = Server::start(0, &["--api-auth", "alice:s3cret", "--api-token-file", &token.display().to_string()]);
-    let basic = |pair: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair));
+    let server = Server::start(
+        0,
+        &["--api-auth", "alice:s3cret", "--api-token-file", &token.display().to_string()],
+    );
+    let basic =
+        |pair: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair));
     let call = |path: &str, authorization: Option<&str>| {
         let mut request = agent().get(&server.url(path));
         if let Some(value) = authorization {
@@ -452,7 +503,9 @@ fn credentials_are_required_off_loopback_and_enforced() {
         }
         match request.call() {
             Ok(response) => (response.status(), None),
-            Err(ureq::Error::Status(code, response)) => (code, response.header("www-authenticate").map(str::to_owned)),
+            Err(ureq::Error::Status(code, response)) => {
+                (code, response.header("www-authenticate").map(str::to_owned))
+            }
             Err(err) => panic!("{err}"),
         }
     };
@@ -483,7 +536,10 @@ fn a1111_answers_in_a1111_shapes() {
     for item in models.as_array().expect("list") {
         assert_eq!(keys(item), names(&shapes["sd_model_item_fields"]), "{item}");
     }
-    assert!(models.as_array().expect("list").iter().all(|m| m["title"] != "Pixel Art XL"), "no LoRA");
+    assert!(
+        models.as_array().expect("list").iter().all(|m| m["title"] != "Pixel Art XL"),
+        "no LoRA"
+    );
     let (_, styles) = server.get("/sdapi/v1/prompt-styles");
     assert!(styles.as_array().expect("list").iter().any(|s| s["name"] == "Cinematic"));
     let (_, progress) = server.get("/sdapi/v1/progress");
@@ -491,10 +547,14 @@ fn a1111_answers_in_a1111_shapes() {
     assert_eq!(keys(&progress["state"]), names(&shapes["progress_state_keys"]));
     assert_eq!(server.post("/sdapi/v1/interrupt", &json!({})).1, shapes["interrupt_answer"]);
     assert_eq!(server.post("/sdapi/v1/skip", &json!({})).1, shapes["skip_answer"]);
-    let (status, answer) = server.post("/sdapi/v1/options", &json!({"sd_model_checkpoint": "SDXL Turbo", "CLIP_stop_at_last_layers": 2}));
+    let (status, answer) = server.post(
+        "/sdapi/v1/options",
+        &json!({"sd_model_checkpoint": "SDXL Turbo", "CLIP_stop_at_last_layers": 2}),
+    );
     assert_eq!((status, &answer), (200, &shapes["set_options_answer"]));
     assert_eq!(server.get("/sdapi/v1/options").1["sd_model_checkpoint"], "SDXL Turbo");
-    let (status, answer) = server.post("/sdapi/v1/options", &json!({"sd_model_checkpoint": "nope"}));
+    let (status, answer) =
+        server.post("/sdapi/v1/options", &json!({"sd_model_checkpoint": "nope"}));
     assert_eq!(status, 422, "{answer}");
 
     let body = json!({"prompt": "a fox", "negative_prompt": "blurry", "seed": 3, "steps": 3, "width": 64, "height": 64, "batch_size": 2, "n_iter": 2, "styles": ["Cinematic"], "sampler_name": "DPM++ 2M", "scheduler": "Karras", "enable_hr": true, "frobnicate": 1});
@@ -502,9 +562,17 @@ fn a1111_answers_in_a1111_shapes() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(keys(&answer), names(&shapes["text_to_image_response_fields"]));
     let parameters = &answer["parameters"];
-    assert_eq!(keys(parameters), names(&shapes["txt2img_request_fields"]), "every A1111 field, no others");
-    assert_eq!((parameters["prompt"].as_str(), parameters["sampler_index"].as_str()), (Some("a fox"), Some("Euler")));
-    let info: Value = serde_json::from_str(answer["info"].as_str().expect("info string")).expect("json");
+    assert_eq!(
+        keys(parameters),
+        names(&shapes["txt2img_request_fields"]),
+        "every A1111 field, no others"
+    );
+    assert_eq!(
+        (parameters["prompt"].as_str(), parameters["sampler_index"].as_str()),
+        (Some("a fox"), Some("Euler"))
+    );
+    let info: Value =
+        serde_json::from_str(answer["info"].as_str().expect("info string")).expect("json");
     let mut info_keys = keys(&info);
     info_keys.retain(|key| key != "imagelab");
     assert_eq!(info_keys, names(&shapes["processed_js_keys"]));
@@ -513,21 +581,41 @@ fn a1111_answers_in_a1111_shapes() {
     assert_eq!(info["sampler_name"], "DPM++ 2M");
     assert_eq!(info["extra_generation_params"]["Schedule type"], "Karras");
     assert_eq!(info["sd_model_name"], "SDXL Turbo", "the model set by /options");
-    assert!(info["prompt"].as_str().is_some_and(|p| p.starts_with("a fox, ")), "the style applied: {info}");
-    let notes: Vec<&str> = info["imagelab"]["notes"].as_array().expect("notes").iter().filter_map(Value::as_str).collect();
-    assert!(notes.iter().any(|n| n.starts_with("frobnicate")) && notes.iter().any(|n| n.starts_with("enable_hr")), "{notes:?}");
+    assert!(
+        info["prompt"].as_str().is_some_and(|p| p.starts_with("a fox, ")),
+        "the style applied: {info}"
+    );
+    let notes: Vec<&str> = info["imagelab"]["notes"]
+        .as_array()
+        .expect("notes")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        notes.iter().any(|n| n.starts_with("frobnicate"))
+            && notes.iter().any(|n| n.starts_with("enable_hr")),
+        "{notes:?}"
+    );
     let images = answer["images"].as_array().expect("images");
     assert_eq!(images.len(), 4);
-    let png = base64::engine::general_purpose::STANDARD.decode(images[2].as_str().expect("b64")).expect("base64");
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(images[2].as_str().expect("b64"))
+        .expect("base64");
     let decoded = image::load_from_memory(&png).expect("png").to_rgb8();
     assert_eq!(decoded.dimensions(), (64, 64));
     let chunks = imagelab::storage::metadata::png_io::read_text_chunks(&png).expect("chunks");
     let infotext = &chunks.iter().find(|(k, _)| k == "parameters").expect("parameters").1;
-    assert!(infotext.contains("Seed: 5") && infotext.contains("Schedule type: Karras"), "{infotext}");
+    assert!(
+        infotext.contains("Seed: 5") && infotext.contains("Schedule type: Karras"),
+        "{infotext}"
+    );
     assert_eq!(info["infotexts"][2].as_str(), Some(infotext.as_str()));
     assert!(chunks.iter().any(|(k, _)| k == "imagelab"), "our metadata too");
 
-    let (status, answer) = server.post("/sdapi/v1/txt2img", &json!({"prompt": "quiet", "steps": 2, "width": 64, "height": 64, "send_images": false}));
+    let (status, answer) = server.post(
+        "/sdapi/v1/txt2img",
+        &json!({"prompt": "quiet", "steps": 2, "width": 64, "height": 64, "send_images": false}),
+    );
     assert_eq!(status, 200);
     assert_eq!(answer["images"], json!([]));
 }
@@ -539,7 +627,8 @@ fn img2img_keeps_its_init_image_beside_the_outputs() {
     image::RgbImage::from_fn(40, 24, |x, y| image::Rgb([x as u8 * 6, y as u8 * 10, 128]))
         .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
         .expect("encode");
-    let encoded = format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(&png));
+    let encoded =
+        format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(&png));
     let body = json!({"init_images": [encoded], "prompt": "night", "denoising_strength": 0.4, "steps": 3, "width": 32, "height": 16, "seed": 9, "include_init_images": false});
     let (status, answer) = server.post("/sdapi/v1/img2img", &body);
     assert_eq!(status, 200, "{answer}");
@@ -552,9 +641,18 @@ fn img2img_keeps_its_init_image_beside_the_outputs() {
     assert_eq!(fs_err::read(&kept[0]).expect("kept"), png, "the init image as sent");
     let saved = PathBuf::from(info["imagelab"]["paths"][0].as_str().expect("path"));
     let metadata = fs_err::read(server.out.path().join(saved)).expect("png");
-    let recorded = imagelab::storage::metadata::png_io::read_generation_info(&metadata).expect("read").expect("ours");
-    assert_eq!(recorded.init_image.map(PathBuf::from).map(|p| p.canonicalize().expect("exists")), Some(kept[0].canonicalize().expect("kept")));
-    for (bad, field) in [(json!({"prompt": "x"}), "init_images"), (json!({"init_images": ["aGVsbG8="]}), "init_images"), (json!({"init_images": [encoded], "mask": encoded}), "mask")] {
+    let recorded = imagelab::storage::metadata::png_io::read_generation_info(&metadata)
+        .expect("read")
+        .expect("ours");
+    assert_eq!(
+        recorded.init_image.map(PathBuf::from).map(|p| p.canonicalize().expect("exists")),
+        Some(kept[0].canonicalize().expect("kept"))
+    );
+    for (bad, field) in [
+        (json!({"prompt": "x"}), "init_images"),
+        (json!({"init_images": ["aGVsbG8="]}), "init_images"),
+        (json!({"init_images": [encoded], "mask": encoded}), "mask"),
+    ] {
         let (status, answer) = server.post("/sdapi/v1/img2img", &bad);
         assert_eq!(status, 422, "{answer}");
         assert_eq!(answer["detail"][0]["loc"][1], field, "{answer}");
@@ -566,7 +664,9 @@ fn progress_and_interrupt_follow_the_running_job() {
     let server = Arc::new(Server::start(20, &[]));
     let runner = {
         let server = Arc::clone(&server);
-        std::thread::spawn(move || server.post("/sdapi/v1/txt2img", &json!({"prompt": "slow", "steps": 100, "batch_size": 3, "width": 64, "height": 64})))
+        std::thread::spawn(move || {
+            server.post("/sdapi/v1/txt2img", &json!({"prompt": "slow", "steps": 100, "batch_size": 3, "width": 64, "height": 64}))
+        })
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     let progress = loop {
@@ -580,9 +680,14 @@ fn progress_and_interrupt_follow_the_running_job() {
     let fraction = progress["progress"].as_f64().expect("progress");
     assert!(fraction > 0.01 && fraction < 0.34, "{progress}");
     assert!(progress["eta_relative"].as_f64().is_some_and(|eta| eta > 0.0), "{progress}");
-    assert_eq!((progress["state"]["job_count"].as_u64(), progress["state"]["sampling_steps"].as_u64()), (Some(3), Some(100)));
+    assert_eq!(
+        (progress["state"]["job_count"].as_u64(), progress["state"]["sampling_steps"].as_u64()),
+        (Some(3), Some(100))
+    );
     assert_eq!(progress["state"]["job"], "scripts_txt2img");
-    let preview = base64::engine::general_purpose::STANDARD.decode(progress["current_image"].as_str().expect("image")).expect("b64");
+    let preview = base64::engine::general_purpose::STANDARD
+        .decode(progress["current_image"].as_str().expect("image"))
+        .expect("b64");
     assert!(image::load_from_memory(&preview).is_ok(), "current_image is a PNG");
     assert!(server.get("/sdapi/v1/progress?skip_current_image=true").1["current_image"].is_null());
     assert_eq!(server.post("/sdapi/v1/interrupt", &json!({})).1, json!({}));
@@ -592,7 +697,10 @@ fn progress_and_interrupt_follow_the_running_job() {
     assert_eq!(info["imagelab"]["state"], "cancelled");
     assert!(answer["images"].as_array().is_some_and(|images| images.len() < 3));
     let (_, idle) = server.get("/sdapi/v1/progress");
-    assert_eq!((idle["progress"].as_f64(), idle["state"]["job_count"].as_u64()), (Some(0.0), Some(0)));
+    assert_eq!(
+        (idle["progress"].as_f64(), idle["state"]["job_count"].as_u64()),
+        (Some(0.0), Some(0))
+    );
 }
 
 #[test]
@@ -604,33 +712,77 @@ fn preload_loads_a_model_in_queue_order() {
     assert_eq!((view["state"].as_str(), view["kind"].as_str()), (Some("done"), Some("preload")));
     assert_eq!(server.get("/health").1["loaded_model"], "SDXL Turbo");
     let (status, answer) = server.post("/models/preload", &json!({"model": "Pixel Art XL"}));
-    assert_eq!((status, answer["field"].as_str()), (422, Some("model")), "a LoRA is not a model: {answer}");
+    assert_eq!(
+        (status, answer["field"].as_str()),
+        (422, Some("model")),
+        "a LoRA is not a model: {answer}"
+    );
+}
+
+/// How a test asks the server to stop.
+#[derive(Clone, Copy)]
+enum StopBy {
+    /// `POST /sdapi/v1/server-stop` (`--api-server-stop`): exit 0.
+    Route,
+    /// SIGTERM through the process's clean-stop handling: exit 143.
+    Sigterm,
 }
 
 #[test]
 fn a_graceful_stop_finishes_the_running_job_and_drops_the_queue() {
+    graceful_stop(StopBy::Route);
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_finishes_the_running_image_then_exits_143() {
+    graceful_stop(StopBy::Sigterm);
+}
+
+fn graceful_stop(by: StopBy) {
     let server = Arc::new(Server::start(20, &["--api-server-stop"]));
     let runner = {
         let server = Arc::clone(&server);
-        std::thread::spawn(move || server.post("/sdapi/v1/txt2img", &json!({"prompt": "finish me", "steps": 40, "width": 64, "height": 64})))
+        std::thread::spawn(move || {
+            server.post(
+                "/sdapi/v1/txt2img",
+                &json!({"prompt": "finish me", "steps": 40, "width": 64, "height": 64}),
+            )
+        })
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     while server.get("/sdapi/v1/progress").1["state"]["sampling_step"].as_u64().unwrap_or(0) == 0 {
         assert!(Instant::now() < deadline, "never sampled");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let queued = server.post("/jobs", &small_request("never runs", 5, 1)).1["job"].as_u64().expect("job");
+    let queued =
+        server.post("/jobs", &small_request("never runs", 5, 1)).1["job"].as_u64().expect("job");
     let events = std::thread::spawn({
         let url = server.url(&format!("/jobs/{queued}/events"));
         move || read_events(agent().get(&url).call().expect("sse").into_reader())
     });
-    let (status, answer) = server.post("/sdapi/v1/server-stop", &json!({}));
-    assert_eq!((status, answer.as_str()), (200, Some("Stopping.")));
+    match by {
+        StopBy::Route => {
+            let (status, answer) = server.post("/sdapi/v1/server-stop", &json!({}));
+            assert_eq!((status, answer.as_str()), (200, Some("Stopping.")));
+        }
+        StopBy::Sigterm => {
+            let sent = std::process::Command::new("kill")
+                .args(["-TERM", &server.child.id().to_string()])
+                .status()
+                .expect("kill runs");
+            assert!(sent.success());
+        }
+    }
     let (status, answer) = runner.join().expect("thread");
     assert_eq!(status, 200, "the running request finished: {answer}");
     assert_eq!(answer["images"].as_array().map(Vec::len), Some(1));
     let events = events.join().expect("thread");
-    assert_eq!(events.last().map(|(_, e)| e["state"].clone()), Some(json!("cancelled")), "{events:?}");
+    assert_eq!(
+        events.last().map(|(_, e)| e["state"].clone()),
+        Some(json!("interrupted")),
+        "{events:?}"
+    );
     let mut server = Arc::into_inner(server).expect("one owner");
     let deadline = Instant::now() + Duration::from_secs(30);
     let code = loop {
@@ -640,10 +792,23 @@ fn a_graceful_stop_finishes_the_running_job_and_drops_the_queue() {
         assert!(Instant::now() < deadline, "the server did not exit");
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert_eq!(code, Some(0));
-    assert!(std::net::TcpStream::connect(server.base.trim_start_matches("http://")).is_err(), "not listening");
+    assert_eq!(
+        code,
+        Some(match by {
+            StopBy::Route => 0,
+            StopBy::Sigterm => 143,
+        })
+    );
+    assert!(
+        std::net::TcpStream::connect(server.base.trim_start_matches("http://")).is_err(),
+        "not listening"
+    );
     let log = fs_err::read_to_string(server.out.path().join("jobs.log")).expect("jobs.log");
-    assert_eq!(log.lines().count(), 1, "one finished item, one line: {log}");
+    assert_eq!(
+        log.lines().count(),
+        1,
+        "one finished item, one line (the dropped job never started): {log}"
+    );
     assert!(log.contains("finish me") && log.contains("\"status\":\"done\""), "{log}");
 }
 
@@ -677,7 +842,9 @@ fn stdio_mode_speaks_json_lines_through_a_child_process() {
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
         .collect();
-    let find = |event: &str, line: u64| events.iter().position(|e| e["event"] == event && e["line"] == line);
+    let find = |event: &str, line: u64| {
+        events.iter().position(|e| e["event"] == event && e["line"] == line)
+    };
     let first = &events[find("accepted", 1).expect("line 1 accepted")];
     let second = &events[find("accepted", 4).expect("line 4 accepted")];
     let rejected = &events[find("rejected", 2).expect("line 2 rejected")];
@@ -693,7 +860,8 @@ fn stdio_mode_speaks_json_lines_through_a_child_process() {
             at("finished").expect("finished"),
         );
         assert!(accepted_at < queued_at && queued_at < finished_at, "{events:?}");
-        let saved = events.iter().filter(|e| e["event"] == "image_saved" && &e["job"] == job).count();
+        let saved =
+            events.iter().filter(|e| e["event"] == "image_saved" && &e["job"] == job).count();
         assert_eq!(saved, images);
         assert_eq!(events[finished_at]["state"], "done");
     }
@@ -748,14 +916,19 @@ fn a_load_loop_loses_nothing_and_memory_stays_flat() {
     let (_, health) = server.get("/health");
     assert_eq!(health["queue"]["done"], 300);
     assert!(health["jobs_known"].as_u64().is_some_and(|known| known <= 50), "{health}");
-    assert!(after <= warm + 8 * 1024, "resident memory grew from {warm} KiB to {after} KiB over 200 requests");
+    assert!(
+        after <= warm + 8 * 1024,
+        "resident memory grew from {warm} KiB to {after} KiB over 200 requests"
+    );
 }
 
 #[test]
 fn webuiapi_drives_the_server_as_an_a1111_client() {
     let venv = std::process::Command::new(repo_root().join("scripts/webuiapi-env")).output();
     let python = match venv {
-        Ok(output) if output.status.success() => String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+        Ok(output) if output.status.success() => {
+            String::from_utf8_lossy(&output.stdout).trim().to_owned()
+        }
         Ok(output) => {
             eprintln!(
                 "SKIPPED: no Python with webuiapi (scripts/webuiapi-env failed: {})",
@@ -785,7 +958,10 @@ fn webuiapi_drives_the_server_as_an_a1111_client() {
 fn candle_serves_the_tiny_pipeline_as_diffusers_made_it() {
     let fixtures = repo_root().join("tests/fixtures/diffusion");
     let folder = fixtures.join("sdxl_tiny");
-    let runs: Value = serde_json::from_slice(&fs_err::read(fixtures.join("refs/sdxl_tiny/runs.json")).expect("runs")).expect("json");
+    let runs: Value = serde_json::from_slice(
+        &fs_err::read(fixtures.join("refs/sdxl_tiny/runs.json")).expect("runs"),
+    )
+    .expect("json");
     let run = &runs["runs"]["txt2img_euler_a"];
     let out = tempfile::tempdir().expect("tempdir");
     let mut command = imagelab();
@@ -802,7 +978,17 @@ fn candle_serves_the_tiny_pipeline_as_diffusers_made_it() {
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
     let mut banner = String::new();
     stdout.read_line(&mut banner).expect("banner");
-    let server = Server { child, base: banner.split("http://").nth(1).and_then(|r| r.split_whitespace().next()).map(|a| format!("http://{a}")).expect("address"), out, _stdout: stdout };
+    let server = Server {
+        child,
+        base: banner
+            .split("http://")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .map(|a| format!("http://{a}"))
+            .expect("address"),
+        out,
+        _stdout: stdout,
+    };
     let body = json!({
         "prompt": run["prompt"], "negative_prompt": run["negative"], "seed": run["seed"],
         "steps": run["steps"], "cfg_scale": run["cfg"], "width": run["width"], "height": run["height"],
@@ -810,12 +996,16 @@ fn candle_serves_the_tiny_pipeline_as_diffusers_made_it() {
     });
     let (status, answer) = server.post("/sdapi/v1/txt2img", &body);
     assert_eq!(status, 200, "{answer}");
-    let png = base64::engine::general_purpose::STANDARD.decode(answer["images"][0].as_str().expect("b64")).expect("base64");
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(answer["images"][0].as_str().expect("b64"))
+        .expect("base64");
     let ours = image::load_from_memory(&png).expect("png").to_rgb8();
-    let bytes = fs_err::read(fixtures.join("refs/sdxl_tiny/reference.safetensors")).expect("reference");
+    let bytes =
+        fs_err::read(fixtures.join("refs/sdxl_tiny/reference.safetensors")).expect("reference");
     let reference = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
     let theirs = reference.tensor("txt2img_euler_a.image_u8").expect("image_u8");
     assert_eq!(theirs.shape(), [ours.height() as usize, ours.width() as usize, 3]);
-    let worst = ours.as_raw().iter().zip(theirs.data()).map(|(a, b)| a.abs_diff(*b)).max().unwrap_or(0);
+    let worst =
+        ours.as_raw().iter().zip(theirs.data()).map(|(a, b)| a.abs_diff(*b)).max().unwrap_or(0);
     assert!(worst <= 1, "pixels differ by {worst} levels from diffusers");
 }

@@ -344,6 +344,38 @@ fn screenshots() {
     harness.get_by_label("Generate").click();
     harness.run_steps(3);
     save(&mut harness, "sweep.png");
+    drop(harness);
+    // A finished all-profiles sweep as its grid, some stars, and the Insights panel.
+    let out = tempfile::tempdir().expect("tempdir");
+    let grid_form = FormSettings {
+        sweep: Sweep::AllProfiles,
+        batch: 2,
+        width_px: 256,
+        height_px: 256,
+        prompt: "a lighthouse at dusk".into(),
+        ..small_form()
+    };
+    let mut harness = harness_with_profiles(out.path(), grid_form);
+    harness.get_by_label("Generate").click();
+    harness.run_steps(1);
+    step_until(&mut harness, "the sweep grid", |app| app.sweep.layout.is_some());
+    step_until(&mut harness, "the thumbnails", |app| {
+        app.gallery.entries.len() == 6 && app.gallery.entries.iter().all(|e| e.info.is_some())
+    });
+    for label in ["Star SDXL Turbo / Cinematic #1", "Star SDXL Turbo / Cinematic #2"] {
+        harness.get_by_label(label).hover();
+        harness.run_steps(1);
+        harness.get_by_label(label).click();
+        harness.run_steps(1);
+    }
+    harness.run_steps(3);
+    save(&mut harness, "sweep-grid.png");
+    harness.get_by_label("Insights").click();
+    step_until(&mut harness, "the analysis", |app| analysis_count(app) == Some(2));
+    harness.run_steps(2);
+    harness.get_by_role_and_label(Role::Button, "Profile").click();
+    harness.run_steps(3);
+    save(&mut harness, "insights.png");
 }
 
 fn harness_slow(out: &Path, form: FormSettings) -> Harness<'static, LabApp> {
@@ -537,4 +569,303 @@ fn dropping_an_a1111_png_restores_what_maps() {
     assert_eq!((Some(form.width_px), Some(form.height_px)), (found.width, found.height));
     assert!(!form.random_seed);
     assert!(form.init_image.is_none(), "a PNG with settings is not taken as an img2img source");
+}
+
+/// A window whose profiles are three (a small sweep).
+fn harness_with_profiles(out: &Path, form: FormSettings) -> Harness<'static, LabApp> {
+    let profiles = out.join("profiles.ron");
+    fs_err::write(
+        &profiles,
+        r#"[
+            (name: "None (raw)", prompt_suffix: "", negative_suffix: ""),
+            (name: "Cinematic", prompt_suffix: "cinematic film still", negative_suffix: ""),
+            (name: "Watercolor", prompt_suffix: "watercolor painting", negative_suffix: ""),
+        ]"#,
+    )
+    .expect("profiles");
+    let out = out.to_owned();
+    Harness::builder().with_size(WINDOW).build_eframe(move |cc| {
+        let mut config = AppConfig::new(out, Box::new(MockBackend::new()));
+        config.profiles_path = Some(profiles);
+        LabApp::with_form(&cc.egui_ctx, config, form)
+    })
+}
+
+fn analysis_count(app: &LabApp) -> Option<usize> {
+    app.insights.analysis.as_ref().filter(|_| !app.insights.pending).map(|a| a.count)
+}
+
+/// Issue 13: a finished sweep shows as its grid; a click opens an image, the star or `S`
+/// stars it; the Insights panel follows the stars and its bundle fills the form.
+#[test]
+fn sweep_grid_stars_and_insights_follow_the_stars() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let form = FormSettings {
+        sweep: Sweep::AllProfiles,
+        batch: 2,
+        prompt: "a fox".into(),
+        ..small_form()
+    };
+    let mut harness = harness_with_profiles(out.path(), form);
+    harness.get_by_label("Generate").click();
+    harness.run_steps(1);
+    step_until(&mut harness, "the sweep grid", |app| {
+        app.sweep.layout.as_ref().is_some_and(|layout| layout.cells.len() == 6)
+            && app.view == imagelab::ui::app::CentralView::Sweep
+    });
+    step_until(&mut harness, "the thumbnails", |app| {
+        app.gallery.entries.len() == 6 && app.gallery.entries.iter().all(|e| e.info.is_some())
+    });
+    harness.run_steps(2);
+    let layout = harness.state().sweep.layout.clone().expect("layout");
+    assert_eq!(layout.profiles, ["None (raw)", "Cinematic", "Watercolor"]);
+    let path_of = |profile: &str, index: usize| {
+        layout.cell("SDXL Turbo", profile, index).and_then(|c| c.path.clone()).expect("cell")
+    };
+
+    // A click opens the image in the gallery's large view.
+    harness.get_by_label("Open SDXL Turbo / Cinematic #1").click();
+    harness.run_steps(2);
+    assert_eq!(harness.state().gallery.selected, Some(path_of("Cinematic", 0)));
+
+    // The star under an image, and `S` with the pointer on one. (The pointer moves there
+    // first, as a hand does: the image's tooltip goes away.)
+    for label in ["Star SDXL Turbo / Cinematic #1", "Star SDXL Turbo / Cinematic #2"] {
+        harness.get_by_label(label).hover();
+        harness.run_steps(1);
+        harness.get_by_label(label).click();
+        harness.run_steps(1);
+    }
+    harness.get_by_label("Open SDXL Turbo / Watercolor #2").hover();
+    harness.run_steps(1);
+    harness.key_press(egui::Key::S);
+    harness.run_steps(2);
+    let starred = imagelab::storage::favorites::read(out.path()).expect("favorites.txt");
+    let relative =
+        |path: &Path| path.strip_prefix(out.path()).expect("inside").to_string_lossy().into_owned();
+    let expected: std::collections::BTreeSet<String> = [
+        relative(&path_of("Cinematic", 0)),
+        relative(&path_of("Cinematic", 1)),
+        relative(&path_of("Watercolor", 1)),
+    ]
+    .into();
+    assert_eq!(starred, expected);
+    assert_eq!(harness.state().gallery.favorites, expected, "the gallery shows the same stars");
+    let star = harness.get_by_label("Star SDXL Turbo / Watercolor #2");
+    assert_eq!(star.accesskit_node().toggled(), Some(Toggled::True));
+
+    // Insights: 3 favourites of 6; Cinematic 2 of 2 (rate 1, lift 2); its bundle.
+    harness.get_by_label("Insights").click();
+    step_until(&mut harness, "the analysis of 3 stars", |app| analysis_count(app) == Some(3));
+    harness.run_steps(2);
+    harness.get_by_label_contains("3 favourite(s) among 6 image(s)");
+    harness.get_by_role_and_label(Role::Button, "Profile").click();
+    harness.run_steps(2);
+    harness.get_by_label("100.0 %");
+    let analysis = harness.state().insights.analysis.clone().expect("analysis");
+    let profiles = analysis.dimension(&imagelab::analytics::Dimension::Profile).expect("profile");
+    assert_eq!(
+        profiles.rows[0].value.as_ref().map(ToString::to_string).as_deref(),
+        Some("Cinematic")
+    );
+    assert_eq!((profiles.rows[0].count, profiles.rows[0].generated), (2, 2));
+    assert_eq!(analysis.bundles.len(), 1, "{:?}", analysis.bundles);
+    // Every favourite is SDXL Turbo at the form's settings: the bundle carries them all.
+    harness.get_by_label_contains(
+        "2 favs of 2 (100.0 %, lift 2.00): model SDXL Turbo · profile Cinematic",
+    );
+
+    // "Use these settings" puts the bundle into the form (the gallery's large view, which has
+    // a button of the same name, is closed first).
+    harness.state_mut().gallery.selected = None;
+    harness.state_mut().controls.form.steps = 9;
+    harness.state_mut().controls.form.profile = "Watercolor".into();
+    harness.run_steps(2);
+    harness.get_by_label("Use these settings").click();
+    harness.run_steps(2);
+    let form = &harness.state().controls.form;
+    assert_eq!((form.profile.as_str(), form.steps, form.width_px), ("Cinematic", 4, 64));
+    assert_eq!(form.prompt, "a fox", "the prompt stays the user's");
+
+    // Un-starring updates the panel.
+    harness.get_by_label("Sweep grid").click();
+    harness.run_steps(2);
+    harness.get_by_label("Star SDXL Turbo / Cinematic #1").hover();
+    harness.run_steps(1);
+    harness.get_by_label("Star SDXL Turbo / Cinematic #1").click();
+    harness.run_steps(1);
+    step_until(&mut harness, "the analysis of 2 stars", |app| analysis_count(app) == Some(2));
+}
+
+/// The Runner panel on the real app: two fake GPUs (one busy) in the GPU table, a run of 4
+/// generated jobs started and finished from the panel, all on the idle GPU.
+#[test]
+fn runner_panel_starts_a_run_on_idle_gpus_and_shows_the_gpu_table() {
+    use imagelab::gpu::{FixedGpus, GpuProcess, GpuSource};
+    use imagelab::runner::BackendFactory;
+
+    let out = tempfile::tempdir().expect("tempdir");
+    let gpus = FixedGpus::new(vec![FixedGpus::idle_gpu(0), FixedGpus::idle_gpu(1)]);
+    gpus.update(1, |gpu| gpu.processes.push(GpuProcess { pid: 4242, used_memory_mib: Some(9000) }));
+    let dir = out.path().to_owned();
+    let source = gpus.clone();
+    let mut harness = Harness::builder().with_size(WINDOW).build_eframe(move |cc| {
+        let mut config = AppConfig::new(dir, Box::new(MockBackend::new()));
+        let factory: BackendFactory = std::sync::Arc::new(|_slot| {
+            Ok(Box::new(MockBackend::new().with_step_delay(Duration::from_millis(2)))
+                as Box<dyn imagelab::engine::Backend>)
+        });
+        config.backend_factory = Some(factory);
+        config.gpus =
+            Some(std::sync::Arc::new(move || Ok(Box::new(source.clone()) as Box<dyn GpuSource>)));
+        LabApp::with_form(&cc.egui_ctx, config, small_form())
+    });
+    harness.get_by_label("Runner").click();
+    harness.run_steps(2);
+    step_until(&mut harness, "the GPU table", |app| app.runner_panel.gpus.is_some());
+    harness.run_steps(2);
+    harness.get_by_label_contains("busy: compute process(es) running: pid 4242");
+    harness.get_by_role_and_label(Role::TextInput, "Jobs").focus();
+    harness.run_steps(1);
+    harness.key_press(egui::Key::Backspace);
+    harness.key_press(egui::Key::Backspace);
+    harness.get_by_role_and_label(Role::TextInput, "Jobs").type_text("4");
+    harness.run_steps(1);
+    assert_eq!(harness.state().runner_panel.form.jobs, "4", "typed into the Jobs field");
+    harness.state_mut().runner_panel.form.seed = "12".into();
+    harness.run_steps(1);
+    harness.get_by_label("Start runner").click();
+    harness.run_steps(2);
+    assert!(harness.state().runner_running(), "{:?}", harness.state().runner_panel.error);
+    step_until(&mut harness, "the run to end", |app| !app.runner_running());
+    harness.run_steps(2);
+    let panel = &harness.state().runner_panel;
+    assert_eq!((panel.jobs_done, panel.images, panel.failed), (4, 4, 0));
+    assert_eq!(panel.workers.len(), 2);
+    assert_eq!(panel.workers[0].jobs, 4, "GPU 0 did every job: {:?}", panel.workers);
+    assert_eq!(panel.workers[1].jobs, 0, "GPU 1 is busy: {:?}", panel.workers);
+    assert!(panel.workers[0].prompt.starts_with('#'), "current prompt shown");
+    assert!(panel.workers[0].images_per_hour() > 0.0);
+    harness.get_by_label_contains("last run: 4 job(s), 4 image(s), 0 failed");
+    let records = jobs_log::read_all(out.path()).expect("log").records;
+    assert_eq!(records.len(), 4);
+    assert!(records.iter().all(|r| r.runner.as_ref().and_then(|t| t.gpu) == Some(0)));
+    let session = harness.state().gallery.entries.iter().filter(|e| e.from_session).count();
+    assert_eq!(session, 4, "the run's images reach the gallery");
+}
+
+/// Whether the last frame asked to close the window.
+fn asked_to_close(harness: &Harness<'_, LabApp>) -> bool {
+    harness.output().viewport_output.get(&egui::ViewportId::ROOT).is_some_and(|viewport| {
+        viewport.commands.iter().any(|command| matches!(command, egui::ViewportCommand::Close))
+    })
+}
+
+#[test]
+fn a_stop_signal_finishes_the_running_image_then_closes_the_window() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let form = FormSettings { batch: 3, steps: 40, ..small_form() };
+    let mut harness = harness(out.path(), Duration::from_millis(30), form);
+    let signals = imagelab::app::StopSignals::manual();
+    let ctx = harness.ctx.clone();
+    harness.state_mut().watch_stop_signals(&ctx, signals.clone());
+    type_prompt(&mut harness, "closing time");
+    harness.get_by_label("Generate").click();
+    harness.run_steps(1);
+    step_until(&mut harness, "image 0 in flight", |app| {
+        app.watch.progress.as_ref().is_some_and(|progress| progress.step >= 1)
+    });
+    signals.deliver(imagelab::app::StopSignal::Terminate);
+    harness.step();
+    assert!(!asked_to_close(&harness), "the running image finishes first");
+    step_until(&mut harness, "the job to end", |app| !app.queue.busy());
+    harness.step();
+    assert!(asked_to_close(&harness), "idle after the stop: the window closes");
+    let app = harness.state();
+    assert!(
+        app.log.lines.iter().any(|line| line.text.contains("SIGTERM: finishing the running image")),
+        "{:?}",
+        app.log.lines
+    );
+    let log = jobs_log::read_all(out.path()).expect("jobs log");
+    assert_eq!(log.records.len(), 1);
+    assert_eq!(log.records[0].status, ItemStatus::Interrupted, "{:?}", log.records[0]);
+    assert_eq!(log.records[0].paths.len(), 1, "image 0 finished, nothing new started");
+}
+
+#[test]
+fn imported_styles_are_listed_and_the_format_choice_reaches_the_files() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let user_file = out.path().join("profiles.user.ron");
+    let root = out.path().to_owned();
+    let user = user_file.clone();
+    let mut harness = Harness::builder().with_size(WINDOW).build_eframe(move |cc| {
+        let mut config = AppConfig::new(root, Box::new(MockBackend::new()));
+        config.user_profiles_path = Some(user);
+        LabApp::with_form(&cc.egui_ctx, config, small_form())
+    });
+    let styles = util::repo_root().join("tests/fixtures/styles/a1111_styles.csv");
+    harness.state_mut().import_styles(&styles);
+    harness.run_steps(2);
+    assert!(user_file.is_file(), "the user profiles file is written");
+    assert!(
+        harness
+            .state()
+            .profiles()
+            .get("Quoted \"Name\"")
+            .is_some_and(imagelab::request::Profile::is_imported)
+    );
+    // The profile menu lists the imported styles under their own heading.
+    harness.get_by_role_and_label(Role::ComboBox, "Profile").click();
+    harness.run_steps(2);
+    harness.get_by_label("Imported styles");
+    harness.get_by_label("Quoted \"Name\"").click_accesskit();
+    harness.run_steps(2);
+    assert_eq!(harness.state().controls.form.profile, "Quoted \"Name\"");
+    // WebP, lossless.
+    harness.get_by_role_and_label(Role::ComboBox, "Format").click();
+    harness.run_steps(2);
+    harness.get_by_label("WebP").click_accesskit();
+    harness.run_steps(2);
+    harness.get_by_label("Lossless").click();
+    harness.run_steps(2);
+    let output = harness.state().controls.form.output;
+    assert_eq!((output.format.name(), output.lossless), ("webp", true));
+    type_prompt(&mut harness, "a fox");
+    harness.get_by_label("Generate").click();
+    harness.run_steps(1);
+    step_until(&mut harness, "the job to finish", |app| {
+        app.queue.jobs.first().is_some_and(|job| job.state == JobState::Done)
+    });
+    let written: Vec<_> = util::files_below(out.path())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "webp"))
+        .collect();
+    assert_eq!(written.len(), 1, "{written:?}");
+    let found = imagelab::storage::metadata::recover_file(&written[0]).expect("reads");
+    let info = found.generation.expect("our record");
+    assert_eq!(info.profile, "Quoted \"Name\"");
+    // The style's `{prompt}` placement, A1111's rule: "line one\nline two, {prompt}".
+    assert_eq!(info.prompt, "line one\nline two, a fox");
+}
+
+#[test]
+fn dropping_a_jpeg_or_a_novelai_png_restores_its_settings() {
+    let fixtures = util::repo_root().join("tests/fixtures/metadata/formats");
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut harness = harness(out.path(), Duration::ZERO, small_form());
+    harness.state_mut().on_dropped_file(&fixtures.join("imagelab_jpeg.jpg"));
+    harness.run_steps(2);
+    let form = &harness.state().controls.form;
+    assert_eq!(
+        (form.prompt.as_str(), form.profile.as_str()),
+        ("a lighthouse at dusk", "Cinematic")
+    );
+    assert_eq!((form.seed, form.steps), (42, 30));
+    harness.state_mut().on_dropped_file(&fixtures.join("novelai_stealth_only.png"));
+    harness.run_steps(2);
+    let form = &harness.state().controls.form;
+    assert!(form.prompt.starts_with("1girl, cherry blossoms"), "{}", form.prompt);
+    assert_eq!((form.seed, form.steps), (2_940_596, 28));
+    assert!(form.init_image.is_none());
 }

@@ -19,8 +19,10 @@ pub fn imagelab() -> Command {
         "IMAGELAB_MOCK_FAIL_MODEL",
         "IMAGELAB_MOCK_FAIL_PROMPT",
         "IMAGELAB_PROFILES",
+        "IMAGELAB_USER_PROFILES",
         "IMAGELAB_MEMORY_BUDGET_MB",
         "IMAGELAB_MODEL_CACHE_MB",
+        "IMAGELAB_ATTENTION",
     ];
     for var in imagelab::cli::env_mode::VARIABLES.iter().chain(&mock_vars) {
         command.env_remove(var);

@@ -6,14 +6,19 @@
 //!    `force_zeros_for_empty_prompt`), 2. build the scheduler from `scheduler_config.json`,
 //! 3. noise: img2img draws the VAE latent sample first, then the initial noise; ancestral
 //!    samplers draw inside `step`, 4. the loop, CFG as one batch-2 UNet call (none when
-//!    cfg ≤ 1), 5. decode `latents / scaling_factor` (the VAE in f32 when `force_upcast`).
+//!    cfg ≤ 1), 5. decode `latents / scaling_factor` (the VAE in the pipeline's dtype; in f16
+//!    checked, with an f32 fallback: `vae_precision.rs`).
 //!
 //! Beside it: the tiled VAE decode (`tiled_decode.rs`), the per-step latent preview
-//! (`preview.rs`) and the `.latent` file (`latent_file.rs`).
+//! (`preview.rs`), the `.latent` file (`latent_file.rs`) and the VAE's precision policy
+//! (`vae_precision.rs`).
 
 mod latent_file;
 mod preview;
 mod tiled_decode;
+mod vae_precision;
+
+pub use vae_precision::{VAE_F32_FALLBACK_NOTE, VaeFallback, all_finite, vae_dtype};
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -220,6 +225,10 @@ pub struct DiffusionPipeline {
     text_encoders: Vec<ClipTextModel>,
     unet: UNet2DConditionModel,
     vae: AutoencoderKl,
+    /// Whether the VAE's results are checked for overflow (f16).
+    vae_checked: bool,
+    /// The f32 VAE, once an f16 result overflowed.
+    vae_fallback: VaeFallback,
     scheduler_config: SchedulerConfig,
     force_zeros_for_empty_prompt: bool,
     device: Device,
@@ -232,14 +241,14 @@ pub struct DiffusionPipeline {
 
 impl ByteSize for DiffusionPipeline {
     fn byte_size(&self) -> u64 {
-        self.weight_bytes + self.vae.encoder_byte_size()
+        self.weight_bytes + self.vae.encoder_byte_size() + self.vae_fallback.byte_size()
     }
 }
 
 impl DiffusionPipeline {
-    /// Loads a diffusers folder on `device`: UNet and text encoders in `dtype`, the VAE in f32
-    /// when `dtype` is half and the VAE config says `force_upcast`. On a GPU the `*.fp16`
-    /// weight files are preferred when present.
+    /// Loads a diffusers folder on `device`: UNet, text encoders and VAE in `dtype` (an f16
+    /// VAE is checked and falls back to f32 on overflow, see `vae_precision.rs`). On a GPU the
+    /// `*.fp16` weight files are preferred when present.
     ///
     /// # Errors
     /// Missing or malformed files; unsupported pipeline classes or options.
@@ -257,9 +266,7 @@ impl DiffusionPipeline {
             dtype,
             &|_| true,
         )?;
-        let vae_config: super::vae::VaeConfig =
-            read_json("VAE config", &folder.join("vae/config.json"))?;
-        let vae_dtype = if vae_config.force_upcast { DType::F32 } else { dtype };
+        let (vae_dtype, vae_checked) = vae_dtype(dtype);
         let vae = AutoencoderKl::load(
             &folder.join("vae"),
             vae_dtype,
@@ -297,6 +304,8 @@ impl DiffusionPipeline {
             text_encoders,
             unet,
             vae,
+            vae_checked,
+            vae_fallback: VaeFallback::default(),
             scheduler_config,
             force_zeros_for_empty_prompt,
             device: device.clone(),
@@ -326,7 +335,7 @@ impl DiffusionPipeline {
         &self.unet
     }
 
-    /// The VAE.
+    /// The VAE as loaded (see [`Self::active_vae`] for the one in use).
     pub fn vae(&self) -> &AutoencoderKl {
         &self.vae
     }
@@ -498,12 +507,14 @@ impl DiffusionPipeline {
             }
         };
         let image = tensor_to_image(&image_tensor)?;
+        let mut notes = embeddings.notes;
+        notes.extend(self.vae_note().map(str::to_owned));
         Ok(GenerationOutput {
             image,
             image_tensor,
             latents,
             sampler,
-            notes: embeddings.notes,
+            notes,
             encode_s,
             steps_s,
             decode_s: decode_started.elapsed().as_secs_f64(),
@@ -552,10 +563,10 @@ impl DiffusionPipeline {
             )));
         }
         let pixels = self.image_to_tensor(init, request.width, request.height)?;
-        let distribution = self.vae.encode(&pixels)?;
+        let distribution = self.vae_encode(&pixels)?;
         let sample_noise = self.randn(generator, distribution.mean.dims4()?)?;
         let init_latents = (distribution
-            .sample(&sample_noise.to_dtype(self.vae.dtype())?)?
+            .sample(&sample_noise.to_dtype(distribution.mean.dtype())?)?
             .to_dtype(DType::F32)?
             * self.vae.config().scaling_factor)?;
         let noise = self.randn(generator, latent_shape)?;
@@ -698,7 +709,7 @@ impl DiffusionPipeline {
     /// Tensor errors.
     pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
         let scaled = (latents / self.vae.config().scaling_factor)?;
-        let decoded = self.vae.decode(&scaled)?.to_dtype(DType::F32)?;
+        let decoded = self.vae_decode(&scaled)?;
         Ok(((decoded / 2.0)? + 0.5)?.clamp(0f32, 1f32)?.to_device(&Device::Cpu)?)
     }
 }

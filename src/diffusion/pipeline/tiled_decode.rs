@@ -1,7 +1,7 @@
 //! The VAE decode in overlapping tiles: the out-of-memory ladder's last rung, bounding the
 //! VAE's peak memory by one tile.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 
 use super::DiffusionPipeline;
 use crate::diffusion::error::{DiffusionError, Result};
@@ -50,9 +50,7 @@ impl DiffusionPipeline {
                 let weights_x = blend_weights(&columns, column_index, scale);
                 let tile = scaled.narrow(2, top, tile_h)?.narrow(3, left, tile_w)?;
                 let decoded = self
-                    .vae
-                    .decode(&tile)?
-                    .to_dtype(DType::F32)?
+                    .vae_decode(&tile)?
                     .to_device(&Device::Cpu)?
                     .flatten_all()?
                     .to_vec1::<f32>()?;

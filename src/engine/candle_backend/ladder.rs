@@ -108,7 +108,7 @@ pub(super) fn activation_shape(pipeline: &DiffusionPipeline) -> ActivationShape 
         unet_element_bytes: pipeline.dtype().size_in_bytes() as u64,
         vae_channels: pipeline.vae().config().block_out_channels.first().copied().unwrap_or(0)
             as u64,
-        vae_element_bytes: pipeline.vae().dtype().size_in_bytes() as u64,
+        vae_element_bytes: pipeline.active_vae().dtype().size_in_bytes() as u64,
     }
 }
 

@@ -126,14 +126,14 @@ pub fn stop_routes() -> axum::Router<AppState> {
     axum::Router::new().route("/sdapi/v1/server-stop", post(server_stop)).route(
         "/sdapi/v1/server-kill",
         post(|State(app): State<AppState>| async move {
-            app.service.stop_token().request_immediate();
+            app.service.stop_token().request_immediate("/sdapi/v1/server-kill");
             Json(Value::Null)
         }),
     )
 }
 
 async fn server_stop(State(app): State<AppState>) -> impl IntoResponse {
-    app.service.stop_token().request_graceful();
+    app.service.stop_token().request_graceful("/sdapi/v1/server-stop");
     "Stopping."
 }
 
@@ -157,10 +157,15 @@ fn service_error(err: ServiceError) -> Response {
     }
 }
 
-async fn generate(service: Arc<Service>, endpoint: Endpoint, body: Bytes) -> Result<Response, Response> {
+async fn generate(
+    service: Arc<Service>,
+    endpoint: Endpoint,
+    body: Bytes,
+) -> Result<Response, Response> {
     let parsed = request::parse(&body).map_err(IntoResponse::into_response)?;
     let default_model = service.default_model();
-    let mapped = parsed.fields.to_request(endpoint, &default_model).map_err(IntoResponse::into_response)?;
+    let mapped =
+        parsed.fields.to_request(endpoint, &default_model).map_err(IntoResponse::into_response)?;
     for note in parsed.notes.iter().chain(&mapped.notes) {
         tracing::info!("{}: {note}", endpoint_path(endpoint));
     }
@@ -174,15 +179,19 @@ async fn generate(service: Arc<Service>, endpoint: Endpoint, body: Bytes) -> Res
             break outcome;
         }
         if receiver.changed().await.is_err() {
-            return Err(A1111Error::runtime("the engine stopped before the job finished").into_response());
+            return Err(
+                A1111Error::runtime("the engine stopped before the job finished").into_response()
+            );
         }
     };
     let fields = parsed.fields;
     let notes: Vec<String> = parsed.notes.into_iter().chain(mapped.notes.iter().cloned()).collect();
     let root = service.output_root().to_owned();
-    tokio::task::spawn_blocking(move || respond(&root, endpoint, job, &fields, &parsed.body, &mapped, &outcome, &notes))
-        .await
-        .map_err(|err| A1111Error::runtime(err.to_string()).into_response())?
+    tokio::task::spawn_blocking(move || {
+        respond(&root, endpoint, job, &fields, &parsed.body, &mapped, &outcome, &notes)
+    })
+    .await
+    .map_err(|err| A1111Error::runtime(err.to_string()).into_response())?
 }
 
 fn endpoint_path(endpoint: Endpoint) -> &'static str {
@@ -201,8 +210,9 @@ struct Submitted {
 /// Keeps the init image, validates and queues (on the blocking pool: it touches files).
 fn submit(service: &Service, mut mapped: Mapped) -> Result<Submitted, Response> {
     if let Some(bytes) = mapped.init_image.take() {
-        let path = keep_init_image(service.output_root(), &bytes)
-            .map_err(|err| A1111Error::runtime(format!("init image not kept: {err}")).into_response())?;
+        let path = keep_init_image(service.output_root(), &bytes).map_err(|err| {
+            A1111Error::runtime(format!("init image not kept: {err}")).into_response()
+        })?;
         mapped.request.init_image = Some(path);
     }
     let plan = service.prepare(&mapped.request).map_err(|err| field_error(&err).into_response())?;
@@ -210,9 +220,9 @@ fn submit(service: &Service, mut mapped: Mapped) -> Result<Submitted, Response> 
     let job = service
         .submit(plan, Submission { origin: Origin::A1111, label }, |_| {})
         .map_err(service_error)?;
-    let receiver = service
-        .watch_job(job)
-        .ok_or_else(|| A1111Error::runtime("the job was forgotten before it ran").into_response())?;
+    let receiver = service.watch_job(job).ok_or_else(|| {
+        A1111Error::runtime("the job was forgotten before it ran").into_response()
+    })?;
     Ok(Submitted { job, receiver, mapped })
 }
 
@@ -263,7 +273,8 @@ fn respond(
     let mut images = Vec::new();
     let mut infotexts = Vec::new();
     for (path, _) in &outcome.images {
-        let bytes = fs_err::read(path).map_err(|err| A1111Error::runtime(err.to_string()).into_response())?;
+        let bytes = fs_err::read(path)
+            .map_err(|err| A1111Error::runtime(err.to_string()).into_response())?;
         let infotext = png_io::read_text_chunks(&bytes)
             .ok()
             .and_then(|chunks| chunks.into_iter().find(|(key, _)| key == "parameters"))
@@ -297,7 +308,8 @@ fn info_json(
     let prompt = record.map_or_else(|| mapped.request.prompt.clone(), |r| r.prompt.clone());
     let negative = record.map_or_else(|| mapped.request.negative.clone(), |r| r.negative.clone());
     let first_seed = seeds.first().copied().or_else(|| record.map(|r| r.seed_base));
-    let (width, height) = record.map_or((mapped.request.width, mapped.request.height), |r| (Some(r.width), Some(r.height)));
+    let (width, height) = record
+        .map_or((mapped.request.width, mapped.request.height), |r| (Some(r.width), Some(r.height)));
     let choice: &SamplerChoice = &mapped.sampler;
     let mut extra = Map::new();
     if let Some(label) = choice.schedule_label {
@@ -357,7 +369,11 @@ fn info_json(
 }
 
 /// The request's fields with A1111's defaults, as A1111 echoes them (`vars(request)`).
-fn parameters(endpoint: Endpoint, fields: &GenerationRequest, body: &Map<String, Value>) -> Map<String, Value> {
+fn parameters(
+    endpoint: Endpoint,
+    fields: &GenerationRequest,
+    body: &Map<String, Value>,
+) -> Map<String, Value> {
     let mut parameters = defaults(endpoint);
     for (key, value) in body {
         if parameters.contains_key(key) {
@@ -439,7 +455,9 @@ async fn sd_models(State(app): State<AppState>) -> Json<Vec<SdModelItem>> {
     {
         let filename = match &model.source {
             ModelSource::Hub(id) => id.clone(),
-            ModelSource::LocalDir(path) | ModelSource::LocalFile(path) => path.display().to_string(),
+            ModelSource::LocalDir(path) | ModelSource::LocalFile(path) => {
+                path.display().to_string()
+            }
         };
         items.push(SdModelItem {
             title: current.clone(),
@@ -474,12 +492,14 @@ async fn set_options(State(app): State<AppState>, body: Bytes) -> Response {
         Err(err) => return ValidationError::json_decode(0, err.to_string()).into_response(),
     };
     let Value::Object(options) = value else {
-        return ValidationError::at(&[], "type_error.dict", "value is not a valid dict").into_response();
+        return ValidationError::at(&[], "type_error.dict", "value is not a valid dict")
+            .into_response();
     };
     for (key, value) in &options {
         if key == "sd_model_checkpoint" {
             let Some(name) = value.as_str() else {
-                return ValidationError::at(&[key], "type_error.str", "str type expected").into_response();
+                return ValidationError::at(&[key], "type_error.str", "str type expected")
+                    .into_response();
             };
             let name = samplers::strip_checkpoint_hash(name).to_owned();
             let service = Arc::clone(&app.service);
@@ -494,7 +514,8 @@ async fn set_options(State(app): State<AppState>, body: Bytes) -> Response {
             match chosen {
                 Ok(Ok(())) => {}
                 Ok(Err(ServiceError::Request(err))) => {
-                    return ValidationError::value(&["sd_model_checkpoint"], err.message).into_response();
+                    return ValidationError::value(&["sd_model_checkpoint"], err.message)
+                        .into_response();
                 }
                 Ok(Err(err)) => return A1111Error::from(err).into_response(),
                 Err(err) => return A1111Error::runtime(err.to_string()).into_response(),
@@ -506,11 +527,13 @@ async fn set_options(State(app): State<AppState>, body: Bytes) -> Response {
     Json(Value::Null).into_response()
 }
 
-async fn progress(State(app): State<AppState>, Query(query): Query<ProgressQuery>) -> Json<ProgressResponse> {
-    let skip_image = query
-        .skip_current_image
-        .as_deref()
-        .is_some_and(|text| matches!(text.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
+async fn progress(
+    State(app): State<AppState>,
+    Query(query): Query<ProgressQuery>,
+) -> Json<ProgressResponse> {
+    let skip_image = query.skip_current_image.as_deref().is_some_and(|text| {
+        matches!(text.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+    });
     let idle_state = |job: &str| {
         let mut state = Map::new();
         state.insert("skipped".into(), false.into());

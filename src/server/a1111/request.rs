@@ -272,12 +272,14 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, ValidationError> {
     let mut note_unknown = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
     let deserializer =
         serde_ignored::Deserializer::new(Value::Object(body.clone()), &mut note_unknown);
-    let fields: GenerationRequest = serde_path_to_error::deserialize(deserializer).map_err(|err| {
-        let path = err.path().to_string();
-        let (kind, msg) = lenient::split_error(&err.inner().to_string());
-        let loc: Vec<&str> = path.split('.').filter(|part| !part.is_empty() && *part != "?").collect();
-        ValidationError::at(&loc, kind, msg)
-    })?;
+    let fields: GenerationRequest =
+        serde_path_to_error::deserialize(deserializer).map_err(|err| {
+            let path = err.path().to_string();
+            let (kind, msg) = lenient::split_error(&err.inner().to_string());
+            let loc: Vec<&str> =
+                path.split('.').filter(|part| !part.is_empty() && *part != "?").collect();
+            ValidationError::at(&loc, kind, msg)
+        })?;
     let notes = unknown
         .into_iter()
         .map(|field| format!("{field}: not an AUTOMATIC1111 field; ignored"))
@@ -318,11 +320,7 @@ impl GenerationRequest {
     ///
     /// # Errors
     /// A field that cannot be honoured, as FastAPI's 422 naming it.
-    pub fn to_request(
-        &self,
-        endpoint: Endpoint,
-        model: &str,
-    ) -> Result<Mapped, ValidationError> {
+    pub fn to_request(&self, endpoint: Endpoint, model: &str) -> Result<Mapped, ValidationError> {
         let mut notes = Vec::new();
         self.refuse_unsupported(endpoint)?;
         self.note_ignored(endpoint, &mut notes);
@@ -337,10 +335,14 @@ impl GenerationRequest {
         } else {
             "sampler_index"
         };
-        let sampler = samplers::choose(&sampler_text, self.scheduler.as_deref())
-            .map_err(|(field, message)| {
-                ValidationError::value(&[if field == "sampler" { sampler_field } else { "scheduler" }], message)
-            })?;
+        let sampler = samplers::choose(&sampler_text, self.scheduler.as_deref()).map_err(
+            |(field, message)| {
+                ValidationError::value(
+                    &[if field == "sampler" { sampler_field } else { "scheduler" }],
+                    message,
+                )
+            },
+        )?;
         let batch_size = positive("batch_size", self.batch_size.unwrap_or(1))?;
         let n_iter = positive("n_iter", self.n_iter.unwrap_or(1))?;
         let batch = batch_size.checked_mul(n_iter).ok_or_else(|| {
@@ -349,10 +351,14 @@ impl GenerationRequest {
         let seed = match self.seed.unwrap_or(-1) {
             -1 => None,
             seed => Some(u64::try_from(seed).map_err(|_| {
-                ValidationError::value(&["seed"], format!("{seed} is negative (-1 picks a random seed)"))
+                ValidationError::value(
+                    &["seed"],
+                    format!("{seed} is negative (-1 picks a random seed)"),
+                )
             })?),
         };
-        let model = match self.override_settings.as_ref().and_then(|o| o.get("sd_model_checkpoint")) {
+        let model = match self.override_settings.as_ref().and_then(|o| o.get("sd_model_checkpoint"))
+        {
             None | Some(Value::Null) => model.to_owned(),
             Some(Value::String(name)) => samplers::strip_checkpoint_hash(name).to_owned(),
             Some(_) => {
@@ -396,12 +402,18 @@ impl GenerationRequest {
             width: Some(u32_field("width", self.width.unwrap_or(512))?),
             height: Some(u32_field("height", self.height.unwrap_or(512))?),
             steps: Some(u32_field("steps", self.steps.unwrap_or(50))?),
-            #[allow(clippy::cast_possible_truncation, reason = "CFG is checked against 0..=50 later; f32 is its type")]
+            #[allow(
+                clippy::cast_possible_truncation,
+                reason = "CFG is checked against 0..=50 later; f32 is its type"
+            )]
             cfg: Some(self.cfg_scale.unwrap_or(7.0) as f32),
             batch,
             seed,
             init_image: None,
-            #[allow(clippy::cast_possible_truncation, reason = "a strength in [0, 1] is checked later")]
+            #[allow(
+                clippy::cast_possible_truncation,
+                reason = "a strength in [0, 1] is checked later"
+            )]
             strength: strength as f32,
             ..Request::default()
         };
@@ -450,7 +462,9 @@ impl GenerationRequest {
         if self.subseed_strength.is_some_and(|strength| strength != 0.0) {
             note("subseed", "variation seeds are not supported");
         }
-        if self.seed_resize_from_h.is_some_and(|h| h > 0) || self.seed_resize_from_w.is_some_and(|w| w > 0) {
+        if self.seed_resize_from_h.is_some_and(|h| h > 0)
+            || self.seed_resize_from_w.is_some_and(|w| w > 0)
+        {
             note("seed_resize_from_w/h", "seed resizing is not supported");
         }
         if self.refiner_checkpoint.as_deref().is_some_and(|r| !r.is_empty() && r != "None") {
@@ -493,7 +507,10 @@ impl GenerationRequest {
         let images = self.init_images.as_deref().unwrap_or_default();
         let encoded = match images {
             [] => {
-                return Err(ValidationError::value(&["init_images"], "img2img needs one init image"));
+                return Err(ValidationError::value(
+                    &["init_images"],
+                    "img2img needs one init image",
+                ));
             }
             [one] => one,
             _ => {
@@ -509,7 +526,8 @@ impl GenerationRequest {
                 "image URLs are not fetched here; send the image as base64",
             ));
         }
-        decode_base64_image(encoded).map_err(|message| ValidationError::value(&["init_images", "0"], message))
+        decode_base64_image(encoded)
+            .map_err(|message| ValidationError::value(&["init_images", "0"], message))
     }
 }
 
@@ -549,7 +567,8 @@ fn positive(field: &str, value: i64) -> Result<u32, ValidationError> {
 }
 
 fn u32_field(field: &str, value: i64) -> Result<u32, ValidationError> {
-    u32::try_from(value).map_err(|_| ValidationError::value(&[field], format!("{value} is out of range")))
+    u32::try_from(value)
+        .map_err(|_| ValidationError::value(&[field], format!("{value} is out of range")))
 }
 
 /// The A1111 field a request error of ours is about.
@@ -597,7 +616,10 @@ mod tests {
         assert_eq!(parsed.notes, vec!["frobnicate: not an AUTOMATIC1111 field; ignored"]);
         let mapped = parsed.fields.to_request(Endpoint::Txt2img, "SDXL Turbo").expect("map");
         let request = mapped.request;
-        assert_eq!((request.width, request.height, request.steps), (Some(512), Some(512), Some(50)));
+        assert_eq!(
+            (request.width, request.height, request.steps),
+            (Some(512), Some(512), Some(50))
+        );
         assert_eq!((request.cfg, request.batch, request.seed), (Some(7.0), 1, None));
         assert_eq!(request.scheduler, Some(crate::vocab::SamplerKind::Euler));
         assert_eq!(request.model, "SDXL Turbo");
@@ -612,7 +634,10 @@ mod tests {
         let mapped = parsed.fields.to_request(Endpoint::Txt2img, "SDXL Base 1.0").expect("map");
         assert_eq!((mapped.request.batch, mapped.batch_size, mapped.request.seed), (6, 2, Some(5)));
         assert_eq!(mapped.request.model, "SDXL Turbo");
-        assert_eq!(mapped.notes, vec!["override_settings.CLIP_stop_at_last_layers: not a setting here; ignored"]);
+        assert_eq!(
+            mapped.notes,
+            vec!["override_settings.CLIP_stop_at_last_layers: not a setting here; ignored"]
+        );
     }
 
     #[test]

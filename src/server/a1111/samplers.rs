@@ -145,7 +145,8 @@ fn split_glued(name: &str) -> (&str, Option<&'static str>) {
         .iter()
         .filter(|(schedule, _, _)| *schedule != "automatic")
         .flat_map(|(schedule, label, aliases)| {
-            std::iter::once((*label, *schedule)).chain(aliases.iter().map(|alias| (*alias, *schedule)))
+            std::iter::once((*label, *schedule))
+                .chain(aliases.iter().map(|alias| (*alias, *schedule)))
         })
         .collect();
     labels.sort_by_key(|(label, _)| std::cmp::Reverse(label.len()));
@@ -173,12 +174,16 @@ pub fn choose(
     let requested = match scheduler.map(str::trim).filter(|text| !text.is_empty()) {
         None => "automatic",
         Some(text) => find_schedule(text).ok_or_else(|| {
-            ("scheduler", format!("{text:?} is not a schedule type here; valid: {}", schedule_names()))
+            (
+                "scheduler",
+                format!("{text:?} is not a schedule type here; valid: {}", schedule_names()),
+            )
         })?,
     };
     let schedule = glued.unwrap_or(requested);
     let family = SAMPLERS.iter().find(|(name, aliases, _)| {
-        name.eq_ignore_ascii_case(base) || aliases.iter().any(|alias| alias.eq_ignore_ascii_case(base))
+        name.eq_ignore_ascii_case(base)
+            || aliases.iter().any(|alias| alias.eq_ignore_ascii_case(base))
     });
     let Some(&(name, _, family)) = family else {
         // Our own names (`default`, `dpmpp_2m_karras`, …) are accepted as they are.
@@ -190,7 +195,10 @@ pub fn choose(
                 schedule_label: kind.a1111_sampler_and_schedule().1,
             })
             .map_err(|_| {
-                ("sampler", format!("{sampler:?} is not a sampler here; valid: {}", sampler_names()))
+                (
+                    "sampler",
+                    format!("{sampler:?} is not a sampler here; valid: {}", sampler_names()),
+                )
             });
     };
     let plain = |kind: SamplerKind| {

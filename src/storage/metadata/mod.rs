@@ -1,25 +1,37 @@
-//! Image metadata: what the lab writes into every PNG and reads back from any tool's PNGs.
+//! Image metadata: what the lab writes into every image and reads back from any tool's images.
 //!
-//! Written: a `parameters` chunk in AUTOMATIC1111's infotext form (read by Civitai and the
-//! common readers) and an iTXt `imagelab` chunk with the complete [`GenerationInfo`] as JSON,
-//! from which a run can be repeated exactly.
+//! Written ([`encode::encode_image`]): AUTOMATIC1111's infotext (read by Civitai, A1111's PNG
+//! Info and the common readers) — a PNG `parameters` chunk, or the EXIF `UserComment` of a JPEG
+//! or WebP — and the complete [`GenerationInfo`] as JSON (PNG iTXt `imagelab`, XMP
+//! `imagelab:generation`), from which a run can be repeated exactly.
 //!
-//! Read: [`recover`] turns the metadata of our own PNGs, AUTOMATIC1111's, ComfyUI's, InvokeAI's
-//! and Fooocus' into one [`Recovered`] request (what `imagelab info` prints and
-//! `generate --from` re-runs), keeping what it cannot map as text and saying what differs.
+//! Read: [`recover`] turns the metadata of our own images, AUTOMATIC1111's (PNG, JPEG, WebP,
+//! stealth), ComfyUI's, InvokeAI's (2.x to 6.x), Fooocus' and NovelAI's into one [`Recovered`]
+//! request (what `imagelab info` prints and `generate --from` re-runs), keeping what it cannot
+//! map as text and saying what differs.
 
 pub mod a1111;
 pub mod comfyui;
+pub mod containers;
+pub mod encode;
+pub mod exif;
 pub mod fooocus;
 pub mod foreign_samplers;
 pub mod infotext;
 pub mod invokeai;
+pub mod invokeai_legacy;
+pub mod jpeg_io;
+pub mod novelai;
 pub mod png_io;
 mod recover;
+pub mod stealth;
 mod values;
+pub mod webp_io;
+pub mod xmp;
 
 pub use recover::{
-    MetadataError, Recovered, Source, format_human, recover, recover_file, recover_from_chunks,
+    MAX_IMAGE_FILE_BYTES, MetadataError, Recovered, Source, format_human, recover, recover_file,
+    recover_from_chunks, recover_from_image_text,
 };
 
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,5 @@
-//! One request recovered from any tool's PNG metadata: which parser applies, and the result.
+//! One request recovered from any tool's image metadata (PNG, JPEG or WebP): which parser
+//! applies, and the result.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -6,8 +7,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::png_io::{self, IMAGELAB_KEY, PARAMETERS_KEY, PngError, PngText};
-use super::{GenerationInfo, a1111, comfyui, fooocus, infotext, invokeai};
+use super::containers::{self, ImageText};
+use super::png_io::{IMAGELAB_KEY, PARAMETERS_KEY, PngText};
+use super::{
+    GenerationInfo, a1111, comfyui, fooocus, infotext, invokeai, invokeai_legacy, novelai,
+};
 use crate::vocab::{LoraSpec, Mode, SamplerKind};
 
 /// Which tool wrote the metadata.
@@ -24,6 +28,8 @@ pub enum Source {
     Invokeai,
     /// Fooocus (its JSON scheme or its A1111 scheme).
     Fooocus,
+    /// NovelAI (`Comment` JSON with `Description`, `Software`, `Source`).
+    Novelai,
 }
 
 impl Source {
@@ -35,6 +41,7 @@ impl Source {
             Self::Comfyui => "ComfyUI",
             Self::Invokeai => "InvokeAI",
             Self::Fooocus => "Fooocus",
+            Self::Novelai => "NovelAI",
         }
     }
 }
@@ -144,14 +151,25 @@ impl Recovered {
 /// Why no settings could be recovered.
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {
-    /// Not a PNG.
-    #[error("not a PNG file; settings are read from PNG text chunks")]
-    NotPng,
-    /// A PNG without any metadata we know.
-    #[error("no generation metadata found (text chunks: {keywords})")]
+    /// Not a PNG, JPEG or WebP.
+    #[error("{0}; settings are read from PNG, JPEG and WebP metadata")]
+    UnknownFormat(containers::ContainerError),
+    /// An image without any metadata we know.
+    #[error("no generation metadata found (texts found: {keywords}){damage}")]
     NoMetadata {
-        /// The keywords of the text chunks that are there, or `none`.
+        /// The keywords of the texts that are there (PNG chunks, EXIF/XMP fields), or `none`.
         keywords: String,
+        /// What was damaged in the file (`; …` per problem), or empty: a truncated file may
+        /// have lost its metadata.
+        damage: String,
+    },
+    /// The file is larger than any image this reads.
+    #[error("the file is {bytes} bytes, over the {MAX_IMAGE_FILE_BYTES}-byte limit: {path}")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        bytes: u64,
     },
     /// The metadata is there but could not be read.
     #[error("the {chunk:?} chunk cannot be read: {reason}")]
@@ -179,39 +197,62 @@ pub enum MetadataError {
     },
 }
 
-/// Recovers the settings from PNG bytes, whichever tool wrote them.
+/// Largest file [`recover_file`] reads (an SDXL PNG is a few MB).
+pub const MAX_IMAGE_FILE_BYTES: u64 = 512 * 1024 * 1024;
+
+/// Recovers the settings from a PNG, JPEG or WebP file's bytes, whichever tool wrote them.
 ///
-/// Order: our JSON chunk (exact); InvokeAI's `invokeai_metadata`; ComfyUI's `prompt` graph;
-/// `parameters` as Fooocus JSON, Fooocus' A1111 scheme, or A1111 infotext. When a better source
-/// is broken, the next one is used and a warning says so.
+/// The container's texts come from [`containers::read_image_text`] (PNG text chunks, EXIF
+/// `UserComment`, XMP, stealth bits), named as PNG chunks name them. Order: our JSON (exact);
+/// InvokeAI's `invokeai_metadata`; ComfyUI's `prompt` graph; InvokeAI 2.x's `sd-metadata`, then
+/// its `Dream` line; NovelAI's `Comment`; `parameters` as Fooocus JSON, Fooocus' A1111 scheme,
+/// or A1111 infotext. When a better source is broken, the next one is used and a warning says
+/// so.
 ///
 /// # Errors
-/// Not a PNG; no known metadata; or the only metadata there is unreadable.
-pub fn recover(png_bytes: &[u8]) -> Result<Recovered, MetadataError> {
-    let text = png_io::scan_text_chunks(png_bytes).map_err(|err| match err {
-        PngError::NotPng | PngError::Encode(_) | PngError::BufferSize { .. } => {
-            MetadataError::NotPng
-        }
-    })?;
-    recover_from_chunks(&text)
+/// Not a PNG, JPEG or WebP; no known metadata; or the only metadata there is unreadable.
+pub fn recover(bytes: &[u8]) -> Result<Recovered, MetadataError> {
+    let text = containers::read_image_text(bytes).map_err(MetadataError::UnknownFormat)?;
+    recover_from_image_text(&text)
 }
 
 /// Reads a file and recovers its settings (see [`recover`]).
 ///
 /// # Errors
-/// The file cannot be read, or [`recover`] fails; the error names the file.
+/// The file cannot be read or is over [`MAX_IMAGE_FILE_BYTES`], or [`recover`] fails; the
+/// error names the file.
 pub fn recover_file(path: &Path) -> Result<Recovered, MetadataError> {
-    let bytes =
-        fs_err::read(path).map_err(|source| MetadataError::Io { path: path.to_owned(), source })?;
+    let io_error = |source| MetadataError::Io { path: path.to_owned(), source };
+    let bytes = fs_err::metadata(path).map_err(io_error)?.len();
+    if bytes > MAX_IMAGE_FILE_BYTES {
+        return Err(MetadataError::TooLarge { path: path.to_owned(), bytes });
+    }
+    let bytes = fs_err::read(path).map_err(io_error)?;
     recover(&bytes)
         .map_err(|err| MetadataError::InFile { path: path.to_owned(), source: Box::new(err) })
 }
 
-/// Recovers the settings from already decoded text chunks (see [`recover`]).
+/// Recovers the settings from an image's texts (see [`recover`]); the image size stands in
+/// where a tool records none (NovelAI, as A1111 reads it).
+///
+/// # Errors
+/// No known metadata, or the only metadata there is unreadable.
+pub fn recover_from_image_text(text: &ImageText) -> Result<Recovered, MetadataError> {
+    recover_with_size(&text.to_png_text(), text.size)
+}
+
+/// Recovers the settings from already decoded PNG text chunks (see [`recover`]).
 ///
 /// # Errors
 /// No known metadata, or the only metadata there is unreadable.
 pub fn recover_from_chunks(text: &PngText) -> Result<Recovered, MetadataError> {
+    recover_with_size(text, None)
+}
+
+fn recover_with_size(
+    text: &PngText,
+    image_size: Option<(u32, u32)>,
+) -> Result<Recovered, MetadataError> {
     let mut pending_warnings = text.warnings.clone();
     let mut last_error = None;
 
@@ -250,6 +291,9 @@ pub fn recover_from_chunks(text: &PngText) -> Result<Recovered, MetadataError> {
             }
         }
     }
+    if let Some(found) = recover_legacy(text, image_size, &mut pending_warnings, &mut last_error) {
+        return Ok(finish(found, pending_warnings));
+    }
     if let Some(parameters) = text.get(PARAMETERS_KEY) {
         let scheme = text.get(fooocus::SCHEME_KEY);
         // Infotext always parses (at worst into a prompt), so `parameters` never fails: JSON
@@ -279,10 +323,64 @@ pub fn recover_from_chunks(text: &PngText) -> Result<Recovered, MetadataError> {
     }
     Err(last_error.unwrap_or_else(|| {
         let keywords = text.keywords();
+        let damage = text.warnings.iter().take(3).fold(String::new(), |mut out, warning| {
+            let _ = write!(out, "; {warning}");
+            out
+        });
         MetadataError::NoMetadata {
             keywords: if keywords.is_empty() { "none".to_owned() } else { keywords.join(", ") },
+            damage,
         }
     }))
+}
+
+/// InvokeAI 2.x (`sd-metadata`, then `Dream`) and NovelAI (`Comment` with `Software` or
+/// `Source`); A1111's own reader prefers NovelAI's chunks over `parameters`, and so does this.
+fn recover_legacy(
+    text: &PngText,
+    image_size: Option<(u32, u32)>,
+    pending_warnings: &mut Vec<String>,
+    last_error: &mut Option<MetadataError>,
+) -> Option<Recovered> {
+    let mut attempt = |key: &str, result: Result<Recovered, String>| match result {
+        Ok(found) => Some(found),
+        Err(reason) => {
+            pending_warnings.push(format!("{key} unreadable: {reason}"));
+            *last_error = Some(unreadable(key, reason));
+            None
+        }
+    };
+    if let Some(json) = text.get(invokeai_legacy::SD_METADATA_KEY)
+        && let Some(found) = attempt(
+            invokeai_legacy::SD_METADATA_KEY,
+            invokeai_legacy::recover_from_sd_metadata(json),
+        )
+    {
+        return Some(found);
+    }
+    if let Some(dream) = text.get(invokeai_legacy::DREAM_KEY)
+        && let Some(found) =
+            attempt(invokeai_legacy::DREAM_KEY, invokeai_legacy::recover_from_dream(dream))
+    {
+        return Some(found);
+    }
+    let comment = text.get(novelai::COMMENT_KEY);
+    if let Some(comment) = comment
+        && novelai::is_novelai(
+            text.get(novelai::SOFTWARE_KEY),
+            Some(comment),
+            text.get(novelai::SOURCE_KEY),
+        )
+    {
+        let found = novelai::recover(
+            comment,
+            text.get(novelai::DESCRIPTION_KEY),
+            text.get(novelai::SOURCE_KEY),
+            image_size,
+        );
+        return attempt(novelai::COMMENT_KEY, found);
+    }
+    None
 }
 
 /// Our JSON chunk. Every field has a default, so an object must at least name the seed and the

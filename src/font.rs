@@ -1,4 +1,5 @@
-//! A 5×7 bitmap font, enough to draw settings onto mock images without any font files.
+//! A 5×7 bitmap font, enough to draw text into images without any font files: the mock
+//! backend's settings, the contact sheet's labels. A leaf: it uses nothing of ours.
 
 /// Glyph rows (top to bottom), 5 bits each, most significant bit on the left.
 fn glyph(ch: char) -> [u8; 7] {
@@ -53,6 +54,19 @@ fn glyph(ch: char) -> [u8; 7] {
         '\'' => [0b00100, 0b00100, 0b01000, 0, 0, 0, 0],
         '_' => [0, 0, 0, 0, 0, 0, 0b11111],
         '&' => [0b01100, 0b10010, 0b10100, 0b01000, 0b10101, 0b10010, 0b01101],
+        '#' => [0b01010, 0b01010, 0b11111, 0b01010, 0b11111, 0b01010, 0b01010],
+        '%' => [0b11000, 0b11001, 0b00010, 0b00100, 0b01000, 0b10011, 0b00011],
+        '*' => [0, 0b00100, 0b10101, 0b01110, 0b10101, 0b00100, 0],
+        '"' => [0b01010, 0b01010, 0b01010, 0, 0, 0, 0],
+        ';' => [0, 0b01100, 0b01100, 0, 0b01100, 0b00100, 0b01000],
+        '[' => [0b01110, 0b01000, 0b01000, 0b01000, 0b01000, 0b01000, 0b01110],
+        ']' => [0b01110, 0b00010, 0b00010, 0b00010, 0b00010, 0b00010, 0b01110],
+        '|' => [0b00100; 7],
+        '<' => [0b00010, 0b00100, 0b01000, 0b10000, 0b01000, 0b00100, 0b00010],
+        '>' => [0b01000, 0b00100, 0b00010, 0b00001, 0b00010, 0b00100, 0b01000],
+        '@' => [0b01110, 0b10001, 0b00001, 0b01101, 0b10101, 0b10101, 0b01110],
+        '×' => [0, 0b10001, 0b01010, 0b00100, 0b01010, 0b10001, 0],
+        // '?' and every character without a glyph.
         _ => [0b01110, 0b10001, 0b00001, 0b00010, 0b00100, 0, 0b00100],
     }
 }
