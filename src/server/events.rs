@@ -86,12 +86,13 @@ impl ImageRef {
 
 /// `relative` with every byte outside the URL path's safe set percent-encoded.
 fn url_path(relative: &str) -> String {
+    use std::fmt::Write as _;
     let mut out = String::with_capacity(relative.len());
     for byte in relative.bytes() {
         if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
             out.push(char::from(byte));
         } else {
-            out.push_str(&format!("%{byte:02X}"));
+            let _ = write!(out, "%{byte:02X}");
         }
     }
     out

@@ -113,8 +113,8 @@ pub fn bind(options: &HttpOptions) -> Result<Bound, ServeError> {
     Ok(Bound { listener, address })
 }
 
-/// A JSON answer. (axum's own `Json` needs its `json` feature, which switches on serde_json's
-/// `raw_value` for the whole build and so rebuilds everything that uses serde_json.)
+/// A JSON answer. (axum's own `Json` needs its `json` feature, which switches on `serde_json`'s
+/// `raw_value` for the whole build and so rebuilds everything that uses `serde_json`.)
 #[derive(Debug, Clone)]
 pub struct Json<T>(pub T);
 

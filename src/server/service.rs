@@ -33,6 +33,9 @@ use crate::request::{Plan, Profiles, Request, RequestError};
 use crate::storage::jobs_log::JobRecord;
 use crate::vocab::{DeviceChoice, Mode, Precision};
 
+/// The live events of every job, as a stream receives them.
+pub type LiveEvents = broadcast::Receiver<Arc<ApiEvent>>;
+
 /// Live events buffered for streams; a stream that lags further re-reads the job's history.
 const LIVE_CAPACITY: usize = 1024;
 
@@ -687,10 +690,7 @@ impl Service {
     }
 
     /// A job's history so far and a live receiver that continues it without a gap.
-    pub fn follow_job(
-        &self,
-        job: JobId,
-    ) -> Option<(Vec<Arc<ApiEvent>>, broadcast::Receiver<Arc<ApiEvent>>)> {
+    pub fn follow_job(&self, job: JobId) -> Option<(Vec<Arc<ApiEvent>>, LiveEvents)> {
         let state = lock(&self.shared.state);
         let entry = state.jobs.get(&job)?;
         Some((entry.history.clone(), self.shared.live.subscribe()))
@@ -910,6 +910,7 @@ fn dispatch(shared: &Shared, events: &Receiver<Event>) {
 
 impl Shared {
     /// Folds one engine event into the job table and sends its client view to live streams.
+    #[allow(clippy::too_many_lines, reason = "one arm per engine event, read top to bottom")]
     fn apply(&self, event: Event) {
         let api = Arc::new(ApiEvent::from_engine(&event, &self.output_root));
         let mut state = lock(&self.state);
@@ -1005,7 +1006,7 @@ impl Shared {
             }
         }
         match &event {
-            Event::QueueChanged(stats) => state.queue = *stats,
+            Event::QueueChanged(counts) => state.queue = *counts,
             Event::Warning(message) => tracing::warn!("{message}"),
             _ => {}
         }

@@ -440,7 +440,7 @@ impl LabApp {
             if let Some(engine) = &self.engine
                 && let Err(err) = engine.stop(request.mode, name)
             {
-                self.log.push(Severity::Error, err.to_string());
+                self.log.push(Severity::Error, err);
             }
         }
         if !self.queue.busy() {
@@ -799,18 +799,21 @@ impl LabApp {
         self.refresh_insights();
     }
 
+    /// A job entered the queue; one another front end submitted (the API of `gui --serve`)
+    /// is listed too.
+    fn on_queued(&mut self, job: JobId) {
+        if !self.queue.jobs.iter().any(|entry| entry.job == job)
+            && let Some(entry) = self.engine.as_ref().and_then(|engine| engine.describe(job))
+        {
+            self.job_labels.insert(job, entry.label.clone());
+            self.queue.jobs.push(entry);
+        }
+        self.queue.set_state(job, JobState::Pending);
+    }
+
     fn on_event(&mut self, ctx: &egui::Context, event: Event) {
         match event {
-            Event::Queued { job, .. } => {
-                if !self.queue.jobs.iter().any(|entry| entry.job == job)
-                    && let Some(entry) =
-                        self.engine.as_ref().and_then(|engine| engine.describe(job))
-                {
-                    self.job_labels.insert(job, entry.label.clone());
-                    self.queue.jobs.push(entry);
-                }
-                self.queue.set_state(job, JobState::Pending);
-            }
+            Event::Queued { job, .. } => self.on_queued(job),
             Event::QueueChanged(_) => {}
             Event::ModelLoading { job, model, message, fraction } => {
                 let progress = self.watch.progress.get_or_insert_with(JobProgress::default);

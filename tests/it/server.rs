@@ -85,7 +85,7 @@ impl Server {
 
     /// Polls `GET /jobs/{job}` until it has finished; returns it.
     fn wait_job(&self, job: u64) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_mins(1);
         loop {
             let (status, view) = self.get(&format!("/jobs/{job}"));
             assert_eq!(status, 200, "{view}");
@@ -114,15 +114,21 @@ impl Server {
     }
 }
 
+/// A named thread (house rule) for a test's concurrent client.
+fn spawn_named<T: Send + 'static>(
+    body: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::Builder::new().name("server-test-client".into()).spawn(body).expect("thread")
+}
+
 fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new().timeout(Duration::from_secs(120)).build()
+    ureq::AgentBuilder::new().timeout(Duration::from_mins(2)).build()
 }
 
 /// Status and JSON body, for success and error answers alike.
 fn answer(result: Result<ureq::Response, ureq::Error>) -> (u16, Value) {
     let response = match result {
-        Ok(response) => response,
-        Err(ureq::Error::Status(_, response)) => response,
+        Ok(response) | Err(ureq::Error::Status(_, response)) => response,
         Err(err) => panic!("request failed: {err}"),
     };
     let status = response.status();
@@ -142,7 +148,7 @@ fn read_events(reader: impl Read) -> Vec<(String, Value)> {
     for line in BufReader::new(reader).lines() {
         let line = line.expect("sse line");
         if let Some(value) = line.strip_prefix("event:") {
-            name = value.trim().to_owned();
+            value.trim().clone_into(&mut name);
         } else if let Some(value) = line.strip_prefix("data:") {
             data.push_str(value.trim_start());
         } else if line.is_empty() && !data.is_empty() {
@@ -303,8 +309,8 @@ fn jobs_can_be_cancelled_waiting_or_running() {
     assert_eq!(status, 409, "{answer}");
     assert_eq!(server.delete("/jobs/999").0, 404);
     // The jobs log says so too.
-    let log = fs_err::read_to_string(server.out.path().join("jobs.log")).expect("jobs.log");
-    assert!(log.contains("cancelled by user"), "{log}");
+    let jobs_log = fs_err::read_to_string(server.out.path().join("jobs.log")).expect("jobs.log");
+    assert!(jobs_log.contains("cancelled by user"), "{jobs_log}");
 }
 
 #[test]
@@ -329,7 +335,7 @@ fn ten_concurrent_a1111_requests_run_in_queue_order() {
     let threads: Vec<_> = (0..10)
         .map(|index| {
             let (server, barrier) = (Arc::clone(&server), Arc::clone(&barrier));
-            std::thread::spawn(move || {
+            spawn_named(move || {
                 barrier.wait();
                 let body = json!({"prompt": format!("request {index}"), "seed": index, "steps": 4, "width": 64, "height": 64});
                 server.post("/sdapi/v1/txt2img", &body)
@@ -664,7 +670,7 @@ fn progress_and_interrupt_follow_the_running_job() {
     let server = Arc::new(Server::start(20, &[]));
     let runner = {
         let server = Arc::clone(&server);
-        std::thread::spawn(move || {
+        spawn_named(move || {
             server.post("/sdapi/v1/txt2img", &json!({"prompt": "slow", "steps": 100, "batch_size": 3, "width": 64, "height": 64}))
         })
     };
@@ -743,7 +749,7 @@ fn graceful_stop(by: StopBy) {
     let server = Arc::new(Server::start(20, &["--api-server-stop"]));
     let runner = {
         let server = Arc::clone(&server);
-        std::thread::spawn(move || {
+        spawn_named(move || {
             server.post(
                 "/sdapi/v1/txt2img",
                 &json!({"prompt": "finish me", "steps": 40, "width": 64, "height": 64}),
@@ -757,7 +763,7 @@ fn graceful_stop(by: StopBy) {
     }
     let queued =
         server.post("/jobs", &small_request("never runs", 5, 1)).1["job"].as_u64().expect("job");
-    let events = std::thread::spawn({
+    let events = spawn_named({
         let url = server.url(&format!("/jobs/{queued}/events"));
         move || read_events(agent().get(&url).call().expect("sse").into_reader())
     });
@@ -887,7 +893,7 @@ fn a_load_loop_loses_nothing_and_memory_stays_flat() {
         let threads: Vec<_> = (0..4)
             .map(|thread| {
                 let server = Arc::clone(&server);
-                std::thread::spawn(move || {
+                spawn_named(move || {
                     let mut jobs = Vec::new();
                     for index in 0..count / 4 {
                         let body = json!({"prompt": format!("load {thread} {index}"), "steps": 1, "width": 16, "height": 16});

@@ -7,6 +7,11 @@
 //! Requests queue FIFO with every other front end's jobs; a client that disconnects while its
 //! image is made cancels nothing (A1111 does not either).
 
+#![allow(
+    clippy::result_large_err,
+    reason = "handlers answer an early error as the axum Response it already is; boxing it would only add an allocation"
+)]
+
 pub mod request;
 pub mod samplers;
 
@@ -235,7 +240,11 @@ fn keep_init_image(root: &Path, bytes: &[u8]) -> std::io::Result<PathBuf> {
         _ => "png",
     };
     let digest = sha2::Sha256::digest(bytes);
-    let name: String = digest.iter().take(12).map(|byte| format!("{byte:02x}")).collect();
+    let name = digest.iter().take(12).fold(String::new(), |mut name, byte| {
+        use std::fmt::Write as _;
+        let _ = write!(name, "{byte:02x}");
+        name
+    });
     let folder = root.join(INPUTS_DIR);
     fs_err::create_dir_all(&folder)?;
     let path = folder.join(format!("{name}.{extension}"));

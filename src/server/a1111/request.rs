@@ -287,7 +287,7 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, ValidationError> {
     Ok(Parsed { fields, body, notes })
 }
 
-/// serde_json's (line, column) as a byte offset, as Python's `JSONDecodeError.pos`.
+/// `serde_json`'s (line, column) as a byte offset, as Python's `JSONDecodeError.pos`.
 fn byte_offset(bytes: &[u8], line: usize, column: usize) -> usize {
     let mut offset = 0;
     for (index, text) in bytes.split(|byte| *byte == b'\n').enumerate() {
@@ -490,10 +490,10 @@ impl GenerationRequest {
             if self.resize_mode.is_some_and(|mode| mode != 0) {
                 note("resize_mode", "only 0 (just resize) is supported");
             }
-            if self.initial_noise_multiplier.is_some_and(|m| m != 1.0) {
+            if self.initial_noise_multiplier.is_some_and(|m| !same(m, 1.0)) {
                 note("initial_noise_multiplier", "not supported");
             }
-            if self.image_cfg_scale.is_some_and(|s| s != 1.5 && s != 1.0) {
+            if self.image_cfg_scale.is_some_and(|s| !same(s, 1.5) && !same(s, 1.0)) {
                 note("image_cfg_scale", "instruct-pix2pix models are not supported");
             }
         }
@@ -590,6 +590,12 @@ pub fn a1111_field(error: &RequestError) -> Vec<&'static str> {
         "schedule_type" => vec!["scheduler"],
         _ => vec![],
     }
+}
+
+/// Whether a client's number is A1111's neutral value (sent back as JSON, so exact up to
+/// rounding).
+fn same(value: f64, neutral: f64) -> bool {
+    (value - neutral).abs() <= f64::EPSILON * neutral.abs().max(1.0)
 }
 
 #[cfg(test)]
