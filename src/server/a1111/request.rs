@@ -611,7 +611,8 @@ mod tests {
         assert_eq!(err.detail[0].loc, vec![Value::from("body"), Value::from("override_settings")]);
         let err = parse(b"{\"prompt\": \n  \"x\",,}").expect_err("syntax");
         assert_eq!(err.detail[0].kind, "value_error.jsondecode");
-        assert_eq!(err.detail[0].loc[1], Value::from(16));
+        // Python's json.loads: "Expecting property name …: line 2 column 7 (char 18)".
+        assert_eq!(err.detail[0].loc[1], Value::from(18));
         let err = parse(b"[1]").expect_err("not an object");
         assert_eq!(err.detail[0].msg, "value is not a valid dict");
     }
