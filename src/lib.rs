@@ -13,6 +13,7 @@ pub mod gpu;
 pub mod models;
 pub mod request;
 pub mod runner;
+pub mod server;
 pub mod slurm;
 pub mod storage;
 #[cfg(feature = "gui")]

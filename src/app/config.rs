@@ -22,6 +22,8 @@ use crate::request::profiles::{Profiles, ProfilesError, USER_PROFILES_FILE};
 pub const OUTPUT_DIR_VAR: &str = "IMAGELAB_OUTPUT_DIR";
 /// Backend, `candle` or `mock` (`--backend`; default candle).
 pub const BACKEND_VAR: &str = "IMAGELAB_BACKEND";
+/// Port of `imagelab serve` (`--port`; default 7860).
+pub const PORT_VAR: &str = "IMAGELAB_PORT";
 /// Device, `auto|cpu|cuda:N|metal` (`--device`; default auto).
 pub const DEVICE_VAR: &str = "IMAGELAB_DEVICE";
 /// Selects `jobs_<id>.log`, so instances sharing an output folder never share a log file.

@@ -1,5 +1,5 @@
-//! The command line: `imagelab generate|info|models|favorites|sheet`, the environment-variable
-//! headless mode, and the window when run with no arguments.
+//! The command line: `imagelab generate|info|models|favorites|sheet|serve|…`, the
+//! environment-variable headless mode, and the window when run with no arguments.
 //!
 //! Every command returns `Result<Outcome, CliError>`; [`main`] is the one place that prints an
 //! error and picks the exit code: 0 all done, 1 some item failed, 2 bad usage or input,
@@ -16,6 +16,7 @@ pub mod profiles;
 mod report;
 pub mod resume;
 pub mod runner;
+pub mod serve;
 pub mod sheet;
 pub mod slurm;
 
@@ -153,9 +154,12 @@ pub enum CliCommand {
         #[command(subcommand)]
         command: slurm::SlurmCommand,
     },
-    /// Open the window.
+    /// Serve the engine over HTTP (our API and the AUTOMATIC1111-compatible /sdapi/v1 subset)
+    /// or, with --stdio, as JSON lines on stdin/stdout.
+    Serve(Box<serve::ServeArgs>),
+    /// Open the window (with --serve, the HTTP API beside it on the same engine).
     #[cfg(feature = "gui")]
-    Gui,
+    Gui(Box<serve::GuiArgs>),
 }
 
 /// Entry point of the binary: parses, runs, prints the error if any, maps it to an exit code.
@@ -215,13 +219,17 @@ pub fn run(args: &[std::ffi::OsString], config: &FrontEndConfig) -> Result<Outco
             let sub = matches.subcommand_matches("slurm").unwrap_or(&empty);
             slurm::run(command, sub, config)
         }
+        Some(CliCommand::Serve(args)) => serve::run(*args, config),
         #[cfg(feature = "gui")]
-        Some(CliCommand::Gui) | None => {
+        Some(CliCommand::Gui(args)) if args.serve => serve::run_gui(&args, config),
+        #[cfg(feature = "gui")]
+        Some(CliCommand::Gui(_)) | None => {
             crate::ui::run_window(config).map_err(|err| match err {
                 crate::ui::WindowError::Config(err) => CliError::Config(err),
                 crate::ui::WindowError::Window(message) => {
                     CliError::Failed(format!("cannot open the window: {message}"))
                 }
+                crate::ui::WindowError::Serve(err) => CliError::Failed(err.to_string()),
             })?;
             let stopped = crate::app::StopSignals::installed().and_then(|stops| stops.exit_code());
             Ok(stopped.map_or(Outcome::Done, Outcome::Stopped))

@@ -11,7 +11,9 @@ use crate::request::{Plan, Sweep};
 use crate::vocab::{DeviceChoice, LoraHash, LoraSpec, Precision, SamplerKind, SigmaSchedule};
 
 /// What a backend can do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[allow(clippy::struct_excessive_bools, reason = "one switch per capability")]
 pub struct Capabilities {
     /// Image to image.
@@ -200,7 +202,7 @@ pub struct StepUpdate<'a> {
 }
 
 /// Where the time went, in seconds (the CLI's `--json` `timings`, the window's figures).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Timings {
     /// Model load (0 when cached).
     pub load_s: f64,

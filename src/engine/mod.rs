@@ -36,7 +36,7 @@ use crate::models::layout::Layout;
 use crate::request::{Plan, Profiles, Request, RequestError, build_plan};
 use crate::storage::journal::{JobEnd, JobHandle, Journal, Shard};
 use crate::storage::{inputs, jobs_log, naming};
-use crate::vocab::DeviceChoice;
+use crate::vocab::{DeviceChoice, Precision};
 pub use queue::{JobState, MaintenanceReport, UnfinishedJob};
 
 /// Pending commands the front end may queue before it is refused (never blocks).
@@ -400,6 +400,22 @@ impl Engine {
         let (new_job, handle, plan) = self.journal_new(plan)?;
         self.send_job(new_job, handle, |journal| Command::Replace { job, new_job, plan, journal })?;
         Ok(new_job)
+    }
+
+    /// Queues a load of `model` (FIFO with the plans); returns its job number at once. The job
+    /// ends with `JobFinished` (no items; an error when the load failed).
+    ///
+    /// # Errors
+    /// The command queue is full or the engine stopped.
+    pub fn preload(
+        &self,
+        model: ModelRef,
+        device: DeviceChoice,
+        dtype: Option<Precision>,
+    ) -> Result<JobId, EngineError> {
+        let job = self.next_job.fetch_add(1, Ordering::Relaxed);
+        self.send(Command::Preload { job, model: Box::new(model), device, dtype })?;
+        Ok(job)
     }
 
     /// Cancels a job (pending: dropped; running: stops within one step).

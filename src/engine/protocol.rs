@@ -6,9 +6,11 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::backend::{Preview, Timings};
+use crate::models::catalog::ModelRef;
 use crate::request::Plan;
 use crate::storage::jobs_log::JobRecord;
 use crate::storage::journal::JobHandle;
+use crate::vocab::{DeviceChoice, Precision};
 
 /// A job's number, unique within one engine.
 pub type JobId = u64;
@@ -51,6 +53,18 @@ pub enum Command {
         /// The copy in the persistent queue.
         journal: Box<JobHandle>,
     },
+    /// Queue a model load as job `job` (FIFO with the plans): the model is ready when the jobs
+    /// behind it start. Ends with `JobFinished` (no items; `errors` says why a load failed).
+    Preload {
+        /// The job's number (from `Engine::preload`).
+        job: JobId,
+        /// The model to load.
+        model: Box<ModelRef>,
+        /// The device to load it on.
+        device: DeviceChoice,
+        /// Its precision (`None`: the device's default).
+        dtype: Option<Precision>,
+    },
     /// Cancel a job: a pending one is dropped, a running one stops within one denoising step.
     Cancel(JobId),
     /// Stop the current item (logged as cancelled) and go on with the next.
@@ -82,7 +96,9 @@ pub enum StopMode {
 }
 
 /// Counts shown by the queue panel.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct QueueStats {
     /// Jobs waiting.
     pub queued: usize,
@@ -100,7 +116,7 @@ pub struct QueueStats {
 }
 
 /// How a job ended.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct JobSummary {
     /// Items in the plan.
     pub items: usize,

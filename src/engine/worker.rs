@@ -15,7 +15,7 @@ use super::backend::{
 };
 use super::protocol::{Command, Event, JobId, JobSummary, QueueStats, SavedImage, StopMode};
 use super::queue::{JobState, base_record};
-use crate::models::catalog::ModelDefaults;
+use crate::models::catalog::{ModelDefaults, ModelRef};
 use crate::request::{Plan, WorkItem};
 use crate::storage::inputs;
 use crate::storage::jobs_log::{self, ItemStatus, JobRecord};
@@ -23,7 +23,7 @@ use crate::storage::journal::{JobEnd, JobHandle};
 use crate::storage::metadata::encode::encode_image;
 use crate::storage::metadata::{GenerationInfo, JobRef, version_string};
 use crate::storage::naming::{image_stem, write_new_file_as};
-use crate::vocab::{LoraSpec, OutputFormat, SamplerKind, SaveOptions};
+use crate::vocab::{DeviceChoice, LoraSpec, OutputFormat, Precision, SamplerKind, SaveOptions};
 
 /// Wakes the front end after events were sent (`ctx.request_repaint` in the window).
 pub type Waker = Arc<dyn Fn() + Send + Sync>;
@@ -39,13 +39,21 @@ pub struct Outputs {
     pub temp_tag: String,
 }
 
-/// A job waiting in (or taken from) the queue, with its persistent-queue handle.
+/// A job waiting in (or taken from) the queue, and its place in it.
 #[derive(Debug)]
 pub(crate) struct PendingJob {
     job: JobId,
-    plan: Box<Plan>,
-    journal: Box<JobHandle>,
+    work: PendingWork,
     rank: f64,
+}
+
+/// What a waiting job does.
+#[derive(Debug)]
+enum PendingWork {
+    /// Images to make, with the job's persistent-queue handle.
+    Plan { plan: Box<Plan>, journal: Box<JobHandle> },
+    /// A model to load ahead of the jobs behind it (not persisted: nothing to resume).
+    Preload { model: Box<ModelRef>, device: DeviceChoice, dtype: Option<Precision> },
 }
 
 /// What interrupts the running item.
@@ -163,7 +171,9 @@ impl Inbox {
             (None, Some(after)) => after - 1.0,
             (None, None) => pending.rank,
         };
-        if let Err(err) = pending.journal.ranked(pending.rank) {
+        if let PendingWork::Plan { journal, .. } = &mut pending.work
+            && let Err(err) = journal.ranked(pending.rank)
+        {
             self.warn(None, format!("persistent queue: {err}"));
         }
         self.pending.insert(position, pending);
@@ -174,7 +184,17 @@ impl Inbox {
     fn apply(&mut self, command: Command, running: Option<JobId>) -> Option<Interrupt> {
         match command {
             Command::Submit { job, plan, journal, rank } => {
-                self.enqueue(PendingJob { job, plan, journal, rank }, running);
+                self.enqueue(
+                    PendingJob { job, work: PendingWork::Plan { plan, journal }, rank },
+                    running,
+                );
+                None
+            }
+            Command::Preload { job, model, device, dtype } => {
+                // Behind every job queued so far (FIFO), whatever their ranks.
+                let rank = self.pending.back().map_or(0.0, |last| last.rank + 1.0);
+                let work = PendingWork::Preload { model, device, dtype };
+                self.enqueue(PendingJob { job, work, rank }, running);
                 None
             }
             Command::Cancel(job) if Some(job) == running => Some(Interrupt::CancelJob),
@@ -201,10 +221,16 @@ impl Inbox {
                 None
             }
             Command::Replace { job, new_job, plan, journal } => {
-                let edited = PendingJob { job: new_job, plan, journal, rank: 0.0 };
+                let edited = PendingJob {
+                    job: new_job,
+                    work: PendingWork::Plan { plan, journal },
+                    rank: 0.0,
+                };
                 if let Some(index) = self.pending.iter().position(|pending| pending.job == job) {
                     let mut edited = PendingJob { rank: self.pending[index].rank, ..edited };
-                    if let Err(err) = edited.journal.ranked(edited.rank) {
+                    if let PendingWork::Plan { journal, .. } = &mut edited.work
+                        && let Err(err) = journal.ranked(edited.rank)
+                    {
                         self.warn(None, format!("persistent queue: {err}"));
                     }
                     let old = std::mem::replace(&mut self.pending[index], edited);
@@ -241,14 +267,19 @@ impl Inbox {
 
     /// Reports a job that never started: every item counted as cancelled (and the job ended in
     /// the persistent queue), or as interrupted when a stop or shutdown (not the user) dropped
-    /// it (left for `imagelab resume`).
-    fn drop_pending(&mut self, mut pending: PendingJob, why: &str, interrupted: bool) {
+    /// it (left for `imagelab resume`). A preload has no items and no persistent record.
+    fn drop_pending(&mut self, pending: PendingJob, why: &str, interrupted: bool) {
         self.stats.cancelled += 1;
         let job = pending.job;
-        let items = pending.plan.items.len();
-        if !interrupted && let Err(err) = pending.journal.ended(JobEnd::Cancelled, Some(why)) {
-            self.warn(None, format!("persistent queue: {err}"));
-        }
+        let (items, job_id) = match pending.work {
+            PendingWork::Plan { plan, mut journal } => {
+                if !interrupted && let Err(err) = journal.ended(JobEnd::Cancelled, Some(why)) {
+                    self.warn(None, format!("persistent queue: {err}"));
+                }
+                (plan.items.len(), Some(journal.id().to_owned()))
+            }
+            PendingWork::Preload { .. } => (0, None),
+        };
         let (cancelled, interrupted) = if interrupted { (0, items) } else { (items, 0) };
         self.emit(Event::JobFinished {
             job,
@@ -257,7 +288,7 @@ impl Inbox {
                 cancelled,
                 interrupted,
                 errors: vec![why.to_owned()],
-                job_id: Some(pending.journal.id().to_owned()),
+                job_id,
                 ..JobSummary::default()
             },
         });
@@ -340,7 +371,14 @@ impl Worker {
             if !self.inbox.stats.paused
                 && let Some(pending) = self.inbox.pending.pop_front()
             {
-                self.run_job(pending.job, &pending.plan, pending.journal);
+                match pending.work {
+                    PendingWork::Plan { plan, journal } => {
+                        self.run_job(pending.job, &plan, journal);
+                    }
+                    PendingWork::Preload { model, device, dtype } => {
+                        self.run_preload(pending.job, &model, device, dtype);
+                    }
+                }
                 continue;
             }
             match self.inbox.commands.recv() {
@@ -428,6 +466,36 @@ impl Worker {
         self.inbox.emit_stats();
     }
 
+    /// Loads a model ahead of the jobs queued behind it; the job ends with its summary (an
+    /// error when the load failed). Commands are not polled while a model loads, as in a job.
+    fn run_preload(
+        &mut self,
+        job: JobId,
+        model: &ModelRef,
+        device: DeviceChoice,
+        dtype: Option<Precision>,
+    ) {
+        let started = Instant::now();
+        self.inbox.stats.running = 1;
+        self.inbox.emit_stats();
+        let mut summary = JobSummary::default();
+        let options = LoadOptions { device, dtype, vae: None, loras: Vec::new() };
+        if let Err(error) = self.load_model(job, model, &options, &model.display_name) {
+            summary.errors.push(error);
+        }
+        summary.duration_s = started.elapsed().as_secs_f64();
+        self.inbox.stats.running = 0;
+        if summary.errors.is_empty() {
+            self.inbox.stats.done += 1;
+        } else {
+            self.inbox.stats.failed += 1;
+        }
+        self.inbox.emit(Event::JobFinished { job, summary });
+        self.inbox.emit_stats();
+    }
+
+    /// The item's model, loaded with the plan's VAE and LoRAs (a catalog LoRA entry, such as
+    /// Pixel Art XL, is its base model with the LoRA at weight 1, before the request's own).
     fn ensure_loaded(
         &mut self,
         job: JobId,
@@ -440,8 +508,6 @@ impl Worker {
             vae: plan.vae.clone(),
             loras: plan.loras.clone(),
         };
-        // A catalog LoRA entry (Pixel Art XL) is its base model with the LoRA at weight 1,
-        // before the request's own LoRAs.
         let model = match &item.base_and_lora {
             Some((base, lora)) => {
                 options.loras.insert(0, lora.clone());
@@ -449,26 +515,37 @@ impl Worker {
             }
             None => &item.model,
         };
-        let key = ModelKey::new(model, &options);
+        self.load_model(job, model, &options, &item.model.display_name)
+    }
+
+    /// Loads `model` with `options` unless it is the one loaded; `name` is what progress says.
+    fn load_model(
+        &mut self,
+        job: JobId,
+        model: &ModelRef,
+        options: &LoadOptions,
+        name: &str,
+    ) -> Result<LoadedModel, String> {
+        let key = ModelKey::new(model, options);
         if let Some((loaded_key, loaded)) = &self.loaded
             && *loaded_key == key
         {
             return Ok(LoadedModel { load_s: 0.0, ..loaded.clone() });
         }
         let inbox = &self.inbox;
-        let name = item.model.display_name.clone();
+        let progress_name = name.to_owned();
         let mut on_progress = |progress: LoadProgress| {
             inbox.emit_lossy(Event::ModelLoading {
                 job,
-                model: name.clone(),
+                model: progress_name.clone(),
                 message: progress.message,
                 fraction: progress.fraction,
             });
         };
         let loaded = self
             .backend
-            .load(model, &options, &mut on_progress)
-            .map_err(|e| format!("loading {}: {e}", item.model.display_name))?;
+            .load(model, options, &mut on_progress)
+            .map_err(|e| format!("loading {name}: {e}"))?;
         self.loaded = Some((key, loaded.clone()));
         Ok(loaded)
     }

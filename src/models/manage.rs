@@ -20,7 +20,7 @@ use super::hub::{
 use super::layout::is_safetensors_file;
 
 /// How much of a model the cache holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CacheState {
     /// Every needed file is in the current snapshot.
@@ -36,7 +36,7 @@ pub enum CacheState {
 }
 
 /// One catalog entry as `models list` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ModelListing {
     /// Catalog display name.
     pub display_name: String,

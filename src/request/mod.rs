@@ -21,7 +21,9 @@ use crate::vocab::{
 };
 
 /// Which sweep a request runs. One enum, so both sweeps can never be on at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Sweep {
     /// One model, one profile.
@@ -82,7 +84,7 @@ pub mod limits {
 /// Everything a user can ask for: the same type for the window, the CLI and env-var mode.
 ///
 /// `None` means "not set by the user": the profile's default applies, then the model's.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct Request {
     /// Model key: catalog display name, hub id, local folder or `.safetensors` file.

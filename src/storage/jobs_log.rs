@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::vocab::Mode;
 
 /// How an item ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ItemStatus {
     /// Every image saved.
@@ -30,7 +30,7 @@ pub enum ItemStatus {
 }
 
 /// One line of the jobs log (REFERENCE §7), plus `status` and `job`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct JobRecord {
     /// RFC 3339 local time the item finished.
     pub timestamp: String,
@@ -104,7 +104,7 @@ pub struct JobRecord {
 }
 
 /// What a runner job adds to its jobs-log line.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RunnerTag {
     /// The runner's job number (1, 2, …; the same number gives the same job for the same
     /// template file and `--seed`).

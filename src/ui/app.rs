@@ -1,19 +1,25 @@
-//! The eframe app: owns the engine handle and the panels. `logic()` drains engine and decoder
-//! results within a small time budget; `ui()` draws the panels and turns their actions into
-//! engine commands. The UI thread never waits on the engine.
+//! The eframe app: owns the engine handle (its own engine, or the one `imagelab gui --serve`
+//! shares with HTTP clients) and the panels. `logic()` drains engine and decoder results
+//! within a small time budget; `ui()` draws the panels and turns their actions into engine
+//! commands. The UI thread never waits on the engine.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crossbeam_channel::{Receiver, SendTimeoutError, TrySendError};
+
 use crate::app::StopSignals;
-use crate::engine::ResumeOptions;
-use crate::engine::{Backend, Engine, EngineConfig, Event, JobId, StopMode, relative_path};
+use crate::engine::{
+    Backend, Engine, EngineConfig, EngineError, Event, JobId, ResumeOptions, StopMode,
+    UnfinishedJob, relative_path,
+};
 use crate::models::catalog::Catalog;
 use crate::request::profiles::import_styles;
 use crate::request::restore::restore_settings;
-use crate::request::{Profiles, Request};
+use crate::request::{Plan, Profiles, Request};
+use crate::server::{Origin, Service, service::Submission};
 use crate::storage::favorites;
 use crate::storage::metadata::{Recovered, recover};
 
@@ -46,12 +52,20 @@ pub const RUNNER_RECHECK: Duration = Duration::from_secs(10);
 /// Time spent uploading decoded thumbnails per frame.
 pub const THUMBNAIL_BUDGET: Duration = Duration::from_millis(3);
 
+/// Which engine the window drives.
+pub enum WindowEngine {
+    /// Its own engine thread on this generator (candle or mock).
+    Spawn(Box<dyn Backend>),
+    /// The engine of a server (`imagelab gui --serve`): one queue for the window and the API.
+    Shared(Arc<Service>),
+}
+
 /// How to start the window.
 pub struct AppConfig {
     /// The output root.
     pub output_root: PathBuf,
-    /// The generator (candle or mock).
-    pub backend: Box<dyn Backend>,
+    /// The engine to drive.
+    pub engine: WindowEngine,
     /// A notice to show at start (e.g. why the mock runs instead of candle).
     pub notice: Option<String>,
     /// `INSTANCE_ID`: selects `jobs_<id>.log`.
@@ -77,7 +91,7 @@ impl AppConfig {
     pub fn new(output_root: PathBuf, backend: Box<dyn Backend>) -> Self {
         Self {
             output_root,
-            backend,
+            engine: WindowEngine::Spawn(backend),
             notice: None,
             instance_id: None,
             profiles_path: None,
@@ -86,6 +100,164 @@ impl AppConfig {
             visibility: Visibility::default(),
             catalog: Catalog::builtin(),
             user_profiles_path: None,
+        }
+    }
+}
+
+/// Events for the window beyond this many wait; progress and previews beyond it are dropped.
+const SHARED_EVENT_CAPACITY: usize = 1024;
+/// How long the server's dispatcher waits for a window that does not drain its events before
+/// it drops one (so a stalled window never stalls the API).
+const SHARED_EVENT_WAIT: Duration = Duration::from_secs(2);
+
+/// The engine handle the window holds.
+enum EngineLink {
+    /// Its own engine.
+    Own(Box<Engine>),
+    /// A server's engine; events arrive through a subscription.
+    Shared { service: Arc<Service>, events: Receiver<Event> },
+}
+
+impl EngineLink {
+    /// Subscribes to a server's engine, waking the window on every event.
+    fn shared(service: Arc<Service>, waker: Arc<dyn Fn() + Send + Sync>) -> Self {
+        let (sender, events) = crossbeam_channel::bounded(SHARED_EVENT_CAPACITY);
+        service.subscribe(move |event| {
+            let alive = match event {
+                Event::Progress { .. } | Event::Preview { .. } | Event::ModelLoading { .. } => {
+                    !matches!(sender.try_send(event.clone()), Err(TrySendError::Disconnected(_)))
+                }
+                _ => match sender.send_timeout(event.clone(), SHARED_EVENT_WAIT) {
+                    Ok(()) => true,
+                    Err(SendTimeoutError::Timeout(_)) => {
+                        tracing::warn!("the window is not draining its events; one was dropped");
+                        true
+                    }
+                    Err(SendTimeoutError::Disconnected(_)) => false,
+                },
+            };
+            if alive {
+                waker();
+            }
+            alive
+        });
+        Self::Shared { service, events }
+    }
+
+    fn events(&self) -> &Receiver<Event> {
+        match self {
+            Self::Own(engine) => engine.events(),
+            Self::Shared { events, .. } => events,
+        }
+    }
+
+    fn backend_name(&self) -> &'static str {
+        match self {
+            Self::Own(engine) => engine.backend_name(),
+            Self::Shared { service, .. } => service.backend_name(),
+        }
+    }
+
+    fn submit(&self, plan: Plan, label: &str) -> Result<JobId, String> {
+        match self {
+            Self::Own(engine) => engine.submit(plan).map_err(|err| err.to_string()),
+            Self::Shared { service, .. } => service
+                .submit(
+                    plan,
+                    Submission { origin: Origin::Window, label: label.to_owned() },
+                    |_| {},
+                )
+                .map_err(|err| err.to_string()),
+        }
+    }
+
+    /// All the checks before a submit: the request, then the models' files (a server's engine
+    /// also confines paths to its allowed folders and uses its own profiles and catalog).
+    fn prepare(
+        &self,
+        request: &Request,
+        profiles: &Profiles,
+        catalog: &Catalog,
+    ) -> Result<Plan, String> {
+        match self {
+            Self::Own(engine) => {
+                engine.prepare(request, profiles, catalog).map_err(|err| err.to_string())
+            }
+            Self::Shared { service, .. } => service.prepare(request).map_err(|err| err.to_string()),
+        }
+    }
+
+    /// The persistent queue's commands (pause, move, replace, resume, discard) on the engine,
+    /// its own or the server's.
+    fn with_engine<T>(
+        &self,
+        act: impl FnOnce(&Engine) -> Result<T, EngineError>,
+    ) -> Result<T, String> {
+        match self {
+            Self::Own(engine) => act(engine).map_err(|err| err.to_string()),
+            Self::Shared { service, .. } => service.engine_do(act).map_err(|err| err.to_string()),
+        }
+    }
+
+    fn cancel(&self, job: JobId) -> Result<(), String> {
+        match self {
+            Self::Own(engine) => engine.cancel(job).map_err(|err| err.to_string()),
+            Self::Shared { service, .. } => {
+                service.cancel(job).map(|_| ()).map_err(|err| err.to_string())
+            }
+        }
+    }
+
+    fn skip_current(&self) -> Result<(), String> {
+        match self {
+            Self::Own(engine) => engine.skip_current().map_err(|err| err.to_string()),
+            Self::Shared { service, .. } => service.skip_current().map_err(|err| err.to_string()),
+        }
+    }
+
+    /// A clean stop (SIGINT/SIGTERM): its own engine is told directly; a server's engine is
+    /// stopped through the server's stop token, so the API stops taking work as well.
+    fn stop(&self, mode: StopMode, reason: &str) -> Result<(), String> {
+        match self {
+            Self::Own(engine) => engine.stop(mode, reason).map_err(|err| err.to_string()),
+            Self::Shared { service, .. } => {
+                match mode {
+                    StopMode::AfterImage => service.stop_token().request_graceful(reason),
+                    StopMode::Now => service.stop_token().request_immediate(reason),
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn clear_queue(&self) -> Result<(), String> {
+        match self {
+            Self::Own(engine) => engine.clear_queue().map_err(|err| err.to_string()),
+            Self::Shared { service, .. } => service.clear_queue().map_err(|err| err.to_string()),
+        }
+    }
+
+    /// A job another front end submitted (the API), as the queue panel lists it.
+    fn describe(&self, job: JobId) -> Option<QueuedJob> {
+        let Self::Shared { service, .. } = self else { return None };
+        let view = service.job(job)?;
+        let origin = serde_json::to_value(view.origin).ok()?.as_str()?.to_owned();
+        Some(QueuedJob {
+            job,
+            label: format!("[{origin}] {}", view.label),
+            images: view.images,
+            state: JobState::Pending,
+        })
+    }
+
+    /// Stops the engine: its own is cancelled and joined; a server's is asked to stop
+    /// gracefully (the running image finishes) and the server shuts it down.
+    fn shutdown(self) {
+        match self {
+            Self::Own(engine) => {
+                engine.shutdown();
+            }
+            Self::Shared { service, .. } => service.stop_token().request_graceful("window closed"),
         }
     }
 }
@@ -104,7 +276,7 @@ pub enum CentralView {
 
 /// The lab window.
 pub struct LabApp {
-    engine: Option<Engine>,
+    engine: Option<EngineLink>,
     output_root: PathBuf,
     catalog: Catalog,
     profiles: Profiles,
@@ -200,16 +372,7 @@ impl LabApp {
             })
             .ok()
         });
-        let engine = match Engine::spawn(config.backend, engine_config, waker.clone()) {
-            Ok(engine) => {
-                log.push(Severity::Info, format!("engine: {} backend", engine.backend_name()));
-                Some(engine)
-            }
-            Err(err) => {
-                log.push(Severity::Error, format!("cannot start the engine: {err}"));
-                None
-            }
-        };
+        let engine = start_engine(config.engine, engine_config, &waker, &mut log);
         let mut insights_worker = InsightsWorker::spawn(waker.clone()).unwrap_or_else(|err| {
             log.push(Severity::Error, format!("cannot start the insights worker: {err}"));
             InsightsWorker::inert()
@@ -228,14 +391,10 @@ impl LabApp {
             Err(err) => log.push(Severity::Warning, format!("favourites: {err}")),
         }
         let controls = ControlsPanel { form, ..ControlsPanel::default() };
-        let mut queue = QueuePanel::default();
-        // Work an earlier session left unfinished (a crash, a closed window) is offered back.
-        if let Some(engine) = &engine {
-            match engine.unfinished_jobs() {
-                Ok(jobs) => queue.offer = jobs.into_iter().filter(|job| !job.live).collect(),
-                Err(err) => log.push(Severity::Warning, err.to_string()),
-            }
-        }
+        let queue = QueuePanel {
+            offer: unfinished_offer(engine.as_ref(), &mut log),
+            ..QueuePanel::default()
+        };
         Self {
             engine,
             output_root: config.output_root,
@@ -297,7 +456,7 @@ impl LabApp {
             if let Some(engine) = &self.engine
                 && let Err(err) = engine.stop(request.mode, name)
             {
-                self.log.push(Severity::Error, err.to_string());
+                self.log.push(Severity::Error, err);
             }
         }
         if !self.queue.busy() {
@@ -367,23 +526,23 @@ impl LabApp {
         let plan = match engine.prepare(&request, &self.profiles, &self.catalog) {
             Ok(plan) => plan,
             Err(err) => {
-                self.log.push(Severity::Error, err.to_string());
+                self.log.push(Severity::Error, err);
                 return;
             }
         };
         let images = plan.image_count();
         let planned = plan.request.clone();
-        match engine.submit(plan) {
+        let label = label_of(&request);
+        match engine.submit(plan, &label) {
             Ok(job) => {
                 self.last_seed = Some(seed);
-                let label = label_of(&request);
                 self.job_labels.insert(job, label.clone());
                 self.job_requests.insert(job, planned);
                 self.queue.jobs.push(QueuedJob { job, label, images, state: JobState::Pending });
                 self.log
                     .push(Severity::Info, format!("job #{job}: {images} image(s), seed {seed}"));
             }
-            Err(err) => self.log.push(Severity::Error, err.to_string()),
+            Err(err) => self.log.push(Severity::Error, err),
         }
     }
 
@@ -396,13 +555,13 @@ impl LabApp {
         let plan = match engine.prepare(&request, &self.profiles, &self.catalog) {
             Ok(plan) => plan,
             Err(err) => {
-                self.log.push(Severity::Error, err.to_string());
+                self.log.push(Severity::Error, err);
                 return;
             }
         };
         let images = plan.image_count();
         let planned = plan.request.clone();
-        match engine.replace(job, plan) {
+        match engine.with_engine(|engine| engine.replace(job, plan)) {
             Ok(copy) => {
                 let label = label_of(&request);
                 self.job_labels.insert(copy, label.clone());
@@ -411,7 +570,7 @@ impl LabApp {
                 self.queue.replaced(job, entry);
                 self.log.push(Severity::Info, format!("job #{job} edited: now job #{copy}"));
             }
-            Err(err) => self.log.push(Severity::Error, err.to_string()),
+            Err(err) => self.log.push(Severity::Error, err),
         }
     }
 
@@ -422,19 +581,21 @@ impl LabApp {
         let offer = std::mem::take(&mut self.queue.offer);
         if resume
             && paused
-            && let Err(err) = engine.pause(true)
+            && let Err(err) = engine.with_engine(|engine| engine.pause(true))
         {
-            self.log.push(Severity::Error, err.to_string());
+            self.log.push(Severity::Error, err);
         }
         for job in offer {
             if !resume {
-                match engine.discard(&job.id, "discarded in the window") {
+                match engine
+                    .with_engine(|engine| engine.discard(&job.id, "discarded in the window"))
+                {
                     Ok(()) => self.log.push(Severity::Info, format!("job {} discarded", job.id)),
-                    Err(err) => self.log.push(Severity::Error, err.to_string()),
+                    Err(err) => self.log.push(Severity::Error, err),
                 }
                 continue;
             }
-            match engine.resume(&job.id, ResumeOptions::default()) {
+            match engine.with_engine(|engine| engine.resume(&job.id, ResumeOptions::default())) {
                 Ok(Some(resumed)) => {
                     for note in resumed.notes {
                         self.log.push(Severity::Info, note);
@@ -459,7 +620,7 @@ impl LabApp {
                 Ok(None) => {
                     self.log.push(Severity::Info, format!("job {}: nothing left to do", job.id));
                 }
-                Err(err) => self.log.push(Severity::Error, err.to_string()),
+                Err(err) => self.log.push(Severity::Error, err),
             }
         }
     }
@@ -469,9 +630,9 @@ impl LabApp {
         let result = match action {
             QueueAction::Cancel(job) => engine.cancel(job),
             QueueAction::Clear => engine.clear_queue(),
-            QueueAction::Pause(paused) => engine.pause(paused),
+            QueueAction::Pause(paused) => engine.with_engine(|engine| engine.pause(paused)),
             QueueAction::Move { job, position } => {
-                let moved = engine.move_job(job, position);
+                let moved = engine.with_engine(|engine| engine.move_job(job, position));
                 if moved.is_ok() {
                     self.queue.move_pending(job, position);
                 }
@@ -503,7 +664,7 @@ impl LabApp {
             }
         };
         if let Err(err) = result {
-            self.log.push(Severity::Error, err.to_string());
+            self.log.push(Severity::Error, err);
         }
     }
 
@@ -512,7 +673,7 @@ impl LabApp {
         if let (Some(engine), Some(job)) = (&self.engine, self.queue.running())
             && let Err(err) = engine.cancel(job)
         {
-            self.log.push(Severity::Error, err.to_string());
+            self.log.push(Severity::Error, err);
         }
     }
 
@@ -681,7 +842,8 @@ impl LabApp {
         }
     }
 
-    /// Stops the engine: cancels what runs and joins the thread. Safe to call twice.
+    /// Stops the engine: cancels what runs and joins the thread (a server's engine is asked to
+    /// stop gracefully instead). Safe to call twice.
     pub fn shutdown(&mut self) {
         self.runner = None;
         self.gpu_watcher = None;
@@ -773,9 +935,21 @@ impl LabApp {
         self.refresh_insights();
     }
 
+    /// A job entered the queue; one another front end submitted (the API of `gui --serve`)
+    /// is listed too.
+    fn on_queued(&mut self, job: JobId) {
+        if !self.queue.jobs.iter().any(|entry| entry.job == job)
+            && let Some(entry) = self.engine.as_ref().and_then(|engine| engine.describe(job))
+        {
+            self.job_labels.insert(job, entry.label.clone());
+            self.queue.jobs.push(entry);
+        }
+        self.queue.set_state(job, JobState::Pending);
+    }
+
     fn on_event(&mut self, ctx: &egui::Context, event: Event) {
         match event {
-            Event::Queued { job, .. } => self.queue.set_state(job, JobState::Pending),
+            Event::Queued { job, .. } => self.on_queued(job),
             Event::QueueChanged(stats) => self.queue.paused = stats.paused,
             Event::ModelLoading { job, model, message, fraction } => {
                 let progress = self.watch.progress.get_or_insert_with(JobProgress::default);
@@ -844,16 +1018,12 @@ impl LabApp {
                 );
             }
             Event::JobFinished { job, summary } => {
-                // A job dropped from the queue reports no items at all.
-                let state = if summary.failed > 0 {
-                    JobState::Failed
-                } else if summary.cancelled > 0
-                    || summary.items == 0
-                    || summary.done < summary.items
-                {
-                    JobState::Cancelled
-                } else {
-                    JobState::Done
+                use crate::server::events::JobState as Ended;
+                let state = match Ended::of_summary(&summary) {
+                    Ended::Failed => JobState::Failed,
+                    Ended::Cancelled | Ended::Interrupted => JobState::Cancelled,
+                    _ if summary.done < summary.items => JobState::Cancelled,
+                    _ => JobState::Done,
                 };
                 self.queue.set_state(job, state);
                 if self.watch.progress.as_ref().is_some_and(|p| p.job == job) {
@@ -1010,6 +1180,43 @@ impl LabApp {
     }
 }
 
+/// The window's engine: its own, spawned here, or a server's; said in the log.
+fn start_engine(
+    engine: WindowEngine,
+    engine_config: EngineConfig,
+    waker: &Arc<dyn Fn() + Send + Sync>,
+    log: &mut LogPanel,
+) -> Option<EngineLink> {
+    let engine = match engine {
+        WindowEngine::Spawn(backend) => {
+            match Engine::spawn(backend, engine_config, waker.clone()) {
+                Ok(engine) => Some(EngineLink::Own(Box::new(engine))),
+                Err(err) => {
+                    log.push(Severity::Error, format!("cannot start the engine: {err}"));
+                    None
+                }
+            }
+        }
+        WindowEngine::Shared(service) => Some(EngineLink::shared(service, waker.clone())),
+    };
+    if let Some(engine) = &engine {
+        log.push(Severity::Info, format!("engine: {} backend", engine.backend_name()));
+    }
+    engine
+}
+
+/// Work an earlier session left unfinished (a crash, a closed window), offered back.
+fn unfinished_offer(engine: Option<&EngineLink>, log: &mut LogPanel) -> Vec<UnfinishedJob> {
+    let Some(engine) = engine else { return Vec::new() };
+    match engine.with_engine(Engine::unfinished_jobs) {
+        Ok(jobs) => jobs.into_iter().filter(|job| !job.live).collect(),
+        Err(err) => {
+            log.push(Severity::Warning, err);
+            Vec::new()
+        }
+    }
+}
+
 /// A job's label in the queue: the prompt's start, and the sweep.
 fn label_of(request: &Request) -> String {
     let label: String = request.prompt.chars().take(40).collect();
@@ -1105,7 +1312,7 @@ impl eframe::App for LabApp {
                 if let Some(engine) = &self.engine
                     && let Err(err) = engine.skip_current()
                 {
-                    self.log.push(Severity::Error, err.to_string());
+                    self.log.push(Severity::Error, err);
                 }
             }
             None => {}

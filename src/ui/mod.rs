@@ -28,7 +28,7 @@ use crate::models::hub::HubConfig;
 use crate::runner::BackendFactory;
 use crate::runner::pool::GpuOpener;
 
-pub use app::{AppConfig, LabApp};
+pub use app::{AppConfig, LabApp, WindowEngine};
 
 /// Why the window did not run.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +39,9 @@ pub enum WindowError {
     /// eframe could not open the window.
     #[error("{0}")]
     Window(String),
+    /// The server of `gui --serve` could not start.
+    #[error(transparent)]
+    Serve(#[from] crate::server::ServeError),
 }
 
 /// The window's start-up settings from the front-end configuration: the backend
@@ -49,6 +52,14 @@ pub enum WindowError {
 /// # Errors
 /// A variable with a bad value, named.
 pub fn config_from(config: &FrontEndConfig) -> Result<AppConfig, ConfigError> {
+    config_with(config, |wiring| Ok(WindowEngine::Spawn(wiring.backend)))
+}
+
+/// [`config_from`] with the engine made by `engine` from the wiring (its own, or a server's).
+fn config_with<E: From<ConfigError>>(
+    config: &FrontEndConfig,
+    engine: impl FnOnce(crate::app::Wiring) -> Result<WindowEngine, E>,
+) -> Result<AppConfig, E> {
     let setup = EngineSetup::window(config)?;
     let wiring = setup.wire(config)?;
     // Runner workers get the backend the window got (the mock when candle fell back).
@@ -59,11 +70,14 @@ pub fn config_from(config: &FrontEndConfig) -> Result<AppConfig, ConfigError> {
     });
     let source = config.gpu_source()?;
     let gpus: GpuOpener = Arc::new(move || open_source(source));
+    let output_root = wiring.engine.output_root.clone();
+    let instance_id = wiring.engine.instance_id.clone();
+    let notice = wiring.notice.clone();
     Ok(AppConfig {
-        output_root: wiring.engine.output_root,
-        backend: wiring.backend,
-        notice: wiring.notice,
-        instance_id: wiring.engine.instance_id,
+        output_root,
+        engine: engine(wiring)?,
+        notice,
+        instance_id,
         profiles_path: config.profiles_path(),
         backend_factory: Some(backend_factory),
         gpus: Some(gpus),
@@ -85,6 +99,58 @@ pub fn run_window(config: &FrontEndConfig) -> Result<(), WindowError> {
         Err(err) => tracing::warn!(%err, "no clean stop on SIGINT/SIGTERM"),
     }
     run_window_with(app_config, config.hub())
+}
+
+/// Opens the window with the HTTP server beside it (`imagelab gui --serve`): one engine, one
+/// queue for the window and the API clients, the API's jobs listed in the queue panel. Closing
+/// the window stops the server gracefully (the running image finishes).
+///
+/// # Errors
+/// A bad setting, a port that cannot be bound, or a window that cannot open.
+pub fn run_window_serving(
+    config: &FrontEndConfig,
+    http: &crate::server::HttpOptions,
+    service_config: crate::server::ServiceConfig,
+) -> Result<(), WindowError> {
+    use crate::server::{self, ServeError, Service, StopToken};
+    let grace = config.stop_grace()?;
+    let bound = server::bind(http)?;
+    let address = bound.address();
+    let mut service = None;
+    let mut app_config = config_with(config, |wiring| {
+        let started = Service::start(wiring, service_config, StopToken::new())
+            .map_err(|err| ServeError::Usage(err.to_string()))?;
+        service = Some(Arc::clone(&started));
+        Ok::<_, WindowError>(WindowEngine::Shared(started))
+    })?;
+    let Some(service) = service else {
+        return Err(ServeError::Io("the server's engine did not start".into()).into());
+    };
+    // SIGINT/SIGTERM reach the window (which forwards them to the server's stop token) as in
+    // a plain window.
+    match crate::app::StopSignals::install() {
+        Ok(signals) => signals.set_grace(grace),
+        Err(err) => tracing::warn!(%err, "no clean stop on SIGINT/SIGTERM"),
+    }
+    let serving = Arc::clone(&service);
+    let http = http.clone();
+    let thread = std::thread::Builder::new()
+        .name("imagelab-http".into())
+        .spawn(move || server::serve_blocking(&serving, bound, &http))
+        .map_err(|err| ServeError::Io(format!("cannot start the HTTP thread: {err}")))?;
+    let serving_note = format!("serving the API on http://{address}");
+    println!("imagelab gui --serve: {serving_note}");
+    app_config.notice = Some(
+        app_config
+            .notice
+            .map_or(serving_note.clone(), |notice| format!("{notice}; {serving_note}")),
+    );
+    let shown = run_window_with(app_config, config.hub());
+    service.stop_token().request_graceful("window closed");
+    let served = thread.join().map_err(|_| ServeError::Io("the HTTP thread panicked".into()))?;
+    service.shutdown();
+    shown?;
+    Ok(served?)
 }
 
 /// Opens the window with a given backend and output folder; `hub` is where the model status

@@ -167,7 +167,8 @@ fn decode_thumbnail(path: &Path) -> Loaded {
 }
 
 /// The images the lab writes (PNG, JPEG, WebP) under `root` (two folder levels deep, as
-/// sweeps nest them), newest first.
+/// sweeps nest them), newest first. Hidden folders (`.inputs`, where the server keeps init
+/// images it was sent) are not the gallery.
 fn list_images(root: &Path) -> Vec<PathBuf> {
     let mut found: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
     let mut folders = vec![(root.to_owned(), 0_usize)];
@@ -177,7 +178,9 @@ fn list_images(root: &Path) -> Vec<PathBuf> {
             let path = entry.path();
             let Ok(meta) = entry.metadata() else { continue };
             if meta.is_dir() {
-                if depth < 3 {
+                let hidden =
+                    path.file_name().is_some_and(|name| name.to_string_lossy().starts_with('.'));
+                if depth < 3 && !hidden {
                     folders.push((path, depth + 1));
                 }
             } else if path.extension().is_some_and(|ext| {

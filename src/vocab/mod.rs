@@ -54,7 +54,7 @@ impl VocabError {
 }
 
 /// txt2img or img2img; derived from whether an init image is given.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Text to image.
@@ -74,7 +74,9 @@ impl Mode {
 }
 
 /// Where the numerics run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceChoice {
     /// CUDA, then Metal, then CPU.
@@ -121,7 +123,7 @@ impl fmt::Display for DeviceChoice {
 }
 
 /// Floating-point precision of the UNet and text encoders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     /// 32-bit float (the CPU default).
@@ -148,7 +150,7 @@ impl Precision {
 }
 
 /// A LoRA adapter to apply: a file or hub id, and its weight.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LoraSpec {
     /// A `.safetensors` file or a hub repo id.
     pub source: String,

@@ -9,7 +9,9 @@ use super::VocabError;
 pub const DEFAULT_QUALITY: u8 = 90;
 
 /// The file format of saved images.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputFormat {
     /// Lossless PNG (the default).
@@ -67,7 +69,7 @@ impl OutputFormat {
 }
 
 /// How to save one image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default)]
 pub struct SaveOptions {
     /// The format.

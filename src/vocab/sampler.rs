@@ -10,7 +10,7 @@ use std::fmt;
 use super::VocabError;
 
 /// A sampler the lab can run (REFERENCE §4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum SamplerKind {
     /// The scheduler class named in the model's `scheduler_config.json`.
     #[serde(rename = "default")]
@@ -125,7 +125,9 @@ impl fmt::Display for SamplerKind {
 /// A sigma schedule chosen independently of the sampler, as A1111 ≥ 1.9's "Schedule type" does.
 /// Applied the way diffusers would: `from_config(…, use_karras_sigmas=True)` or
 /// `use_exponential_sigmas=True` on the sampler's class.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SigmaSchedule {
     /// Whatever the sampler and the model's config give (A1111's "Automatic").

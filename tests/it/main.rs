@@ -25,6 +25,7 @@ mod rng;
 mod runner;
 mod sampler_pipeline;
 mod schedulers;
+mod server;
 mod sheet;
 mod single_file;
 mod slurm;
