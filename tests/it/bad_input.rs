@@ -435,14 +435,14 @@ fn cases(f: &Fixtures) -> Vec<Case> {
     add("flag stray value", gen_args(&["stray"]), vec![], &["stray"]);
     add("command unknown", vec![os("frobnicate")], vec![], &["frobnicate"]);
     add(
-        "candle lora unsupported",
+        "candle lora unknown",
         {
             let mut args = gen_args(&["--lora", "style.safetensors"]);
             args[2] = os("candle");
             args
         },
         vec![],
-        &["backend", "LoRA"],
+        &["lora", "style.safetensors"],
     );
     for (name, value) in
         [("out is a file", "meta/resume_file"), ("out below a file", "meta/resume_file/sub")]
@@ -600,10 +600,10 @@ fn cases(f: &Fixtures) -> Vec<Case> {
         &["HF_HUB_OFFLINE", "boolean"],
     );
     add(
-        "model lora from the catalog",
+        "model lora from the catalog, uncached offline",
         candle_model(os("Pixel Art XL")),
         offline("hub_cache_empty"),
-        &["model", "Pixel Art XL", "LoRA"],
+        &["model", "Pixel Art XL", "prefetch"],
     );
 
     // ── Environment-variable mode ─────────────────────────────────────────────────────────

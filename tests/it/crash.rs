@@ -23,13 +23,18 @@ fn generate(out: &Path, width_px: u32) -> Command {
         .args(["--steps", "2", "--seed", "5", "--batch", "2", "--json", "--out"])
         .arg(out)
         .args(["--width", &width_px.to_string(), "--height", &width_px.to_string()])
-        .env("IMAGELAB_MOCK_STEP_MS", "1");
+        .env("IMAGELAB_MOCK_STEP_MS", STEP_MS);
     command
 }
 
+/// Mock step time: long enough that a whole run (58 items × 2 images × 2 steps) outlasts the
+/// kill delays below even on an idle fast machine (at 1 ms a run ended in 0.4 s, before the
+/// first kill), short enough that the test stays a few seconds.
+const STEP_MS: &str = "10";
+
 fn resume(out: &Path) -> Command {
     let mut command = imagelab();
-    command.args(["resume", "--json"]).arg(out).env("IMAGELAB_MOCK_STEP_MS", "1");
+    command.args(["resume", "--json"]).arg(out).env("IMAGELAB_MOCK_STEP_MS", STEP_MS);
     command
 }
 

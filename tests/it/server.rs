@@ -213,7 +213,7 @@ fn health_models_and_the_document_are_served() {
     assert_eq!(health["default_model"], "SDXL Base 1.0");
     assert_eq!(
         health["queue"],
-        json!({"queued": 0, "running": 0, "done": 0, "failed": 0, "cancelled": 0})
+        json!({"queued": 0, "running": 0, "done": 0, "failed": 0, "cancelled": 0, "paused": false})
     );
     let (status, models) = server.get("/models");
     assert_eq!(status, 200);
@@ -763,10 +763,13 @@ fn graceful_stop(by: StopBy) {
     }
     let queued =
         server.post("/jobs", &small_request("never runs", 5, 1)).1["job"].as_u64().expect("job");
-    let events = spawn_named({
-        let url = server.url(&format!("/jobs/{queued}/events"));
-        move || read_events(agent().get(&url).call().expect("sse").into_reader())
-    });
+    // Connected before the stop (a stopping server takes no new connections); read meanwhile.
+    let stream = agent()
+        .get(&server.url(&format!("/jobs/{queued}/events")))
+        .call()
+        .expect("sse")
+        .into_reader();
+    let events = spawn_named(move || read_events(stream));
     match by {
         StopBy::Route => {
             let (status, answer) = server.post("/sdapi/v1/server-stop", &json!({}));
