@@ -2,8 +2,93 @@
 //! `Downsample2D`, `Upsample2D`, `Attention`), on top of candle-nn's convolutions, norms and
 //! linear layers. Weight names are diffusers' own.
 
-use candle_core::{D, Module, Result, Tensor};
+use candle_core::{D, DType, Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
+use rayon::prelude::*;
+
+/// A linear layer, `x·Wᵀ + b`, loaded from diffusers' `weight` (out, in) and `bias`. On the CPU
+/// the weight is kept transposed, (in, out) contiguous, from load on: the CPU GEMM (`gemm`)
+/// then reads it as a column-major operand as it is, where candle's (out, in) layout made it
+/// pack the whole weight again on every call (a third of an SDXL UNet step went to that
+/// packing). Elsewhere it is candle's `Linear` (cuBLAS takes either layout at no cost).
+#[derive(Debug, Clone)]
+pub struct Dense {
+    /// (in, out) contiguous on the CPU; (out, in) elsewhere.
+    weight: Tensor,
+    bias: Option<Tensor>,
+    transposed: bool,
+}
+
+impl Dense {
+    /// A layer from its (out, in) weight and optional bias.
+    ///
+    /// # Errors
+    /// A weight that is not a matrix.
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        if weight.device().is_cpu() {
+            Ok(Self { weight: transpose(&weight)?, bias, transposed: true })
+        } else {
+            Ok(Self { weight, bias, transposed: false })
+        }
+    }
+
+    /// Loads `weight` (and `bias` when `with_bias`) from `vb`.
+    ///
+    /// # Errors
+    /// Missing weights or wrong shapes.
+    pub fn load(in_dim: usize, out_dim: usize, with_bias: bool, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get((out_dim, in_dim), "weight")?;
+        let bias = if with_bias { Some(vb.get(out_dim, "bias")?) } else { None };
+        Self::new(weight, bias)
+    }
+}
+
+impl Module for Dense {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if !self.transposed {
+            return Linear::new(self.weight.clone(), self.bias.clone()).forward(x);
+        }
+        let Some((&inner, outer)) = x.dims().split_last() else {
+            candle_core::bail!("linear layer: a scalar input");
+        };
+        let rows: usize = outer.iter().product();
+        let out = x.reshape((rows, inner))?.matmul(&self.weight)?;
+        let mut shape = outer.to_vec();
+        shape.push(self.weight.dim(1)?);
+        let out = out.reshape(shape)?;
+        match &self.bias {
+            Some(bias) => super::inplace::add_bias(out, bias),
+            None => Ok(out),
+        }
+    }
+}
+
+/// A matrix transposed into a new contiguous tensor: blocked and parallel in f32 (an SDXL UNet
+/// has 2 G weights to turn at load), candle's strided copy otherwise.
+fn transpose(matrix: &Tensor) -> Result<Tensor> {
+    const BLOCK: usize = 64;
+    let (rows, cols) = matrix.dims2()?;
+    if matrix.dtype() != DType::F32 || rows == 0 || cols == 0 {
+        return matrix.t()?.contiguous();
+    }
+    let data: Vec<f32> = matrix.flatten_all()?.to_vec1()?;
+    let mut out = vec![0f32; rows * cols];
+    // Each chunk: BLOCK rows of the result (= BLOCK columns of the input), filled tile by tile.
+    out.par_chunks_mut(BLOCK * rows).enumerate().for_each(|(chunk_index, chunk)| {
+        let first_col = chunk_index * BLOCK;
+        let chunk_cols = chunk.len() / rows;
+        for row_start in (0..rows).step_by(BLOCK) {
+            let row_end = (row_start + BLOCK).min(rows);
+            for col in 0..chunk_cols {
+                let target = &mut chunk[col * rows + row_start..col * rows + row_end];
+                for (offset, value) in target.iter_mut().enumerate() {
+                    *value = data[(row_start + offset) * cols + first_col + col];
+                }
+            }
+        }
+    });
+    Tensor::from_vec(out, (cols, rows), matrix.device())
+}
 
 /// A `kernel`×`kernel` convolution with "same" padding and stride 1.
 ///
@@ -172,10 +257,10 @@ impl Upsample {
 /// `to_q`, `to_k`, `to_v`, `to_out.0`.
 #[derive(Debug, Clone)]
 pub struct Attention {
-    to_q: Linear,
-    to_k: Linear,
-    to_v: Linear,
-    to_out: Linear,
+    to_q: Dense,
+    to_k: Dense,
+    to_v: Dense,
+    to_out: Dense,
     heads: usize,
 }
 
@@ -201,18 +286,12 @@ impl Attention {
         } else {
             ["to_q", "to_k", "to_v", "to_out.0"]
         };
-        let make = |input: usize, name: &str| {
-            if qkv_bias {
-                candle_nn::linear(input, inner, vb.pp(name))
-            } else {
-                candle_nn::linear_no_bias(input, inner, vb.pp(name))
-            }
-        };
+        let make = |input: usize, name: &str| Dense::load(input, inner, qkv_bias, vb.pp(name));
         Ok(Self {
             to_q: make(query_dim, names[0])?,
             to_k: make(context_dim, names[1])?,
             to_v: make(context_dim, names[2])?,
-            to_out: candle_nn::linear(inner, query_dim, vb.pp(names[3]))?,
+            to_out: Dense::load(inner, query_dim, true, vb.pp(names[3]))?,
             heads,
         })
     }
