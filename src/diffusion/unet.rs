@@ -8,13 +8,14 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Conv2dConfig, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::{DiffusionError, Result, read_json};
 use super::layers::{
-    Attention, Downsample, ResnetBlock, ResnetShape, Upsample, conv_same, timestep_embedding,
+    Attention, Conv, Downsample, GroupNorm, ResnetBlock, ResnetShape, Upsample, conv_same, conv2d,
+    group_norm, timestep_embedding,
 };
 use super::weights::{component_weights, mmap_var_builder};
 
@@ -229,7 +230,7 @@ impl TransformerBlock {
 #[derive(Debug, Clone)]
 enum Projection {
     Linear(Linear),
-    Conv(Conv2d),
+    Conv(Conv),
 }
 
 /// diffusers' `Transformer2DModel` with continuous input.
@@ -254,7 +255,7 @@ impl SpatialTransformer {
             Ok(if config.use_linear_projection {
                 Projection::Linear(candle_nn::linear(channels, channels, vb.pp(name))?)
             } else {
-                Projection::Conv(candle_nn::conv2d(
+                Projection::Conv(conv2d(
                     channels,
                     channels,
                     1,
@@ -274,7 +275,7 @@ impl SpatialTransformer {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            norm: candle_nn::group_norm(config.norm_num_groups, channels, 1e-6, vb.pp("norm"))?,
+            norm: group_norm(config.norm_num_groups, channels, 1e-6, vb.pp("norm"))?,
             proj_in: projection("proj_in")?,
             blocks,
             proj_out: projection("proj_out")?,
@@ -597,7 +598,7 @@ pub struct UNetConditioning<'a> {
 /// A `UNet2DConditionModel`.
 #[derive(Debug, Clone)]
 pub struct UNet2DConditionModel {
-    conv_in: Conv2d,
+    conv_in: Conv,
     time_linear_1: Linear,
     time_linear_2: Linear,
     add_embedding: Option<(Linear, Linear, usize)>,
@@ -605,7 +606,7 @@ pub struct UNet2DConditionModel {
     mid: Option<MidBlock>,
     up: Vec<Level>,
     conv_norm_out: GroupNorm,
-    conv_out: Conv2d,
+    conv_out: Conv,
     config: UNetConfig,
     dtype: DType,
 }
@@ -659,7 +660,7 @@ impl UNet2DConditionModel {
             down,
             mid,
             up,
-            conv_norm_out: candle_nn::group_norm(
+            conv_norm_out: group_norm(
                 config.norm_num_groups,
                 channels[0],
                 config.norm_eps,
@@ -791,7 +792,7 @@ impl UNet2DConditionModel {
                 hidden = upsample.forward(&hidden, size)?;
             }
         }
-        let hidden = candle_nn::ops::silu(&self.conv_norm_out.forward(&hidden)?)?;
+        let hidden = self.conv_norm_out.forward_silu(&hidden)?;
         Ok(self.conv_out.forward(&hidden)?)
     }
 }
