@@ -17,19 +17,19 @@ use imagelab_kernels::conv::{Blocking, Conv2dShape, PackedConv2d};
 use imagelab_kernels::isa::{self, Isa};
 use imagelab_kernels::norm::{GroupNormSpec, group_norm};
 
-/// (name, batch, in, out, kernel, stride, padding, height, width); the same list as
+/// (name, [batch, in, out, kernel, stride, padding, height, width]); the same list as
 /// `tools/reference/bench_kernels.py`.
-const CONVS: [(&str, usize, usize, usize, usize, usize, usize, usize, usize); 7] = [
-    ("3x3 320->320 64x64 b2", 2, 320, 320, 3, 1, 1, 64, 64),
-    ("3x3 640->640 64x64 b2", 2, 640, 640, 3, 1, 1, 64, 64),
-    ("3x3 1280->1280 32x32 b2", 2, 1280, 1280, 3, 1, 1, 32, 32),
-    ("3x3 1280->1280 8x8 b2", 2, 1280, 1280, 3, 1, 1, 8, 8),
-    ("3x3 s2 640->640 64x64 b2", 2, 640, 640, 3, 2, 1, 64, 64),
-    ("1x1 640->1280 32x32 b2", 2, 640, 1280, 1, 1, 0, 32, 32),
-    ("3x3 4->320 128x128 b2", 2, 4, 320, 3, 1, 1, 128, 128),
+const CONVS: [(&str, [usize; 8]); 7] = [
+    ("3x3 320->320 64x64 b2", [2, 320, 320, 3, 1, 1, 64, 64]),
+    ("3x3 640->640 64x64 b2", [2, 640, 640, 3, 1, 1, 64, 64]),
+    ("3x3 1280->1280 32x32 b2", [2, 1280, 1280, 3, 1, 1, 32, 32]),
+    ("3x3 1280->1280 8x8 b2", [2, 1280, 1280, 3, 1, 1, 8, 8]),
+    ("3x3 s2 640->640 64x64 b2", [2, 640, 640, 3, 2, 1, 64, 64]),
+    ("1x1 640->1280 32x32 b2", [2, 640, 1280, 1, 1, 0, 32, 32]),
+    ("3x3 4->320 128x128 b2", [2, 4, 320, 3, 1, 1, 128, 128]),
 ];
 
-fn best(reps: usize, mut call: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+fn best<T>(reps: usize, mut call: impl FnMut() -> anyhow::Result<T>) -> anyhow::Result<f64> {
     call()?;
     let mut best = f64::INFINITY;
     for _ in 0..reps {
@@ -90,9 +90,9 @@ fn main() -> anyhow::Result<()> {
     println!("|---|---|---|---|---|");
 
     let size = 2048;
-    let a = Tensor::randn(0f32, 1.0, (size, size), &device)?;
-    let b = Tensor::randn(0f32, 1.0, (size, size), &device)?;
-    let gemm_s = best(reps, || Ok(drop(a.matmul(&b)?)))?;
+    let lhs = Tensor::randn(0f32, 1.0, (size, size), &device)?;
+    let rhs = Tensor::randn(0f32, 1.0, (size, size), &device)?;
+    let gemm_s = best(reps, || Ok(lhs.matmul(&rhs)?))?;
     let flops = 2.0 * (size * size * size) as f64;
     println!(
         "| sgemm 2048³ (candle = gemm crate) | – | – | {} | {} |",
@@ -100,7 +100,7 @@ fn main() -> anyhow::Result<()> {
         cell(flops, torch_time("sgemm 2048^3"))
     );
 
-    for (name, batch, cin, cout, k, stride, padding, h, w) in CONVS {
+    for (name, [batch, cin, cout, k, stride, padding, h, w]) in CONVS {
         let shape = Conv2dShape {
             in_channels: cin,
             out_channels: cout,
@@ -135,7 +135,7 @@ fn main() -> anyhow::Result<()> {
         let avx2 = ours(false)?;
         let config = Conv2dConfig { padding, stride, ..Conv2dConfig::default() };
         let candle_conv = Conv2d::new(weight, Some(bias), config);
-        let candle = best(reps, || Ok(drop(candle_conv.forward(&x)?)))?;
+        let candle = best(reps, || Ok(candle_conv.forward(&x)?))?;
         println!(
             "| conv {name} | {} | {} | {} | {} |",
             cell(flops, avx512),
@@ -145,17 +145,18 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
-    let (name, batch, channels, groups, h, w) = ("groupnorm+silu 640 64x64 b2", 2, 640, 32, 64, 64);
-    let x = Tensor::randn(0f32, 1.0, (batch, channels, h, w), &device)?;
+    let (name, batch, channels, groups, plane_side) =
+        ("groupnorm+silu 640 64x64 b2", 2, 640, 32, 64);
+    let activations = Tensor::randn(0f32, 1.0, (batch, channels, plane_side, plane_side), &device)?;
     let gamma = Tensor::randn(0f32, 1.0, channels, &device)?;
     let beta = Tensor::randn(0f32, 1.0, channels, &device)?;
-    let input = x.flatten_all()?.to_vec1::<f32>()?;
+    let input = activations.flatten_all()?.to_vec1::<f32>()?;
     let (weight, bias) = (gamma.to_vec1::<f32>()?, beta.to_vec1::<f32>()?);
     let spec = GroupNormSpec { groups, eps: 1e-5, weight: &weight, bias: &bias, silu: true };
     let mut out = vec![0f32; input.len()];
-    let ours = best(reps, || Ok(group_norm(&input, &mut out, h * w, spec)?))?;
+    let ours = best(reps, || Ok(group_norm(&input, &mut out, plane_side * plane_side, spec)?))?;
     let candle_norm = candle_nn::GroupNorm::new(gamma, beta, channels, groups, 1e-5)?;
-    let candle = best(reps, || Ok(drop(candle_nn::ops::silu(&candle_norm.forward(&x)?)?)))?;
+    let candle = best(reps, || Ok(candle_nn::ops::silu(&candle_norm.forward(&activations)?)?))?;
     let ms = |s: Option<f64>| s.map_or_else(|| "–".to_owned(), |s| format!("{:.2} ms", s * 1e3));
     println!(
         "| {name} (time) | {} | – | {} | {} |",
