@@ -142,6 +142,7 @@ fn run() -> anyhow::Result<()> {
     let summary = json!({
         "impl": "imagelab",
         "matmul": cpu_matmul_kernels(),
+        "kernels": imagelab_kernels::isa::current().name(),
         "threads": cpu_threads(),
         "device": device_label(&device),
         "dtype": format!("{dtype:?}"),

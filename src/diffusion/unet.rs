@@ -8,14 +8,15 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Conv2dConfig, LayerNorm, Linear, VarBuilder};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::{DiffusionError, Result, read_json};
 use super::inplace::add;
 use super::layers::{
-    Attention, Dense, Downsample, ResnetBlock, ResnetShape, Upsample, conv_same, timestep_embedding,
+    Attention, Conv, Dense, Downsample, GroupNorm, ResnetBlock, ResnetShape, Upsample, conv_same,
+    conv2d, group_norm, timestep_embedding,
 };
 use super::weights::{component_weights, mmap_var_builder};
 
@@ -244,7 +245,7 @@ impl TransformerBlock {
 #[derive(Debug, Clone)]
 enum Projection {
     Linear(Dense),
-    Conv(Conv2d),
+    Conv(Conv),
 }
 
 /// diffusers' `Transformer2DModel` with continuous input.
@@ -269,7 +270,7 @@ impl SpatialTransformer {
             Ok(if config.use_linear_projection {
                 Projection::Linear(Dense::load(channels, channels, true, vb.pp(name))?)
             } else {
-                Projection::Conv(candle_nn::conv2d(
+                Projection::Conv(conv2d(
                     channels,
                     channels,
                     1,
@@ -289,7 +290,7 @@ impl SpatialTransformer {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            norm: candle_nn::group_norm(config.norm_num_groups, channels, 1e-6, vb.pp("norm"))?,
+            norm: group_norm(config.norm_num_groups, channels, 1e-6, vb.pp("norm"))?,
             proj_in: projection("proj_in")?,
             blocks,
             proj_out: projection("proj_out")?,
@@ -612,7 +613,7 @@ pub struct UNetConditioning<'a> {
 /// A `UNet2DConditionModel`.
 #[derive(Debug, Clone)]
 pub struct UNet2DConditionModel {
-    conv_in: Conv2d,
+    conv_in: Conv,
     time_linear_1: Linear,
     time_linear_2: Linear,
     add_embedding: Option<(Linear, Linear, usize)>,
@@ -620,7 +621,7 @@ pub struct UNet2DConditionModel {
     mid: Option<MidBlock>,
     up: Vec<Level>,
     conv_norm_out: GroupNorm,
-    conv_out: Conv2d,
+    conv_out: Conv,
     config: UNetConfig,
     dtype: DType,
 }
@@ -674,7 +675,7 @@ impl UNet2DConditionModel {
             down,
             mid,
             up,
-            conv_norm_out: candle_nn::group_norm(
+            conv_norm_out: group_norm(
                 config.norm_num_groups,
                 channels[0],
                 config.norm_eps,
@@ -806,7 +807,7 @@ impl UNet2DConditionModel {
                 hidden = upsample.forward(&hidden, size)?;
             }
         }
-        let hidden = candle_nn::ops::silu(&self.conv_norm_out.forward(&hidden)?)?;
+        let hidden = self.conv_norm_out.forward_silu(&hidden)?;
         Ok(self.conv_out.forward(&hidden)?)
     }
 }

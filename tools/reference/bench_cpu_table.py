@@ -19,7 +19,8 @@ from collections import defaultdict
 def label(run: dict) -> str:
     if run["impl"] == "diffusers":
         return f"diffusers (torch {run.get('torch', '?')}, {run.get('threads', '?')} threads)"
-    return f"imagelab {run.get('build', '')} build (matmul {run.get('matmul', '?')}, {run.get('threads', '?')} threads)"
+    return (f"imagelab {run.get('build', '')} build (matmul {run.get('matmul', '?')}, "
+            f"conv {run.get('kernels', '?')}, {run.get('threads', '?')} threads)")
 
 
 def main() -> None:
