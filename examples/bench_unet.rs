@@ -30,7 +30,7 @@ const USAGE: &str =
 
 /// A line of `/proc/self/status` in MiB (`VmHWM`, `VmRSS`); `None` off Linux.
 fn status_mib(field: &str) -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    let text = fs_err::read_to_string("/proc/self/status").ok()?;
     let line = text.lines().find(|line| line.starts_with(field))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)

@@ -185,7 +185,8 @@ struct StoredTensor {
     file: usize,
     start: u64,
     bytes: usize,
-    dtype: DType,
+    /// The stored dtype, or its name when candle has no such dtype.
+    dtype: std::result::Result<DType, String>,
     shape: Vec<usize>,
 }
 
@@ -213,19 +214,14 @@ impl ReadSafetensors {
                 .len();
             let data_start = file_bytes - header.data_bytes;
             for (name, entry) in header.tensors {
-                let Some(dtype) = safetensors_dtype(&entry.dtype) else {
-                    return Err(DiffusionError::config(
-                        "weights",
-                        format!("tensor {name:?} has dtype {}, which is not loaded", entry.dtype),
-                        path,
-                    ));
-                };
                 let (begin, end) = entry.data_offsets;
                 let stored = StoredTensor {
                     file: index,
                     start: data_start + begin,
                     bytes: usize::try_from(end - begin).unwrap_or(usize::MAX),
-                    dtype,
+                    // Checkpoints carry tensors no model reads (e.g. an I32 step counter):
+                    // refused only if one is asked for.
+                    dtype: safetensors_dtype(&entry.dtype).ok_or(entry.dtype),
                     shape: entry
                         .shape
                         .iter()
@@ -248,13 +244,21 @@ impl ReadSafetensors {
         let Some(stored) = self.tensors.get(name) else {
             return Err(candle_core::Error::CannotFindTensor { path: name.to_owned() });
         };
+        let dtype = match &stored.dtype {
+            Ok(dtype) => *dtype,
+            Err(name_of_dtype) => {
+                return Err(candle_core::Error::Msg(format!(
+                    "tensor {name} has dtype {name_of_dtype}, which is not loaded"
+                )));
+            }
+        };
         let read_error =
             |err: std::io::Error| candle_core::Error::Msg(format!("reading tensor {name}: {err}"));
         let mut file = self.files[stored.file]
             .lock()
             .map_err(|_| candle_core::Error::Msg("a weights reader panicked".to_owned()))?;
         file.seek(SeekFrom::Start(stored.start)).map_err(read_error)?;
-        let tensor = if stored.dtype == DType::F32 {
+        let tensor = if dtype == DType::F32 {
             // Straight into the f32 buffer the tensor keeps (no second copy).
             let mut values = vec![0f32; stored.bytes / 4];
             file.read_exact(bytemuck::cast_slice_mut(&mut values)).map_err(read_error)?;
@@ -262,7 +266,7 @@ impl ReadSafetensors {
         } else {
             let mut bytes = vec![0u8; stored.bytes];
             file.read_exact(&mut bytes).map_err(read_error)?;
-            Tensor::from_raw_buffer(&bytes, stored.dtype, &stored.shape, &Device::Cpu)?
+            Tensor::from_raw_buffer(&bytes, dtype, &stored.shape, &Device::Cpu)?
         };
         drop(file);
         tensor.to_device(device)
