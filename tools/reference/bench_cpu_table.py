@@ -18,7 +18,8 @@ from collections import defaultdict
 
 def label(run: dict) -> str:
     if run["impl"] == "diffusers":
-        return f"diffusers (torch {run.get('torch', '?')}, {run.get('threads', '?')} threads)"
+        capped = ", torch capped at AVX2" if run.get("build") == "avx2" else ""
+        return f"diffusers (torch {run.get('torch', '?')}{capped}, {run.get('threads', '?')} threads)"
     return (f"imagelab {run.get('build', '')} build (matmul {run.get('matmul', '?')}, "
             f"conv {run.get('kernels', '?')}, {run.get('threads', '?')} threads)")
 
@@ -39,13 +40,16 @@ def main() -> None:
                 continue
             best[(name, size)] = min(steps)
             rows.append((name, size, steps, decodes, group))
-    diffusers = next((name for name in groups if name.startswith("diffusers")), None)
+    # Each imagelab build is compared with the diffusers run of the same --isa (its own label).
+    diffusers_of = {run.get("build", ""): label(run) for run in runs if run["impl"] == "diffusers"}
+    build_of = {label(run): run.get("build", "") for run in runs}
     print()
     print("| implementation | size | s/step best | s/step mean (n) | vs diffusers (best) | VAE decode s | UNet load s | VAE load s | peak RSS MiB |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, size, steps, decodes, group in rows:
         ratio = "—"
-        if diffusers and name != diffusers and (diffusers, size) in best:
+        diffusers = diffusers_of.get(build_of[name]) or diffusers_of.get("avx512") or next(iter(diffusers_of.values()), None)
+        if diffusers and not name.startswith("diffusers") and (diffusers, size) in best:
             ratio = f"{best[(name, size)] / best[(diffusers, size)]:.3f}×"
         decode = f"{min(decodes):.2f}" if decodes else "—"
         unet_load = "/".join(f"{run['load_s']:.1f}" for run in group)
