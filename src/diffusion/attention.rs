@@ -17,18 +17,27 @@
 //! `IMAGELAB_ATTENTION=flash|chunked|naive` forces one (for benchmarks; the front end's wiring
 //! calls [`set_override`]); by default flash is used where it applies and chunked otherwise.
 //!
-//! Copies: splitting heads needs one contiguous copy of each of Q, K, V ((B, L, H·D) → (B, H, L,
-//! D); cuBLAS and the CPU GEMM need a unit inner stride and one batch stride). Kᵀ is a stride
-//! view (the GEMMs take a transposed operand), a query block is a `narrow` view (no copy), and
-//! each block's output is written once into the final (B, L, H·D) layout.
+//! Copies: on a GPU, splitting heads needs one contiguous copy of each of Q, K, V ((B, L, H·D) →
+//! (B, H, L, D); cuBLAS needs one batch stride). On the CPU, one batch item at a time, the GEMM
+//! reads the (1, H, L, D) views of the projections as they are (no copy), the scores of a block
+//! stay in the last-level cache ([`CPU_SCORE_BUDGET`]), and the softmax (scale folded in) runs
+//! in place over them. Kᵀ is a stride view (the GEMMs take a transposed operand), a query block
+//! is a `narrow` view (no copy), and each block's output is written once into the final
+//! (B, L, H·D) layout.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Result, Tensor};
+use rayon::prelude::*;
 
 /// Largest number of score elements (batch × heads × query rows × keys) one block may hold:
 /// 2²⁶, 128 MiB in f16.
 pub const SCORE_BUDGET: usize = 1 << 26;
+
+/// The CPU's score budget per batch item (f32): 2²², 16 MiB, so that a block's scores stay in
+/// the last-level cache between the GEMM that writes them, the softmax and the GEMM that reads
+/// them.
+pub const CPU_SCORE_BUDGET: usize = 1 << 22;
 
 /// Which attention implementation runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +127,8 @@ pub fn attention(query: &Tensor, key: &Tensor, value: &Tensor, heads: usize) -> 
             flash(query, key, value, heads)
         }
         AttentionKind::Flash | AttentionKind::Chunked => {
-            chunked(query, key, value, heads, SCORE_BUDGET)
+            let budget = if query.device().is_cpu() { CPU_SCORE_BUDGET } else { SCORE_BUDGET };
+            chunked(query, key, value, heads, budget)
         }
         AttentionKind::Naive => naive(query, key, value, heads),
     }
@@ -176,6 +186,103 @@ fn softmax_f32_accumulate(scores: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// `softmax(scale · scores)` over the last dimension, written over `scores` (a tensor nobody
+/// else holds: a GEMM's fresh output). On the CPU in f32 this is one parallel pass per row (max,
+/// exponentials, sum, normalisation) with the scale folded in and a vectorisable exponential;
+/// elsewhere the scale and [`softmax_f32_accumulate`].
+fn scaled_softmax(scores: Tensor, scale: f64) -> Result<Tensor> {
+    if scores.device().is_cpu() && scores.dtype() == DType::F32 && scores.is_contiguous() {
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "1/√d of a head width is an ordinary f32"
+        )]
+        scores.inplace_op1(&CpuScaledSoftmax { scale: scale as f32 })?;
+        Ok(scores)
+    } else {
+        softmax_f32_accumulate(&(scores * scale)?)
+    }
+}
+
+/// The in-place CPU softmax of [`scaled_softmax`].
+struct CpuScaledSoftmax {
+    scale: f32,
+}
+
+impl InplaceOp1 for CpuScaledSoftmax {
+    fn name(&self) -> &'static str {
+        "imagelab-scaled-softmax"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> Result<()> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("{}: f32 only", self.name());
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("{}: needs a contiguous tensor", self.name());
+        };
+        let width = layout.dims().last().copied().unwrap_or(1).max(1);
+        let scale = self.scale;
+        data[start..end].par_chunks_mut(width).for_each(|row| softmax_row(row, scale));
+        Ok(())
+    }
+}
+
+/// One row of `softmax(scale · x)`, in torch's order: `exp(scale·x − scale·max)`, divided by the
+/// sum (accumulated in 16 lanes, then added up).
+fn softmax_row(row: &mut [f32], scale: f32) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let shift = max * scale;
+    let mut lanes = [0f32; 16];
+    let mut chunks = row.chunks_exact_mut(16);
+    for chunk in &mut chunks {
+        for (value, lane) in chunk.iter_mut().zip(&mut lanes) {
+            let e = exp_nonpositive(*value * scale - shift);
+            *value = e;
+            *lane += e;
+        }
+    }
+    let mut sum = 0f32;
+    for value in chunks.into_remainder() {
+        *value = exp_nonpositive(*value * scale - shift);
+        sum += *value;
+    }
+    sum += lanes.iter().sum::<f32>();
+    let inverse = 1.0 / sum;
+    for value in row.iter_mut() {
+        *value *= inverse;
+    }
+}
+
+/// `e^x` for `x ≤ 0` (softmax arguments after the max is subtracted), within 2 ulp of the
+/// correctly rounded value: Cody–Waite reduction `x = k·ln 2 + r`, |r| ≤ ln 2 / 2, Cephes'
+/// degree-6 polynomial for `e^r`, and `2^k` built from its bits. Written with plain arithmetic and
+/// bit moves only, so the compiler vectorises the loops that call it. Below −87.3 the result
+/// is 0 (an f32 `e^x` there is subnormal, negligible next to the row's 1 at its max).
+#[inline]
+fn exp_nonpositive(x: f32) -> f32 {
+    const LOG2_E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // 1.5·2²³: adding it rounds to an integer, kept in the low mantissa bits.
+    const ROUNDER: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 0.0);
+    let shifted = x * LOG2_E + ROUNDER;
+    let k = shifted - ROUNDER;
+    let r = x - k * LN2_HI - k * LN2_LO;
+    let poly = ((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 0.166_666_65)
+        * r
+        + 0.5;
+    let e_r = poly * r * r + r + 1.0;
+    // k ∈ [−126, 0]: its two's complement sits in the mantissa of `shifted`; the exponent
+    // field of 2^k is k + 127.
+    #[allow(clippy::cast_possible_wrap, reason = "the mantissa bits hold a small signed k")]
+    let k_bits = shifted.to_bits().wrapping_sub(ROUNDER.to_bits()) as i32;
+    #[allow(clippy::cast_sign_loss, reason = "k + 127 ≥ 1 after the clamp")]
+    let two_k = f32::from_bits(((k_bits + 127) as u32) << 23);
+    e_r * two_k
+}
+
 /// The query rows per block so that `batch·heads·rows·key_len ≤ budget` (at least one row).
 pub fn chunk_rows(
     batch: usize,
@@ -199,6 +306,9 @@ pub fn chunked(
     heads: usize,
     budget: usize,
 ) -> Result<Tensor> {
+    if query.device().is_cpu() {
+        return chunked_cpu(query, key, value, heads, budget);
+    }
     let Split { batch, query_len, key_len, head_dim, scale } =
         split_shapes(query, key, value, heads)?;
     let query = heads_first(query, batch, query_len, heads, head_dim)?;
@@ -210,8 +320,7 @@ pub fn chunked(
     while start < query_len {
         let len = rows.min(query_len - start);
         let block = query.narrow(2, start, len)?;
-        let scores = (block.matmul(&key_t)? * scale)?;
-        let probs = softmax_f32_accumulate(&scores)?;
+        let probs = scaled_softmax(block.matmul(&key_t)?, scale)?;
         // (B, H, len, D) → (B, len, H, D): a view; the concatenation below is the one copy.
         blocks.push(probs.matmul(&value)?.transpose(1, 2)?);
         start += len;
@@ -222,6 +331,44 @@ pub fn chunked(
         Tensor::cat(&blocks, 1)?
     };
     out.reshape((batch, query_len, heads * head_dim))
+}
+
+/// [`chunked`] on the CPU: one batch item at a time, so that Q, K and V are read through
+/// (1, H, L, D) views of the projections (a head stride of D, a row stride of H·D, which the
+/// CPU GEMM takes as they are) instead of being copied heads-first; blocks of query rows under
+/// `budget` scores per item.
+fn chunked_cpu(
+    query: &Tensor,
+    key: &Tensor,
+    value: &Tensor,
+    heads: usize,
+    budget: usize,
+) -> Result<Tensor> {
+    let Split { batch, query_len, key_len, head_dim, scale } =
+        split_shapes(query, key, value, heads)?;
+    let view = |t: &Tensor, len: usize| t.reshape((batch, len, heads, head_dim))?.transpose(1, 2);
+    let (query, key, value) = (view(query, query_len)?, view(key, key_len)?, view(value, key_len)?);
+    let rows = chunk_rows(1, heads, query_len, key_len, budget);
+    let mut items = Vec::with_capacity(batch);
+    for item in 0..batch {
+        let query = query.narrow(0, item, 1)?;
+        // Kᵀ contiguous, (1, H, D, S): the CPU GEMM then reads K column-major without packing
+        // it again for every block of query rows.
+        let key_t = key.narrow(0, item, 1)?.t()?.contiguous()?;
+        let value = value.narrow(0, item, 1)?;
+        let mut blocks = Vec::with_capacity(query_len.div_ceil(rows));
+        let mut start = 0;
+        while start < query_len {
+            let len = rows.min(query_len - start);
+            let probs = scaled_softmax(query.narrow(2, start, len)?.matmul(&key_t)?, scale)?;
+            // (1, H, len, D), contiguous: the blocks concatenate along the rows with plain copies.
+            blocks.push(probs.matmul(&value)?);
+            start += len;
+        }
+        items.push(Tensor::cat(&blocks, 2)?);
+    }
+    // (B, H, L, D) → (B, L, H·D): the one copy of the output into the projections' layout.
+    Tensor::cat(&items, 0)?.transpose(1, 2)?.reshape((batch, query_len, heads * head_dim))
 }
 
 /// The whole score matrix at once, the softmax in f32 (the reference implementation).
@@ -398,6 +545,40 @@ mod tests {
             let naive_half = naive(&qh, &kh, &vh, 4).expect("naive");
             let versus_naive = f64::from(rel_l2(&got, &naive_half));
             assert!(versus_naive < tolerance, "{dtype:?} chunked vs naive: {versus_naive}");
+        }
+    }
+
+    #[test]
+    fn the_vectorisable_exponential_is_within_two_ulp() {
+        // Every 1/4096 from −90 to 0, plus the ends of the reduction range.
+        let mut worst_ulp = 0f64;
+        for step in 0..=(90 * 4096) {
+            let x = -(step as f32) / 4096.0;
+            let got = exp_nonpositive(x);
+            let want = f64::from(x).exp();
+            if want < f64::from(f32::MIN_POSITIVE) * 4.0 {
+                assert!(got >= 0.0 && f64::from(got) < 1e-37, "e^{x}: {got}");
+                continue;
+            }
+            let ulp = f64::from(f32::EPSILON) * want;
+            worst_ulp = worst_ulp.max((f64::from(got) - want).abs() / ulp);
+        }
+        assert!(worst_ulp <= 2.0, "worst error {worst_ulp} ulp");
+        assert!((exp_nonpositive(0.0) - 1.0).abs() < f32::EPSILON);
+    }
+
+    #[test]
+    fn the_cpu_softmax_matches_candles_on_wide_and_narrow_rows() {
+        for (rows, width, scale) in [(7, 4096, 0.125), (33, 77, 0.08), (5, 15, 1.0), (3, 1, 0.5)] {
+            let data: Vec<f32> = (0..rows * width)
+                .map(|index| ((index * 7919) % 1000) as f32 / 50.0 - 10.0)
+                .collect();
+            let scores = Tensor::from_vec(data, (rows, width), &Device::Cpu).expect("tensor");
+            let want = candle_nn::ops::softmax_last_dim(&(&scores * scale).expect("scale"))
+                .expect("softmax");
+            let got = scaled_softmax(scores.copy().expect("copy"), scale).expect("ours");
+            let err = rel_l2(&got, &want);
+            assert!(err < 1e-6, "{rows}×{width}: rel L2 {err}");
         }
     }
 

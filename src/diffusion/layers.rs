@@ -1,9 +1,168 @@
 //! Building blocks the UNet and the VAE share, as diffusers defines them (`ResnetBlock2D`,
-//! `Downsample2D`, `Upsample2D`, `Attention`), on top of candle-nn's convolutions, norms and
-//! linear layers. Weight names are diffusers' own.
+//! `Downsample2D`, `Upsample2D`, `Attention`), on top of candle-nn's linear layers and our
+//! [`Conv`] and [`GroupNorm`] (our CPU kernels for f32 on the CPU, candle's ops elsewhere).
+//! Weight names are diffusers' own.
 
-use candle_core::{D, Module, Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, VarBuilder};
+use candle_core::{D, DType, Module, Result, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
+use rayon::prelude::*;
+
+use super::kernels::{CpuConv, CpuGroupNorm, runs_on_kernels};
+
+/// A linear layer, `x·Wᵀ + b`, loaded from diffusers' `weight` (out, in) and `bias`. On the CPU
+/// the weight is kept transposed, (in, out) contiguous, from load on: the CPU GEMM (`gemm`)
+/// then reads it as a column-major operand as it is, where candle's (out, in) layout made it
+/// pack the whole weight again on every call (a third of an SDXL UNet step went to that
+/// packing). Elsewhere it is candle's `Linear` (cuBLAS takes either layout at no cost).
+#[derive(Debug, Clone)]
+pub struct Dense {
+    /// (in, out) contiguous on the CPU; (out, in) elsewhere.
+    weight: Tensor,
+    bias: Option<Tensor>,
+    transposed: bool,
+}
+
+impl Dense {
+    /// A layer from its (out, in) weight and optional bias.
+    ///
+    /// # Errors
+    /// A weight that is not a matrix.
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        if weight.device().is_cpu() {
+            Ok(Self { weight: transpose(&weight)?, bias, transposed: true })
+        } else {
+            Ok(Self { weight, bias, transposed: false })
+        }
+    }
+
+    /// Loads `weight` (and `bias` when `with_bias`) from `vb`.
+    ///
+    /// # Errors
+    /// Missing weights or wrong shapes.
+    pub fn load(in_dim: usize, out_dim: usize, with_bias: bool, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.get((out_dim, in_dim), "weight")?;
+        let bias = if with_bias { Some(vb.get(out_dim, "bias")?) } else { None };
+        Self::new(weight, bias)
+    }
+}
+
+impl Module for Dense {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if !self.transposed {
+            return Linear::new(self.weight.clone(), self.bias.clone()).forward(x);
+        }
+        let Some((&inner, outer)) = x.dims().split_last() else {
+            candle_core::bail!("linear layer: a scalar input");
+        };
+        let rows: usize = outer.iter().product();
+        let out = x.reshape((rows, inner))?.matmul(&self.weight)?;
+        let mut shape = outer.to_vec();
+        shape.push(self.weight.dim(1)?);
+        let out = out.reshape(shape)?;
+        match &self.bias {
+            Some(bias) => super::inplace::add_bias(out, bias),
+            None => Ok(out),
+        }
+    }
+}
+
+/// A 2-D convolution (`weight`, `bias`): on the CPU in f32 our blocked-im2col kernel with the
+/// weights packed at load (candle's copy is dropped, so the memory is not doubled), elsewhere
+/// candle's `Conv2d`.
+#[derive(Debug, Clone)]
+pub enum Conv {
+    /// Packed for the CPU kernel.
+    Cpu(CpuConv),
+    /// candle's convolution (GPU, f16/bf16, dilation or groups).
+    Candle(Conv2d),
+}
+
+impl Conv {
+    /// Wraps a candle convolution, packing it for the CPU kernel when it runs there.
+    ///
+    /// # Errors
+    /// Weights the kernel cannot take.
+    pub fn from_candle(conv: Conv2d) -> Result<Self> {
+        let config = conv.config();
+        if runs_on_kernels(conv.weight()) && config.dilation == 1 && config.groups == 1 {
+            let cpu = CpuConv::new(conv.weight(), conv.bias(), config.stride, config.padding)?;
+            Ok(Self::Cpu(cpu))
+        } else {
+            Ok(Self::Candle(conv))
+        }
+    }
+}
+
+impl Module for Conv {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Cpu(conv) if runs_on_kernels(x) => conv.forward(x),
+            Self::Cpu(conv) => {
+                // A tensor elsewhere than the weights: candle's op on unpacked weights.
+                let packed = conv.packed();
+                let shape = packed.shape();
+                let weight = Tensor::from_vec(
+                    packed.weight(),
+                    (shape.out_channels, shape.in_channels, shape.kernel_h, shape.kernel_w),
+                    x.device(),
+                )?
+                .to_dtype(x.dtype())?;
+                let bias = packed
+                    .bias()
+                    .map(|bias| Tensor::new(bias, x.device())?.to_dtype(x.dtype()))
+                    .transpose()?;
+                let config = Conv2dConfig {
+                    padding: shape.padding,
+                    stride: shape.stride,
+                    ..Conv2dConfig::default()
+                };
+                Conv2d::new(weight, bias, config).forward(x)
+            }
+            Self::Candle(conv) => conv.forward(x),
+        }
+    }
+}
+
+/// A matrix transposed into a new contiguous tensor: blocked and parallel in f32 (an SDXL UNet
+/// has 2 G weights to turn at load), candle's strided copy otherwise.
+fn transpose(matrix: &Tensor) -> Result<Tensor> {
+    const BLOCK: usize = 64;
+    let (rows, cols) = matrix.dims2()?;
+    if matrix.dtype() != DType::F32 || rows == 0 || cols == 0 {
+        return matrix.t()?.contiguous();
+    }
+    let data: Vec<f32> = matrix.flatten_all()?.to_vec1()?;
+    let mut out = vec![0f32; rows * cols];
+    // Each chunk: BLOCK rows of the result (= BLOCK columns of the input), filled tile by tile.
+    out.par_chunks_mut(BLOCK * rows).enumerate().for_each(|(chunk_index, chunk)| {
+        let first_col = chunk_index * BLOCK;
+        let chunk_cols = chunk.len() / rows;
+        for row_start in (0..rows).step_by(BLOCK) {
+            let row_end = (row_start + BLOCK).min(rows);
+            for col in 0..chunk_cols {
+                let target = &mut chunk[col * rows + row_start..col * rows + row_end];
+                for (offset, value) in target.iter_mut().enumerate() {
+                    *value = data[(row_start + offset) * cols + first_col + col];
+                }
+            }
+        }
+    });
+    Tensor::from_vec(out, (cols, rows), matrix.device())
+}
+
+/// candle-nn's `conv2d` (same weight names and shapes), as a [`Conv`].
+///
+/// # Errors
+/// Missing weights.
+pub fn conv2d(
+    in_channels: usize,
+    out_channels: usize,
+    kernel: usize,
+    config: Conv2dConfig,
+    vb: VarBuilder,
+) -> Result<Conv> {
+    Conv::from_candle(candle_nn::conv2d(in_channels, out_channels, kernel, config, vb)?)
+}
 
 /// A `kernel`×`kernel` convolution with "same" padding and stride 1.
 ///
@@ -14,20 +173,66 @@ pub fn conv_same(
     out_channels: usize,
     kernel: usize,
     vb: VarBuilder,
-) -> Result<Conv2d> {
+) -> Result<Conv> {
     let config = Conv2dConfig { padding: (kernel - 1) / 2, ..Conv2dConfig::default() };
-    candle_nn::conv2d(in_channels, out_channels, kernel, config, vb)
+    conv2d(in_channels, out_channels, kernel, config, vb)
+}
+
+/// GroupNorm (`weight`, `bias`), with [`GroupNorm::forward_silu`] fusing the SiLU that follows
+/// it in resnets and before the output convolutions: our CPU kernel for f32 on the CPU (one
+/// pass writing the output, statistics in f64), candle's `GroupNorm` then SiLU elsewhere.
+#[derive(Debug, Clone)]
+pub struct GroupNorm {
+    candle: candle_nn::GroupNorm,
+    cpu: Option<CpuGroupNorm>,
+}
+
+impl GroupNorm {
+    /// `x` normalised, then SiLU.
+    ///
+    /// # Errors
+    /// Shape mismatches.
+    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.cpu {
+            Some(cpu) if runs_on_kernels(x) => cpu.forward(x, true),
+            _ => candle_nn::ops::silu(&self.candle.forward(x)?),
+        }
+    }
+}
+
+impl Module for GroupNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.cpu {
+            Some(cpu) if runs_on_kernels(x) => cpu.forward(x, false),
+            _ => self.candle.forward(x),
+        }
+    }
+}
+
+/// candle-nn's `group_norm` (same weight names), as a [`GroupNorm`].
+///
+/// # Errors
+/// Missing weights; groups that do not divide the channels.
+pub fn group_norm(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> Result<GroupNorm> {
+    let weight = vb.get_with_hints(channels, "weight", candle_nn::Init::Const(1.))?;
+    let bias = vb.get_with_hints(channels, "bias", candle_nn::Init::Const(0.))?;
+    let cpu = if runs_on_kernels(&weight) {
+        Some(CpuGroupNorm::new(&weight, &bias, groups, eps)?)
+    } else {
+        None
+    };
+    Ok(GroupNorm { candle: candle_nn::GroupNorm::new(weight, bias, channels, groups, eps)?, cpu })
 }
 
 /// diffusers' `ResnetBlock2D` with `time_embedding_norm="default"` and SiLU.
 #[derive(Debug, Clone)]
 pub struct ResnetBlock {
     norm1: GroupNorm,
-    conv1: Conv2d,
+    conv1: Conv,
     time_emb_proj: Option<Linear>,
     norm2: GroupNorm,
-    conv2: Conv2d,
-    conv_shortcut: Option<Conv2d>,
+    conv2: Conv,
+    conv_shortcut: Option<Conv>,
     output_scale_factor: f64,
 }
 
@@ -63,7 +268,7 @@ impl ResnetBlock {
         let conv_shortcut = if in_channels == out_channels {
             None
         } else {
-            Some(candle_nn::conv2d(
+            Some(conv2d(
                 in_channels,
                 out_channels,
                 1,
@@ -72,10 +277,10 @@ impl ResnetBlock {
             )?)
         };
         Ok(Self {
-            norm1: candle_nn::group_norm(groups, in_channels, eps, vb.pp("norm1"))?,
+            norm1: group_norm(groups, in_channels, eps, vb.pp("norm1"))?,
             conv1: conv_same(in_channels, out_channels, 3, vb.pp("conv1"))?,
             time_emb_proj,
-            norm2: candle_nn::group_norm(groups, out_channels, eps, vb.pp("norm2"))?,
+            norm2: group_norm(groups, out_channels, eps, vb.pp("norm2"))?,
             conv2: conv_same(out_channels, out_channels, 3, vb.pp("conv2"))?,
             conv_shortcut,
             output_scale_factor: shape.output_scale_factor,
@@ -87,17 +292,18 @@ impl ResnetBlock {
     /// # Errors
     /// Shape mismatches.
     pub fn forward(&self, x: &Tensor, temb: Option<&Tensor>) -> Result<Tensor> {
-        let mut hidden = self.conv1.forward(&candle_nn::ops::silu(&self.norm1.forward(x)?)?)?;
+        let mut hidden = self.conv1.forward(&self.norm1.forward_silu(x)?)?;
         if let (Some(proj), Some(temb)) = (&self.time_emb_proj, temb) {
             let temb = proj.forward(&candle_nn::ops::silu(temb)?)?.unsqueeze(2)?.unsqueeze(3)?;
             hidden = hidden.broadcast_add(&temb)?;
         }
-        let hidden = self.conv2.forward(&candle_nn::ops::silu(&self.norm2.forward(&hidden)?)?)?;
+        let hidden = self.conv2.forward(&self.norm2.forward_silu(&hidden)?)?;
         let shortcut = match &self.conv_shortcut {
             Some(conv) => conv.forward(x)?,
             None => x.clone(),
         };
-        let out = (shortcut + hidden)?;
+        // Over the second convolution's output (a fresh tensor).
+        let out = super::inplace::add(hidden, &shortcut)?;
         if (self.output_scale_factor - 1.0).abs() > f64::EPSILON {
             out / self.output_scale_factor
         } else {
@@ -110,7 +316,7 @@ impl ResnetBlock {
 /// VAE encoder) it pads one pixel right and bottom first, as diffusers does.
 #[derive(Debug, Clone)]
 pub struct Downsample {
-    conv: Conv2d,
+    conv: Conv,
     pad_right_bottom: bool,
 }
 
@@ -122,7 +328,7 @@ impl Downsample {
     pub fn new(channels: usize, padding: usize, vb: VarBuilder) -> Result<Self> {
         let config = Conv2dConfig { padding, stride: 2, ..Conv2dConfig::default() };
         Ok(Self {
-            conv: candle_nn::conv2d(channels, channels, 3, config, vb.pp("conv"))?,
+            conv: conv2d(channels, channels, 3, config, vb.pp("conv"))?,
             pad_right_bottom: padding == 0,
         })
     }
@@ -145,7 +351,7 @@ impl Downsample {
 /// explicit size), then a 3×3 convolution.
 #[derive(Debug, Clone)]
 pub struct Upsample {
-    conv: Conv2d,
+    conv: Conv,
 }
 
 impl Upsample {
@@ -172,10 +378,10 @@ impl Upsample {
 /// `to_q`, `to_k`, `to_v`, `to_out.0`.
 #[derive(Debug, Clone)]
 pub struct Attention {
-    to_q: Linear,
-    to_k: Linear,
-    to_v: Linear,
-    to_out: Linear,
+    to_q: Dense,
+    to_k: Dense,
+    to_v: Dense,
+    to_out: Dense,
     heads: usize,
 }
 
@@ -201,18 +407,12 @@ impl Attention {
         } else {
             ["to_q", "to_k", "to_v", "to_out.0"]
         };
-        let make = |input: usize, name: &str| {
-            if qkv_bias {
-                candle_nn::linear(input, inner, vb.pp(name))
-            } else {
-                candle_nn::linear_no_bias(input, inner, vb.pp(name))
-            }
-        };
+        let make = |input: usize, name: &str| Dense::load(input, inner, qkv_bias, vb.pp(name));
         Ok(Self {
             to_q: make(query_dim, names[0])?,
             to_k: make(context_dim, names[1])?,
             to_v: make(context_dim, names[2])?,
-            to_out: candle_nn::linear(inner, query_dim, vb.pp(names[3]))?,
+            to_out: Dense::load(inner, query_dim, true, vb.pp(names[3]))?,
             heads,
         })
     }

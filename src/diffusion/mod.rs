@@ -8,6 +8,8 @@ pub mod attention;
 pub mod clip;
 pub mod device;
 pub mod error;
+pub mod inplace;
+pub mod kernels;
 pub mod layers;
 pub mod lora;
 pub mod pipeline;

@@ -6,11 +6,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
 use serde::Deserialize;
 
 use super::error::{DiffusionError, Result, read_json};
-use super::layers::{Attention, Downsample, ResnetBlock, ResnetShape, Upsample, conv_same};
+use super::layers::{
+    Attention, Conv, Downsample, GroupNorm, ResnetBlock, ResnetShape, Upsample, conv_same, conv2d,
+    group_norm,
+};
 use super::weights::{component_weights, mmap_var_builder, safetensors_bytes};
 use crate::models::cache::{ByteSize, LazyPart};
 
@@ -105,12 +108,8 @@ impl MidBlock {
         };
         let attention = if config.mid_block_add_attention {
             let attn = vb.pp("attentions.0");
-            let norm = candle_nn::group_norm(
-                config.norm_num_groups,
-                channels,
-                VAE_EPS,
-                attn.pp("group_norm"),
-            )?;
+            let norm =
+                group_norm(config.norm_num_groups, channels, VAE_EPS, attn.pp("group_norm"))?;
             Some((norm, Attention::new(channels, channels, 1, channels, true, attn)?))
         } else {
             None
@@ -165,12 +164,12 @@ impl LatentDistribution {
 /// The encoder half of an [`AutoencoderKl`] (only img2img needs it), built on first use.
 #[derive(Debug, Clone)]
 pub struct VaeEncoder {
-    conv_in: Conv2d,
+    conv_in: Conv,
     levels: Vec<Level>,
     mid: MidBlock,
     norm_out: GroupNorm,
-    conv_out: Conv2d,
-    quant_conv: Option<Conv2d>,
+    conv_out: Conv,
+    quant_conv: Option<Conv>,
     latent_channels: usize,
     dtype: DType,
     /// Bytes of its tensors (from the weights headers).
@@ -199,8 +198,8 @@ fn resnet_shape(config: &VaeConfig, in_channels: usize, out_channels: usize) -> 
     }
 }
 
-fn one_by_one(channels_in: usize, channels_out: usize, vb: VarBuilder) -> Result<Conv2d> {
-    Ok(candle_nn::conv2d(channels_in, channels_out, 1, Conv2dConfig::default(), vb)?)
+fn one_by_one(channels_in: usize, channels_out: usize, vb: VarBuilder) -> Result<Conv> {
+    Ok(conv2d(channels_in, channels_out, 1, Conv2dConfig::default(), vb)?)
 }
 
 fn top_channels(config: &VaeConfig) -> Result<usize> {
@@ -247,7 +246,7 @@ impl VaeEncoder {
             conv_in: conv_same(config.in_channels, channels[0], 3, encoder.pp("conv_in"))?,
             levels: encoder_levels,
             mid: MidBlock::new(top, config, encoder.pp("mid_block"))?,
-            norm_out: candle_nn::group_norm(
+            norm_out: group_norm(
                 config.norm_num_groups,
                 top,
                 VAE_EPS,
@@ -280,7 +279,7 @@ impl VaeEncoder {
             }
         }
         hidden = self.mid.forward(&hidden)?;
-        hidden = candle_nn::ops::silu(&self.norm_out.forward(&hidden)?)?;
+        hidden = self.norm_out.forward_silu(&hidden)?;
         hidden = self.conv_out.forward(&hidden)?;
         if let Some(conv) = &self.quant_conv {
             hidden = conv.forward(&hidden)?;
@@ -301,12 +300,12 @@ pub struct AutoencoderKl {
     weights: VarBuilder<'static>,
     /// Bytes the encoder's tensors will hold once built.
     encoder_bytes: u64,
-    post_quant_conv: Option<Conv2d>,
-    decoder_conv_in: Conv2d,
+    post_quant_conv: Option<Conv>,
+    decoder_conv_in: Conv,
     decoder_mid: MidBlock,
     decoder_levels: Vec<Level>,
     decoder_norm_out: GroupNorm,
-    decoder_conv_out: Conv2d,
+    decoder_conv_out: Conv,
     config: VaeConfig,
     dtype: DType,
 }
@@ -396,7 +395,7 @@ impl AutoencoderKl {
             decoder_conv_in: conv_same(latent, top, 3, decoder.pp("conv_in"))?,
             decoder_mid: MidBlock::new(top, &config, decoder.pp("mid_block"))?,
             decoder_levels,
-            decoder_norm_out: candle_nn::group_norm(
+            decoder_norm_out: group_norm(
                 groups,
                 channels[0],
                 VAE_EPS,
@@ -473,7 +472,7 @@ impl AutoencoderKl {
                 hidden = upsample.forward(&hidden, None)?;
             }
         }
-        hidden = candle_nn::ops::silu(&self.decoder_norm_out.forward(&hidden)?)?;
+        hidden = self.decoder_norm_out.forward_silu(&hidden)?;
         Ok(self.decoder_conv_out.forward(&hidden)?)
     }
 }

@@ -1,4 +1,5 @@
-//! Weights: `.safetensors` only, memory-mapped (the one audited `unsafe` of the crate), the
+//! Weights: `.safetensors` only, read tensor by tensor with positioned reads into the model's
+//! own buffers (LoRA files are memory-mapped: the one audited `unsafe` of the crate), the
 //! choice of file within a component folder (`*.fp16.safetensors` on GPU when present), and
 //! tensor byte counts read from the safetensors headers (what the model cache accounts).
 //!
@@ -8,8 +9,10 @@
 //! ([`super::single_file`]). A [`TensorPatch`] given at load sees every tensor on the way in
 //! (in the file's precision, after renaming), which is where LoRA deltas are merged.
 
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Shape, Tensor};
@@ -19,7 +22,7 @@ use serde_json::Value;
 
 use super::error::{DiffusionError, Result, read_json};
 use super::single_file::names::{NameMap, Transform};
-use crate::models::safetensors_header::SafetensorsHeader;
+use crate::models::safetensors_header::{SafetensorsHeader, read_header};
 use crate::models::weight_files::{WeightVariant, choose_weight_files};
 
 /// A change made to tensors as a component loads them: given the model's name for the tensor
@@ -66,8 +69,8 @@ impl ComponentWeights {
         }
     }
 
-    /// A `VarBuilder` over these tensors (memory-mapped), converting to `dtype` on `device`,
-    /// each tensor passed through `patch` first when there is one.
+    /// A `VarBuilder` over these tensors (read as they are asked for), converting to `dtype`
+    /// on `device`, each tensor passed through `patch` first when there is one.
     ///
     /// # Errors
     /// Unreadable or malformed files.
@@ -80,13 +83,16 @@ impl ComponentWeights {
         match (self, patch) {
             (Self::Files(files), None) => mmap_var_builder(files, dtype, device),
             (Self::Files(files), Some(patch)) => {
-                let backend =
-                    MappedBackend { tensors: open_mmap(files)?, map: None, patch: Some(patch) };
+                let backend = MappedBackend {
+                    tensors: ReadSafetensors::open(files)?,
+                    map: None,
+                    patch: Some(patch),
+                };
                 Ok(VarBuilder::from_backend(Box::new(backend), dtype, device.clone()))
             }
             (Self::Mapped { file, map, .. }, patch) => {
                 let backend = MappedBackend {
-                    tensors: open_mmap(std::slice::from_ref(file))?,
+                    tensors: ReadSafetensors::open(std::slice::from_ref(file))?,
                     map: Some(Arc::clone(map)),
                     patch,
                 };
@@ -164,9 +170,127 @@ fn open_mmap(files: &[PathBuf]) -> Result<MmapedSafetensors> {
     })
 }
 
-/// Memory-mapped tensors, optionally renamed (`map`: model name → stored tensor) and patched.
+/// Safetensors files whose tensors are read one at a time, when the model asks for them, with
+/// a seek and one read straight into the tensor's buffer. Memory-mapping them instead (candle's
+/// `MmapedSafetensors`) made every weight exist twice while a model loaded (the mapped page
+/// and the tensor copied from it: 19 GiB of peak RSS for SDXL's 9.6 GiB f32 UNet) and faulted
+/// the file in 4 KiB at a time (34 s to load it from the page cache on the 2-vCPU bench machine).
+struct ReadSafetensors {
+    files: Vec<Mutex<fs_err::File>>,
+    /// Tensor name → (file index, absolute byte range, dtype, shape).
+    tensors: HashMap<String, StoredTensor>,
+}
+
+struct StoredTensor {
+    file: usize,
+    start: u64,
+    bytes: usize,
+    /// The stored dtype, or its name when candle has no such dtype.
+    dtype: std::result::Result<DType, String>,
+    shape: Vec<usize>,
+}
+
+impl ReadSafetensors {
+    /// Opens `files` and validates their headers (nothing else is read yet). A tensor name in
+    /// two shards is taken from the first, as candle's `MmapedSafetensors::multi` does.
+    fn open(files: &[PathBuf]) -> Result<Self> {
+        let mut opened = Vec::with_capacity(files.len());
+        let mut tensors = HashMap::new();
+        for (index, path) in files.iter().enumerate() {
+            if path.extension().and_then(|ext| ext.to_str()) != Some("safetensors") {
+                return Err(DiffusionError::config(
+                    "weights",
+                    "only .safetensors files are loaded",
+                    path,
+                ));
+            }
+            let header = read_header(path)?;
+            let file = fs_err::File::open(path).map_err(|err| {
+                DiffusionError::config("weights", err.to_string(), path.as_path())
+            })?;
+            let file_bytes = file
+                .metadata()
+                .map_err(|err| DiffusionError::config("weights", err.to_string(), path.as_path()))?
+                .len();
+            let data_start = file_bytes - header.data_bytes;
+            for (name, entry) in header.tensors {
+                let (begin, end) = entry.data_offsets;
+                let stored = StoredTensor {
+                    file: index,
+                    start: data_start + begin,
+                    bytes: usize::try_from(end - begin).unwrap_or(usize::MAX),
+                    // Checkpoints carry tensors no model reads (e.g. an I32 step counter):
+                    // refused only if one is asked for.
+                    dtype: safetensors_dtype(&entry.dtype).ok_or(entry.dtype),
+                    shape: entry
+                        .shape
+                        .iter()
+                        .map(|&dim| usize::try_from(dim).unwrap_or(usize::MAX))
+                        .collect(),
+                };
+                tensors.entry(name).or_insert(stored);
+            }
+            opened.push(Mutex::new(file));
+        }
+        Ok(Self { files: opened, tensors })
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// Reads tensor `name` in its stored dtype onto `device`.
+    fn load(&self, name: &str, device: &Device) -> candle_core::Result<Tensor> {
+        let Some(stored) = self.tensors.get(name) else {
+            return Err(candle_core::Error::CannotFindTensor { path: name.to_owned() });
+        };
+        let dtype = match &stored.dtype {
+            Ok(dtype) => *dtype,
+            Err(name_of_dtype) => {
+                return Err(candle_core::Error::Msg(format!(
+                    "tensor {name} has dtype {name_of_dtype}, which is not loaded"
+                )));
+            }
+        };
+        let read_error =
+            |err: std::io::Error| candle_core::Error::Msg(format!("reading tensor {name}: {err}"));
+        let mut file = self.files[stored.file]
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("a weights reader panicked".to_owned()))?;
+        file.seek(SeekFrom::Start(stored.start)).map_err(read_error)?;
+        let tensor = if dtype == DType::F32 {
+            // Straight into the f32 buffer the tensor keeps (no second copy).
+            let mut values = vec![0f32; stored.bytes / 4];
+            file.read_exact(bytemuck::cast_slice_mut(&mut values)).map_err(read_error)?;
+            Tensor::from_vec(values, stored.shape.as_slice(), &Device::Cpu)?
+        } else {
+            let mut bytes = vec![0u8; stored.bytes];
+            file.read_exact(&mut bytes).map_err(read_error)?;
+            Tensor::from_raw_buffer(&bytes, dtype, &stored.shape, &Device::Cpu)?
+        };
+        drop(file);
+        tensor.to_device(device)
+    }
+}
+
+/// candle's dtype for a safetensors dtype name (the ones model weights use).
+fn safetensors_dtype(name: &str) -> Option<DType> {
+    Some(match name {
+        "F32" => DType::F32,
+        "F16" => DType::F16,
+        "BF16" => DType::BF16,
+        "F64" => DType::F64,
+        "U8" | "BOOL" => DType::U8,
+        "U32" => DType::U32,
+        "I64" => DType::I64,
+        _ => return None,
+    })
+}
+
+/// Tensors read from safetensors files, optionally renamed (`map`: model name → stored tensor)
+/// and patched.
 struct MappedBackend {
-    tensors: MmapedSafetensors,
+    tensors: ReadSafetensors,
     map: Option<Arc<NameMap>>,
     patch: Option<Arc<dyn TensorPatch>>,
 }
@@ -234,7 +358,7 @@ impl SimpleBackend for MappedBackend {
     fn contains_tensor(&self, name: &str) -> bool {
         match &self.map {
             Some(map) => map.contains_key(name),
-            None => self.tensors.get(name).is_ok(),
+            None => self.tensors.contains(name),
         }
     }
 }
@@ -307,7 +431,8 @@ fn shards_from_index(folder: &Path, index_path: &Path) -> Result<Vec<PathBuf>> {
     Ok(shards)
 }
 
-/// A `VarBuilder` over memory-mapped safetensors files, converting to `dtype` on `device`.
+/// A `VarBuilder` over safetensors files (each tensor read when the model asks for it),
+/// converting to `dtype` on `device`.
 ///
 /// # Errors
 /// Unreadable or malformed files.
@@ -316,8 +441,8 @@ pub fn mmap_var_builder(
     dtype: DType,
     device: &Device,
 ) -> Result<VarBuilder<'static>> {
-    let tensors = open_mmap(files)?;
-    Ok(VarBuilder::from_backend(Box::new(tensors), dtype, device.clone()))
+    let backend = MappedBackend { tensors: ReadSafetensors::open(files)?, map: None, patch: None };
+    Ok(VarBuilder::from_backend(Box::new(backend), dtype, device.clone()))
 }
 
 /// Bytes of the tensors in safetensors `files` once loaded as `dtype` (read from the headers:

@@ -1,0 +1,864 @@
+//! 2-D convolution as a blocked im2col feeding a register-tiled micro-kernel.
+//!
+//! The output of one image is a matrix `out[co][p]` (`p` = output position, row-major over the
+//! output plane), the product of the weights `W[co][k]` (`k` = `ci`·`kh`·`kw` + `ky`·`kw` + `kx`)
+//! and the im2col matrix `col[k][p]`. That matrix is never built whole: each task takes a block of
+//! up to `mc` output positions and, `kc` rows of `k` at a time, packs that slice of `col` into
+//! panels of `mr` positions (the micro-kernel's vector width times its vector count), then runs the
+//! micro-kernel over every pair (panel of `mr` positions, panel of [`NR`] output channels). The
+//! weights are packed once, at load, into panels of [`NR`] output channels with `k` outermost, so a
+//! micro-kernel streams both operands contiguously. The bias initialises the accumulators of the
+//! first `kc` slice, so no pass over the output adds it afterwards.
+//!
+//! Parallelism: rayon tasks over (image, block of positions, range of output-channel panels);
+//! each task writes a disjoint rectangle of the output.
+
+use rayon::prelude::*;
+
+use crate::isa::{self, Isa};
+use crate::{Result, bail};
+
+/// Output channels per micro-kernel tile (and per packed weight panel).
+pub const NR: usize = 6;
+/// The widest micro-kernel tile in positions (AVX-512: 4 vectors of 16).
+const MR_MAX: usize = 64;
+
+/// A convolution's geometry: square stride and padding on both axes, no dilation, one group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dShape {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Kernel height.
+    pub kernel_h: usize,
+    /// Kernel width.
+    pub kernel_w: usize,
+    /// Stride (both axes).
+    pub stride: usize,
+    /// Zero padding (each side, both axes).
+    pub padding: usize,
+}
+
+impl Conv2dShape {
+    /// Output (height, width) for an input of `height`×`width`.
+    ///
+    /// # Errors
+    /// A zero stride or kernel, or a padded input smaller than the kernel.
+    pub fn output_size(&self, height: usize, width: usize) -> Result<(usize, usize)> {
+        if self.stride == 0 || self.kernel_h == 0 || self.kernel_w == 0 {
+            return bail(format!("conv2d: stride and kernel must be positive, got {self:?}"));
+        }
+        let padded_h = height + 2 * self.padding;
+        let padded_w = width + 2 * self.padding;
+        if padded_h < self.kernel_h || padded_w < self.kernel_w {
+            return bail(format!(
+                "conv2d: input {height}x{width} with padding {} is smaller than the {}x{} kernel",
+                self.padding, self.kernel_h, self.kernel_w
+            ));
+        }
+        Ok((
+            (padded_h - self.kernel_h) / self.stride + 1,
+            (padded_w - self.kernel_w) / self.stride + 1,
+        ))
+    }
+
+    /// The reduction length `in_channels`·`kernel_h`·`kernel_w`.
+    pub fn reduction(&self) -> usize {
+        self.in_channels * self.kernel_h * self.kernel_w
+    }
+
+    /// Multiply-adds ×2 for one forward pass over `batch` images of `height`×`width`.
+    ///
+    /// # Errors
+    /// As [`Conv2dShape::output_size`].
+    pub fn flops(&self, batch: usize, height: usize, width: usize) -> Result<f64> {
+        let (oh, ow) = self.output_size(height, width)?;
+        Ok(2.0 * (batch * self.out_channels * oh * ow) as f64 * self.reduction() as f64)
+    }
+}
+
+/// Cache blocking of [`PackedConv2d::forward`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Blocking {
+    /// Output positions per task (rounded up to the micro-kernel's width).
+    pub mc: usize,
+    /// Reduction rows packed at a time.
+    pub kc: usize,
+}
+
+impl Default for Blocking {
+    fn default() -> Self {
+        Blocking { mc: 256, kc: 256 }
+    }
+}
+
+/// A convolution with its weights packed for the micro-kernels (done once, at load).
+#[derive(Debug, Clone)]
+pub struct PackedConv2d {
+    shape: Conv2dShape,
+    /// `[panel][k][NR]`: output channel `panel·NR + r`, zero rows past `out_channels`.
+    panels: Vec<f32>,
+    /// Padded to whole panels; zeros without a bias.
+    bias: Vec<f32>,
+    has_bias: bool,
+    blocking: Blocking,
+}
+
+impl PackedConv2d {
+    /// Packs `weight` (`[out][in][kh][kw]`, torch's and candle's layout) and `bias` (`[out]`).
+    ///
+    /// # Errors
+    /// Lengths that do not match `shape`, or an empty shape.
+    pub fn new(shape: Conv2dShape, weight: &[f32], bias: Option<&[f32]>) -> Result<Self> {
+        let k = shape.reduction();
+        if k == 0 || shape.out_channels == 0 || shape.stride == 0 {
+            return bail(format!("conv2d: empty shape {shape:?}"));
+        }
+        if weight.len() != shape.out_channels * k {
+            return bail(format!(
+                "conv2d: weight has {} values, shape {shape:?} needs {}",
+                weight.len(),
+                shape.out_channels * k
+            ));
+        }
+        if let Some(bias) = bias
+            && bias.len() != shape.out_channels
+        {
+            return bail(format!(
+                "conv2d: bias has {} values, {} output channels",
+                bias.len(),
+                shape.out_channels
+            ));
+        }
+        let panel_count = shape.out_channels.div_ceil(NR);
+        let mut panels = vec![0f32; panel_count * k * NR];
+        panels.par_chunks_mut(k * NR).enumerate().for_each(|(panel, dst)| {
+            for r in 0..NR {
+                let co = panel * NR + r;
+                if co >= shape.out_channels {
+                    break;
+                }
+                for (kk, &value) in weight[co * k..(co + 1) * k].iter().enumerate() {
+                    dst[kk * NR + r] = value;
+                }
+            }
+        });
+        let mut padded_bias = vec![0f32; panel_count * NR];
+        if let Some(bias) = bias {
+            padded_bias[..shape.out_channels].copy_from_slice(bias);
+        }
+        Ok(Self {
+            shape,
+            panels,
+            bias: padded_bias,
+            has_bias: bias.is_some(),
+            blocking: Blocking::default(),
+        })
+    }
+
+    /// The geometry.
+    pub fn shape(&self) -> Conv2dShape {
+        self.shape
+    }
+
+    /// Changes the cache blocking (benchmarks; results do not change beyond rounding).
+    #[must_use]
+    pub fn with_blocking(mut self, blocking: Blocking) -> Self {
+        self.blocking = Blocking { mc: blocking.mc.max(1), kc: blocking.kc.max(1) };
+        self
+    }
+
+    /// The weights back in `[out][in][kh][kw]` layout.
+    pub fn weight(&self) -> Vec<f32> {
+        let k = self.shape.reduction();
+        let mut weight = vec![0f32; self.shape.out_channels * k];
+        for (co, row) in weight.chunks_exact_mut(k).enumerate() {
+            let panel = &self.panels[(co / NR) * k * NR..][..k * NR];
+            for (kk, value) in row.iter_mut().enumerate() {
+                *value = panel[kk * NR + co % NR];
+            }
+        }
+        weight
+    }
+
+    /// The bias, if the convolution has one.
+    pub fn bias(&self) -> Option<&[f32]> {
+        self.has_bias.then(|| &self.bias[..self.shape.out_channels])
+    }
+
+    /// Convolves `batch` images (`[batch][in][height][width]`), returning
+    /// `[batch][out][oh][ow]` and (oh, ow).
+    ///
+    /// # Errors
+    /// An input length that does not match, or an input smaller than the kernel.
+    pub fn forward(
+        &self,
+        input: &[f32],
+        batch: usize,
+        height: usize,
+        width: usize,
+    ) -> Result<(Vec<f32>, (usize, usize))> {
+        let (oh, ow) = self.shape.output_size(height, width)?;
+        let mut out = vec![0f32; batch * self.shape.out_channels * oh * ow];
+        self.forward_into(input, batch, height, width, &mut out)?;
+        Ok((out, (oh, ow)))
+    }
+
+    /// As [`PackedConv2d::forward`], into `out` (`[batch][out][oh][ow]`, overwritten).
+    ///
+    /// # Errors
+    /// Lengths that do not match, or an input smaller than the kernel.
+    pub fn forward_into(
+        &self,
+        input: &[f32],
+        batch: usize,
+        height: usize,
+        width: usize,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let shape = self.shape;
+        let (oh, ow) = shape.output_size(height, width)?;
+        let plane_in = shape.in_channels * height * width;
+        if input.len() != batch * plane_in {
+            return bail(format!(
+                "conv2d: input has {} values, expected {batch}x{}x{height}x{width}",
+                input.len(),
+                shape.in_channels
+            ));
+        }
+        let positions = oh * ow;
+        if out.len() != batch * shape.out_channels * positions {
+            return bail(format!(
+                "conv2d: output has {} values, expected {batch}x{}x{oh}x{ow}",
+                out.len(),
+                shape.out_channels
+            ));
+        }
+        if positions == 0 || batch == 0 {
+            return Ok(());
+        }
+        let isa = isa::current();
+        let mr = micro_width(isa);
+        let k = shape.reduction();
+        let mc = self.blocking.mc.min(positions).div_ceil(mr) * mr;
+        let kc = self.blocking.kc.min(k);
+        let position_blocks = positions.div_ceil(mc);
+        let panel_count = shape.out_channels.div_ceil(NR);
+        // Enough tasks for every thread (4 each, for balance), splitting the output channels
+        // when the images are small; a task keeps at least 8 panels (48 channels).
+        let wanted = 4 * rayon::current_num_threads();
+        let base = batch * position_blocks;
+        let chunks =
+            if base >= wanted { 1 } else { wanted.div_ceil(base).min(panel_count.div_ceil(8)) };
+        let per_chunk = panel_count.div_ceil(chunks.max(1));
+        let chunks = panel_count.div_ceil(per_chunk);
+        let tasks = batch * position_blocks * chunks;
+        let geometry = Geometry { shape, height, width, out_w: ow, k, mr, kc };
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        (0..tasks).into_par_iter().for_each_init(
+            || PackBuffers::new(kc, mc),
+            |buffers, task| {
+                let chunk = task % chunks;
+                let block = (task / chunks) % position_blocks;
+                let image = task / (chunks * position_blocks);
+                let p0 = block * mc;
+                let panel_range = chunk * per_chunk..((chunk + 1) * per_chunk).min(panel_count);
+                let out_image = out_ptr.offset(image * shape.out_channels * positions);
+                self.run_task(
+                    isa,
+                    &geometry,
+                    &input[image * plane_in..][..plane_in],
+                    p0,
+                    (positions - p0).min(mc),
+                    panel_range,
+                    out_image,
+                    positions,
+                    buffers,
+                );
+            },
+        );
+        Ok(())
+    }
+
+    /// One task: positions `p0..p0 + count` of one image, output-channel panels `panels`.
+    fn run_task(
+        &self,
+        isa: Isa,
+        geometry: &Geometry,
+        image: &[f32],
+        p0: usize,
+        count: usize,
+        panels: std::ops::Range<usize>,
+        out: SendPtr,
+        ldc: usize,
+        buffers: &mut PackBuffers,
+    ) {
+        let Geometry { k, mr, kc, .. } = *geometry;
+        let out_channels = self.shape.out_channels;
+        let position_panels = count.div_ceil(mr);
+        let mut k0 = 0;
+        while k0 < k {
+            let kcv = kc.min(k - k0);
+            pack_block(geometry, image, p0, count, k0, kcv, buffers);
+            let packed = buffers.packed();
+            for panel in panels.clone() {
+                let weights = &self.panels[(panel * k + k0) * NR..][..kcv * NR];
+                let bias = &self.bias[panel * NR..][..NR];
+                let rows = NR.min(out_channels - panel * NR);
+                for ir in 0..position_panels {
+                    let cols = mr.min(count - ir * mr);
+                    let a = &packed[ir * kcv * mr..][..kcv * mr];
+                    let c = out.offset(panel * NR * ldc + p0 + ir * mr);
+                    let tile = Tile { rows, cols, ldc, first: k0 == 0 };
+                    // SAFETY: `c` points into this task's rectangle of the output: rows
+                    // `panel·NR..+rows` (< out_channels) at stride `ldc` (the plane size), columns
+                    // `p0 + ir·mr..+cols` (≤ p0 + count ≤ the plane size); no other task writes
+                    // there, and `out` outlives the parallel loop.
+                    unsafe { tile_product(isa, mr, kcv, a, weights, bias, c.0, tile) };
+                }
+            }
+            k0 += kcv;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    shape: Conv2dShape,
+    height: usize,
+    width: usize,
+    out_w: usize,
+    k: usize,
+    mr: usize,
+    kc: usize,
+}
+
+/// Micro-kernel width in positions for `isa`.
+fn micro_width(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512 => 64,
+        Isa::Avx2 | Isa::Portable => 16,
+    }
+}
+
+/// The output pointer shared by the tasks (each writes its own rectangle).
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+
+// SAFETY: the tasks write disjoint parts of the buffer behind the pointer (see `run_task`), which
+// outlives them; the pointer is only an address until then.
+unsafe impl Send for SendPtr {}
+// SAFETY: as for Send.
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    fn offset(self, elements: usize) -> SendPtr {
+        SendPtr(self.0.wrapping_add(elements))
+    }
+}
+
+/// A task's packing buffers: the panels (64-byte aligned) and one im2col row.
+struct PackBuffers {
+    storage: Vec<f32>,
+    start: usize,
+    len: usize,
+    row: Vec<f32>,
+}
+
+impl PackBuffers {
+    fn new(kc: usize, mc: usize) -> Self {
+        let len = kc * mc;
+        let storage = vec![0f32; len + 16];
+        let start = storage.as_ptr().align_offset(64).min(16);
+        PackBuffers { storage, start, len, row: vec![0f32; mc] }
+    }
+
+    fn packed(&self) -> &[f32] {
+        &self.storage[self.start..][..self.len]
+    }
+}
+
+/// Packs `col[k0..k0+kcv][p0..p0+count]` into panels `[count/mr][kcv][mr]` (zeros past `count`).
+fn pack_block(
+    geometry: &Geometry,
+    image: &[f32],
+    p0: usize,
+    count: usize,
+    k0: usize,
+    kcv: usize,
+    buffers: &mut PackBuffers,
+) {
+    let Geometry { shape, height, width, out_w, mr, .. } = *geometry;
+    let panels = count.div_ceil(mr);
+    let row = &mut buffers.row;
+    row[count..].fill(0.0);
+    let packed = &mut buffers.storage[buffers.start..][..panels * kcv * mr];
+    let taps = shape.kernel_h * shape.kernel_w;
+    let plane = height * width;
+    let pointwise = taps == 1 && shape.stride == 1 && shape.padding == 0;
+    for kk in 0..kcv {
+        let k = k0 + kk;
+        let ci = k / taps;
+        let ky = (k % taps) / shape.kernel_w;
+        let kx = k % shape.kernel_w;
+        let source = &image[ci * plane..][..plane];
+        if pointwise {
+            row[..count].copy_from_slice(&source[p0..p0 + count]);
+        } else {
+            fill_row(&mut row[..count], source, shape, height, width, out_w, p0, ky, kx);
+        }
+        for panel in 0..panels {
+            packed[(panel * kcv + kk) * mr..][..mr].copy_from_slice(&row[panel * mr..][..mr]);
+        }
+    }
+}
+
+/// One im2col row: the input tap (`ky`, `kx`) of channel plane `source` for output positions
+/// `p0..p0 + row.len()`.
+fn fill_row(
+    row: &mut [f32],
+    source: &[f32],
+    shape: Conv2dShape,
+    height: usize,
+    width: usize,
+    out_w: usize,
+    p0: usize,
+    ky: usize,
+    kx: usize,
+) {
+    let stride = shape.stride;
+    let pad = shape.padding;
+    let mut j = 0;
+    while j < row.len() {
+        let p = p0 + j;
+        let oy = p / out_w;
+        let ox0 = p % out_w;
+        let run = (out_w - ox0).min(row.len() - j);
+        let dst = &mut row[j..j + run];
+        j += run;
+        // Input row iy = oy·stride + ky − pad, in range?
+        let iy = oy * stride + ky;
+        if iy < pad || iy - pad >= height {
+            dst.fill(0.0);
+            continue;
+        }
+        let src = &source[(iy - pad) * width..][..width];
+        if stride == 1 {
+            // ix = ox + kx − pad is in range for ox in [lo, hi).
+            let lo = pad.saturating_sub(kx);
+            let hi = (width + pad).saturating_sub(kx).min(out_w);
+            let a = lo.clamp(ox0, ox0 + run);
+            let b = hi.clamp(a, ox0 + run);
+            dst[..a - ox0].fill(0.0);
+            if b > a {
+                // a ≥ lo, so a + kx ≥ pad; b ≤ hi, so b + kx − pad ≤ width.
+                dst[a - ox0..b - ox0].copy_from_slice(&src[a + kx - pad..b + kx - pad]);
+            }
+            dst[b - ox0..].fill(0.0);
+        } else {
+            for (i, value) in dst.iter_mut().enumerate() {
+                let ix = (ox0 + i) * stride + kx;
+                *value = if ix < pad || ix - pad >= width { 0.0 } else { src[ix - pad] };
+            }
+        }
+    }
+}
+
+/// Where one micro-kernel tile goes.
+#[derive(Debug, Clone, Copy)]
+struct Tile {
+    /// Valid output channels (≤ NR).
+    rows: usize,
+    /// Valid positions (≤ mr).
+    cols: usize,
+    /// Output row stride.
+    ldc: usize,
+    /// First `kc` slice: start from the bias, not from `c`.
+    first: bool,
+}
+
+/// `c[r][p] (+)= Σ_k a[k][p]·b[k][r]` for one tile, through a staging buffer at the edges.
+///
+/// # Safety
+/// `c` must be valid for reads and writes of `tile.rows` rows of `tile.cols` values at stride
+/// `tile.ldc`; `a` holds `kc·mr` values, `b` `kc·NR`, `bias` `NR`, and `isa` is supported.
+unsafe fn tile_product(
+    isa: Isa,
+    mr: usize,
+    kc: usize,
+    a: &[f32],
+    b: &[f32],
+    bias: &[f32],
+    c: *mut f32,
+    tile: Tile,
+) {
+    debug_assert!(a.len() >= kc * mr && b.len() >= kc * NR && bias.len() >= NR);
+    let bias_ptr = if tile.first { bias.as_ptr() } else { std::ptr::null() };
+    if tile.rows == NR && tile.cols == mr {
+        // SAFETY: a whole tile, valid per this function's contract.
+        unsafe { micro_kernel(isa, kc, a.as_ptr(), b.as_ptr(), c, tile.ldc, bias_ptr) };
+        return;
+    }
+    let mut staging = [0f32; NR * MR_MAX];
+    if !tile.first {
+        for r in 0..tile.rows {
+            // SAFETY: row r < rows, `cols` values, per the contract.
+            let src = unsafe { std::slice::from_raw_parts(c.add(r * tile.ldc), tile.cols) };
+            staging[r * mr..][..tile.cols].copy_from_slice(src);
+        }
+    }
+    // SAFETY: the staging buffer holds a whole NR×mr tile at stride mr.
+    unsafe { micro_kernel(isa, kc, a.as_ptr(), b.as_ptr(), staging.as_mut_ptr(), mr, bias_ptr) };
+    for r in 0..tile.rows {
+        // SAFETY: as above.
+        let dst = unsafe { std::slice::from_raw_parts_mut(c.add(r * tile.ldc), tile.cols) };
+        dst.copy_from_slice(&staging[r * mr..][..tile.cols]);
+    }
+}
+
+/// The NR×mr register tile for `isa`.
+///
+/// # Safety
+/// `c` valid for NR rows of `micro_width(isa)` values at stride `ldc`; `a` for `kc·mr`, `b` for
+/// `kc·NR`, `bias` null or `NR` values; `isa` supported by this CPU.
+unsafe fn micro_kernel(
+    isa: Isa,
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    bias: *const f32,
+) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            // SAFETY: forwarded contract; AVX-512F is present (`isa`).
+            unsafe { x86::kernel_avx512(kc, a, b, c, ldc, bias) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            // SAFETY: forwarded contract; AVX2 and FMA are present (`isa`).
+            unsafe { x86::kernel_avx2(kc, a, b, c, ldc, bias) }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Isa::Avx512 | Isa::Avx2 => {
+            // SAFETY: forwarded contract.
+            unsafe { kernel_portable(kc, a, b, c, ldc, bias) }
+        }
+        Isa::Portable => {
+            // SAFETY: forwarded contract.
+            unsafe { kernel_portable(kc, a, b, c, ldc, bias) }
+        }
+    }
+}
+
+/// Portable 6×16 tile.
+///
+/// # Safety
+/// As [`micro_kernel`] with mr = 16.
+unsafe fn kernel_portable(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    bias: *const f32,
+) {
+    const MR: usize = 16;
+    // SAFETY: the pointers cover the extents in the contract.
+    let (a, b) =
+        unsafe { (std::slice::from_raw_parts(a, kc * MR), std::slice::from_raw_parts(b, kc * NR)) };
+    let mut acc = [[0f32; MR]; NR];
+    for (r, row) in acc.iter_mut().enumerate() {
+        if bias.is_null() {
+            // SAFETY: row r of the tile, per the contract.
+            row.copy_from_slice(unsafe { std::slice::from_raw_parts(c.add(r * ldc), MR) });
+        } else {
+            // SAFETY: NR bias values.
+            row.fill(unsafe { *bias.add(r) });
+        }
+    }
+    for (av, bv) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
+        for (row, &weight) in acc.iter_mut().zip(bv) {
+            for (sum, &x) in row.iter_mut().zip(av) {
+                *sum += x * weight;
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        // SAFETY: row r of the tile.
+        unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), MR) }.copy_from_slice(row);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::{
+        __m256, __m512, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_storeu_ps,
+        _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_storeu_ps,
+    };
+
+    use super::NR;
+
+    /// 6 channels × 64 positions (4 zmm per channel: 24 accumulators).
+    ///
+    /// # Safety
+    /// As `micro_kernel` with mr = 64, on a CPU with AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn kernel_avx512(
+        kc: usize,
+        mut a: *const f32,
+        mut b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        bias: *const f32,
+    ) {
+        // SAFETY: every access stays in the extents of the contract (kc·64 of `a`, kc·NR of
+        // `b`, NR rows of 64 at stride ldc of `c`, NR of `bias`).
+        unsafe {
+            let mut acc: [[__m512; 4]; NR] = [[_mm512_set1_ps(0.0); 4]; NR];
+            for (r, row) in acc.iter_mut().enumerate() {
+                for (v, sum) in row.iter_mut().enumerate() {
+                    *sum = if bias.is_null() {
+                        _mm512_loadu_ps(c.add(r * ldc + v * 16))
+                    } else {
+                        _mm512_set1_ps(*bias.add(r))
+                    };
+                }
+            }
+            for _ in 0..kc {
+                let x = [
+                    _mm512_loadu_ps(a),
+                    _mm512_loadu_ps(a.add(16)),
+                    _mm512_loadu_ps(a.add(32)),
+                    _mm512_loadu_ps(a.add(48)),
+                ];
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let weight = _mm512_set1_ps(*b.add(r));
+                    for (sum, &xv) in row.iter_mut().zip(&x) {
+                        *sum = _mm512_fmadd_ps(xv, weight, *sum);
+                    }
+                }
+                a = a.add(64);
+                b = b.add(NR);
+            }
+            for (r, row) in acc.iter().enumerate() {
+                for (v, sum) in row.iter().enumerate() {
+                    _mm512_storeu_ps(c.add(r * ldc + v * 16), *sum);
+                }
+            }
+        }
+    }
+
+    /// 6 channels × 16 positions (2 ymm per channel: 12 accumulators).
+    ///
+    /// # Safety
+    /// As `micro_kernel` with mr = 16, on a CPU with AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn kernel_avx2(
+        kc: usize,
+        mut a: *const f32,
+        mut b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        bias: *const f32,
+    ) {
+        // SAFETY: as in `kernel_avx512`, with 16 positions.
+        unsafe {
+            let mut acc: [[__m256; 2]; NR] = [[_mm256_set1_ps(0.0); 2]; NR];
+            for (r, row) in acc.iter_mut().enumerate() {
+                for (v, sum) in row.iter_mut().enumerate() {
+                    *sum = if bias.is_null() {
+                        _mm256_loadu_ps(c.add(r * ldc + v * 8))
+                    } else {
+                        _mm256_set1_ps(*bias.add(r))
+                    };
+                }
+            }
+            for _ in 0..kc {
+                let x = [_mm256_loadu_ps(a), _mm256_loadu_ps(a.add(8))];
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let weight = _mm256_set1_ps(*b.add(r));
+                    for (sum, &xv) in row.iter_mut().zip(&x) {
+                        *sum = _mm256_fmadd_ps(xv, weight, *sum);
+                    }
+                }
+                a = a.add(16);
+                b = b.add(NR);
+            }
+            for (r, row) in acc.iter().enumerate() {
+                for (v, sum) in row.iter().enumerate() {
+                    _mm256_storeu_ps(c.add(r * ldc + v * 8), *sum);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::isa::set_avx512_allowed;
+
+    /// Deterministic values in [−1, 1).
+    fn values(count: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..count)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                #[allow(clippy::cast_possible_truncation, reason = "24 random bits")]
+                let bits = (state >> 40) as u32;
+                bits as f32 / 8_388_608.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The definition, in f64.
+    fn reference(
+        shape: Conv2dShape,
+        input: &[f32],
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        batch: usize,
+        height: usize,
+        width: usize,
+    ) -> Vec<f32> {
+        let (oh, ow) = shape.output_size(height, width).unwrap();
+        let (kh, kw, ci_n) = (shape.kernel_h, shape.kernel_w, shape.in_channels);
+        let mut out = Vec::with_capacity(batch * shape.out_channels * oh * ow);
+        for b in 0..batch {
+            for co in 0..shape.out_channels {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut sum = bias.map_or(0.0, |bias| f64::from(bias[co]));
+                        for ci in 0..ci_n {
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let iy = (oy * shape.stride + ky).checked_sub(shape.padding);
+                                    let ix = (ox * shape.stride + kx).checked_sub(shape.padding);
+                                    let (Some(iy), Some(ix)) = (iy, ix) else { continue };
+                                    if iy >= height || ix >= width {
+                                        continue;
+                                    }
+                                    let x = input[((b * ci_n + ci) * height + iy) * width + ix];
+                                    let w = weight[((co * ci_n + ci) * kh + ky) * kw + kx];
+                                    sum += f64::from(x) * f64::from(w);
+                                }
+                            }
+                        }
+                        #[allow(clippy::cast_possible_truncation, reason = "test reference")]
+                        out.push(sum as f32);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn check(shape: Conv2dShape, batch: usize, height: usize, width: usize, with_bias: bool) {
+        let input = values(batch * shape.in_channels * height * width, 1);
+        let weight = values(shape.out_channels * shape.reduction(), 2);
+        let bias = with_bias.then(|| values(shape.out_channels, 3));
+        let expected = reference(shape, &input, &weight, bias.as_deref(), batch, height, width);
+        // Small blocks too, so that several kc slices, position blocks and edge tiles occur.
+        for blocking in [Blocking::default(), Blocking { mc: 40, kc: 7 }] {
+            let conv =
+                PackedConv2d::new(shape, &weight, bias.as_deref()).unwrap().with_blocking(blocking);
+            let (got, (oh, ow)) = conv.forward(&input, batch, height, width).unwrap();
+            assert_eq!((oh, ow), shape.output_size(height, width).unwrap());
+            assert_eq!(got.len(), expected.len());
+            let tolerance = 1e-5 * (shape.reduction() as f32).sqrt();
+            for (i, (&g, &e)) in got.iter().zip(&expected).enumerate() {
+                assert!(
+                    (g - e).abs() <= tolerance * (1.0 + e.abs()),
+                    "{shape:?} b{batch} {height}x{width} {blocking:?} isa {}: out[{i}] = {g}, expected {e}",
+                    isa::current().name()
+                );
+            }
+        }
+    }
+
+    fn shape(cin: usize, cout: usize, kernel: usize, stride: usize, padding: usize) -> Conv2dShape {
+        Conv2dShape {
+            in_channels: cin,
+            out_channels: cout,
+            kernel_h: kernel,
+            kernel_w: kernel,
+            stride,
+            padding,
+        }
+    }
+
+    /// Every case on every instruction set this CPU has (AVX-512, then AVX2, through the switch).
+    fn on_each_isa(cases: impl Fn()) {
+        cases();
+        if Isa::detect() == Isa::Avx512 {
+            set_avx512_allowed(false);
+            cases();
+            set_avx512_allowed(true);
+        }
+    }
+
+    #[test]
+    fn three_by_three_same_padding_odd_sizes() {
+        on_each_isa(|| {
+            check(shape(3, 5, 3, 1, 1), 1, 7, 9, true);
+            check(shape(13, 17, 3, 1, 1), 2, 11, 5, true);
+            check(shape(4, 320, 3, 1, 1), 1, 9, 8, true);
+            check(shape(20, 7, 3, 1, 1), 3, 1, 1, false);
+        });
+    }
+
+    #[test]
+    fn stride_two() {
+        on_each_isa(|| {
+            check(shape(6, 10, 3, 2, 1), 2, 9, 7, true);
+            check(shape(5, 8, 3, 2, 1), 1, 16, 16, true);
+            // The VAE encoder's downsample: padding 0 (the caller pads right and bottom).
+            check(shape(7, 7, 3, 2, 0), 1, 11, 12, true);
+        });
+    }
+
+    #[test]
+    fn pointwise_and_other_kernels() {
+        on_each_isa(|| {
+            check(shape(9, 13, 1, 1, 0), 2, 5, 7, true);
+            check(shape(4, 3, 1, 1, 0), 1, 1, 67, false);
+            check(shape(5, 6, 1, 2, 0), 1, 6, 5, true);
+            check(shape(3, 4, 5, 1, 2), 1, 6, 9, true);
+            check(shape(2, 3, 2, 1, 0), 1, 4, 4, false);
+        });
+    }
+
+    #[test]
+    fn sdxl_like_channels_batch_two() {
+        on_each_isa(|| {
+            check(shape(64, 70, 3, 1, 1), 2, 12, 12, true);
+            check(shape(96, 48, 1, 1, 0), 2, 10, 10, true);
+        });
+    }
+
+    #[test]
+    fn weights_round_trip_and_errors() {
+        let s = shape(3, 8, 3, 1, 1);
+        let weight = values(8 * 27, 5);
+        let bias = values(8, 6);
+        let conv = PackedConv2d::new(s, &weight, Some(&bias)).unwrap();
+        assert_eq!(conv.weight(), weight);
+        assert_eq!(conv.bias(), Some(&bias[..]));
+        assert!(PackedConv2d::new(s, &weight[1..], None).unwrap_err().0.contains("weight has"));
+        assert!(
+            PackedConv2d::new(s, &weight, Some(&bias[1..])).unwrap_err().0.contains("bias has")
+        );
+        let no_bias = PackedConv2d::new(s, &weight, None).unwrap();
+        assert_eq!(no_bias.bias(), None);
+        assert!(no_bias.forward(&[0.0; 10], 1, 3, 3).unwrap_err().0.contains("input has"));
+        let big = shape(1, 1, 5, 1, 0);
+        let err = PackedConv2d::new(big, &[0.0; 25], None).unwrap().forward(&[0.0; 9], 1, 3, 3);
+        assert!(err.unwrap_err().0.contains("smaller than the 5x5 kernel"));
+    }
+}

@@ -1,0 +1,35 @@
+//! imagelab's CPU kernels, on plain `f32` slices (no tensor library):
+//!
+//! - [`conv::PackedConv2d`]: a 2-D convolution (NCHW in and out, like candle and torch) as a
+//!   blocked im2col: tiles of output positions are packed straight into the micro-kernel's panels
+//!   (no full im2col buffer), the weights are packed once at load time, the bias is added in the
+//!   epilogue, and the output tiles run in parallel on rayon.
+//! - [`norm::group_norm`]: GroupNorm with an optional fused SiLU, statistics in `f64`, one pass
+//!   over memory for the output.
+//!
+//! The instruction set is chosen at run time ([`isa::Isa`]): AVX-512, AVX2+FMA, or portable Rust.
+
+pub mod conv;
+pub mod isa;
+pub mod norm;
+
+use std::fmt;
+
+/// Bad arguments to a kernel (sizes that do not match), caught before any work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelError(pub String);
+
+impl fmt::Display for KernelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for KernelError {}
+
+/// Kernel result.
+pub type Result<T> = std::result::Result<T, KernelError>;
+
+fn bail<T>(message: String) -> Result<T> {
+    Err(KernelError(message))
+}

@@ -1,0 +1,155 @@
+//! Glue between candle tensors and our CPU kernels (`imagelab-kernels`): a convolution whose
+//! weights are packed once at load, and GroupNorm with SiLU fused, both for contiguous `f32`
+//! tensors on the CPU. Everything else (CUDA, Metal, f16/bf16) stays on candle's own ops; the
+//! layers in `layers.rs` choose.
+
+use std::sync::Arc;
+
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
+use imagelab_kernels::conv::{Conv2dShape, PackedConv2d};
+use imagelab_kernels::norm::{GroupNormSpec, group_norm};
+
+fn kernel_error(error: imagelab_kernels::KernelError) -> candle_core::Error {
+    candle_core::Error::Msg(error.to_string())
+}
+
+/// Whether a tensor of this dtype on this device runs on our kernels.
+pub fn runs_on_kernels(tensor: &Tensor) -> bool {
+    tensor.device().is_cpu() && tensor.dtype() == DType::F32
+}
+
+/// The contiguous `f32` values of a CPU tensor's storage.
+fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, what: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{what}: expected an f32 tensor")
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{what}: expected a contiguous tensor")
+    };
+    Ok(&data[start..end])
+}
+
+/// A convolution packed for the CPU kernel (weights `[out][in][kh][kw]`, optional bias).
+#[derive(Debug, Clone)]
+pub struct CpuConv {
+    packed: Arc<PackedConv2d>,
+}
+
+impl CpuConv {
+    /// Packs a candle convolution's weights (CPU, f32); `stride` and `padding` as candle's.
+    ///
+    /// # Errors
+    /// A weight that is not 4-D, or sizes the kernel refuses.
+    pub fn new(
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        stride: usize,
+        padding: usize,
+    ) -> Result<Self> {
+        let (out_channels, in_channels, kernel_h, kernel_w) = weight.dims4()?;
+        let shape = Conv2dShape { in_channels, out_channels, kernel_h, kernel_w, stride, padding };
+        let weights = weight.flatten_all()?.to_vec1::<f32>()?;
+        let bias = bias.map(|bias| bias.flatten_all()?.to_vec1::<f32>()).transpose()?;
+        let packed = PackedConv2d::new(shape, &weights, bias.as_deref()).map_err(kernel_error)?;
+        Ok(Self { packed: Arc::new(packed) })
+    }
+
+    /// The packed convolution.
+    pub fn packed(&self) -> &PackedConv2d {
+        &self.packed
+    }
+
+    /// Convolves `x` (B, C, H, W), f32 on the CPU (made contiguous if it is not).
+    ///
+    /// # Errors
+    /// Shape mismatches, a tensor not f32 on the CPU.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.contiguous()?.apply_op1_no_bwd(self)
+    }
+}
+
+impl CustomOp1 for CpuConv {
+    fn name(&self) -> &'static str {
+        "imagelab-conv2d"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (batch, channels, height, width) = layout.shape().dims4()?;
+        let shape = self.packed.shape();
+        if channels != shape.in_channels {
+            candle_core::bail!(
+                "conv2d: input has {channels} channels, the weights expect {}",
+                shape.in_channels
+            )
+        }
+        let input = contiguous_f32(storage, layout, "conv2d")?;
+        let (out, (oh, ow)) =
+            self.packed.forward(input, batch, height, width).map_err(kernel_error)?;
+        Ok((CpuStorage::F32(out), Shape::from((batch, shape.out_channels, oh, ow))))
+    }
+}
+
+/// GroupNorm (optionally followed by SiLU) on the CPU kernel.
+#[derive(Debug, Clone)]
+pub struct CpuGroupNorm {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    groups: usize,
+    eps: f64,
+}
+
+impl CpuGroupNorm {
+    /// From the per-channel weight and bias (f32 vectors).
+    ///
+    /// # Errors
+    /// Tensors that are not 1-D f32.
+    pub fn new(weight: &Tensor, bias: &Tensor, groups: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: weight.to_dtype(DType::F32)?.to_vec1()?,
+            bias: bias.to_dtype(DType::F32)?.to_vec1()?,
+            groups,
+            eps,
+        })
+    }
+
+    /// Normalises `x` (B, C, …), then applies SiLU when `silu`.
+    ///
+    /// # Errors
+    /// Shape mismatches, a tensor not f32 on the CPU.
+    pub fn forward(&self, x: &Tensor, silu: bool) -> Result<Tensor> {
+        x.contiguous()?.apply_op1_no_bwd(&GroupNormOp { norm: self, silu })
+    }
+}
+
+struct GroupNormOp<'a> {
+    norm: &'a CpuGroupNorm,
+    silu: bool,
+}
+
+impl CustomOp1 for GroupNormOp<'_> {
+    fn name(&self) -> &'static str {
+        "imagelab-group-norm"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dims = layout.shape().dims();
+        if dims.len() < 3 || dims[1] != self.norm.weight.len() {
+            candle_core::bail!(
+                "group_norm: input shape {dims:?}, expected (B, {}, …)",
+                self.norm.weight.len()
+            )
+        }
+        let spatial = dims[2..].iter().product();
+        let input = contiguous_f32(storage, layout, "group_norm")?;
+        let mut out = vec![0f32; input.len()];
+        let spec = GroupNormSpec {
+            groups: self.norm.groups,
+            eps: self.norm.eps,
+            weight: &self.norm.weight,
+            bias: &self.norm.bias,
+            silu: self.silu,
+        };
+        group_norm(input, &mut out, spatial, spec).map_err(kernel_error)?;
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+}
