@@ -42,7 +42,8 @@ fn best<T>(reps: usize, mut call: impl FnMut() -> anyhow::Result<T>) -> anyhow::
 
 fn torch_times(python: &str, reps: usize) -> anyhow::Result<HashMap<String, f64>> {
     let output = Command::new(python)
-        .args(["tools/reference/bench_kernels.py", "--reps", &reps.to_string()])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/reference/bench_kernels.py"))
+        .args(["--reps", &reps.to_string()])
         .output()?;
     if !output.status.success() {
         anyhow::bail!("bench_kernels.py failed: {}", String::from_utf8_lossy(&output.stderr));

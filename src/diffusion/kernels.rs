@@ -153,3 +153,65 @@ impl CustomOp1 for GroupNormOp<'_> {
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use candle_core::{DType, Device, Module, Tensor};
+    use candle_nn::{Conv2dConfig, VarBuilder};
+
+    use super::super::layers::{Conv, conv2d, group_norm};
+
+    fn max_difference(a: &Tensor, b: &Tensor) -> f32 {
+        let difference = (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap();
+        difference.flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    /// Our layers against candle-nn's on the same weights: the kernel for f32, candle's op (on
+    /// the unpacked weights) for an f16 input.
+    #[test]
+    fn conv_and_group_norm_match_candle() {
+        let device = Device::Cpu;
+        let weight = (Tensor::randn(0f32, 1.0, (12, 10, 3, 3), &device).unwrap() * 0.1).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, 12, &device).unwrap();
+        let gamma = Tensor::randn(0f32, 1.0, 10, &device).unwrap();
+        let beta = Tensor::randn(0f32, 1.0, 10, &device).unwrap();
+        let tensors: HashMap<String, Tensor> = [
+            ("conv.weight", weight.clone()),
+            ("conv.bias", bias.clone()),
+            ("norm.weight", gamma.clone()),
+            ("norm.bias", beta.clone()),
+        ]
+        .into_iter()
+        .map(|(name, tensor)| (name.to_owned(), tensor))
+        .collect();
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
+        let x = (Tensor::randn(0f32, 1.0, (2, 10, 9, 7), &device).unwrap() + 0.5).unwrap();
+        for stride in [1, 2] {
+            let config = Conv2dConfig { padding: 1, stride, ..Conv2dConfig::default() };
+            let ours = conv2d(10, 12, 3, config, vb.pp("conv")).unwrap();
+            assert!(matches!(ours, Conv::Cpu(_)), "f32 CPU weights are packed");
+            let theirs = candle_nn::Conv2d::new(weight.clone(), Some(bias.clone()), config);
+            let expected = theirs.forward(&x).unwrap();
+            assert!(max_difference(&ours.forward(&x).unwrap(), &expected) < 1e-5);
+            let half = x.to_dtype(DType::F16).unwrap();
+            let got = ours.forward(&half).unwrap();
+            assert_eq!(got.dtype(), DType::F16);
+            assert!(max_difference(&got, &expected) < 2e-2);
+        }
+        let norm = group_norm(5, 10, 1e-5, vb.pp("norm")).unwrap();
+        let theirs = candle_nn::GroupNorm::new(gamma, beta, 10, 5, 1e-5).unwrap();
+        let expected = theirs.forward(&x).unwrap();
+        assert!(max_difference(&norm.forward(&x).unwrap(), &expected) < 1e-5);
+        let expected_silu = candle_nn::ops::silu(&expected).unwrap();
+        assert!(max_difference(&norm.forward_silu(&x).unwrap(), &expected_silu) < 1e-5);
+        // A non-contiguous input is made contiguous first.
+        let transposed = x.transpose(2, 3).unwrap();
+        let expected = theirs.forward(&transposed.contiguous().unwrap()).unwrap();
+        assert!(max_difference(&norm.forward(&transposed).unwrap(), &expected) < 1e-5);
+    }
+}

@@ -358,12 +358,11 @@ impl SendPtr {
     }
 }
 
-/// A task's packing buffers: the panels (64-byte aligned) and one im2col row.
+/// A task's packing buffer: the panels, 64-byte aligned.
 struct PackBuffers {
     storage: Vec<f32>,
     start: usize,
     len: usize,
-    row: Vec<f32>,
 }
 
 impl PackBuffers {
@@ -371,11 +370,53 @@ impl PackBuffers {
         let len = kc * mc;
         let storage = vec![0f32; len + 16];
         let start = storage.as_ptr().align_offset(64).min(16);
-        PackBuffers { storage, start, len, row: vec![0f32; mc] }
+        PackBuffers { storage, start, len }
     }
 
     fn packed(&self) -> &[f32] {
         &self.storage[self.start..][..self.len]
+    }
+}
+
+/// One im2col row `kk` of a block, written straight into the panels `[panel][kcv][mr]`:
+/// position `j` of the block goes to panel `j / mr`, lane `j % mr`.
+struct PanelRow<'a> {
+    panels: &'a mut [f32],
+    kk: usize,
+    kcv: usize,
+    mr: usize,
+}
+
+impl PanelRow<'_> {
+    fn index(&self, j: usize) -> usize {
+        ((j / self.mr) * self.kcv + self.kk) * self.mr + j % self.mr
+    }
+
+    /// Positions `j..j + source.len()` take `source`.
+    fn copy(&mut self, mut j: usize, mut source: &[f32]) {
+        while !source.is_empty() {
+            let take = (self.mr - j % self.mr).min(source.len());
+            let at = self.index(j);
+            self.panels[at..at + take].copy_from_slice(&source[..take]);
+            j += take;
+            source = &source[take..];
+        }
+    }
+
+    /// Positions `j..j + len` are zero.
+    fn zero(&mut self, mut j: usize, mut len: usize) {
+        while len > 0 {
+            let take = (self.mr - j % self.mr).min(len);
+            let at = self.index(j);
+            self.panels[at..at + take].fill(0.0);
+            j += take;
+            len -= take;
+        }
+    }
+
+    fn set(&mut self, j: usize, value: f32) {
+        let at = self.index(j);
+        self.panels[at] = value;
     }
 }
 
@@ -390,10 +431,8 @@ fn pack_block(
     buffers: &mut PackBuffers,
 ) {
     let Geometry { shape, height, width, out_w, mr, .. } = *geometry;
-    let panels = count.div_ceil(mr);
-    let row = &mut buffers.row;
-    row[count..].fill(0.0);
-    let packed = &mut buffers.storage[buffers.start..][..panels * kcv * mr];
+    let panel_count = count.div_ceil(mr);
+    let panels = &mut buffers.storage[buffers.start..][..panel_count * kcv * mr];
     let taps = shape.kernel_h * shape.kernel_w;
     let plane = height * width;
     let pointwise = taps == 1 && shape.stride == 1 && shape.padding == 0;
@@ -403,21 +442,21 @@ fn pack_block(
         let ky = (k % taps) / shape.kernel_w;
         let kx = k % shape.kernel_w;
         let source = &image[ci * plane..][..plane];
+        let mut row = PanelRow { panels: &mut *panels, kk, kcv, mr };
         if pointwise {
-            row[..count].copy_from_slice(&source[p0..p0 + count]);
+            row.copy(0, &source[p0..p0 + count]);
         } else {
-            fill_row(&mut row[..count], source, shape, height, width, out_w, p0, ky, kx);
+            fill_row(&mut row, count, source, shape, height, width, out_w, p0, ky, kx);
         }
-        for panel in 0..panels {
-            packed[(panel * kcv + kk) * mr..][..mr].copy_from_slice(&row[panel * mr..][..mr]);
-        }
+        row.zero(count, panel_count * mr - count);
     }
 }
 
 /// One im2col row: the input tap (`ky`, `kx`) of channel plane `source` for output positions
-/// `p0..p0 + row.len()`.
+/// `p0..p0 + count`.
 fn fill_row(
-    row: &mut [f32],
+    row: &mut PanelRow,
+    count: usize,
     source: &[f32],
     shape: Conv2dShape,
     height: usize,
@@ -430,17 +469,17 @@ fn fill_row(
     let stride = shape.stride;
     let pad = shape.padding;
     let mut j = 0;
-    while j < row.len() {
+    while j < count {
         let p = p0 + j;
         let oy = p / out_w;
         let ox0 = p % out_w;
-        let run = (out_w - ox0).min(row.len() - j);
-        let dst = &mut row[j..j + run];
+        let run = (out_w - ox0).min(count - j);
+        let start = j;
         j += run;
         // Input row iy = oy·stride + ky − pad, in range?
         let iy = oy * stride + ky;
         if iy < pad || iy - pad >= height {
-            dst.fill(0.0);
+            row.zero(start, run);
             continue;
         }
         let src = &source[(iy - pad) * width..][..width];
@@ -450,16 +489,17 @@ fn fill_row(
             let hi = (width + pad).saturating_sub(kx).min(out_w);
             let a = lo.clamp(ox0, ox0 + run);
             let b = hi.clamp(a, ox0 + run);
-            dst[..a - ox0].fill(0.0);
+            row.zero(start, a - ox0);
             if b > a {
                 // a ≥ lo, so a + kx ≥ pad; b ≤ hi, so b + kx − pad ≤ width.
-                dst[a - ox0..b - ox0].copy_from_slice(&src[a + kx - pad..b + kx - pad]);
+                row.copy(start + a - ox0, &src[a + kx - pad..b + kx - pad]);
             }
-            dst[b - ox0..].fill(0.0);
+            row.zero(start + b - ox0, ox0 + run - b);
         } else {
-            for (i, value) in dst.iter_mut().enumerate() {
+            for i in 0..run {
                 let ix = (ox0 + i) * stride + kx;
-                *value = if ix < pad || ix - pad >= width { 0.0 } else { src[ix - pad] };
+                let value = if ix < pad || ix - pad >= width { 0.0 } else { src[ix - pad] };
+                row.set(start + i, value);
             }
         }
     }
