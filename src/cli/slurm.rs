@@ -15,7 +15,7 @@ use crate::engine::{check_plan_models, prepare_plan};
 use crate::models::catalog::Catalog;
 use crate::runner::limits::{parse_duration, parse_until};
 use crate::slurm::client::{Client, ClientError};
-use crate::slurm::parse::{self, TaskRow};
+use crate::slurm::parse::TaskRow;
 use crate::slurm::script::DEFAULT_GRES;
 use crate::slurm::status::{self, RunStatus};
 use crate::slurm::{self as run_files, RunSetup, SbatchOptions, SlurmRun, Submission};

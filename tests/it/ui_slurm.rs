@@ -120,7 +120,12 @@ fn the_window_submits_a_sweep_to_slurm_and_follows_each_task() {
     type_into(&mut harness, "Time limit", "2 hours");
     harness.get_by_label("Submit to Slurm").click();
     harness.run_steps(2);
-    harness.get_by_label_contains("Time limit: \"2 hours\" is not a time limit");
+    // Shown under the fields and in the log.
+    assert!(
+        harness.query_all_by_label_contains("Time limit: \"2 hours\" is not a time limit").count()
+            >= 2
+    );
+    assert!(harness.state().slurm.error.as_deref().is_some_and(|e| e.starts_with("Time limit:")));
     assert!(!bin.path().join("sbatch.args").exists(), "nothing submitted");
     assert!(crate::util::pngs_below(out.path()).is_empty());
 
