@@ -127,6 +127,7 @@ fn locate(dir: &Path) -> Result<(PathBuf, Option<PathBuf>), CliError> {
 /// # Errors
 /// A folder with no persistent queue, an unknown job, a bad setting (exit 2); an engine that
 /// cannot start.
+#[allow(clippy::too_many_lines, reason = "the steps of a resume, in order")]
 pub fn run(args: &ResumeArgs, config: &FrontEndConfig) -> Result<Outcome, CliError> {
     let dir = args.dir.clone().unwrap_or_else(|| config.output_root());
     // A Slurm run resumes on Slurm: its tasks with work left are submitted again.

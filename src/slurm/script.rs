@@ -280,8 +280,10 @@ pub fn render(input: &ScriptInput<'_>) -> String {
     s.push_str(
         "# script's name on sbatch's command line reach imagelab resume (--retry-failed).\n",
     );
-    let extra: String =
-        input.resume_args.iter().map(|arg| format!(" {}", shell_quote(arg))).collect();
+    let mut extra = String::new();
+    for arg in input.resume_args {
+        let _ = write!(extra, " {}", shell_quote(arg));
+    }
     let _ = writeln!(
         s,
         "exec \"$IMAGELAB\" resume \"$OUTPUT_ROOT\" --job \"${{JOBS[$TASK]}}\" --backend {} --device {}{extra} \"$@\"",

@@ -350,6 +350,7 @@ impl LabApp {
     }
 
     /// Builds the app with a given form (tests, and `new` after reading storage).
+    #[allow(clippy::too_many_lines, reason = "one field of the window after the other")]
     pub fn with_form(ctx: &egui::Context, config: AppConfig, form: FormSettings) -> Self {
         let mut log = LogPanel::default();
         if let Some(notice) = config.notice {
@@ -407,7 +408,7 @@ impl LabApp {
             config.slurm.as_ref().map_or_else(Client::on_path, |setup| setup.client.clone());
         let slurm_worker = SlurmWorker::spawn(client, waker.clone())
             .map_err(|err| {
-                log.push(Severity::Error, format!("cannot start the Slurm thread: {err}"))
+                log.push(Severity::Error, format!("cannot start the Slurm thread: {err}"));
             })
             .ok();
         let (offer, slurm_jobs) = unfinished_offer(engine.as_ref(), &config.output_root, &mut log);
@@ -422,7 +423,7 @@ impl LabApp {
                     }
                 }
                 None => {
-                    log.push(Severity::Warning, "Slurm runs' jobs not offered: no Slurm thread")
+                    log.push(Severity::Warning, "Slurm runs' jobs not offered: no Slurm thread");
                 }
             }
         }
