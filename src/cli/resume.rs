@@ -3,6 +3,8 @@
 //! like `generate` (files on stdout or one JSON object, exit 0/1/130/143).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Args;
@@ -11,9 +13,11 @@ use super::generate::{install_stop_signals, outcome_of, run_until_finished};
 use super::{CliError, Outcome, report};
 use crate::app::config::BACKEND_VAR;
 use crate::app::{BackendChoice, EngineSetup, FrontEndConfig};
+use crate::app::{StopSignal, StopSignals};
 use crate::engine::{
     Engine, EngineError, ResumeOptions, UnfinishedJob, check_plan_models, no_waker, queue,
 };
+use crate::runner::limits::{parse_duration, parse_until};
 use crate::storage::journal::{self, Shard};
 use crate::vocab::DeviceChoice;
 
@@ -30,7 +34,8 @@ pub struct ResumeArgs {
     /// Only this job (an id from `--list`).
     #[arg(long)]
     pub job: Option<String>,
-    /// Also run again the items that failed.
+    /// Also run again the items that failed, in unfinished jobs and in jobs that ran to
+    /// their end (each failed item once; its saved images are kept).
     #[arg(long)]
     pub retry_failed: bool,
     /// candle or mock (default: the backend the jobs ran on).
@@ -50,6 +55,51 @@ pub struct ResumeArgs {
     /// Slurm.
     #[arg(long)]
     pub local: bool,
+    /// Take no new image after this long (90s, 45m, 8h, 1h30m): the running image finishes,
+    /// the rest stays in the queue for the next resume. Exits 0 unless an item failed.
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+    pub for_: Option<Duration>,
+    /// Take no new image after this local time (HH:MM, the next one to come), as --for.
+    #[arg(long, value_name = "HH:MM")]
+    pub until: Option<String>,
+}
+
+/// When a resume stops taking images (`--for`, `--until`, whichever first), from `now`.
+///
+/// # Errors
+/// A bad `--until` (named).
+pub fn time_limit(
+    for_: Option<Duration>,
+    until: Option<&str>,
+    now: chrono::DateTime<chrono::Local>,
+) -> Result<Option<Duration>, CliError> {
+    let mut limit = for_;
+    if let Some(until) = until {
+        let at =
+            parse_until(until, now).map_err(|err| CliError::Usage(format!("--until: {err}")))?;
+        let wait = (at - now).to_std().unwrap_or_default();
+        limit = Some(limit.map_or(wait, |limit| limit.min(wait)));
+    }
+    Ok(limit)
+}
+
+/// Asks for a graceful stop (as a first SIGTERM does) once `limit` has passed, unless a stop
+/// was asked for already; the flag says the time limit did it.
+fn stop_after(limit: Duration, stops: &StopSignals) -> Result<Arc<AtomicBool>, CliError> {
+    let reached = Arc::new(AtomicBool::new(false));
+    let (flag, stops) = (Arc::clone(&reached), stops.clone());
+    std::thread::Builder::new()
+        .name("imagelab-time-limit".into())
+        .spawn(move || {
+            std::thread::sleep(limit);
+            if stops.request().is_none() {
+                flag.store(true, Ordering::SeqCst);
+                eprintln!("time limit reached: finishing the running image, then stopping");
+                stops.deliver(StopSignal::Terminate);
+            }
+        })
+        .map_err(|err| CliError::Failed(format!("cannot start the time-limit thread: {err}")))?;
+    Ok(reached)
 }
 
 /// Where a resume looks: the output root, and the sweep folder asked for, if one was.
@@ -77,6 +127,7 @@ fn locate(dir: &Path) -> Result<(PathBuf, Option<PathBuf>), CliError> {
 /// # Errors
 /// A folder with no persistent queue, an unknown job, a bad setting (exit 2); an engine that
 /// cannot start.
+#[allow(clippy::too_many_lines, reason = "the steps of a resume, in order")]
 pub fn run(args: &ResumeArgs, config: &FrontEndConfig) -> Result<Outcome, CliError> {
     let dir = args.dir.clone().unwrap_or_else(|| config.output_root());
     // A Slurm run resumes on Slurm: its tasks with work left are submitted again.
@@ -88,8 +139,13 @@ pub fn run(args: &ResumeArgs, config: &FrontEndConfig) -> Result<Outcome, CliErr
     {
         return Ok(outcome);
     }
+    let limit = time_limit(args.for_, args.until.as_deref(), chrono::Local::now())?;
     let (root, run_dir) = locate(&dir)?;
-    let all = queue::unfinished(&root).map_err(|err| CliError::Failed(err.to_string()))?;
+    let mut all = queue::unfinished(&root).map_err(|err| CliError::Failed(err.to_string()))?;
+    if args.retry_failed {
+        // Jobs that ran to their end with failed items are taken back too.
+        all.extend(queue::retryable(&root).map_err(|err| CliError::Failed(err.to_string()))?);
+    }
     let jobs: Vec<UnfinishedJob> = all
         .into_iter()
         .filter(|job| run_dir.is_none() || job.run_dir == run_dir)
@@ -128,6 +184,7 @@ pub fn run(args: &ResumeArgs, config: &FrontEndConfig) -> Result<Outcome, CliErr
         check_plan_models(state.plan(), &checker)?;
     }
     let stops = install_stop_signals(grace)?;
+    let time_up = limit.map(|limit| stop_after(limit, &stops)).transpose()?;
     let engine = Engine::spawn(wiring.backend, wiring.engine, no_waker())
         .map_err(|err| CliError::Failed(err.to_string()))?;
     let options =
@@ -181,8 +238,16 @@ pub fn run(args: &ResumeArgs, config: &FrontEndConfig) -> Result<Outcome, CliErr
         return Err(CliError::Failed("the engine stopped before the jobs finished".to_owned()));
     }
     let (merged, ids) = report::merge(&summaries);
-    let stopped_by = stops.request().map(|request| request.signal);
+    let timed_out = time_up.is_some_and(|flag| flag.load(Ordering::SeqCst));
+    let stopped_by = stops.request().map(|request| request.signal).filter(|_| !timed_out);
     report::print_summary(&merged, &collected, args.json, stopped_by, &ids);
+    if timed_out {
+        // A time limit is how a time-boxed resume (a Slurm task's --for) ends: what is left
+        // waits in the queue, and the exit says only whether something failed.
+        eprintln!("time limit reached; what is left stays queued: `imagelab resume` finishes it");
+        let failed = summaries.iter().any(|s| s.failed > 0 || !s.errors.is_empty());
+        return Ok(if failed { Outcome::SomeFailed } else { Outcome::Done });
+    }
     Ok(outcome_of(&summaries, &stops))
 }
 

@@ -3,6 +3,7 @@
 //! work left).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{ArgMatches, Args, Subcommand};
 
@@ -12,8 +13,9 @@ use crate::app::FrontEndConfig;
 use crate::engine::queue::JobState;
 use crate::engine::{check_plan_models, prepare_plan};
 use crate::models::catalog::Catalog;
-use crate::slurm::client::{self, ClientError};
-use crate::slurm::parse::{self, TaskRow};
+use crate::runner::limits::{parse_duration, parse_until};
+use crate::slurm::client::{Client, ClientError};
+use crate::slurm::parse::TaskRow;
 use crate::slurm::script::DEFAULT_GRES;
 use crate::slurm::status::{self, RunStatus};
 use crate::slurm::{self as run_files, RunSetup, SbatchOptions, SlurmRun, Submission};
@@ -88,6 +90,110 @@ pub struct SubmitArgs {
     /// `sbatch --test-only` when sbatch is here.
     #[arg(long)]
     pub dry_run: bool,
+    /// Each task takes no new image after this long from its start (90s, 45m, 8h, 1h30m), as
+    /// the runner's --for; what is left waits for `imagelab resume RUN_DIR`.
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_duration)]
+    pub for_: Option<Duration>,
+    /// Each task takes no new image after this local time on its node (HH:MM), as the
+    /// runner's --until.
+    #[arg(long, value_name = "HH:MM")]
+    pub until: Option<String>,
+    /// Runner flags that do not apply on Slurm: refused with the reason.
+    #[command(flatten)]
+    pub runner_only: RunnerOnlyArgs,
+}
+
+/// Flags of `imagelab runner` that a Slurm run cannot honour, taken only to say why (clap
+/// would otherwise call them unknown).
+#[derive(Debug, Clone, Default, Args)]
+pub struct RunnerOnlyArgs {
+    /// Refused: Slurm gives each task its GPUs (--gres).
+    #[arg(long, hide = true)]
+    pub gpus: Option<String>,
+    /// Refused: Slurm allocates GPUs; none is busy to wait for.
+    #[arg(long, hide = true)]
+    pub max_mem_mb: Option<String>,
+    /// Refused, as --max-mem-mb.
+    #[arg(long, hide = true)]
+    pub max_util: Option<String>,
+    /// Refused, as --max-mem-mb.
+    #[arg(long, hide = true)]
+    pub recheck: Option<String>,
+    /// Refused: failed items are recorded; --retry-failed runs them again.
+    #[arg(long, hide = true)]
+    pub max_failures: Option<String>,
+    /// Refused: a Slurm run is a planned sweep of one request.
+    #[arg(long, hide = true)]
+    pub templates: Option<String>,
+    /// Refused, as --templates.
+    #[arg(long, hide = true)]
+    pub jobs: Option<String>,
+    /// Refused, as --templates.
+    #[arg(long, hide = true)]
+    pub models: Option<String>,
+    /// Refused, as --templates.
+    #[arg(long, hide = true)]
+    pub profiles: Option<String>,
+}
+
+impl RunnerOnlyArgs {
+    /// The first flag given, with why a Slurm run cannot take it and what to use instead.
+    pub fn refusal(&self) -> Option<String> {
+        let gpu_wait = "Slurm allocates each task its GPUs, so there is no busy GPU to wait \
+                        for; pick GPUs with --gres, --partition or --sbatch-arg=--constraint=…";
+        let planned = "a Slurm run is a planned sweep of one request (--prompt, --all-profiles, \
+                       --all-models); for generated prompts run `imagelab runner` in an sbatch \
+                       script of your own";
+        let checks: [(&str, bool, &str); 9] = [
+            (
+                "--gpus",
+                self.gpus.is_some(),
+                "Slurm gives each task its GPUs: ask with --gres gpu:N (a task runs on the \
+                 first GPU it is given)",
+            ),
+            ("--max-mem-mb", self.max_mem_mb.is_some(), gpu_wait),
+            ("--max-util", self.max_util.is_some(), gpu_wait),
+            ("--recheck", self.recheck.is_some(), gpu_wait),
+            (
+                "--max-failures",
+                self.max_failures.is_some(),
+                "a task runs each item of its share once and records failures; run them again \
+                 with `imagelab resume RUN_DIR --retry-failed`",
+            ),
+            ("--templates", self.templates.is_some(), planned),
+            ("--jobs", self.jobs.is_some(), planned),
+            ("--models", self.models.is_some(), planned),
+            ("--profiles", self.profiles.is_some(), planned),
+        ];
+        checks
+            .into_iter()
+            .find(|(_, given, _)| *given)
+            .map(|(flag, _, why)| format!("{flag}: not on Slurm: {why}"))
+    }
+}
+
+/// The `imagelab resume` flags every task passes for `--for`/`--until` (checked here, before
+/// anything is written).
+///
+/// # Errors
+/// A bad `--until` (named).
+pub fn task_time_args(
+    for_: Option<Duration>,
+    until: Option<&str>,
+) -> Result<Vec<String>, CliError> {
+    let mut args = Vec::new();
+    if let Some(duration) = for_ {
+        if duration.is_zero() {
+            return Err(CliError::Usage("--for: must be longer than 0s".to_owned()));
+        }
+        args.extend(["--for".to_owned(), format!("{}s", duration.as_secs())]);
+    }
+    if let Some(until) = until {
+        parse_until(until, chrono::Local::now())
+            .map_err(|err| CliError::Usage(format!("--until: {err}")))?;
+        args.extend(["--until".to_owned(), until.trim().to_owned()]);
+    }
+    Ok(args)
 }
 
 /// Runs `imagelab slurm …`; `matches` are the `slurm` subcommand's.
@@ -134,9 +240,7 @@ fn read_run(dir: &Path) -> Result<SlurmRun, CliError> {
 }
 
 fn status_of(run: &SlurmRun) -> RunStatus {
-    let mut notes = Vec::new();
-    let rows = status::slurm_rows(run, &mut notes);
-    status::collect(run, &rows, notes)
+    status::status_of(&Client::on_path(), run)
 }
 
 fn slurm_error(err: &ClientError) -> CliError {
@@ -153,6 +257,10 @@ fn submit(
             "--queue-only: slurm submit always queues; leave it out".to_owned(),
         ));
     }
+    if let Some(refusal) = args.runner_only.refusal() {
+        return Err(CliError::Usage(refusal));
+    }
+    let task_args = task_time_args(args.for_, args.until.as_deref())?;
     let json = args.generate.json;
     let options = generate::options_from_args(args.generate.clone(), matches, config)?;
     let sbatch = SbatchOptions {
@@ -172,7 +280,8 @@ fn submit(
     };
     sbatch.check().map_err(CliError::Usage)?;
     // Without sbatch nothing could be submitted: say so before writing anything.
-    if !args.dry_run && !client::sbatch_available() {
+    let client = Client::on_path();
+    if !args.dry_run && !client.sbatch_available() {
         return Err(slurm_error(&ClientError::NotFound("sbatch".to_owned())));
     }
     let profiles = config.profiles().map_err(|err| CliError::Usage(err.to_string()))?;
@@ -186,7 +295,7 @@ fn submit(
     drop(wiring);
     let imagelab = std::env::current_exe()
         .map_err(|err| CliError::Failed(format!("cannot find this program's path: {err}")))?;
-    let hub_cache = absolute(&config.hub().cache_dir);
+    let hub_cache = run_files::absolute(&config.hub().cache_dir);
     let setup = RunSetup {
         output_root: options.out.clone(),
         backend,
@@ -194,6 +303,7 @@ fn submit(
         hub_cache: Some(hub_cache),
         tasks: args.tasks,
         sbatch,
+        task_args,
     };
     let mut run = run_files::plan_run(plan, &setup).map_err(|err| match err {
         run_files::PlanRunError::Usage(message) => CliError::Usage(message),
@@ -208,8 +318,8 @@ fn submit(
     );
     eprintln!("script: {}", script.display());
     if args.dry_run {
-        let verdict = if client::sbatch_available() {
-            match client::test_only(&script, &run.slurm_dir()) {
+        let verdict = if client.sbatch_available() {
+            match client.test_only(&script, &run.slurm_dir()) {
                 Ok(verdict) => Some(format!("sbatch --test-only: {verdict}")),
                 Err(err) => {
                     return Err(CliError::Failed(format!(
@@ -229,49 +339,20 @@ fn submit(
         return Ok(Outcome::Done);
     }
     let all: Vec<u32> = run.tasks.iter().map(|task| task.task).collect();
-    let submitted = submit_tasks(&mut run, &all)?;
+    let submitted = submit_tasks(&client, &mut run, &all, false)?;
     print_submitted(&run, Some(&submitted), json);
     Ok(Outcome::Done)
 }
 
-/// `path` made absolute against the working folder (the tasks run elsewhere).
-fn absolute(path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir().map_or_else(|_| path.to_path_buf(), |cwd| cwd.join(path))
-    }
-}
-
-/// Submits `tasks` of the run's script and records the submission in `run.json`.
-fn submit_tasks(run: &mut SlurmRun, tasks: &[u32]) -> Result<Submission, CliError> {
-    let array = parse::array_spec(tasks);
-    let array_arg = match run.sbatch.max_parallel {
-        Some(k) => format!("--array={array}%{k}"),
-        None => format!("--array={array}"),
-    };
-    let script = run.script();
-    let submitted = client::submit(&script, &[array_arg], &run.slurm_dir()).map_err(|err| {
-        CliError::Failed(format!(
-            "{err}; the run is written in {}: fix the script and submit it with `sbatch {}`",
-            run.run_path().display(),
-            script.display()
-        ))
-    })?;
-    let submission = Submission {
-        job: submitted.job,
-        cluster: submitted.cluster,
-        array,
-        submitted: chrono::Local::now().to_rfc3339(),
-    };
-    run.submissions.push(submission.clone());
-    run.write().map_err(|err| {
-        CliError::Failed(format!(
-            "submitted as Slurm job {}, but {err}: status and resume will not know it",
-            submission.job
-        ))
-    })?;
-    Ok(submission)
+/// [`run_files::submit`], its errors as the CLI reports them (exit 1).
+fn submit_tasks(
+    client: &Client,
+    run: &mut SlurmRun,
+    tasks: &[u32],
+    retry_failed: bool,
+) -> Result<Submission, CliError> {
+    run_files::submit(client, run, tasks, retry_failed)
+        .map_err(|err| CliError::Failed(err.to_string()))
 }
 
 fn print_submitted(run: &SlurmRun, submission: Option<&Submission>, json: bool) {
@@ -318,7 +399,7 @@ fn cancel(run: &SlurmRun, task: Option<u32>) -> Result<Outcome, CliError> {
         return Ok(Outcome::Done);
     }
     for id in &ids {
-        client::cancel(id).map_err(|err| slurm_error(&err))?;
+        Client::on_path().cancel(id).map_err(|err| slurm_error(&err))?;
         eprintln!("cancelled {id}");
     }
     eprintln!("resubmit what is left with `imagelab resume {}`", run.run_path().display());
@@ -326,8 +407,9 @@ fn cancel(run: &SlurmRun, task: Option<u32>) -> Result<Outcome, CliError> {
 }
 
 /// `imagelab resume RUN_DIR` on a Slurm run: submits the script again for the tasks whose
-/// share has images left (and that are not still queued or running). Returns `None` when
-/// `dir` is not a Slurm run.
+/// share has images left (and that are not still queued or running); with `retry_failed`
+/// also for the tasks with failed items, whose `imagelab resume` then runs them again (each
+/// once; see [`JobState::reopens_for_retry`]). Returns `None` when `dir` is not a Slurm run.
 ///
 /// # Errors
 /// A broken run file (exit 2); Slurm refusing (exit 1).
@@ -335,26 +417,28 @@ pub fn resume(dir: &Path, retry_failed: bool, json: bool) -> Result<Option<Outco
     if run_files::find_run(dir).is_none() {
         return Ok(None);
     }
-    if retry_failed {
-        return Err(CliError::Usage(
-            "--retry-failed: not on a Slurm run yet; resume it here with --local --retry-failed"
-                .to_owned(),
-        ));
-    }
     let mut run = read_run(dir)?;
+    let client = Client::on_path();
     let mut notes = Vec::new();
-    let rows = status::slurm_rows(&run, &mut notes);
+    let rows = status::slurm_rows(&client, &run, &mut notes);
     let mut left = Vec::new();
     for task in &run.tasks {
         let state = JobState::read(&run.output_root, &task.job)
             .map_err(|err| CliError::Failed(format!("task {}: {err}", task.task)))?;
-        if state.end.is_some() || state.remaining_images(false) == 0 {
+        if !task_has_work(&state, retry_failed) {
             continue;
         }
         if let Some(row) = active_row(&run, &rows, task.task) {
             eprintln!(
                 "note: task {} is still {} in Slurm job {}; not resubmitted",
                 task.task, row.state, row.job
+            );
+            continue;
+        }
+        if crate::storage::journal::is_job_live(&run.output_root, &task.job) {
+            eprintln!(
+                "note: task {}'s job {} is held by a running process; not resubmitted",
+                task.task, task.job
             );
             continue;
         }
@@ -370,8 +454,13 @@ pub fn resume(dir: &Path, retry_failed: bool, json: bool) -> Result<Option<Outco
         }
         return Ok(Some(Outcome::Done));
     }
-    let submission = submit_tasks(&mut run, &left)?;
-    eprintln!("resubmitted task(s) {} as Slurm job {}", submission.array, submission.job);
+    let submission = submit_tasks(&client, &mut run, &left, retry_failed)?;
+    eprintln!(
+        "resubmitted task(s) {} as Slurm job {}{}",
+        submission.array,
+        submission.job,
+        if retry_failed { " (failed items run again)" } else { "" }
+    );
     if json {
         println!(
             "{}",
@@ -381,6 +470,13 @@ pub fn resume(dir: &Path, retry_failed: bool, json: bool) -> Result<Option<Outco
         println!("{}", submission.job);
     }
     Ok(Some(Outcome::Done))
+}
+
+/// Whether a task's job has work for a resubmission: images left of an unfinished job, or
+/// (with `retry_failed`) failed items, also of a job that ran to its end.
+pub fn task_has_work(state: &JobState, retry_failed: bool) -> bool {
+    let open = state.end.is_none() || (retry_failed && state.reopens_for_retry());
+    open && state.remaining_images(retry_failed) > 0
 }
 
 /// The task's row in Slurm when it is still pending or running there.

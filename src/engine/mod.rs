@@ -320,7 +320,12 @@ impl Engine {
         )
         .map_err(journal_error)?;
         if state.end.is_some() {
-            return Ok(None);
+            if !(options.retry_failed && state.reopens_for_retry()) {
+                return Ok(None);
+            }
+            // Reopened: until it ends again, start-up maintenance must look at it (an image
+            // saved by a crashed retry gets its jobs-log line).
+            crate::storage::journal::unsettle(&self.outputs.root, id).map_err(journal_error)?;
         }
         let remaining = state.remaining_plan(options.retry_failed).and_then(|mut plan| {
             if let Some(shard) = options.shard {

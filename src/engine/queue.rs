@@ -131,6 +131,22 @@ impl JobState {
         self.plan().items.iter().map(|item| self.remaining_seeds(item, retry_failed).len()).sum()
     }
 
+    /// Items whose final status is failed.
+    pub fn failed_items(&self) -> Vec<usize> {
+        self.final_status
+            .iter()
+            .filter(|(_, status)| **status == ItemStatus::Failed)
+            .map(|(item, _)| *item)
+            .collect()
+    }
+
+    /// Whether `--retry-failed` takes this job back although it ended: it ran to its end
+    /// (not cancelled or discarded) and some items failed. Such a job is reopened: its
+    /// failed items run again, once each, and it ends again.
+    pub fn reopens_for_retry(&self) -> bool {
+        self.end == Some(JobEnd::Finished) && !self.failed_items().is_empty()
+    }
+
     /// A short description for lists: the prompt and the sweep.
     pub fn label(&self) -> String {
         let request = &self.plan().request;
@@ -195,6 +211,42 @@ pub fn unfinished(root: &Path) -> io::Result<Vec<UnfinishedJob>> {
             items: state.plan().items.len(),
             images: state.plan().image_count(),
             images_left: state.remaining_images(false),
+            live: journal::is_job_live(root, &id),
+            rank: state.rank,
+            created: state.file.created.clone(),
+            backend: state.file.backend.clone(),
+            id,
+        });
+    }
+    jobs.sort_by(|a, b| a.rank.total_cmp(&b.rank).then_with(|| a.id.cmp(&b.id)));
+    Ok(jobs)
+}
+
+/// Jobs of `root`'s journal that ran to their end with failed items (see
+/// [`JobState::reopens_for_retry`]): what `imagelab resume --retry-failed` takes back besides
+/// the unfinished ones. `images_left` counts the failed items' images not on disk.
+///
+/// # Errors
+/// The journal cannot be listed; unreadable jobs are skipped with a warning.
+pub fn retryable(root: &Path) -> io::Result<Vec<UnfinishedJob>> {
+    let mut jobs = Vec::new();
+    for id in journal::job_ids(root)? {
+        let state = match JobState::read(root, &id) {
+            Ok(state) => state,
+            Err(err) => {
+                tracing::warn!(%err, "skipping an unreadable job");
+                continue;
+            }
+        };
+        if !state.reopens_for_retry() || state.remaining_images(true) == 0 {
+            continue;
+        }
+        jobs.push(UnfinishedJob {
+            label: state.label(),
+            run_dir: state.plan().run_dir.clone(),
+            items: state.plan().items.len(),
+            images: state.plan().image_count(),
+            images_left: state.remaining_images(true),
             live: journal::is_job_live(root, &id),
             rank: state.rank,
             created: state.file.created.clone(),

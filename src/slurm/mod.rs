@@ -23,11 +23,13 @@ pub mod script;
 pub mod split;
 pub mod status;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::queue::UnfinishedJob;
 use crate::request::Plan;
 use crate::storage::journal::Journal;
 use crate::storage::{durable, naming};
@@ -74,6 +76,9 @@ pub struct Submission {
     pub array: String,
     /// RFC 3339 time.
     pub submitted: String,
+    /// Its tasks ran with `--retry-failed` (`imagelab resume --retry-failed`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retry_failed: bool,
 }
 
 /// A Slurm run: `slurm/run.json`.
@@ -97,6 +102,9 @@ pub struct SlurmRun {
     pub imagelab: PathBuf,
     /// The `#SBATCH` options.
     pub sbatch: SbatchOptions,
+    /// Further `imagelab resume` flags of every task (`--for`, `--until`).
+    #[serde(default)]
+    pub task_args: Vec<String>,
     /// Images in the whole plan.
     pub planned_images: usize,
     /// Every task, by task id (index = task id).
@@ -171,6 +179,15 @@ pub fn find_run(dir: &Path) -> Option<PathBuf> {
         .find(|candidate| candidate.join(RUN_FILE).is_file())
 }
 
+/// `path` made absolute against the working folder (the tasks run elsewhere).
+pub fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().map_or_else(|_| path.to_path_buf(), |cwd| cwd.join(path))
+    }
+}
+
 /// What [`plan_run`] needs besides the plan.
 #[derive(Debug, Clone)]
 pub struct RunSetup {
@@ -186,6 +203,8 @@ pub struct RunSetup {
     pub tasks: Option<usize>,
     /// The `#SBATCH` options.
     pub sbatch: SbatchOptions,
+    /// Further `imagelab resume` flags of every task (`--for 7200s`, `--until 06:00`).
+    pub task_args: Vec<String>,
 }
 
 /// The device a task asks for: a GPU task sees the GPU(s) Slurm gave it from ordinal 0 on
@@ -251,6 +270,7 @@ pub fn plan_run(mut plan: Plan, setup: &RunSetup) -> Result<SlurmRun, PlanRunErr
             device,
             imagelab: setup.imagelab.clone(),
             sbatch: setup.sbatch.clone(),
+            task_args: setup.task_args.clone(),
             planned_images: plan.image_count(),
             tasks,
             submissions: Vec::new(),
@@ -305,6 +325,7 @@ pub fn write_script(run: &SlurmRun, hub_cache: Option<&Path>) -> io::Result<()> 
         device: &run.device,
         hub_cache,
         written: &run.created,
+        resume_args: &run.task_args,
     });
     let path = run.script();
     durable::write_atomic(&path, text.as_bytes(), durable::process_tag())?;
@@ -322,6 +343,170 @@ fn set_executable(_path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Submits `tasks` of the run's script (their `imagelab resume` with `--retry-failed` when
+/// `retry_failed`) and records the submission in `run.json`. What `imagelab slurm submit`,
+/// `imagelab resume RUN_DIR` and the window's "Submit to Slurm" all do.
+///
+/// # Errors
+/// sbatch refused (the run stays written, to fix and submit by hand); the submission could
+/// not be recorded.
+pub fn submit(
+    client: &client::Client,
+    run: &mut SlurmRun,
+    tasks: &[u32],
+    retry_failed: bool,
+) -> Result<Submission, SubmitError> {
+    let array = parse::array_spec(tasks);
+    let array_arg = match run.sbatch.max_parallel {
+        Some(k) => format!("--array={array}%{k}"),
+        None => format!("--array={array}"),
+    };
+    let script = run.script();
+    let script_args: Vec<String> =
+        if retry_failed { vec!["--retry-failed".to_owned()] } else { Vec::new() };
+    let submitted =
+        client.submit(&script, &[array_arg], &script_args, &run.slurm_dir()).map_err(|err| {
+            SubmitError::Refused { why: err, run_dir: run.run_path(), script: script.clone() }
+        })?;
+    let submission = Submission {
+        job: submitted.job,
+        cluster: submitted.cluster,
+        array,
+        submitted: chrono::Local::now().to_rfc3339(),
+        retry_failed,
+    };
+    run.submissions.push(submission.clone());
+    run.write().map_err(|err| SubmitError::NotRecorded { job: submission.job, why: err })?;
+    Ok(submission)
+}
+
+/// Plans a run (see [`plan_run`]) and submits every task of it.
+///
+/// # Errors
+/// As [`plan_run`] (nothing written) and [`submit`] (the run stays written).
+pub fn plan_and_submit(
+    client: &client::Client,
+    plan: Plan,
+    setup: &RunSetup,
+) -> Result<(SlurmRun, Submission), SubmitError> {
+    let mut run = plan_run(plan, setup)?;
+    let all: Vec<u32> = run.tasks.iter().map(|task| task.task).collect();
+    let submission = submit(client, &mut run, &all, false)?;
+    Ok((run, submission))
+}
+
+/// Which unfinished jobs of an output folder Slurm may still run: the window offers to
+/// resume an array task's job only once its Slurm task is gone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeldBySlurm {
+    /// Job ids not to run here now.
+    pub held: BTreeSet<String>,
+    /// For people: why (per run).
+    pub notes: Vec<String>,
+}
+
+/// Whether `job` belongs to a Slurm run (its sweep folder holds a run file), cheaply (no
+/// Slurm command).
+pub fn is_slurm_job(root: &Path, job: &UnfinishedJob) -> bool {
+    job.run_dir.as_ref().is_some_and(|dir| find_run(&root.join(dir)).is_some())
+}
+
+/// The jobs among `jobs` (of output root `root`) that are array tasks of a Slurm run whose
+/// task Slurm still has pending or running (`squeue`). When Slurm cannot be asked (no
+/// `squeue` here, no configuration), every submitted task's job of that run is held: a
+/// pending task would otherwise start later on a job already taken. A task never submitted
+/// (a dry run) or gone from the queue is not held.
+pub fn held_by_slurm(client: &client::Client, root: &Path, jobs: &[UnfinishedJob]) -> HeldBySlurm {
+    let mut held = HeldBySlurm::default();
+    let mut runs: BTreeMap<PathBuf, Vec<&UnfinishedJob>> = BTreeMap::new();
+    for job in jobs {
+        if let Some(dir) = &job.run_dir {
+            runs.entry(dir.clone()).or_default().push(job);
+        }
+    }
+    for (dir, jobs) in runs {
+        let Some(slurm_dir) = find_run(&root.join(&dir)) else { continue };
+        let run = match SlurmRun::read(&slurm_dir) {
+            Ok(run) => run,
+            Err(err) => {
+                held.notes.push(format!("{err}: its jobs are not offered here"));
+                held.held.extend(jobs.iter().map(|job| job.id.clone()));
+                continue;
+            }
+        };
+        let mut active = BTreeSet::new();
+        let mut unasked = None;
+        for submission in &run.submissions {
+            match client.queued(submission.job) {
+                Ok(rows) => active.extend(
+                    rows.iter().filter(|row| row.state.is_active()).map(|row| (row.job, row.task)),
+                ),
+                Err(err) => {
+                    unasked = Some(err);
+                    break;
+                }
+            }
+        }
+        let mut count = 0;
+        for job in jobs {
+            let Some(task) = run.tasks.iter().find(|task| task.job == job.id) else { continue };
+            let Some(submission) = run.submission_of(task.task) else { continue };
+            if unasked.is_some() || active.contains(&(submission.job, task.task)) {
+                held.held.insert(job.id.clone());
+                count += 1;
+            }
+        }
+        if count == 0 {
+            continue;
+        }
+        let run_path = run.run_path();
+        held.notes.push(match unasked {
+            Some(err) => format!(
+                "{count} job(s) of Slurm run {} not offered: cannot ask Slurm whether they still \
+                 run ({err}); `imagelab resume {}` resubmits what is left",
+                run_path.display(),
+                run_path.display()
+            ),
+            None => format!(
+                "{count} job(s) of Slurm run {} not offered: Slurm still has their tasks pending \
+                 or running",
+                run_path.display()
+            ),
+        });
+    }
+    held
+}
+
+/// Why a submission failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The run could not be planned (nothing was written).
+    #[error(transparent)]
+    Plan(#[from] PlanRunError),
+    /// sbatch refused or is missing; the run is written.
+    #[error(
+        "{why}; the run is written in {}: fix the script and submit it with `sbatch {}`",
+        .run_dir.display(),
+        .script.display()
+    )]
+    Refused {
+        /// Slurm's words.
+        why: client::ClientError,
+        /// The run folder.
+        run_dir: PathBuf,
+        /// Its script.
+        script: PathBuf,
+    },
+    /// Submitted, but `run.json` could not be updated.
+    #[error("submitted as Slurm job {job}, but {why}: status and resume will not know it")]
+    NotRecorded {
+        /// The array job id.
+        job: u64,
+        /// The write error.
+        why: io::Error,
+    },
+}
+
 /// Why [`plan_run`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanRunError {
@@ -331,4 +516,86 @@ pub enum PlanRunError {
     /// The files could not be written.
     #[error(transparent)]
     Io(#[from] io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::queue;
+    use crate::models::catalog::Catalog;
+    use crate::request::{Profiles, Request, Sweep, build_plan};
+
+    /// A stand-in `squeue` in a fresh folder printing `out` (or failing like a missing
+    /// configuration when `None`).
+    fn fake_squeue(dir: &Path, out: Option<&str>) -> client::Client {
+        use std::os::unix::fs::PermissionsExt;
+        let script = match out {
+            Some(text) => format!("#!/bin/sh\nprintf '%s' '{text}'\n"),
+            None => "#!/bin/sh\necho 'squeue: error: Could not establish a configuration source' >&2\nexit 1\n".to_owned(),
+        };
+        let path = dir.join("squeue");
+        fs_err::write(&path, script).expect("squeue");
+        fs_err::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        client::Client::in_dir(dir)
+    }
+
+    #[test]
+    fn only_the_jobs_of_tasks_slurm_still_runs_are_held() {
+        let out = tempfile::tempdir().expect("tempdir");
+        let bin = tempfile::tempdir().expect("tempdir");
+        let request = Request {
+            prompt: "a fox".into(),
+            sweep: Sweep::AllProfiles,
+            seed: Some(3),
+            ..Request::default()
+        };
+        let plan = build_plan(
+            &request,
+            &Profiles::builtin(),
+            &Catalog::builtin(),
+            chrono::Local::now(),
+            || 1,
+        )
+        .expect("plan");
+        let setup = RunSetup {
+            output_root: out.path().to_owned(),
+            backend: "mock".into(),
+            imagelab: PathBuf::from("/usr/bin/imagelab"),
+            hub_cache: None,
+            tasks: Some(3),
+            sbatch: SbatchOptions { job_name: "t".into(), ..SbatchOptions::default() },
+            task_args: Vec::new(),
+        };
+        let mut run = plan_run(plan, &setup).expect("run");
+        let root = run.output_root.clone();
+        let jobs = queue::unfinished(&root).expect("list");
+        assert_eq!(jobs.len(), 3);
+        assert!(jobs.iter().all(|job| is_slurm_job(&root, job)));
+        // Never submitted (a dry run): nothing held, nothing asked.
+        let none = held_by_slurm(&fake_squeue(bin.path(), None), &root, &jobs);
+        assert_eq!(none, HeldBySlurm::default());
+
+        run.submissions.push(Submission {
+            job: 42,
+            cluster: None,
+            array: "0-2".into(),
+            submitted: String::new(),
+            retry_failed: false,
+        });
+        run.write().expect("write");
+        // Task 0 runs, task 1 waits, task 2 is gone from the queue.
+        let rows = "42_0|43|42|0|RUNNING|None|gres:gpu:1|node|0:09\n42_1|42|42|1|PENDING|Resources|gres:gpu:1||0:00\n";
+        let held = held_by_slurm(&fake_squeue(bin.path(), Some(rows)), &root, &jobs);
+        let expected: BTreeSet<String> =
+            [run.tasks[0].job.clone(), run.tasks[1].job.clone()].into_iter().collect();
+        assert_eq!(held.held, expected);
+        assert!(held.notes[0].contains("2 job(s) of Slurm run"), "{:?}", held.notes);
+        // The array ended: every job is offered.
+        let gone = held_by_slurm(&fake_squeue(bin.path(), Some("")), &root, &jobs);
+        assert!(gone.held.is_empty() && gone.notes.is_empty(), "{gone:?}");
+        // Slurm cannot be asked: every submitted task's job is held, and the note says why.
+        let unasked = held_by_slurm(&fake_squeue(bin.path(), None), &root, &jobs);
+        assert_eq!(unasked.held.len(), 3);
+        assert!(unasked.notes[0].contains("no Slurm configuration"), "{:?}", unasked.notes);
+    }
 }

@@ -56,6 +56,12 @@ impl SbatchOptions {
                 check_value(flag, value)?;
             }
         }
+        if let Some(time) = &self.time {
+            check_time(time).map_err(|err| format!("--time: {err}"))?;
+        }
+        if let Some(gres) = &self.gres {
+            check_gres(gres).map_err(|err| format!("--gres: {err}"))?;
+        }
         if self.cpus_per_task == Some(0) {
             return Err("--cpus-per-task: must be at least 1".to_owned());
         }
@@ -77,6 +83,75 @@ impl SbatchOptions {
         }
         Ok(())
     }
+}
+
+/// Checks a time limit in one of Slurm's forms: `minutes`, `minutes:seconds`,
+/// `hours:minutes:seconds`, `days-hours`, `days-hours:minutes`, `days-hours:minutes:seconds`,
+/// or `UNLIMITED`/`INFINITE`; not zero.
+///
+/// # Errors
+/// What is wrong, with the forms Slurm takes.
+pub fn check_time(text: &str) -> Result<(), String> {
+    let text = text.trim();
+    let forms = "give minutes (90), HH:MM:SS (02:00:00) or D-HH[:MM[:SS]] (1-12)";
+    if text.eq_ignore_ascii_case("unlimited") || text.eq_ignore_ascii_case("infinite") {
+        return Ok(());
+    }
+    let number = |part: &str| -> Result<u64, String> {
+        if part.is_empty() || !part.chars().all(|c| c.is_ascii_digit()) || part.len() > 6 {
+            return Err(format!("{text:?} is not a time limit: {forms}"));
+        }
+        part.parse().map_err(|_| format!("{text:?} is not a time limit: {forms}"))
+    };
+    let (days, rest) = match text.split_once('-') {
+        Some((days, rest)) => (Some(number(days)?), rest),
+        None => (None, text),
+    };
+    let parts = rest.split(':').map(number).collect::<Result<Vec<u64>, String>>()?;
+    let seconds = match (days, parts.as_slice()) {
+        (None, [minutes]) => minutes * 60,
+        (None, [minutes, seconds]) => minutes * 60 + seconds,
+        (None, [hours, minutes, seconds]) => hours * 3600 + minutes * 60 + seconds,
+        (Some(days), [hours]) => days * 86_400 + hours * 3600,
+        (Some(days), [hours, minutes]) => days * 86_400 + hours * 3600 + minutes * 60,
+        (Some(days), [hours, minutes, seconds]) => {
+            days * 86_400 + hours * 3600 + minutes * 60 + seconds
+        }
+        _ => return Err(format!("{text:?} is not a time limit: {forms}")),
+    };
+    if seconds == 0 {
+        return Err(format!("{text:?} is no time at all"));
+    }
+    Ok(())
+}
+
+/// Checks generic resources: comma-separated `name[:type][:count]` (`gpu:1`, `gpu:a100:2`),
+/// names and types of letters, digits, `_`, `-`, `.`; a count that is a whole number > 0.
+///
+/// # Errors
+/// What is wrong, with an example.
+pub fn check_gres(text: &str) -> Result<(), String> {
+    let bad = || format!("{text:?} is not a resource list like gpu:1 or gpu:a100:2");
+    for resource in text.split(',') {
+        let parts: Vec<&str> = resource.trim().split(':').collect();
+        let word = |part: &str| {
+            !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        };
+        if parts.len() > 3 || !parts.iter().all(|part| word(part)) {
+            return Err(bad());
+        }
+        if parts.len() > 1 {
+            let last = parts[parts.len() - 1];
+            let count_given = last.chars().all(|c| c.is_ascii_digit());
+            if parts.len() == 3 && !count_given {
+                return Err(bad());
+            }
+            if count_given && last.parse::<u64>().map_or(true, |count| count == 0) {
+                return Err(format!("{text:?}: a count must be at least 1"));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_value(flag: &str, value: &str) -> Result<(), String> {
@@ -113,6 +188,8 @@ pub struct ScriptInput<'a> {
     pub hub_cache: Option<&'a Path>,
     /// When and by what it was written, for the header.
     pub written: &'a str,
+    /// Further `imagelab resume` flags every task passes (`--for 2h`, `--until 06:00`).
+    pub resume_args: &'a [String],
 }
 
 /// Quotes a word for bash: as is when it is plainly safe, else in single quotes.
@@ -199,10 +276,17 @@ pub fn render(input: &ScriptInput<'_>) -> String {
     s.push_str(
         "# exec: Slurm's SIGTERM (scancel, time limit) reaches imagelab, which finishes or\n",
     );
-    s.push_str("# cancels the image it is on and writes its jobs-log line.\n");
+    s.push_str("# cancels the image it is on and writes its jobs-log line. Arguments after the\n");
+    s.push_str(
+        "# script's name on sbatch's command line reach imagelab resume (--retry-failed).\n",
+    );
+    let mut extra = String::new();
+    for arg in input.resume_args {
+        let _ = write!(extra, " {}", shell_quote(arg));
+    }
     let _ = writeln!(
         s,
-        "exec \"$IMAGELAB\" resume \"$OUTPUT_ROOT\" --job \"${{JOBS[$TASK]}}\" --backend {} --device {}",
+        "exec \"$IMAGELAB\" resume \"$OUTPUT_ROOT\" --job \"${{JOBS[$TASK]}}\" --backend {} --device {}{extra} \"$@\"",
         shell_quote(input.backend),
         shell_quote(input.device)
     );
@@ -273,6 +357,7 @@ mod tests {
             device: "cuda:0",
             hub_cache: Some(Path::new("/shared/hf/hub")),
             written: "2026-12-03T09:00:00+00:00",
+            resume_args: &["--for".to_owned(), "7200s".to_owned()],
         });
         for line in [
             "#SBATCH --array=0-1%4",
@@ -285,7 +370,7 @@ mod tests {
             "#SBATCH --output=/shared/out/run/slurm/logs/%A_%a.out",
             "OUTPUT_ROOT='/shared/out images'",
             "export HF_HUB_CACHE=/shared/hf/hub",
-            "exec \"$IMAGELAB\" resume \"$OUTPUT_ROOT\" --job \"${JOBS[$TASK]}\" --backend candle --device cuda:0",
+            "exec \"$IMAGELAB\" resume \"$OUTPUT_ROOT\" --job \"${JOBS[$TASK]}\" --backend candle --device cuda:0 --for 7200s \"$@\"",
         ] {
             assert!(script.lines().any(|l| l == line), "{line:?} missing in\n{script}");
         }
@@ -311,6 +396,28 @@ mod tests {
         bad.cpus_per_task = Some(0);
         assert!(bad.check().unwrap_err().starts_with("--cpus-per-task"));
         assert!(options().check().is_ok());
+    }
+
+    #[test]
+    fn time_limits_and_resources_in_slurm_forms() {
+        for good in ["90", "90:30", "02:00:00", "1-12", "1-12:30", "2-00:00:01", "UNLIMITED"] {
+            assert_eq!(check_time(good), Ok(()), "{good}");
+        }
+        for bad in ["", "abc", "2h", "1:2:3:4", "0", "00:00:00", "-5", "1-", "1.5", "1-2:3:4:5"] {
+            assert!(check_time(bad).is_err(), "{bad:?} passed");
+        }
+        for good in ["gpu", "gpu:1", "gpu:a100:2", "gpu:1,nvme:1", "gpu:tesla-v100"] {
+            assert_eq!(check_gres(good), Ok(()), "{good}");
+        }
+        for bad in ["gpu:0", "gpu::1", "gpu:a100:x", "gpu 1", ":1", "gpu:1:2:3"] {
+            assert!(check_gres(bad).is_err(), "{bad:?} passed");
+        }
+        let mut options = options();
+        options.time = Some("2 hours".into());
+        assert!(options.check().unwrap_err().starts_with("--time: \"2 hours\""));
+        options.time = None;
+        options.gres = Some("gpu:0".into());
+        assert!(options.check().unwrap_err().starts_with("--gres:"));
     }
 
     #[test]

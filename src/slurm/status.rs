@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::SlurmRun;
-use super::client::{self, ClientError};
+use super::client::{Client, ClientError};
 use super::parse::TaskRow;
 use crate::engine::queue::JobState;
 use crate::storage::jobs_log::{self, ItemStatus};
@@ -110,15 +110,19 @@ pub fn merge_rows(queued: &[TaskRow], accounted: &[TaskRow]) -> BTreeMap<(u64, u
 
 /// Asks Slurm about every submission of `run` (a failure becomes a note: the folder's own
 /// view still stands).
-pub fn slurm_rows(run: &SlurmRun, notes: &mut Vec<String>) -> BTreeMap<(u64, u32), TaskRow> {
+pub fn slurm_rows(
+    client: &Client,
+    run: &SlurmRun,
+    notes: &mut Vec<String>,
+) -> BTreeMap<(u64, u32), TaskRow> {
     let mut rows = BTreeMap::new();
     let mut sacct_note = false;
     for submission in &run.submissions {
-        let queued = client::queued(submission.job).unwrap_or_else(|err| {
+        let queued = client.queued(submission.job).unwrap_or_else(|err| {
             notes.push(format!("squeue: {err}"));
             Vec::new()
         });
-        let accounted = match client::accounted(submission.job) {
+        let accounted = match client.accounted(submission.job) {
             Ok(rows) => rows,
             Err(err) => {
                 if !sacct_note {
@@ -229,6 +233,13 @@ pub fn collect(
     }
 }
 
+/// The run's status, asking `client` (see [`slurm_rows`] and [`collect`]).
+pub fn status_of(client: &Client, run: &SlurmRun) -> RunStatus {
+    let mut notes = Vec::new();
+    let rows = slurm_rows(client, run, &mut notes);
+    collect(run, &rows, notes)
+}
+
 /// The status as a table for people.
 pub fn format_text(status: &RunStatus) -> String {
     let mut s = String::new();
@@ -284,6 +295,13 @@ pub fn format_text(status: &RunStatus) -> String {
                 task.task, failure.item, failure.model, failure.profile, failure.error
             );
         }
+    }
+    if status.failed_items > 0 {
+        let _ = writeln!(
+            s,
+            "run the failed items again with `imagelab resume {} --retry-failed`",
+            status.run_dir.display()
+        );
     }
     for note in &status.notes {
         let _ = writeln!(s, "note: {note}");

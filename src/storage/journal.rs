@@ -508,6 +508,18 @@ pub fn mark_settled(root: &Path, id: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Removes job `id`'s [`SETTLED_MARKER`]: it runs again (`resume --retry-failed` of a job
+/// that ended with failed items). Missing is fine.
+///
+/// # Errors
+/// I/O errors name the path.
+pub fn unsettle(root: &Path, id: &str) -> io::Result<()> {
+    match fs_err::remove_file(job_dir(root, id).join(SETTLED_MARKER)) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
 /// Whether a live process holds job `id` of `root`.
 pub fn is_job_live(root: &Path, id: &str) -> bool {
     durable::is_locked(&job_dir(root, id).join(OWNER_LOCK))

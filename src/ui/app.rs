@@ -20,6 +20,7 @@ use crate::request::profiles::import_styles;
 use crate::request::restore::restore_settings;
 use crate::request::{Plan, Profiles, Request};
 use crate::server::{Origin, Service, service::Submission};
+use crate::slurm::client::Client;
 use crate::storage::favorites;
 use crate::storage::metadata::{Recovered, recover};
 
@@ -31,6 +32,7 @@ use super::model_status::{ModelStatusSource, NoModelStatus};
 use super::queue::{JobState, QueueAction, QueuePanel, QueuedJob};
 use super::runner_panel::{RunnerAction, RunnerPanel};
 use super::settings::{FormSettings, STORAGE_KEY};
+use super::slurm::{SlurmAction, SlurmPanel, SlurmReply, SlurmRequest, SlurmSetup, SlurmWorker};
 use super::sweep::{SweepAction, SweepPanel};
 use super::thumbnails::{Loaded, ThumbnailLoader};
 use super::watch::{JobProgress, WatchPanel};
@@ -83,6 +85,9 @@ pub struct AppConfig {
     /// The user profiles file (imported styles), merged after the profiles; `None`: none, and
     /// "Import styles" says so.
     pub user_profiles_path: Option<PathBuf>,
+    /// Submitting to Slurm (`None`: sbatch not found, no "Submit to Slurm"; the start-up
+    /// offer still asks `squeue` on `PATH` about Slurm runs' jobs).
+    pub slurm: Option<SlurmSetup>,
 }
 
 impl AppConfig {
@@ -100,6 +105,7 @@ impl AppConfig {
             visibility: Visibility::default(),
             catalog: Catalog::builtin(),
             user_profiles_path: None,
+            slurm: None,
         }
     }
 }
@@ -272,6 +278,8 @@ pub enum CentralView {
     Sweep,
     /// The Insights panel.
     Insights,
+    /// The Slurm runs submitted from the window.
+    Slurm,
 }
 
 /// The lab window.
@@ -299,6 +307,10 @@ pub struct LabApp {
     pub insights: InsightsPanel,
     /// What the central panel shows.
     pub view: CentralView,
+    /// "Submit to Slurm" and the status of the runs submitted from here.
+    pub slurm: SlurmPanel,
+    slurm_setup: Option<SlurmSetup>,
+    slurm_worker: Option<SlurmWorker>,
     insights_worker: InsightsWorker,
     /// The overnight runner and the GPU table.
     pub runner_panel: RunnerPanel,
@@ -338,6 +350,7 @@ impl LabApp {
     }
 
     /// Builds the app with a given form (tests, and `new` after reading storage).
+    #[allow(clippy::too_many_lines, reason = "one field of the window after the other")]
     pub fn with_form(ctx: &egui::Context, config: AppConfig, form: FormSettings) -> Self {
         let mut log = LogPanel::default();
         if let Some(notice) = config.notice {
@@ -391,10 +404,31 @@ impl LabApp {
             Err(err) => log.push(Severity::Warning, format!("favourites: {err}")),
         }
         let controls = ControlsPanel { form, ..ControlsPanel::default() };
-        let queue = QueuePanel {
-            offer: unfinished_offer(engine.as_ref(), &mut log),
-            ..QueuePanel::default()
-        };
+        let client =
+            config.slurm.as_ref().map_or_else(Client::on_path, |setup| setup.client.clone());
+        let slurm_worker = SlurmWorker::spawn(client, waker.clone())
+            .map_err(|err| {
+                log.push(Severity::Error, format!("cannot start the Slurm thread: {err}"));
+            })
+            .ok();
+        let (offer, slurm_jobs) = unfinished_offer(engine.as_ref(), &config.output_root, &mut log);
+        if !slurm_jobs.is_empty() {
+            // Offered once Slurm says their tasks are gone (asked off the UI thread).
+            let request =
+                SlurmRequest::CheckOffer { root: config.output_root.clone(), jobs: slurm_jobs };
+            match &slurm_worker {
+                Some(worker) => {
+                    if let Err(err) = worker.send(request) {
+                        log.push(Severity::Warning, format!("Slurm runs' jobs not offered: {err}"));
+                    }
+                }
+                None => {
+                    log.push(Severity::Warning, "Slurm runs' jobs not offered: no Slurm thread");
+                }
+            }
+        }
+        let queue = QueuePanel { offer, ..QueuePanel::default() };
+        let slurm = SlurmPanel { available: config.slurm.is_some(), ..SlurmPanel::default() };
         Self {
             engine,
             output_root: config.output_root,
@@ -411,6 +445,9 @@ impl LabApp {
             sweep: SweepPanel::default(),
             insights,
             view: CentralView::default(),
+            slurm,
+            slurm_setup: config.slurm,
+            slurm_worker,
             insights_worker,
             runner_panel: RunnerPanel::default(),
             runner: None,
@@ -876,6 +913,7 @@ impl LabApp {
             }
         }
         self.drain_runner();
+        self.drain_slurm(ctx);
         if let Some(watcher) = &self.gpu_watcher {
             self.runner_panel.gpus = watcher.latest();
         }
@@ -1140,6 +1178,150 @@ impl LabApp {
     }
 }
 
+impl LabApp {
+    /// "Submit to Slurm": the form checked and planned as Generate would (the same checks),
+    /// the Slurm fields checked, then planned and submitted on the Slurm thread as `imagelab
+    /// slurm submit` does.
+    pub fn submit_to_slurm(&mut self) {
+        let (Some(engine), Some(setup), Some(worker)) =
+            (&self.engine, &self.slurm_setup, &self.slurm_worker)
+        else {
+            self.log.push(Severity::Error, "Slurm: sbatch was not found when the window started");
+            return;
+        };
+        let form = &self.controls.form;
+        let seed = if form.random_seed { crate::request::plan::random_seed() } else { form.seed };
+        let request = form.to_request(seed);
+        let job_name = format!("imagelab-{}", request.sweep.slug());
+        let sbatch = match self.slurm.form.options(job_name) {
+            Ok(options) => options,
+            Err(err) => {
+                self.slurm.error = Some(err.clone());
+                self.log.push(Severity::Error, format!("Slurm: {err}"));
+                return;
+            }
+        };
+        let plan = match engine.prepare(&request, &self.profiles, &self.catalog) {
+            Ok(plan) => plan,
+            Err(err) => {
+                self.slurm.error = Some(err.clone());
+                self.log.push(Severity::Error, format!("Slurm: {err}"));
+                return;
+            }
+        };
+        let run_setup = crate::slurm::RunSetup {
+            output_root: self.output_root.clone(),
+            backend: engine.backend_name().to_owned(),
+            imagelab: setup.imagelab.clone(),
+            hub_cache: setup.hub_cache.clone(),
+            tasks: None,
+            sbatch,
+            task_args: Vec::new(),
+        };
+        let images = plan.image_count();
+        match worker.send(SlurmRequest::Submit { plan: Box::new(plan), setup: Box::new(run_setup) })
+        {
+            Ok(()) => {
+                self.slurm.error = None;
+                self.slurm.submitting = true;
+                self.last_seed = Some(seed);
+                self.log.push(Severity::Info, format!("Slurm: submitting {images} image(s)"));
+            }
+            Err(err) => self.log.push(Severity::Error, format!("Slurm: {err}")),
+        }
+    }
+
+    fn on_slurm_action(&mut self, action: SlurmAction) {
+        let (SlurmAction::Refresh(index) | SlurmAction::Cancel(index)) = action;
+        let (Some(worker), Some(view)) = (&self.slurm_worker, self.slurm.runs.get_mut(index))
+        else {
+            return;
+        };
+        let run = Box::new(view.run.clone());
+        let request = match action {
+            SlurmAction::Refresh(_) => {
+                view.asking = true;
+                view.asked_at = Some(std::time::Instant::now());
+                SlurmRequest::Status { index, run }
+            }
+            SlurmAction::Cancel(_) => SlurmRequest::Cancel { index, run },
+        };
+        if let Err(err) = worker.send(request) {
+            view.asking = false;
+            self.log.push(Severity::Error, format!("Slurm: {err}"));
+        }
+    }
+
+    /// The Slurm thread's answers; a status request for each run due one.
+    fn drain_slurm(&mut self, ctx: &egui::Context) {
+        let Some(worker) = &self.slurm_worker else { return };
+        let replies: Vec<SlurmReply> = worker.replies().try_iter().collect();
+        for reply in replies {
+            match reply {
+                SlurmReply::Submitted(Ok(submitted)) => {
+                    let (run, submission) = *submitted;
+                    self.slurm.submitting = false;
+                    self.log.push(
+                        Severity::Info,
+                        format!(
+                            "Slurm: submitted job {} (array {}): {} image(s) in {} task(s) into {}",
+                            submission.job,
+                            submission.array,
+                            run.planned_images,
+                            run.tasks.len(),
+                            run.run_path().display()
+                        ),
+                    );
+                    self.slurm.runs.push(super::slurm::RunView {
+                        run,
+                        status: None,
+                        asking: false,
+                        asked_at: None,
+                    });
+                    self.view = CentralView::Slurm;
+                }
+                SlurmReply::Submitted(Err(err)) => {
+                    self.slurm.submitting = false;
+                    self.slurm.error = Some(err.clone());
+                    self.log.push(Severity::Error, format!("Slurm: {err}"));
+                }
+                SlurmReply::Status { index, status } => {
+                    if let Some(view) = self.slurm.runs.get_mut(index) {
+                        view.asking = false;
+                        view.status = Some(*status);
+                    }
+                }
+                SlurmReply::Cancelled { index, result } => {
+                    match result {
+                        Ok(ids) => self
+                            .log
+                            .push(Severity::Info, format!("Slurm: cancelled {}", ids.join(", "))),
+                        Err(err) => self.log.push(Severity::Error, format!("Slurm: {err}")),
+                    }
+                    self.on_slurm_action(SlurmAction::Refresh(index));
+                }
+                SlurmReply::Offer { jobs, held } => {
+                    for note in held.notes {
+                        self.log.push(Severity::Info, note);
+                    }
+                    self.queue
+                        .offer
+                        .extend(jobs.into_iter().filter(|job| !held.held.contains(&job.id)));
+                }
+            }
+        }
+        let now = std::time::Instant::now();
+        let due: Vec<usize> =
+            (0..self.slurm.runs.len()).filter(|index| self.slurm.runs[*index].due(now)).collect();
+        for index in due {
+            self.on_slurm_action(SlurmAction::Refresh(index));
+        }
+        if !self.slurm.runs.is_empty() {
+            ctx.request_repaint_after(super::slurm::STATUS_REFRESH);
+        }
+    }
+}
+
 /// What the user asked for in the central panel this frame.
 #[derive(Debug, Default)]
 struct CentralActions {
@@ -1147,6 +1329,7 @@ struct CentralActions {
     runner: Option<RunnerAction>,
     sweep: Option<SweepAction>,
     insights: Option<InsightsAction>,
+    slurm: Option<SlurmAction>,
 }
 
 impl LabApp {
@@ -1162,6 +1345,9 @@ impl LabApp {
             ui.selectable_value(&mut self.view, CentralView::Preview, "Preview");
             ui.selectable_value(&mut self.view, CentralView::Sweep, "Sweep grid");
             ui.selectable_value(&mut self.view, CentralView::Insights, "Insights");
+            if self.slurm.available || !self.slurm.runs.is_empty() {
+                ui.selectable_value(&mut self.view, CentralView::Slurm, "Slurm runs");
+            }
         });
         ui.separator();
         match self.view {
@@ -1175,6 +1361,7 @@ impl LabApp {
                 );
             }
             CentralView::Insights => actions.insights = self.insights.ui(ui),
+            CentralView::Slurm => actions.slurm = self.slurm.ui(ui),
         }
         actions
     }
@@ -1205,14 +1392,23 @@ fn start_engine(
     engine
 }
 
-/// Work an earlier session left unfinished (a crash, a closed window), offered back.
-fn unfinished_offer(engine: Option<&EngineLink>, log: &mut LogPanel) -> Vec<UnfinishedJob> {
-    let Some(engine) = engine else { return Vec::new() };
+/// Work an earlier session left unfinished (a crash, a closed window), offered back; and,
+/// apart, the unfinished jobs of Slurm runs' array tasks: offered only once Slurm says their
+/// tasks are gone (it may still start or run them).
+fn unfinished_offer(
+    engine: Option<&EngineLink>,
+    root: &Path,
+    log: &mut LogPanel,
+) -> (Vec<UnfinishedJob>, Vec<UnfinishedJob>) {
+    let Some(engine) = engine else { return (Vec::new(), Vec::new()) };
     match engine.with_engine(Engine::unfinished_jobs) {
-        Ok(jobs) => jobs.into_iter().filter(|job| !job.live).collect(),
+        Ok(jobs) => jobs
+            .into_iter()
+            .filter(|job| !job.live)
+            .partition(|job| !crate::slurm::is_slurm_job(root, job)),
         Err(err) => {
             log.push(Severity::Warning, err);
-            Vec::new()
+            (Vec::new(), Vec::new())
         }
     }
 }
@@ -1277,6 +1473,7 @@ impl eframe::App for LabApp {
                 last_seed: self.last_seed,
                 busy,
                 thumbnails: &mut self.thumbnails,
+                slurm: Some(&mut self.slurm),
             };
             if let Some(action) = self.controls.ui(ui, &mut cx) {
                 control_action = Some(action);
@@ -1296,11 +1493,13 @@ impl eframe::App for LabApp {
             runner: runner_action,
             sweep: sweep_action,
             insights: insights_action,
+            slurm: slurm_action,
         } = central;
         self.log.toasts_ui(&ctx);
         match control_action {
             Some(ControlAction::Generate) => self.generate(),
             Some(ControlAction::ImportStyles(file)) => self.import_styles(&file),
+            Some(ControlAction::SubmitToSlurm) => self.submit_to_slurm(),
             Some(ControlAction::Cancel) => self.cancel_running(),
             Some(ControlAction::Download(model)) => {
                 match self.model_status.start_download(&model) {
@@ -1333,6 +1532,9 @@ impl eframe::App for LabApp {
         }
         if let Some(action) = insights_action {
             self.on_insights_action(action);
+        }
+        if let Some(action) = slurm_action {
+            self.on_slurm_action(action);
         }
     }
 

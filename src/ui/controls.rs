@@ -45,6 +45,8 @@ pub enum ControlAction {
     Cancel,
     /// Skip the running item.
     Skip,
+    /// Submit the form to Slurm as a job array (the Slurm fields of the launcher).
+    SubmitToSlurm,
 }
 
 /// What the panel reads but does not own.
@@ -61,6 +63,8 @@ pub struct ControlsContext<'a> {
     pub busy: bool,
     /// For the img2img thumbnail.
     pub thumbnails: &'a mut ThumbnailLoader,
+    /// The Slurm fields, drawn under Generate when sbatch was found.
+    pub slurm: Option<&'a mut super::slurm::SlurmPanel>,
 }
 
 /// The left panel's state: the form (persisted) and the open confirmation.
@@ -94,6 +98,12 @@ impl ControlsPanel {
             self.sweep_ui(ui, cx.profiles, cx.catalog);
             ui.separator();
             action = self.run_buttons_ui(ui, cx).or(download);
+            if let Some(slurm) = cx.slurm.as_deref_mut().filter(|slurm| slurm.available) {
+                let images = image_count(self.form.sweep, self.form.batch, cx.profiles, cx.catalog);
+                if slurm.launcher_ui(ui, images) {
+                    action = Some(ControlAction::SubmitToSlurm);
+                }
+            }
         });
         if let Some(images) = self.confirming_images {
             action = action.or(self.confirm_ui(ui.ctx(), images));

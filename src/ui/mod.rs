@@ -13,6 +13,7 @@ pub mod model_status;
 pub mod queue;
 pub mod runner_panel;
 pub mod settings;
+pub mod slurm;
 pub mod sweep;
 pub mod thumbnails;
 pub mod watch;
@@ -73,6 +74,7 @@ fn config_with<E: From<ConfigError>>(
     let output_root = wiring.engine.output_root.clone();
     let instance_id = wiring.engine.instance_id.clone();
     let notice = wiring.notice.clone();
+    let slurm = slurm_setup(config);
     Ok(AppConfig {
         output_root,
         engine: engine(wiring)?,
@@ -84,7 +86,22 @@ fn config_with<E: From<ConfigError>>(
         visibility: config.gpu_visibility(),
         catalog: config.catalog(&[]),
         user_profiles_path: Some(config.user_profiles_path()),
+        slurm,
     })
+}
+
+/// "Submit to Slurm" when sbatch is on `PATH`: the tasks run this binary and read the model
+/// cache this window uses (both must be on the cluster's shared file system).
+fn slurm_setup(config: &FrontEndConfig) -> Option<slurm::SlurmSetup> {
+    let client = crate::slurm::client::Client::on_path();
+    if !client.sbatch_available() {
+        return None;
+    }
+    let imagelab = std::env::current_exe()
+        .map_err(|err| tracing::warn!(%err, "no Submit to Slurm: this program's path is unknown"))
+        .ok()?;
+    let hub_cache = crate::slurm::absolute(&config.hub().cache_dir);
+    Some(slurm::SlurmSetup { client, imagelab, hub_cache: Some(hub_cache) })
 }
 
 /// Opens the window with the settings of `config` (see [`config_from`]).

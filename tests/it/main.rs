@@ -31,6 +31,7 @@ mod single_file;
 mod slurm;
 mod stops;
 mod ui;
+mod ui_slurm;
 mod util;
 
 mod metadata;

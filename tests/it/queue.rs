@@ -370,3 +370,79 @@ fn a_second_process_cannot_take_a_job_that_is_queued_here() {
     let err = second.resume(&id, ResumeOptions::default()).expect_err("busy");
     assert!(matches!(err, imagelab::engine::EngineError::JobBusy(_)), "{err}");
 }
+
+/// `resume --retry-failed` takes back a job that ran to its end with a failed item (a Slurm
+/// task's `resume --job ID --retry-failed` is the same path): the failed item runs again,
+/// once, into the same folder; nothing done is made twice; the job ends and settles again.
+#[test]
+fn retry_failed_reopens_a_finished_job_and_runs_its_failed_item_once() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let out_arg = out.path().to_string_lossy().into_owned();
+    let args = [
+        "generate",
+        "--backend",
+        "mock",
+        "--prompt",
+        "a fox",
+        "--all-profiles",
+        "--batch",
+        "2",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "--steps",
+        "2",
+        "--seed",
+        "40",
+        "--out",
+        &out_arg,
+    ];
+    // Only the Tim Burton profile's suffix holds these words: one item fails.
+    let first = crate::util::imagelab()
+        .args(args)
+        .env("IMAGELAB_MOCK_FAIL_PROMPT", "gothic fairytale")
+        .output()
+        .expect("runs");
+    assert_eq!(first.status.code(), Some(1), "{}", crate::util::stderr(&first));
+    let ids = journal::job_ids(out.path()).expect("jobs");
+    assert_eq!(ids.len(), 1);
+    let state = JobState::read(out.path(), &ids[0]).expect("job");
+    assert_eq!(state.end, Some(JobEnd::Finished));
+    let failed = state.failed_items();
+    assert_eq!(failed.len(), 1, "{:?}", state.final_status);
+    assert!(state.reopens_for_retry());
+    let items = state.plan().items.len();
+    assert_eq!(crate::util::pngs_below(out.path()).len(), 2 * (items - 1));
+
+    // A plain resume leaves a finished job alone.
+    let plain = crate::util::imagelab().args(["resume", &out_arg]).output().expect("runs");
+    assert_eq!(plain.status.code(), Some(0), "{}", crate::util::stderr(&plain));
+    assert!(crate::util::stderr(&plain).contains("nothing to resume"));
+
+    let retried = crate::util::imagelab()
+        .args(["resume", &out_arg, "--retry-failed", "--json"])
+        .output()
+        .expect("runs");
+    assert_eq!(retried.status.code(), Some(0), "{}", crate::util::stderr(&retried));
+    let images = images_by_metadata(out.path());
+    assert_eq!(images.len(), 2 * items, "every image of the plan");
+    assert!(images.values().all(|paths| paths.len() == 1), "none twice: {images:?}");
+    let log = jobs_log::read_all(out.path()).expect("logs");
+    let lines: Vec<&JobRecord> = log.records.iter().filter(|r| r.item == Some(failed[0])).collect();
+    let statuses: Vec<ItemStatus> = lines.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![ItemStatus::Failed, ItemStatus::Done]);
+    assert!(lines[0].paths.is_empty() && lines[1].paths.len() == 2, "{lines:?}");
+    let state = JobState::read(out.path(), &ids[0]).expect("job");
+    assert!(state.failed_items().is_empty() && state.end == Some(JobEnd::Finished));
+    assert!(journal::is_settled(out.path(), &ids[0]));
+
+    // Nothing failed any more: a second retry has nothing to do.
+    let again = crate::util::imagelab()
+        .args(["resume", &out_arg, "--retry-failed"])
+        .output()
+        .expect("runs");
+    assert_eq!(again.status.code(), Some(0), "{}", crate::util::stderr(&again));
+    assert!(crate::util::stderr(&again).contains("nothing to resume"));
+    assert_eq!(crate::util::pngs_below(out.path()).len(), 2 * items);
+}

@@ -260,6 +260,48 @@ fn slurm_sweeps_on_a_real_cluster() {
     dry_run_writes_a_script_sbatch_accepts_and_submits_nothing(&cluster);
     sweeps_submitted_together_come_back_as_local_runs(&cluster);
     a_task_cancelled_midway_is_resubmitted_by_resume(&cluster);
+    failed_items_are_resubmitted_by_resume_retry_failed(&cluster);
+    a_time_limited_task_stops_taking_images_and_leaves_the_rest_queued(&cluster);
+}
+
+/// `slurm submit --for`: each task runs `imagelab resume … --for`, takes no new image after
+/// the limit, ends without failing, and leaves the rest in the queue (here finished locally).
+fn a_time_limited_task_stops_taking_images_and_leaves_the_rest_queued(cluster: &Cluster) {
+    let out = cluster.dir.path().join("time-limit");
+    let out_arg = out.to_string_lossy().into_owned();
+    // One task of 30 images of 0.8 s each (8 steps × 100 ms), stopped after 4 s.
+    let args =
+        sweep_args(&out_arg, "8", &["--all-profiles", "--tasks", "1", "--for", "4s", "--json"]);
+    let slow = [("IMAGELAB_MOCK_STEP_MS", "100")];
+    let (run_dir, job) = submitted_run(&lab(cluster, &args, &slow));
+    let job = job.expect("job id");
+    let run = read_run(&run_dir);
+    assert_eq!(run.task_args, ["--for", "4s"]);
+    wait_until_gone(cluster, job);
+    let task_out =
+        fs_err::read_to_string(run.slurm_dir().join("logs").join(format!("{job}_0.out")))
+            .expect("task output");
+    assert!(task_out.contains("time limit reached"), "{task_out}");
+    let status = status_json(cluster, &run_dir);
+    let done = status["done_images"].as_u64().expect("done");
+    assert!(done >= 1 && done < run.planned_images as u64, "{status:#}");
+    assert_eq!(status["unfinished_tasks"], serde_json::json!([0]), "{status:#}");
+    assert_eq!(status["failed_items"], 0, "{status:#}");
+    if cluster.accounting() {
+        // Ended by its time limit, not failed: exit 0.
+        cluster.wait_for("sacct has the task", Duration::from_mins(2), || {
+            let now = status_json(cluster, &run_dir);
+            match now["tasks"][0]["slurm_state"].as_str() {
+                Some("COMPLETED") => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        });
+    }
+    // What is left runs here; every image once in the end.
+    let run_arg = run_dir.to_string_lossy().into_owned();
+    let local = lab(cluster, &["resume", &run_arg, "--local", "--backend", "mock"], &[]);
+    assert!(local.status.success(), "{}", stderr(&local));
+    check_every_image_once(&read_run(&run_dir));
 }
 
 /// `imagelab` aimed at the cluster (sbatch exports this environment into the tasks).
@@ -544,6 +586,64 @@ fn a_task_cancelled_midway_is_resubmitted_by_resume(cluster: &Cluster) {
     assert!(stderr(&again).contains("nothing to resubmit"), "{}", stderr(&again));
 }
 
+fn failed_items_are_resubmitted_by_resume_retry_failed(cluster: &Cluster) {
+    let out = cluster.dir.path().join("retry");
+    let out_arg = out.to_string_lossy().into_owned();
+    let args =
+        sweep_args(&out_arg, "2", &["--all-profiles", "--batch", "2", "--tasks", "3", "--json"]);
+    // Only the Tim Burton profile's suffix holds these words: one item fails in its task
+    // (sbatch hands this environment to the tasks).
+    let failing = [("IMAGELAB_MOCK_FAIL_PROMPT", "gothic fairytale")];
+    let (run_dir, job) = submitted_run(&lab(cluster, &args, &failing));
+    wait_until_gone(cluster, job.expect("job id"));
+    let run_arg = run_dir.to_string_lossy().into_owned();
+    let status = status_json(cluster, &run_dir);
+    assert_eq!(status["failed_items"], 1, "{status:#}");
+    assert_eq!(status["unfinished_tasks"], serde_json::json!([]), "{status:#}");
+    let failed_task = status["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .find(|task| task["items_failed"] == 1)
+        .and_then(|task| task["task"].as_u64())
+        .expect("the task with the failure");
+    let text = lab(cluster, &["slurm", "status", &run_arg], &[]);
+    assert!(stdout(&text).contains("--retry-failed"), "{}", stdout(&text));
+    // A plain resume has nothing to do: failed items run again only when asked.
+    let plain = lab(cluster, &["resume", &run_arg], &[]);
+    assert!(stderr(&plain).contains("nothing to resubmit"), "{}", stderr(&plain));
+
+    // Without the failure injection now: only the task with the failure is resubmitted.
+    let retried = lab(cluster, &["resume", &run_arg, "--retry-failed", "--json"], &[]);
+    assert!(retried.status.success(), "{}", stderr(&retried));
+    let value: serde_json::Value = serde_json::from_str(stdout(&retried).trim()).expect("json");
+    assert_eq!(value["tasks"], serde_json::json!([failed_task]));
+    let second = value["job"].as_u64().expect("second job");
+    wait_until_gone(cluster, second);
+    let run = read_run(&run_dir);
+    assert_eq!(run.submissions.len(), 2);
+    assert!(run.submissions[1].retry_failed && !run.submissions[0].retry_failed);
+    // Every image once, each listed by one line; the item has its failed line, then its done one.
+    check_every_image_once(&run);
+    let logs = jobs_log::read_all(&run.output_root).expect("logs");
+    let task_job = &run.tasks[failed_task as usize].job;
+    let statuses: Vec<ItemStatus> = logs
+        .records
+        .iter()
+        .filter(|r| r.job_id.as_deref() == Some(task_job.as_str()) && r.profile == "Tim Burton")
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(statuses, vec![ItemStatus::Failed, ItemStatus::Done]);
+    let status = status_json(cluster, &run_dir);
+    assert_eq!(
+        (status["failed_items"].as_u64(), status["done_images"].as_u64()),
+        (Some(0), Some(run.planned_images as u64)),
+        "{status:#}"
+    );
+    let again = lab(cluster, &["resume", &run_arg, "--retry-failed"], &[]);
+    assert!(stderr(&again).contains("nothing to resubmit"), "{}", stderr(&again));
+}
+
 /// Refusals that need no cluster: each names its flag or folder, exits 2 (1 for a missing
 /// sbatch) and writes nothing.
 #[test]
@@ -551,8 +651,14 @@ fn bad_slurm_requests_are_refused_before_anything_is_written() {
     let out = tempfile::tempdir().expect("tempdir");
     let out_arg = out.path().to_string_lossy().into_owned();
     let no_slurm = tempfile::tempdir().expect("tempdir");
-    let cases: [(&[&str], &str, i32); 5] = [
+    let cases: [(&[&str], &str, i32); 10] = [
         (&["--all-profiles", "--tasks", "0", "--dry-run"], "--tasks: 0 task(s)", 2),
+        // Runner flags a Slurm run cannot honour say why, and what to use instead.
+        (&["--gpus", "0,1", "--dry-run"], "--gpus: not on Slurm: Slurm gives each task", 2),
+        (&["--max-util", "20", "--dry-run"], "--max-util: not on Slurm", 2),
+        (&["--templates", "t.ron", "--jobs", "5", "--dry-run"], "--templates: not on Slurm", 2),
+        (&["--max-failures", "2", "--dry-run"], "--retry-failed", 2),
+        (&["--until", "25:00", "--dry-run"], "--until:", 2),
         (&["--all-models", "--tasks", "3", "--dry-run"], "--tasks: an all-models sweep", 2),
         (&["--qos", "high\n#SBATCH --uid=0", "--dry-run"], "--qos:", 2),
         (&["--sbatch-arg=--array=0-9", "--dry-run"], "--max-parallel", 2),
@@ -576,6 +682,46 @@ fn bad_slurm_requests_are_refused_before_anything_is_written() {
         .expect("runs imagelab");
     assert_eq!(status.status.code(), Some(2));
     assert!(stderr(&status).contains("is not a Slurm run"), "{}", stderr(&status));
+}
+
+/// `--for`/`--until` reach every task's `imagelab resume` line in the script (a dry run with
+/// no sbatch here writes the run without submitting).
+#[test]
+fn time_limits_are_written_into_every_task_of_the_script() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let out_arg = out.path().to_string_lossy().into_owned();
+    let no_slurm = tempfile::tempdir().expect("tempdir");
+    let args = sweep_args(
+        &out_arg,
+        "2",
+        &[
+            "--all-profiles",
+            "--tasks",
+            "2",
+            "--for",
+            "1h30m",
+            "--until",
+            "06:00",
+            "--dry-run",
+            "--json",
+        ],
+    );
+    let output =
+        crate::util::imagelab().args(&args).env("PATH", no_slurm.path()).output().expect("runs");
+    let (run_dir, job) = submitted_run(&output);
+    assert_eq!(job, None);
+    let run = read_run(&run_dir);
+    assert_eq!(run.task_args, ["--for", "5400s", "--until", "06:00"]);
+    let script = fs_err::read_to_string(run.script()).expect("script");
+    let exec = script.lines().find(|l| l.starts_with("exec ")).expect("exec line");
+    assert!(exec.ends_with("--device cpu --for 5400s --until 06:00 \"$@\""), "{exec}");
+    // The flags parse as resume's: the same words work by hand.
+    let listed = crate::util::imagelab()
+        .args(["resume", &out_arg, "--list", "--local", "--for", "5400s", "--until", "06:00"])
+        .output()
+        .expect("runs");
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    assert_eq!(stdout(&listed).lines().count(), 2, "{}", stdout(&listed));
 }
 
 /// A Slurm task's `resume --job ID` waits while another process holds its job for a moment

@@ -18,11 +18,11 @@ use imagelab::ui::{AppConfig, LabApp};
 
 use crate::util;
 
-const WINDOW: [f32; 2] = [1400.0, 900.0];
+pub(crate) const WINDOW: [f32; 2] = [1400.0, 900.0];
 /// Longest a mock job may take here (2-core CI, debug build).
-const JOB_TIMEOUT: Duration = Duration::from_mins(1);
+pub(crate) const JOB_TIMEOUT: Duration = Duration::from_mins(1);
 
-fn small_form() -> FormSettings {
+pub(crate) fn small_form() -> FormSettings {
     FormSettings {
         model: "SDXL Turbo".into(),
         width_px: 64,
@@ -44,7 +44,11 @@ fn harness(out: &Path, step_delay: Duration, form: FormSettings) -> Harness<'sta
 }
 
 /// Steps frames (the engine runs on real time) until `done` holds.
-fn step_until(harness: &mut Harness<'_, LabApp>, what: &str, done: impl Fn(&LabApp) -> bool) {
+pub(crate) fn step_until(
+    harness: &mut Harness<'_, LabApp>,
+    what: &str,
+    done: impl Fn(&LabApp) -> bool,
+) {
     let started = Instant::now();
     while !done(harness.state()) {
         assert!(started.elapsed() < JOB_TIMEOUT, "timed out waiting for {what}");
@@ -219,7 +223,7 @@ fn closing_joins_the_engine() {
 }
 
 /// Renders through wgpu; `None` (with the reason printed) where no adapter exists.
-fn render_or_skip(harness: &mut Harness<'_, LabApp>) -> Option<image::RgbaImage> {
+pub(crate) fn render_or_skip(harness: &mut Harness<'_, LabApp>) -> Option<image::RgbaImage> {
     let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| harness.render()));
     match rendered {
         Ok(Ok(image)) => Some(image),
