@@ -188,38 +188,15 @@ pub struct UnfinishedJob {
 /// # Errors
 /// The journal cannot be listed; unreadable jobs are skipped with a warning.
 pub fn unfinished(root: &Path) -> io::Result<Vec<UnfinishedJob>> {
-    let mut jobs = Vec::new();
-    for id in journal::job_ids(root)? {
-        if journal::is_settled(root, &id) {
-            continue;
-        }
-        let state = match JobState::read(root, &id) {
-            Ok(state) => state,
-            Err(err) => {
-                tracing::warn!(%err, "skipping an unreadable job");
-                continue;
-            }
-        };
+    journal_jobs(root, false, |state| {
         // Every item final but no end record: shards that ended together; the next start
         // marks it finished.
-        if state.end.is_some() || state.remaining_plan(false).is_none() {
-            continue;
+        if state.end.is_some() {
+            return None;
         }
-        jobs.push(UnfinishedJob {
-            label: state.label(),
-            run_dir: state.plan().run_dir.clone(),
-            items: state.plan().items.len(),
-            images: state.plan().image_count(),
-            images_left: state.remaining_images(false),
-            live: journal::is_job_live(root, &id),
-            rank: state.rank,
-            created: state.file.created.clone(),
-            backend: state.file.backend.clone(),
-            id,
-        });
-    }
-    jobs.sort_by(|a, b| a.rank.total_cmp(&b.rank).then_with(|| a.id.cmp(&b.id)));
-    Ok(jobs)
+        state.remaining_plan(false)?;
+        Some(state.remaining_images(false))
+    })
 }
 
 /// Jobs of `root`'s journal that ran to their end with failed items (see
@@ -229,8 +206,25 @@ pub fn unfinished(root: &Path) -> io::Result<Vec<UnfinishedJob>> {
 /// # Errors
 /// The journal cannot be listed; unreadable jobs are skipped with a warning.
 pub fn retryable(root: &Path) -> io::Result<Vec<UnfinishedJob>> {
+    journal_jobs(root, true, |state| {
+        let left = state.remaining_images(true);
+        (state.reopens_for_retry() && left > 0).then_some(left)
+    })
+}
+
+/// The jobs of `root`'s journal that `images_left` picks (returning the images still to make),
+/// summarised, in queue order (rank, then id); settled jobs are not even read unless
+/// `settled_too`. Unreadable jobs are skipped with a warning.
+fn journal_jobs(
+    root: &Path,
+    settled_too: bool,
+    images_left: impl Fn(&JobState) -> Option<usize>,
+) -> io::Result<Vec<UnfinishedJob>> {
     let mut jobs = Vec::new();
     for id in journal::job_ids(root)? {
+        if !settled_too && journal::is_settled(root, &id) {
+            continue;
+        }
         let state = match JobState::read(root, &id) {
             Ok(state) => state,
             Err(err) => {
@@ -238,15 +232,15 @@ pub fn retryable(root: &Path) -> io::Result<Vec<UnfinishedJob>> {
                 continue;
             }
         };
-        if !state.reopens_for_retry() || state.remaining_images(true) == 0 {
+        let Some(images_left) = images_left(&state) else {
             continue;
-        }
+        };
         jobs.push(UnfinishedJob {
             label: state.label(),
             run_dir: state.plan().run_dir.clone(),
             items: state.plan().items.len(),
             images: state.plan().image_count(),
-            images_left: state.remaining_images(true),
+            images_left,
             live: journal::is_job_live(root, &id),
             rank: state.rank,
             created: state.file.created.clone(),
