@@ -28,6 +28,7 @@
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Result, Tensor};
+use imagelab_kernels::norm::exp;
 use rayon::prelude::*;
 
 /// Largest number of score elements (batch × heads × query rows × keys) one block may hold:
@@ -236,14 +237,14 @@ fn softmax_row(row: &mut [f32], scale: f32) {
     let mut chunks = row.chunks_exact_mut(16);
     for chunk in &mut chunks {
         for (value, lane) in chunk.iter_mut().zip(&mut lanes) {
-            let e = exp_nonpositive(*value * scale - shift);
+            let e = exp(*value * scale - shift);
             *value = e;
             *lane += e;
         }
     }
     let mut sum = 0f32;
     for value in chunks.into_remainder() {
-        *value = exp_nonpositive(*value * scale - shift);
+        *value = exp(*value * scale - shift);
         sum += *value;
     }
     sum += lanes.iter().sum::<f32>();
@@ -251,36 +252,6 @@ fn softmax_row(row: &mut [f32], scale: f32) {
     for value in row.iter_mut() {
         *value *= inverse;
     }
-}
-
-/// `e^x` for `x ≤ 0` (softmax arguments after the max is subtracted), within 2 ulp of the
-/// correctly rounded value: Cody–Waite reduction `x = k·ln 2 + r`, |r| ≤ ln 2 / 2, Cephes'
-/// degree-6 polynomial for `e^r`, and `2^k` built from its bits. Written with plain arithmetic and
-/// bit moves only, so the compiler vectorises the loops that call it. Below −87.3 the result
-/// is 0 (an f32 `e^x` there is subnormal, negligible next to the row's 1 at its max).
-#[inline]
-fn exp_nonpositive(x: f32) -> f32 {
-    const LOG2_E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // 1.5·2²³: adding it rounds to an integer, kept in the low mantissa bits.
-    const ROUNDER: f32 = 12_582_912.0;
-    let x = x.clamp(-87.0, 0.0);
-    let shifted = x * LOG2_E + ROUNDER;
-    let k = shifted - ROUNDER;
-    let r = x - k * LN2_HI - k * LN2_LO;
-    let poly = ((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 0.166_666_65)
-        * r
-        + 0.5;
-    let e_r = poly * r * r + r + 1.0;
-    // k ∈ [−126, 0]: its two's complement sits in the mantissa of `shifted`; the exponent
-    // field of 2^k is k + 127.
-    #[allow(clippy::cast_possible_wrap, reason = "the mantissa bits hold a small signed k")]
-    let k_bits = shifted.to_bits().wrapping_sub(ROUNDER.to_bits()) as i32;
-    #[allow(clippy::cast_sign_loss, reason = "k + 127 ≥ 1 after the clamp")]
-    let two_k = f32::from_bits(((k_bits + 127) as u32) << 23);
-    e_r * two_k
 }
 
 /// The query rows per block so that `batch·heads·rows·key_len ≤ budget` (at least one row).
@@ -550,11 +521,12 @@ mod tests {
 
     #[test]
     fn the_vectorisable_exponential_is_within_two_ulp() {
-        // Every 1/4096 from −90 to 0, plus the ends of the reduction range.
+        // The kernels' `exp` on the softmax's arguments (x ≤ 0): every 1/4096 from −90 to 0,
+        // plus the ends of the reduction range.
         let mut worst_ulp = 0f64;
         for step in 0..=(90 * 4096) {
             let x = -(step as f32) / 4096.0;
-            let got = exp_nonpositive(x);
+            let got = exp(x);
             let want = f64::from(x).exp();
             if want < f64::from(f32::MIN_POSITIVE) * 4.0 {
                 assert!(got >= 0.0 && f64::from(got) < 1e-37, "e^{x}: {got}");
@@ -564,7 +536,7 @@ mod tests {
             worst_ulp = worst_ulp.max((f64::from(got) - want).abs() / ulp);
         }
         assert!(worst_ulp <= 2.0, "worst error {worst_ulp} ulp");
-        assert!((exp_nonpositive(0.0) - 1.0).abs() < f32::EPSILON);
+        assert!((exp(0.0) - 1.0).abs() < f32::EPSILON);
     }
 
     #[test]
