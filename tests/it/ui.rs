@@ -575,18 +575,17 @@ fn dropping_an_a1111_png_restores_what_maps() {
     assert!(form.init_image.is_none(), "a PNG with settings is not taken as an img2img source");
 }
 
+/// Three style profiles in `profiles.ron` form: a sweep of three items.
+pub(crate) const THREE_PROFILES: &str = r#"[
+    (name: "None (raw)", prompt_suffix: "", negative_suffix: ""),
+    (name: "Cinematic", prompt_suffix: "cinematic film still", negative_suffix: ""),
+    (name: "Watercolor", prompt_suffix: "watercolor painting", negative_suffix: ""),
+]"#;
+
 /// A window whose profiles are three (a small sweep).
 fn harness_with_profiles(out: &Path, form: FormSettings) -> Harness<'static, LabApp> {
     let profiles = out.join("profiles.ron");
-    fs_err::write(
-        &profiles,
-        r#"[
-            (name: "None (raw)", prompt_suffix: "", negative_suffix: ""),
-            (name: "Cinematic", prompt_suffix: "cinematic film still", negative_suffix: ""),
-            (name: "Watercolor", prompt_suffix: "watercolor painting", negative_suffix: ""),
-        ]"#,
-    )
-    .expect("profiles");
+    fs_err::write(&profiles, THREE_PROFILES).expect("profiles");
     let out = out.to_owned();
     Harness::builder().with_size(WINDOW).build_eframe(move |cc| {
         let mut config = AppConfig::new(out, Box::new(MockBackend::new()));

@@ -17,7 +17,7 @@ use imagelab::ui::settings::FormSettings;
 use imagelab::ui::slurm::SlurmSetup;
 use imagelab::ui::{AppConfig, LabApp};
 
-use crate::ui::{WINDOW, render_or_skip, small_form, step_until};
+use crate::ui::{THREE_PROFILES, WINDOW, render_or_skip, small_form, step_until};
 use crate::util::{stderr, stdout};
 
 /// The stand-ins' Slurm job id.
@@ -74,15 +74,7 @@ fn fake_slurm(bin: &Path) {
 /// A window whose Slurm commands are the stand-ins in `bin`, with three profiles.
 fn slurm_harness(out: &Path, bin: &Path, form: FormSettings) -> Harness<'static, LabApp> {
     let profiles = out.join("profiles.ron");
-    fs_err::write(
-        &profiles,
-        r#"[
-            (name: "None (raw)", prompt_suffix: "", negative_suffix: ""),
-            (name: "Cinematic", prompt_suffix: "cinematic film still", negative_suffix: ""),
-            (name: "Watercolor", prompt_suffix: "watercolor painting", negative_suffix: ""),
-        ]"#,
-    )
-    .expect("profiles");
+    fs_err::write(&profiles, THREE_PROFILES).expect("profiles");
     let (out, bin) = (out.to_owned(), bin.to_owned());
     Harness::builder().with_size(WINDOW).build_eframe(move |cc| {
         let mut config = AppConfig::new(out, Box::new(MockBackend::new()));
