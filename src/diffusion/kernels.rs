@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use imagelab_kernels::conv::{Conv2dShape, PackedConv2d};
+use imagelab_kernels::gemm::PackedMatrix;
 use imagelab_kernels::norm::{GroupNormSpec, group_norm};
 
 fn kernel_error(error: imagelab_kernels::KernelError) -> candle_core::Error {
@@ -86,6 +87,66 @@ impl CustomOp1 for CpuConv {
         let (out, (oh, ow)) =
             self.packed.forward(input, batch, height, width).map_err(kernel_error)?;
         Ok((CpuStorage::F32(out), Shape::from((batch, shape.out_channels, oh, ow))))
+    }
+}
+
+/// A linear layer packed for the CPU GEMM (weight `[out][in]`, optional bias).
+#[derive(Debug, Clone)]
+pub struct CpuLinear {
+    packed: Arc<PackedMatrix>,
+}
+
+impl CpuLinear {
+    /// Packs a linear layer's (out, in) weight and optional bias (CPU, f32).
+    ///
+    /// # Errors
+    /// A weight that is not a matrix, a bias of another length.
+    pub fn new(weight: &Tensor, bias: Option<&Tensor>) -> Result<Self> {
+        let (out_features, in_features) = weight.dims2()?;
+        let weights = weight.flatten_all()?.to_vec1::<f32>()?;
+        let bias = bias.map(|bias| bias.flatten_all()?.to_vec1::<f32>()).transpose()?;
+        let packed =
+            PackedMatrix::from_linear(&weights, out_features, in_features, bias.as_deref())
+                .map_err(kernel_error)?;
+        Ok(Self { packed: Arc::new(packed) })
+    }
+
+    /// The packed matrix.
+    pub fn packed(&self) -> &PackedMatrix {
+        &self.packed
+    }
+
+    /// `x·Wᵀ + b` over the last dimension of `x` (f32 on the CPU, made contiguous if it is not).
+    ///
+    /// # Errors
+    /// A last dimension other than the layer's input features.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.contiguous()?.apply_op1_no_bwd(self)
+    }
+}
+
+impl CustomOp1 for CpuLinear {
+    fn name(&self) -> &'static str {
+        "imagelab-linear"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dims = layout.shape().dims();
+        let Some((&inner, outer)) = dims.split_last() else {
+            candle_core::bail!("linear layer: a scalar input")
+        };
+        if inner != self.packed.k() {
+            candle_core::bail!(
+                "linear layer: input has {inner} features, the weights expect {}",
+                self.packed.k()
+            )
+        }
+        let rows = outer.iter().product();
+        let input = contiguous_f32(storage, layout, "linear layer")?;
+        let out = self.packed.matmul(input, rows).map_err(kernel_error)?;
+        let mut shape = outer.to_vec();
+        shape.push(self.packed.n());
+        Ok((CpuStorage::F32(out), Shape::from(shape)))
     }
 }
 

@@ -3,23 +3,20 @@
 //! [`Conv`] and [`GroupNorm`] (our CPU kernels for f32 on the CPU, candle's ops elsewhere).
 //! Weight names are diffusers' own.
 
-use candle_core::{D, DType, Module, Result, Tensor};
+use candle_core::{D, Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
-use rayon::prelude::*;
 
-use super::kernels::{CpuConv, CpuGroupNorm, runs_on_kernels};
+use super::kernels::{CpuConv, CpuGroupNorm, CpuLinear, runs_on_kernels};
 
-/// A linear layer, `x·Wᵀ + b`, loaded from diffusers' `weight` (out, in) and `bias`. On the CPU
-/// the weight is kept transposed, (in, out) contiguous, from load on: the CPU GEMM (`gemm`)
-/// then reads it as a column-major operand as it is, where candle's (out, in) layout made it
-/// pack the whole weight again on every call (a third of an SDXL UNet step went to that
-/// packing). Elsewhere it is candle's `Linear` (cuBLAS takes either layout at no cost).
+/// A linear layer, `x·Wᵀ + b`, loaded from diffusers' `weight` (out, in) and `bias`: on the CPU
+/// in f32 our GEMM with the weight packed once at load (`imagelab_kernels::gemm`; candle's copy
+/// is dropped), elsewhere candle's `Linear`.
 #[derive(Debug, Clone)]
-pub struct Dense {
-    /// (in, out) contiguous on the CPU; (out, in) elsewhere.
-    weight: Tensor,
-    bias: Option<Tensor>,
-    transposed: bool,
+pub enum Dense {
+    /// Packed for the CPU GEMM.
+    Cpu(CpuLinear),
+    /// candle's linear layer (GPU, f16/bf16).
+    Candle(Linear),
 }
 
 impl Dense {
@@ -28,10 +25,10 @@ impl Dense {
     /// # Errors
     /// A weight that is not a matrix.
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
-        if weight.device().is_cpu() {
-            Ok(Self { weight: transpose(&weight)?, bias, transposed: true })
+        if runs_on_kernels(&weight) {
+            Ok(Self::Cpu(CpuLinear::new(&weight, bias.as_ref())?))
         } else {
-            Ok(Self { weight, bias, transposed: false })
+            Ok(Self::Candle(Linear::new(weight, bias)))
         }
     }
 
@@ -48,20 +45,24 @@ impl Dense {
 
 impl Module for Dense {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if !self.transposed {
-            return Linear::new(self.weight.clone(), self.bias.clone()).forward(x);
-        }
-        let Some((&inner, outer)) = x.dims().split_last() else {
-            candle_core::bail!("linear layer: a scalar input");
-        };
-        let rows: usize = outer.iter().product();
-        let out = x.reshape((rows, inner))?.matmul(&self.weight)?;
-        let mut shape = outer.to_vec();
-        shape.push(self.weight.dim(1)?);
-        let out = out.reshape(shape)?;
-        match &self.bias {
-            Some(bias) => super::inplace::add_bias(out, bias),
-            None => Ok(out),
+        match self {
+            Self::Cpu(linear) if runs_on_kernels(x) => linear.forward(x),
+            Self::Cpu(linear) => {
+                // A tensor elsewhere than the weights: candle's op on unpacked weights.
+                let packed = linear.packed();
+                let weight = Tensor::from_vec(
+                    packed.linear_weight(),
+                    (packed.n(), packed.k()),
+                    x.device(),
+                )?
+                .to_dtype(x.dtype())?;
+                let bias = packed
+                    .bias()
+                    .map(|bias| Tensor::new(bias, x.device())?.to_dtype(x.dtype()))
+                    .transpose()?;
+                Linear::new(weight, bias).forward(x)
+            }
+            Self::Candle(linear) => linear.forward(x),
         }
     }
 }
@@ -121,33 +122,6 @@ impl Module for Conv {
             Self::Candle(conv) => conv.forward(x),
         }
     }
-}
-
-/// A matrix transposed into a new contiguous tensor: blocked and parallel in f32 (an SDXL UNet
-/// has 2 G weights to turn at load), candle's strided copy otherwise.
-fn transpose(matrix: &Tensor) -> Result<Tensor> {
-    const BLOCK: usize = 64;
-    let (rows, cols) = matrix.dims2()?;
-    if matrix.dtype() != DType::F32 || rows == 0 || cols == 0 {
-        return matrix.t()?.contiguous();
-    }
-    let data: Vec<f32> = matrix.flatten_all()?.to_vec1()?;
-    let mut out = vec![0f32; rows * cols];
-    // Each chunk: BLOCK rows of the result (= BLOCK columns of the input), filled tile by tile.
-    out.par_chunks_mut(BLOCK * rows).enumerate().for_each(|(chunk_index, chunk)| {
-        let first_col = chunk_index * BLOCK;
-        let chunk_cols = chunk.len() / rows;
-        for row_start in (0..rows).step_by(BLOCK) {
-            let row_end = (row_start + BLOCK).min(rows);
-            for col in 0..chunk_cols {
-                let target = &mut chunk[col * rows + row_start..col * rows + row_end];
-                for (offset, value) in target.iter_mut().enumerate() {
-                    *value = data[(row_start + offset) * cols + first_col + col];
-                }
-            }
-        }
-    });
-    Tensor::from_vec(out, (cols, rows), matrix.device())
 }
 
 /// candle-nn's `conv2d` (same weight names and shapes), as a [`Conv`].

@@ -16,12 +16,11 @@
 use rayon::prelude::*;
 
 use crate::isa::{self, Isa};
+use crate::micro::{LANES, Start, Tile, Vectors, micro_width, tile_product};
 use crate::{Result, bail};
 
 /// Output channels per micro-kernel tile (and per packed weight panel).
-pub const NR: usize = 6;
-/// The widest micro-kernel tile in positions (AVX-512: 4 vectors of 16).
-const MR_MAX: usize = 64;
+pub use crate::micro::NR;
 
 /// A convolution's geometry: square stride and padding on both axes, no dilation, one group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,12 +309,16 @@ impl PackedConv2d {
                     let cols = mr.min(count - ir * mr);
                     let a = &packed[ir * kcv * mr..][..kcv * mr];
                     let c = out.offset(panel * NR * ldc + p0 + ir * mr);
-                    let tile = Tile { rows, cols, ldc, first: k0 == 0 };
+                    let start = if k0 == 0 { Start::RowBias(bias.as_ptr()) } else { Start::Output };
+                    let tile = Tile { rows, cols, ldc, start };
+                    let vectors =
+                        Vectors { ptr: a.as_ptr(), stride: LANES, step: mr, pieces: mr / LANES };
                     // SAFETY: `c` points into this task's rectangle of the output: rows
                     // `panel·NR..+rows` (< out_channels) at stride `ldc` (the plane size), columns
                     // `p0 + ir·mr..+cols` (≤ p0 + count ≤ the plane size); no other task writes
-                    // there, and `out` outlives the parallel loop.
-                    unsafe { tile_product(isa, mr, kcv, a, weights, bias, c.0, tile) };
+                    // there, and `out` outlives the parallel loop. `a` is a whole packed panel
+                    // (kcv steps of mr), `weights` kcv·NR values, `bias` NR.
+                    unsafe { tile_product(isa, kcv, vectors, weights.as_ptr(), c.0, tile) };
                 }
             }
             k0 += kcv;
@@ -332,14 +335,6 @@ struct Geometry {
     k: usize,
     mr: usize,
     kc: usize,
-}
-
-/// Micro-kernel width in positions for `isa`.
-fn micro_width(isa: Isa) -> usize {
-    match isa {
-        Isa::Avx512 => 64,
-        Isa::Avx2 | Isa::Portable => 16,
-    }
 }
 
 /// The output pointer shared by the tasks (each writes its own rectangle).
@@ -500,238 +495,6 @@ fn fill_row(
                 let ix = (ox0 + i) * stride + kx;
                 let value = if ix < pad || ix - pad >= width { 0.0 } else { src[ix - pad] };
                 row.set(start + i, value);
-            }
-        }
-    }
-}
-
-/// Where one micro-kernel tile goes.
-#[derive(Debug, Clone, Copy)]
-struct Tile {
-    /// Valid output channels (≤ NR).
-    rows: usize,
-    /// Valid positions (≤ mr).
-    cols: usize,
-    /// Output row stride.
-    ldc: usize,
-    /// First `kc` slice: start from the bias, not from `c`.
-    first: bool,
-}
-
-/// `c[r][p] (+)= Σ_k a[k][p]·b[k][r]` for one tile, through a staging buffer at the edges.
-///
-/// # Safety
-/// `c` must be valid for reads and writes of `tile.rows` rows of `tile.cols` values at stride
-/// `tile.ldc`; `a` holds `kc·mr` values, `b` `kc·NR`, `bias` `NR`, and `isa` is supported.
-unsafe fn tile_product(
-    isa: Isa,
-    mr: usize,
-    kc: usize,
-    a: &[f32],
-    b: &[f32],
-    bias: &[f32],
-    c: *mut f32,
-    tile: Tile,
-) {
-    debug_assert!(a.len() >= kc * mr && b.len() >= kc * NR && bias.len() >= NR);
-    let bias_ptr = if tile.first { bias.as_ptr() } else { std::ptr::null() };
-    if tile.rows == NR && tile.cols == mr {
-        // SAFETY: a whole tile, valid per this function's contract.
-        unsafe { micro_kernel(isa, kc, a.as_ptr(), b.as_ptr(), c, tile.ldc, bias_ptr) };
-        return;
-    }
-    let mut staging = [0f32; NR * MR_MAX];
-    if !tile.first {
-        for r in 0..tile.rows {
-            // SAFETY: row r < rows, `cols` values, per the contract.
-            let src = unsafe { std::slice::from_raw_parts(c.add(r * tile.ldc), tile.cols) };
-            staging[r * mr..][..tile.cols].copy_from_slice(src);
-        }
-    }
-    // SAFETY: the staging buffer holds a whole NR×mr tile at stride mr.
-    unsafe { micro_kernel(isa, kc, a.as_ptr(), b.as_ptr(), staging.as_mut_ptr(), mr, bias_ptr) };
-    for r in 0..tile.rows {
-        // SAFETY: as above.
-        let dst = unsafe { std::slice::from_raw_parts_mut(c.add(r * tile.ldc), tile.cols) };
-        dst.copy_from_slice(&staging[r * mr..][..tile.cols]);
-    }
-}
-
-/// The NR×mr register tile for `isa`.
-///
-/// # Safety
-/// `c` valid for NR rows of `micro_width(isa)` values at stride `ldc`; `a` for `kc·mr`, `b` for
-/// `kc·NR`, `bias` null or `NR` values; `isa` supported by this CPU.
-unsafe fn micro_kernel(
-    isa: Isa,
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    bias: *const f32,
-) {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => {
-            // SAFETY: forwarded contract; AVX-512F is present (`isa`).
-            unsafe { x86::kernel_avx512(kc, a, b, c, ldc, bias) }
-        }
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => {
-            // SAFETY: forwarded contract; AVX2 and FMA are present (`isa`).
-            unsafe { x86::kernel_avx2(kc, a, b, c, ldc, bias) }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        Isa::Avx512 | Isa::Avx2 => {
-            // SAFETY: forwarded contract.
-            unsafe { kernel_portable(kc, a, b, c, ldc, bias) }
-        }
-        Isa::Portable => {
-            // SAFETY: forwarded contract.
-            unsafe { kernel_portable(kc, a, b, c, ldc, bias) }
-        }
-    }
-}
-
-/// Portable 6×16 tile.
-///
-/// # Safety
-/// As [`micro_kernel`] with mr = 16.
-unsafe fn kernel_portable(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    bias: *const f32,
-) {
-    const MR: usize = 16;
-    // SAFETY: the pointers cover the extents in the contract.
-    let (a, b) =
-        unsafe { (std::slice::from_raw_parts(a, kc * MR), std::slice::from_raw_parts(b, kc * NR)) };
-    let mut acc = [[0f32; MR]; NR];
-    for (r, row) in acc.iter_mut().enumerate() {
-        if bias.is_null() {
-            // SAFETY: row r of the tile, per the contract.
-            row.copy_from_slice(unsafe { std::slice::from_raw_parts(c.add(r * ldc), MR) });
-        } else {
-            // SAFETY: NR bias values.
-            row.fill(unsafe { *bias.add(r) });
-        }
-    }
-    for (av, bv) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
-        for (row, &weight) in acc.iter_mut().zip(bv) {
-            for (sum, &x) in row.iter_mut().zip(av) {
-                *sum += x * weight;
-            }
-        }
-    }
-    for (r, row) in acc.iter().enumerate() {
-        // SAFETY: row r of the tile.
-        unsafe { std::slice::from_raw_parts_mut(c.add(r * ldc), MR) }.copy_from_slice(row);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use std::arch::x86_64::{
-        __m256, __m512, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_storeu_ps,
-        _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_storeu_ps,
-    };
-
-    use super::NR;
-
-    /// 6 channels × 64 positions (4 zmm per channel: 24 accumulators).
-    ///
-    /// # Safety
-    /// As `micro_kernel` with mr = 64, on a CPU with AVX-512F.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn kernel_avx512(
-        kc: usize,
-        mut a: *const f32,
-        mut b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        bias: *const f32,
-    ) {
-        // SAFETY: every access stays in the extents of the contract (kc·64 of `a`, kc·NR of
-        // `b`, NR rows of 64 at stride ldc of `c`, NR of `bias`).
-        unsafe {
-            let mut acc: [[__m512; 4]; NR] = [[_mm512_set1_ps(0.0); 4]; NR];
-            for (r, row) in acc.iter_mut().enumerate() {
-                for (v, sum) in row.iter_mut().enumerate() {
-                    *sum = if bias.is_null() {
-                        _mm512_loadu_ps(c.add(r * ldc + v * 16))
-                    } else {
-                        _mm512_set1_ps(*bias.add(r))
-                    };
-                }
-            }
-            for _ in 0..kc {
-                let x = [
-                    _mm512_loadu_ps(a),
-                    _mm512_loadu_ps(a.add(16)),
-                    _mm512_loadu_ps(a.add(32)),
-                    _mm512_loadu_ps(a.add(48)),
-                ];
-                for (r, row) in acc.iter_mut().enumerate() {
-                    let weight = _mm512_set1_ps(*b.add(r));
-                    for (sum, &xv) in row.iter_mut().zip(&x) {
-                        *sum = _mm512_fmadd_ps(xv, weight, *sum);
-                    }
-                }
-                a = a.add(64);
-                b = b.add(NR);
-            }
-            for (r, row) in acc.iter().enumerate() {
-                for (v, sum) in row.iter().enumerate() {
-                    _mm512_storeu_ps(c.add(r * ldc + v * 16), *sum);
-                }
-            }
-        }
-    }
-
-    /// 6 channels × 16 positions (2 ymm per channel: 12 accumulators).
-    ///
-    /// # Safety
-    /// As `micro_kernel` with mr = 16, on a CPU with AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn kernel_avx2(
-        kc: usize,
-        mut a: *const f32,
-        mut b: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        bias: *const f32,
-    ) {
-        // SAFETY: as in `kernel_avx512`, with 16 positions.
-        unsafe {
-            let mut acc: [[__m256; 2]; NR] = [[_mm256_set1_ps(0.0); 2]; NR];
-            for (r, row) in acc.iter_mut().enumerate() {
-                for (v, sum) in row.iter_mut().enumerate() {
-                    *sum = if bias.is_null() {
-                        _mm256_loadu_ps(c.add(r * ldc + v * 8))
-                    } else {
-                        _mm256_set1_ps(*bias.add(r))
-                    };
-                }
-            }
-            for _ in 0..kc {
-                let x = [_mm256_loadu_ps(a), _mm256_loadu_ps(a.add(8))];
-                for (r, row) in acc.iter_mut().enumerate() {
-                    let weight = _mm256_set1_ps(*b.add(r));
-                    for (sum, &xv) in row.iter_mut().zip(&x) {
-                        *sum = _mm256_fmadd_ps(xv, weight, *sum);
-                    }
-                }
-                a = a.add(16);
-                b = b.add(NR);
-            }
-            for (r, row) in acc.iter().enumerate() {
-                for (v, sum) in row.iter().enumerate() {
-                    _mm256_storeu_ps(c.add(r * ldc + v * 8), *sum);
-                }
             }
         }
     }

@@ -10,7 +10,9 @@
 //! The instruction set is chosen at run time ([`isa::Isa`]): AVX-512, AVX2+FMA, or portable Rust.
 
 pub mod conv;
+pub mod gemm;
 pub mod isa;
+mod micro;
 pub mod norm;
 
 use std::fmt;

@@ -1,0 +1,520 @@
+//! Matrix product with a right-hand side packed once: `C = A·B (+ bias)`, the linear layers'
+//! (and attention's) product on the CPU.
+//!
+//! `B` (`k`×`n`: a linear layer's weight transposed) is packed at load into panels as wide as the
+//! micro-kernel's tile, `[panel][k][w]` (zero columns past `n`): `w` = 64 where AVX-512 runs, 16
+//! elsewhere, so the tile's operand is one contiguous stream. Either kernel reads either width
+//! (the AVX2 one a 16-column slice of a 64-wide panel, the AVX-512 one four 16-wide panels side
+//! by side), so the instruction set may change after packing.
+//! `A` (`m`×`k`, row-major: the activations) is packed per task, `kc` columns at a time, into
+//! panels of [`NR`] rows `[panel][kc][NR]` whose values the micro-kernel broadcasts. The bias
+//! starts the accumulators of the first `kc` slice.
+//!
+//! Loop order per task (a block of up to `mc` rows × a range of column groups): for each `kc`
+//! slice, pack the rows' slice of `A` (≤ `mc`·`kc` floats, L2), then for each group of columns
+//! run the micro-kernel down the row panels, so the group's `kc`×64 slice of `B` stays in cache
+//! while every row panel passes it. Tasks write disjoint rectangles of `C`; rayon runs them.
+
+use rayon::prelude::*;
+
+use crate::isa::{self, Isa};
+use crate::micro::{LANES, NR, Start, Tile, Vectors, micro_width, tile_product};
+use crate::{Result, bail};
+
+/// Cache blocking of [`PackedMatrix::matmul_into`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Blocking {
+    /// Rows of `A` per task (rounded up to a multiple of [`NR`]).
+    pub mc: usize,
+    /// Reduction length packed at a time.
+    pub kc: usize,
+}
+
+impl Default for Blocking {
+    fn default() -> Self {
+        Blocking { mc: 192, kc: 256 }
+    }
+}
+
+/// The right-hand side of a product, packed for the micro-kernels (done once, at load).
+#[derive(Debug, Clone)]
+pub struct PackedMatrix {
+    k: usize,
+    n: usize,
+    /// Columns per panel (16 or 64).
+    width: usize,
+    /// `[panel][k][width]` at [`panel_stride`]: column `panel·width + j`, zeros past `n`.
+    panels: Vec<f32>,
+    /// Padded to whole panels; zeros without a bias.
+    bias: Vec<f32>,
+    has_bias: bool,
+    blocking: Blocking,
+}
+
+impl PackedMatrix {
+    /// Packs a linear layer: `weight` is `[out_features][in_features]` (torch's layout), the
+    /// product is `x·weightᵀ + bias`, so `k` = `in_features` and `n` = `out_features`.
+    ///
+    /// # Errors
+    /// Lengths that do not match.
+    pub fn from_linear(
+        weight: &[f32],
+        out_features: usize,
+        in_features: usize,
+        bias: Option<&[f32]>,
+    ) -> Result<Self> {
+        let (k, n) = (in_features, out_features);
+        if weight.len() != n * k {
+            return bail(format!(
+                "linear: weight has {} values, {out_features}x{in_features} needs {}",
+                weight.len(),
+                n * k
+            ));
+        }
+        Self::pack(k, n, bias, |panel, width, dst| {
+            for j in 0..width {
+                let column = panel * width + j;
+                if column >= n {
+                    break;
+                }
+                for (kk, &value) in weight[column * k..][..k].iter().enumerate() {
+                    dst[kk * width + j] = value;
+                }
+            }
+        })
+    }
+
+    /// Packs a row-major `k`×`n` matrix `b`: the product is `a·b + bias`.
+    ///
+    /// # Errors
+    /// Lengths that do not match.
+    pub fn from_row_major(b: &[f32], k: usize, n: usize, bias: Option<&[f32]>) -> Result<Self> {
+        if b.len() != k * n {
+            return bail(format!(
+                "matmul: right-hand side has {} values, {k}x{n} needs {}",
+                b.len(),
+                k * n
+            ));
+        }
+        Self::pack(k, n, bias, |panel, width, dst| {
+            let first = panel * width;
+            if first >= n {
+                return;
+            }
+            let valid = width.min(n - first);
+            for (kk, row) in dst.chunks_exact_mut(width).enumerate() {
+                row[..valid].copy_from_slice(&b[kk * n + first..][..valid]);
+            }
+        })
+    }
+
+    fn pack(
+        k: usize,
+        n: usize,
+        bias: Option<&[f32]>,
+        fill: impl Fn(usize, usize, &mut [f32]) + Sync,
+    ) -> Result<Self> {
+        if let Some(bias) = bias
+            && bias.len() != n
+        {
+            return bail(format!("matmul: bias has {} values, {n} output columns", bias.len()));
+        }
+        let width = micro_width(isa::current());
+        let panel_count = n.div_ceil(width);
+        let stride = panel_stride(k, width);
+        let mut panels = vec![0f32; panel_count * stride];
+        if k > 0 {
+            panels
+                .par_chunks_mut(stride)
+                .enumerate()
+                .for_each(|(panel, dst)| fill(panel, width, &mut dst[..k * width]));
+        }
+        let mut padded_bias = vec![0f32; panel_count * width];
+        if let Some(bias) = bias {
+            padded_bias[..n].copy_from_slice(bias);
+        }
+        Ok(Self {
+            k,
+            n,
+            width,
+            panels,
+            bias: padded_bias,
+            has_bias: bias.is_some(),
+            blocking: Blocking::default(),
+        })
+    }
+
+    /// The reduction length (a linear layer's input features).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// The output columns (a linear layer's output features).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Changes the cache blocking (benchmarks; results do not change beyond rounding).
+    #[must_use]
+    pub fn with_blocking(mut self, blocking: Blocking) -> Self {
+        self.blocking = Blocking { mc: blocking.mc.max(1), kc: blocking.kc.max(1) };
+        self
+    }
+
+    /// The matrix back as a linear layer's `[n][k]` weight.
+    pub fn linear_weight(&self) -> Vec<f32> {
+        let mut weight = vec![0f32; self.n * self.k];
+        for (column, row) in weight.chunks_exact_mut(self.k.max(1)).enumerate().take(self.n) {
+            let width = self.width;
+            let panel = &self.panels[(column / width) * panel_stride(self.k, width)..];
+            for (kk, value) in row.iter_mut().enumerate() {
+                *value = panel[kk * width + column % width];
+            }
+        }
+        weight
+    }
+
+    /// The bias, if there is one.
+    pub fn bias(&self) -> Option<&[f32]> {
+        self.has_bias.then(|| &self.bias[..self.n])
+    }
+
+    /// `a` (`m`×`k`, row-major) times the matrix, plus the bias: `m`×`n`, row-major.
+    ///
+    /// # Errors
+    /// As [`PackedMatrix::matmul_into`].
+    pub fn matmul(&self, a: &[f32], m: usize) -> Result<Vec<f32>> {
+        let mut c = vec![0f32; m * self.n];
+        self.matmul_into(a, m, &mut c)?;
+        Ok(c)
+    }
+
+    /// As [`PackedMatrix::matmul`], into `c` (`m`×`n`, overwritten).
+    ///
+    /// # Errors
+    /// `a` or `c` of the wrong length.
+    pub fn matmul_into(&self, a: &[f32], m: usize, c: &mut [f32]) -> Result<()> {
+        let (k, n) = (self.k, self.n);
+        if a.len() != m * k {
+            return bail(format!(
+                "matmul: left-hand side has {} values, {m}x{k} needs {}",
+                a.len(),
+                m * k
+            ));
+        }
+        if c.len() != m * n {
+            return bail(format!("matmul: output has {} values, {m}x{n} needs {}", c.len(), m * n));
+        }
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        if k == 0 {
+            for row in c.chunks_exact_mut(n) {
+                row.copy_from_slice(&self.bias[..n]);
+            }
+            return Ok(());
+        }
+        let isa = isa::current();
+        let mr = micro_width(isa);
+        let kc = self.blocking.kc.min(k);
+        let mc = self.blocking.mc.min(m).div_ceil(NR) * NR;
+        let row_blocks = m.div_ceil(mc);
+        let groups = n.div_ceil(mr);
+        // Enough tasks for every thread (4 each, for balance), splitting the columns when there
+        // are few row blocks.
+        let wanted = 4 * rayon::current_num_threads();
+        let chunks = if row_blocks >= wanted { 1 } else { wanted.div_ceil(row_blocks).min(groups) };
+        let per_chunk = groups.div_ceil(chunks.max(1));
+        let chunks = groups.div_ceil(per_chunk);
+        let out = SendPtr(c.as_mut_ptr());
+        let job = Job { isa, mr, m, k, n, kc, mc, a };
+        (0..row_blocks * chunks).into_par_iter().for_each_init(
+            || vec![0f32; mc * kc],
+            |buffer, task| {
+                let (block, chunk) = (task / chunks, task % chunks);
+                let group_range = chunk * per_chunk..((chunk + 1) * per_chunk).min(groups);
+                self.run_task(&job, block * mc, group_range, out, buffer);
+            },
+        );
+        Ok(())
+    }
+
+    /// The vector operand of the tile at columns `col0..col0 + cols` (`cols` ≤ `mr`, `col0` a
+    /// multiple of `mr`), steps from `k0`.
+    fn vectors(&self, col0: usize, k0: usize, mr: usize, cols: usize) -> Vectors {
+        let (k, width) = (self.k, self.width);
+        let stride = panel_stride(k, width);
+        let pieces = cols.div_ceil(LANES);
+        if width >= mr {
+            // The tile's columns lie in one panel (mr divides width): 16-column pieces side by
+            // side, one step of `width` per k.
+            let at = col0 / width * stride + k0 * width + col0 % width;
+            Vectors { ptr: self.panels[at..].as_ptr(), stride: LANES, step: width, pieces }
+        } else {
+            // 16-wide panels, `mr / 16` of them side by side.
+            let at = col0 / width * stride + k0 * width;
+            Vectors { ptr: self.panels[at..].as_ptr(), stride, step: width, pieces }
+        }
+    }
+
+    /// Rows `r0..r0 + mc` (or fewer at the end) × column groups `groups` of `C`.
+    fn run_task(
+        &self,
+        job: &Job,
+        r0: usize,
+        groups: std::ops::Range<usize>,
+        out: SendPtr,
+        buffer: &mut [f32],
+    ) {
+        let Job { isa, mr, m, k, n, kc, mc, a } = *job;
+        let rows = mc.min(m - r0);
+        let row_panels = rows.div_ceil(NR);
+        let mut k0 = 0;
+        while k0 < k {
+            let kcv = kc.min(k - k0);
+            let packed = &mut buffer[..row_panels * kcv * NR];
+            pack_rows(a, k, r0, rows, k0, kcv, packed);
+            for group in groups.clone() {
+                let col0 = group * mr;
+                let cols = mr.min(n - col0);
+                let vectors = self.vectors(col0, k0, mr, cols);
+                let start = if k0 == 0 {
+                    Start::ColumnBias(self.bias[col0..].as_ptr())
+                } else {
+                    Start::Output
+                };
+                for panel in 0..row_panels {
+                    let tile = Tile { rows: NR.min(rows - panel * NR), cols, ldc: n, start };
+                    let c = out.offset((r0 + panel * NR) * n + col0);
+                    let scalars = packed[panel * kcv * NR..].as_ptr();
+                    // SAFETY: `c` is this task's rectangle (rows r0 + panel·NR.., < m; columns
+                    // col0..+cols, ≤ n) of the m×n output, which no other task writes and which
+                    // outlives the parallel loop. The vector operand: `pieces` 16-column pieces
+                    // from col0, all packed (see `vectors`), steps k0..k0 + kcv ≤ k; the
+                    // scalars: kcv·NR packed values; the column bias: pieces·16 values from
+                    // col0, inside the bias padded to whole panels.
+                    unsafe { tile_product(isa, kcv, vectors, scalars, c.0, tile) };
+                }
+            }
+            k0 += kcv;
+        }
+    }
+}
+
+/// Floats from one packed panel to the next: `k`·`width` and one cache line more. Without the
+/// extra line 16-wide panels read side by side by an AVX-512 tile would start `k`·64 bytes apart,
+/// a multiple of 4 KiB for every `k` divisible by 64 (all of SDXL's), their lines all in the
+/// same L1 sets.
+fn panel_stride(k: usize, width: usize) -> usize {
+    k * width + LANES
+}
+
+/// What every task of one product shares.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    isa: Isa,
+    mr: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+    kc: usize,
+    mc: usize,
+    a: &'a [f32],
+}
+
+/// Packs `a[r0..r0 + rows][k0..k0 + kcv]` into panels `[rows/NR][kcv][NR]`, zero rows past
+/// `rows`.
+fn pack_rows(
+    a: &[f32],
+    k: usize,
+    r0: usize,
+    rows: usize,
+    k0: usize,
+    kcv: usize,
+    packed: &mut [f32],
+) {
+    for (panel, dst) in packed.chunks_exact_mut(kcv * NR).enumerate() {
+        for r in 0..NR {
+            let row = panel * NR + r;
+            if row < rows {
+                let src = &a[(r0 + row) * k + k0..][..kcv];
+                for (kk, &value) in src.iter().enumerate() {
+                    dst[kk * NR + r] = value;
+                }
+            } else {
+                for kk in 0..kcv {
+                    dst[kk * NR + r] = 0.0;
+                }
+            }
+        }
+    }
+}
+
+/// The output pointer shared by the tasks (each writes its own rectangle).
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+
+// SAFETY: the tasks write disjoint parts of the buffer behind the pointer (see `run_task`), which
+// outlives them; the pointer is only an address until then.
+unsafe impl Send for SendPtr {}
+// SAFETY: as for Send.
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    fn offset(self, elements: usize) -> SendPtr {
+        SendPtr(self.0.wrapping_add(elements))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::isa::set_avx512_allowed;
+
+    /// Deterministic values in [−1, 1).
+    fn values(count: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..count)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                #[allow(clippy::cast_possible_truncation, reason = "24 random bits")]
+                let bits = (state >> 40) as u32;
+                bits as f32 / 8_388_608.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// `a·wᵀ + bias` by the definition, in f64.
+    fn reference(
+        a: &[f32],
+        weight: &[f32],
+        bias: Option<&[f32]>,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Vec<f32> {
+        let mut out = Vec::with_capacity(m * n);
+        for i in 0..m {
+            for j in 0..n {
+                let mut sum = bias.map_or(0.0, |bias| f64::from(bias[j]));
+                for kk in 0..k {
+                    sum += f64::from(a[i * k + kk]) * f64::from(weight[j * k + kk]);
+                }
+                #[allow(clippy::cast_possible_truncation, reason = "test reference")]
+                out.push(sum as f32);
+            }
+        }
+        out
+    }
+
+    fn check(m: usize, k: usize, n: usize, with_bias: bool) {
+        let a = values(m * k, 1);
+        let weight = values(n * k, 2);
+        let bias = with_bias.then(|| values(n, 3));
+        let expected = reference(&a, &weight, bias.as_deref(), m, k, n);
+        let tolerance = 1e-5 * (k.max(1) as f32).sqrt();
+        // Small blocks too, so that several kc slices, row blocks and edge tiles occur.
+        for blocking in
+            [Blocking::default(), Blocking { mc: 7, kc: 5 }, Blocking { mc: 12, kc: 64 }]
+        {
+            let packed = PackedMatrix::from_linear(&weight, n, k, bias.as_deref())
+                .unwrap()
+                .with_blocking(blocking);
+            let got = packed.matmul(&a, m).unwrap();
+            assert_eq!(got.len(), expected.len());
+            for (i, (&g, &e)) in got.iter().zip(&expected).enumerate() {
+                assert!(
+                    (g - e).abs() <= tolerance * (1.0 + e.abs()),
+                    "{m}x{k}x{n} {blocking:?} isa {}: c[{}][{}] = {g}, expected {e}",
+                    isa::current().name(),
+                    i / n,
+                    i % n
+                );
+            }
+        }
+    }
+
+    /// Every case on every instruction set this CPU has (AVX-512, then AVX2, through the switch).
+    fn on_each_isa(cases: impl Fn()) {
+        cases();
+        if Isa::detect() == Isa::Avx512 {
+            set_avx512_allowed(false);
+            cases();
+            set_avx512_allowed(true);
+        }
+    }
+
+    #[test]
+    fn odd_sizes_and_edges() {
+        on_each_isa(|| {
+            check(1, 1, 1, true);
+            check(5, 3, 17, true);
+            check(7, 33, 65, false);
+            check(13, 70, 80, true);
+            check(6, 16, 64, false);
+            check(31, 129, 200, true);
+        });
+    }
+
+    #[test]
+    fn sdxl_like_shapes() {
+        on_each_isa(|| {
+            check(154, 96, 320, false);
+            check(64, 320, 160, true);
+        });
+    }
+
+    #[test]
+    fn row_major_right_hand_side_and_round_trip() {
+        let (m, k, n) = (9, 21, 35);
+        let a = values(m * k, 4);
+        let weight = values(n * k, 5);
+        let bias = values(n, 6);
+        let linear = PackedMatrix::from_linear(&weight, n, k, Some(&bias)).unwrap();
+        assert_eq!(linear.linear_weight(), weight);
+        assert_eq!(linear.bias(), Some(&bias[..]));
+        assert_eq!((linear.k(), linear.n()), (k, n));
+        // The same matrix given row-major (k×n) packs to the same panels and product.
+        let mut b = vec![0f32; k * n];
+        for j in 0..n {
+            for kk in 0..k {
+                b[kk * n + j] = weight[j * k + kk];
+            }
+        }
+        let row_major = PackedMatrix::from_row_major(&b, k, n, Some(&bias)).unwrap();
+        assert_eq!(row_major.linear_weight(), weight);
+        assert_eq!(row_major.matmul(&a, m).unwrap(), linear.matmul(&a, m).unwrap());
+    }
+
+    #[test]
+    fn empty_reductions_and_errors() {
+        let bias = values(3, 7);
+        let empty = PackedMatrix::from_linear(&[], 3, 0, Some(&bias)).unwrap();
+        assert_eq!(empty.matmul(&[], 2).unwrap(), [&bias[..], &bias[..]].concat());
+        let no_rows = PackedMatrix::from_linear(&values(6, 8), 3, 2, None).unwrap();
+        assert_eq!(no_rows.matmul(&[], 0).unwrap(), Vec::<f32>::new());
+        assert!(no_rows.matmul(&[0.0; 5], 3).unwrap_err().0.contains("left-hand side has 5"));
+        assert!(
+            PackedMatrix::from_linear(&[0.0; 5], 3, 2, None)
+                .unwrap_err()
+                .0
+                .contains("weight has 5")
+        );
+        assert!(
+            PackedMatrix::from_linear(&[0.0; 6], 3, 2, Some(&[0.0; 2]))
+                .unwrap_err()
+                .0
+                .contains("bias has 2")
+        );
+        assert!(
+            PackedMatrix::from_row_major(&[0.0; 4], 3, 2, None)
+                .unwrap_err()
+                .0
+                .contains("right-hand side")
+        );
+        let mut c = vec![0f32; 5];
+        assert!(no_rows.matmul_into(&[0.0; 4], 2, &mut c).unwrap_err().0.contains("output has 5"));
+    }
+}
