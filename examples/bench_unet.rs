@@ -8,8 +8,10 @@
 //! cargo run --release --example bench_unet -- /tmp/sdxl_unet 256,512 3 cpu f32 /tmp/sdxl_vae
 //! ```
 //!
-//! Prints one JSON line. `matmul` says which gemm micro-kernels ran (the `avx512` feature and the
-//! CPU decide); `peak_rss_mib` is the process's high-water mark (`VmHWM`, which counts the
+//! Prints one JSON line. `kernels` says which instruction set our kernels ran (convolutions,
+//! linear layers, GroupNorm: the CPU, capped by `IMAGELAB_CPU_ISA` and the `avx512` feature),
+//! `matmul` which gemm micro-kernels candle's matmul ran inside attention (the `avx512` feature
+//! and the CPU decide); `peak_rss_mib` is the process's high-water mark (`VmHWM`, which counts the
 //! mmap'd weight pages it touched); `rss_mib` after each phase shows where it was reached.
 
 use std::path::PathBuf;
@@ -17,6 +19,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
+use imagelab::app::config::FrontEndConfig;
 use imagelab::diffusion::device::{
     cpu_matmul_kernels, cpu_threads, device_label, select_device, select_dtype,
 };
@@ -102,6 +105,7 @@ fn run() -> anyhow::Result<()> {
     let precision =
         args.get(4).map(|text| Precision::parse(text)).transpose().map_err(anyhow::Error::msg)?;
     let vae_folder = args.get(5).map(PathBuf::from);
+    imagelab_kernels::isa::set_cap(FrontEndConfig::from_process_env().cpu_isa()?);
     let device = select_device(device_choice)?;
     let dtype = select_dtype(&device, precision)?;
 

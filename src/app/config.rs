@@ -38,6 +38,8 @@ pub const MODEL_CACHE_MB_VAR: &str = "IMAGELAB_MODEL_CACHE_MB";
 pub const MEMORY_BUDGET_MB_VAR: &str = "IMAGELAB_MEMORY_BUDGET_MB";
 /// Attention implementation, `flash|chunked|naive` (unset: flash where built, else chunked).
 pub const ATTENTION_VAR: &str = "IMAGELAB_ATTENTION";
+/// Caps the CPU kernels' instruction set, `avx512|avx2|portable` (unset: the best the CPU has).
+pub const CPU_ISA_VAR: &str = imagelab_kernels::isa::CAP_VAR;
 /// Mock backend: delay per step in milliseconds.
 pub const MOCK_STEP_MS_VAR: &str = "IMAGELAB_MOCK_STEP_MS";
 /// Mock backend: the display name of a model whose load fails.
@@ -70,6 +72,7 @@ pub const VARIABLES: &[&str] = &[
     PROFILES_VAR,
     MODEL_CACHE_MB_VAR,
     MEMORY_BUDGET_MB_VAR,
+    CPU_ISA_VAR,
     MOCK_STEP_MS_VAR,
     MOCK_FAIL_MODEL_VAR,
     MOCK_FAIL_PROMPT_VAR,
@@ -359,6 +362,22 @@ impl FrontEndConfig {
         })
     }
 
+    /// `IMAGELAB_CPU_ISA`, when set: the cap on the CPU kernels' instruction set
+    /// (`imagelab_kernels::isa::set_cap`).
+    ///
+    /// # Errors
+    /// A value that is not `avx512`, `avx2` or `portable`.
+    pub fn cpu_isa(&self) -> Result<Option<imagelab_kernels::isa::Isa>, ConfigError> {
+        self.non_empty(CPU_ISA_VAR).map_or(Ok(None), |text| {
+            imagelab_kernels::isa::Isa::parse(&text).map(Some).ok_or_else(|| ConfigError {
+                variable: CPU_ISA_VAR,
+                message: format!(
+                    "{text:?} is not an instruction set; valid: avx512, avx2, portable"
+                ),
+            })
+        })
+    }
+
     /// `RUST_LOG`, when set.
     pub fn log_filter(&self) -> Option<String> {
         self.var(LOG_FILTER_VAR)
@@ -404,6 +423,14 @@ mod tests {
         );
         let bad_attention = config(&[(ATTENTION_VAR, "xformers")]).attention().expect_err("bad");
         assert_eq!(bad_attention.variable, ATTENTION_VAR);
+        assert_eq!(empty.cpu_isa(), Ok(None));
+        assert_eq!(
+            config(&[(CPU_ISA_VAR, "AVX2")]).cpu_isa(),
+            Ok(Some(imagelab_kernels::isa::Isa::Avx2))
+        );
+        let bad_isa = config(&[(CPU_ISA_VAR, "avx10")]).cpu_isa().expect_err("bad");
+        assert_eq!(bad_isa.variable, CPU_ISA_VAR);
+        assert!(bad_isa.message.contains("avx512, avx2, portable"), "{}", bad_isa.message);
         let set = config(&[
             (OUTPUT_DIR_VAR, "/tmp/out"),
             (BACKEND_VAR, "Mock"),

@@ -138,6 +138,7 @@ pub fn make_backend(
         BackendChoice::Mock => Ok(Box::new(config.mock_backend(mock_step_delay)?)),
         BackendChoice::Candle => {
             crate::diffusion::attention::set_override(config.attention()?);
+            imagelab_kernels::isa::set_cap(config.cpu_isa()?);
             Ok(Box::new(
                 CandleBackend::new(Some(hub_resolver(config.hub())))
                     .with_model_checks(config.hub(), preferred_weight_variant())

@@ -50,12 +50,9 @@ impl Module for Dense {
             Self::Cpu(linear) => {
                 // A tensor elsewhere than the weights: candle's op on unpacked weights.
                 let packed = linear.packed();
-                let weight = Tensor::from_vec(
-                    packed.linear_weight(),
-                    (packed.n(), packed.k()),
-                    x.device(),
-                )?
-                .to_dtype(x.dtype())?;
+                let weight =
+                    Tensor::from_vec(packed.linear_weight(), (packed.n(), packed.k()), x.device())?
+                        .to_dtype(x.dtype())?;
                 let bias = packed
                     .bias()
                     .map(|bias| Tensor::new(bias, x.device())?.to_dtype(x.dtype()))

@@ -661,6 +661,16 @@ fn cases(f: &Fixtures) -> Vec<Case> {
         &["IMAGELAB_BACKEND"],
     );
     add(
+        "env IMAGELAB_CPU_ISA=avx10 with the candle backend",
+        vec![],
+        vec![
+            ("PROMPT", os("x")),
+            ("IMAGELAB_BACKEND", os("candle")),
+            ("IMAGELAB_CPU_ISA", os("avx10")),
+        ],
+        &["IMAGELAB_CPU_ISA", "avx512, avx2, portable"],
+    );
+    add(
         "env both sweeps",
         vec![],
         env_case(vec![("RUN_ALL_PROFILES", os("1")), ("RUN_ALL_MODELS", os("yes"))]),

@@ -23,6 +23,7 @@ pub fn imagelab() -> Command {
         "IMAGELAB_MEMORY_BUDGET_MB",
         "IMAGELAB_MODEL_CACHE_MB",
         "IMAGELAB_ATTENTION",
+        "IMAGELAB_CPU_ISA",
     ];
     for var in imagelab::cli::env_mode::VARIABLES.iter().chain(&mock_vars) {
         command.env_remove(var);

@@ -466,6 +466,33 @@ mod tests {
         });
     }
 
+    /// Panels packed for one instruction set (64 wide under AVX-512, 16 under AVX2) give the same
+    /// product when the other one runs: the switch may change after a model loaded.
+    #[test]
+    fn panels_packed_for_one_isa_run_on_the_other() {
+        if Isa::detect() != Isa::Avx512 {
+            return;
+        }
+        let (m, k, n) = (17, 45, 150);
+        let a = values(m * k, 9);
+        let weight = values(n * k, 10);
+        let bias = values(n, 11);
+        let expected = reference(&a, &weight, Some(&bias), m, k, n);
+        for (pack_avx512, run_avx512) in [(true, false), (false, true)] {
+            set_avx512_allowed(pack_avx512);
+            let packed = PackedMatrix::from_linear(&weight, n, k, Some(&bias)).unwrap();
+            set_avx512_allowed(run_avx512);
+            let got = packed.matmul(&a, m).unwrap();
+            set_avx512_allowed(true);
+            for (i, (&g, &e)) in got.iter().zip(&expected).enumerate() {
+                assert!(
+                    (g - e).abs() <= 1e-4 * (1.0 + e.abs()),
+                    "packed avx512={pack_avx512}, run avx512={run_avx512}: c[{i}] = {g}, expected {e}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn row_major_right_hand_side_and_round_trip() {
         let (m, k, n) = (9, 21, 35);

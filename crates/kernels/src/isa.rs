@@ -1,6 +1,12 @@
-//! Which SIMD instruction set the kernels use, detected once at run time.
+//! Which SIMD instruction set the kernels use, detected once at run time and capped by
+//! [`set_cap`] (the front ends' `IMAGELAB_CPU_ISA`, [`CAP_VAR`]: `avx512`, `avx2` or
+//! `portable`), e.g. to run the AVX2 path on an AVX-512 machine.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+
+/// The environment variable the front ends read into [`set_cap`]: `avx512`, `avx2` or
+/// `portable` (a cap above what the CPU has changes nothing).
+pub const CAP_VAR: &str = "IMAGELAB_CPU_ISA";
 
 /// The kernels' instruction sets, best first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -23,7 +29,18 @@ impl Isa {
         }
     }
 
-    /// What this CPU supports, ignoring [`set_avx512_allowed`].
+    /// An instruction set by name (`avx512`, `avx2`, `portable`, any case; also the names
+    /// [`Isa::name`] shows); `None` for anything else.
+    pub fn parse(text: &str) -> Option<Isa> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "avx512" | "avx512f" | "avx-512" => Some(Isa::Avx512),
+            "avx2" | "avx2+fma" => Some(Isa::Avx2),
+            "portable" => Some(Isa::Portable),
+            _ => None,
+        }
+    }
+
+    /// What this CPU supports, ignoring [`set_avx512_allowed`] and [`set_cap`].
     pub fn detect() -> Isa {
         #[cfg(target_arch = "x86_64")]
         {
@@ -43,6 +60,24 @@ impl Isa {
 static AVX512_ALLOWED: AtomicBool = AtomicBool::new(true);
 /// 0: not detected yet; else `Isa as u8 + 1`.
 static DETECTED: AtomicU8 = AtomicU8::new(0);
+/// 0: no cap; else `Isa as u8 + 1`.
+static CAP: AtomicU8 = AtomicU8::new(0);
+
+/// Caps the instruction set the kernels use (`None`: the best the CPU has). Takes effect for
+/// the next kernel call; packed weights stay valid.
+pub fn set_cap(cap: Option<Isa>) {
+    CAP.store(cap.map_or(0, |isa| isa as u8 + 1), Ordering::Relaxed);
+}
+
+/// The cap [`set_cap`] set, if any.
+pub fn cap() -> Option<Isa> {
+    match CAP.load(Ordering::Relaxed) {
+        1 => Some(Isa::Portable),
+        2 => Some(Isa::Avx2),
+        3 => Some(Isa::Avx512),
+        _ => None,
+    }
+}
 
 /// Lets (or stops) the kernels use AVX-512, e.g. to measure the AVX2 path on an AVX-512 machine.
 /// Takes effect for the next kernel call.
@@ -50,8 +85,8 @@ pub fn set_avx512_allowed(allowed: bool) {
     AVX512_ALLOWED.store(allowed, Ordering::Relaxed);
 }
 
-/// The instruction set the kernels use now: [`Isa::detect`], capped at AVX2 when
-/// [`set_avx512_allowed`]`(false)` was called or the crate is built without `x86-v4`.
+/// The instruction set the kernels use now: [`Isa::detect`], capped by [`set_cap`], and at AVX2
+/// when [`set_avx512_allowed`]`(false)` was called or the crate is built without `x86-v4`.
 pub fn current() -> Isa {
     let detected = match DETECTED.load(Ordering::Relaxed) {
         0 => {
@@ -63,6 +98,7 @@ pub fn current() -> Isa {
         2 => Isa::Avx2,
         _ => Isa::Avx512,
     };
+    let detected = cap().map_or(detected, |cap| detected.min(cap));
     if detected == Isa::Avx512
         && (!cfg!(feature = "x86-v4") || !AVX512_ALLOWED.load(Ordering::Relaxed))
     {
@@ -75,4 +111,20 @@ pub fn current() -> Isa {
 /// Threads the kernels run on (rayon's global pool: `RAYON_NUM_THREADS`, else the CPUs).
 pub fn threads() -> usize {
     rayon::current_num_threads()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_and_round_trip() {
+        for isa in [Isa::Portable, Isa::Avx2, Isa::Avx512] {
+            assert_eq!(Isa::parse(isa.name()), Some(isa));
+        }
+        assert_eq!(Isa::parse(" AVX512 "), Some(Isa::Avx512));
+        assert_eq!(Isa::parse("avx2"), Some(Isa::Avx2));
+        assert_eq!(Isa::parse("sse4"), None);
+        assert_eq!(Isa::parse(""), None);
+    }
 }
