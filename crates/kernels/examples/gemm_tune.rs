@@ -13,7 +13,7 @@ use imagelab_kernels::isa;
 fn best(mut call: impl FnMut()) -> f64 {
     call();
     let mut best = f64::INFINITY;
-    for _ in 0..4 {
+    for _ in 0..12 {
         let started = Instant::now();
         call();
         best = best.min(started.elapsed().as_secs_f64());

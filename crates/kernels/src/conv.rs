@@ -16,7 +16,7 @@
 use rayon::prelude::*;
 
 use crate::isa::{self, Isa};
-use crate::micro::{LANES, Start, Tile, Vectors, micro_width, tile_product};
+use crate::micro::{AlignedVec, LANES, Start, Tile, Vectors, micro_width, tile_product};
 use crate::{Result, bail};
 
 /// Output channels per micro-kernel tile (and per packed weight panel).
@@ -256,7 +256,7 @@ impl PackedConv2d {
         let geometry = Geometry { shape, height, width, out_w: ow, k, mr, kc };
         let out_ptr = SendPtr(out.as_mut_ptr());
         (0..tasks).into_par_iter().for_each_init(
-            || PackBuffers::new(kc, mc),
+            || AlignedVec::zeros(kc * mc),
             |buffers, task| {
                 let chunk = task % chunks;
                 let block = (task / chunks) % position_blocks;
@@ -291,7 +291,7 @@ impl PackedConv2d {
         panels: std::ops::Range<usize>,
         out: SendPtr,
         ldc: usize,
-        buffers: &mut PackBuffers,
+        buffers: &mut AlignedVec,
     ) {
         let Geometry { k, mr, kc, .. } = *geometry;
         let out_channels = self.shape.out_channels;
@@ -300,7 +300,7 @@ impl PackedConv2d {
         while k0 < k {
             let kcv = kc.min(k - k0);
             pack_block(geometry, image, p0, count, k0, kcv, buffers);
-            let packed = buffers.packed();
+            let packed = buffers.as_slice();
             for panel in panels.clone() {
                 let weights = &self.panels[(panel * k + k0) * NR..][..kcv * NR];
                 let bias = &self.bias[panel * NR..][..NR];
@@ -350,26 +350,6 @@ unsafe impl Sync for SendPtr {}
 impl SendPtr {
     fn offset(self, elements: usize) -> SendPtr {
         SendPtr(self.0.wrapping_add(elements))
-    }
-}
-
-/// A task's packing buffer: the panels, 64-byte aligned.
-struct PackBuffers {
-    storage: Vec<f32>,
-    start: usize,
-    len: usize,
-}
-
-impl PackBuffers {
-    fn new(kc: usize, mc: usize) -> Self {
-        let len = kc * mc;
-        let storage = vec![0f32; len + 16];
-        let start = storage.as_ptr().align_offset(64).min(16);
-        PackBuffers { storage, start, len }
-    }
-
-    fn packed(&self) -> &[f32] {
-        &self.storage[self.start..][..self.len]
     }
 }
 
@@ -423,11 +403,11 @@ fn pack_block(
     count: usize,
     k0: usize,
     kcv: usize,
-    buffers: &mut PackBuffers,
+    buffers: &mut AlignedVec,
 ) {
     let Geometry { shape, height, width, out_w, mr, .. } = *geometry;
     let panel_count = count.div_ceil(mr);
-    let panels = &mut buffers.storage[buffers.start..][..panel_count * kcv * mr];
+    let panels = &mut buffers.as_mut_slice()[..panel_count * kcv * mr];
     let taps = shape.kernel_h * shape.kernel_w;
     let plane = height * width;
     let pointwise = taps == 1 && shape.stride == 1 && shape.padding == 0;

@@ -6,19 +6,20 @@
 //! elsewhere, so the tile's operand is one contiguous stream. Either kernel reads either width
 //! (the AVX2 one a 16-column slice of a 64-wide panel, the AVX-512 one four 16-wide panels side
 //! by side), so the instruction set may change after packing.
-//! `A` (`m`×`k`, row-major: the activations) is packed per task, `kc` columns at a time, into
+//! `A` (`m`×`k`, row-major: the activations) is packed per call, `kc` columns at a time, into
 //! panels of [`NR`] rows `[panel][kc][NR]` whose values the micro-kernel broadcasts. The bias
 //! starts the accumulators of the first `kc` slice.
 //!
-//! Loop order per task (a block of up to `mc` rows × a range of column groups): for each `kc`
-//! slice, pack the rows' slice of `A` (≤ `mc`·`kc` floats, L2), then for each group of columns
+//! `A` is packed once per call, in parallel, before the tasks start (every task reads its rows'
+//! panels; packing per task repeated it for every column range). Loop order per task (a block of
+//! up to `mc` rows × a range of column groups): for each `kc` slice, for each group of columns,
 //! run the micro-kernel down the row panels, so the group's `kc`×64 slice of `B` stays in cache
 //! while every row panel passes it. Tasks write disjoint rectangles of `C`; rayon runs them.
 
 use rayon::prelude::*;
 
 use crate::isa::{self, Isa};
-use crate::micro::{LANES, NR, Start, Tile, Vectors, micro_width, tile_product};
+use crate::micro::{AlignedVec, LANES, NR, Start, Tile, Vectors, micro_width, tile_product};
 use crate::{Result, bail};
 
 /// Cache blocking of [`PackedMatrix::matmul_into`].
@@ -44,7 +45,7 @@ pub struct PackedMatrix {
     /// Columns per panel (16 or 64).
     width: usize,
     /// `[panel][k][width]` at [`panel_stride`]: column `panel·width + j`, zeros past `n`.
-    panels: Vec<f32>,
+    panels: AlignedVec,
     /// Padded to whole panels; zeros without a bias.
     bias: Vec<f32>,
     has_bias: bool,
@@ -122,9 +123,10 @@ impl PackedMatrix {
         let width = micro_width(isa::current());
         let panel_count = n.div_ceil(width);
         let stride = panel_stride(k, width);
-        let mut panels = vec![0f32; panel_count * stride];
+        let mut panels = AlignedVec::zeros(panel_count * stride);
         if k > 0 {
             panels
+                .as_mut_slice()
                 .par_chunks_mut(stride)
                 .enumerate()
                 .for_each(|(panel, dst)| fill(panel, width, &mut dst[..k * width]));
@@ -166,7 +168,7 @@ impl PackedMatrix {
         let mut weight = vec![0f32; self.n * self.k];
         for (column, row) in weight.chunks_exact_mut(self.k.max(1)).enumerate().take(self.n) {
             let width = self.width;
-            let panel = &self.panels[(column / width) * panel_stride(self.k, width)..];
+            let panel = &self.panels.as_slice()[(column / width) * panel_stride(self.k, width)..];
             for (kk, value) in row.iter_mut().enumerate() {
                 *value = panel[kk * width + column % width];
             }
@@ -220,22 +222,31 @@ impl PackedMatrix {
         let mc = self.blocking.mc.min(m).div_ceil(NR) * NR;
         let row_blocks = m.div_ceil(mc);
         let groups = n.div_ceil(mr);
-        // Enough tasks for every thread (4 each, for balance), splitting the columns when there
-        // are few row blocks.
-        let wanted = 4 * rayon::current_num_threads();
-        let chunks = if row_blocks >= wanted { 1 } else { wanted.div_ceil(row_blocks).min(groups) };
+        // Enough tasks for every thread (8 each, for balance: `A` is packed already, so a task
+        // costs only its tiles), splitting the columns when there are few row blocks.
+        let wanted = 8 * rayon::current_num_threads();
+        let chunks = wanted.div_ceil(row_blocks).min(groups);
         let per_chunk = groups.div_ceil(chunks.max(1));
         let chunks = groups.div_ceil(per_chunk);
+        // A packed once for all tasks: slice by slice of `kc` columns, `[row panel][kcv][NR]`.
+        let padded_rows = m.div_ceil(NR) * NR;
+        let mut packed = AlignedVec::zeros(padded_rows * k);
+        let mut k0 = 0;
+        while k0 < k {
+            let kcv = kc.min(k - k0);
+            packed.as_mut_slice()[k0 * padded_rows..][..padded_rows * kcv]
+                .par_chunks_mut(kcv * NR)
+                .enumerate()
+                .for_each(|(panel, dst)| pack_panel(a, m, k, panel * NR, k0, kcv, dst));
+            k0 += kcv;
+        }
         let out = SendPtr(c.as_mut_ptr());
-        let job = Job { isa, mr, m, k, n, kc, mc, a };
-        (0..row_blocks * chunks).into_par_iter().for_each_init(
-            || vec![0f32; mc * kc],
-            |buffer, task| {
-                let (block, chunk) = (task / chunks, task % chunks);
-                let group_range = chunk * per_chunk..((chunk + 1) * per_chunk).min(groups);
-                self.run_task(&job, block * mc, group_range, out, buffer);
-            },
-        );
+        let job = Job { isa, mr, m, k, n, kc, mc, padded_rows, packed: packed.as_slice() };
+        (0..row_blocks * chunks).into_par_iter().for_each(|task| {
+            let (block, chunk) = (task / chunks, task % chunks);
+            let group_range = chunk * per_chunk..((chunk + 1) * per_chunk).min(groups);
+            self.run_task(&job, block * mc, group_range, out);
+        });
         Ok(())
     }
 
@@ -249,31 +260,29 @@ impl PackedMatrix {
             // The tile's columns lie in one panel (mr divides width): 16-column pieces side by
             // side, one step of `width` per k.
             let at = col0 / width * stride + k0 * width + col0 % width;
-            Vectors { ptr: self.panels[at..].as_ptr(), stride: LANES, step: width, pieces }
+            Vectors {
+                ptr: self.panels.as_slice()[at..].as_ptr(),
+                stride: LANES,
+                step: width,
+                pieces,
+            }
         } else {
             // 16-wide panels, `mr / 16` of them side by side.
             let at = col0 / width * stride + k0 * width;
-            Vectors { ptr: self.panels[at..].as_ptr(), stride, step: width, pieces }
+            Vectors { ptr: self.panels.as_slice()[at..].as_ptr(), stride, step: width, pieces }
         }
     }
 
     /// Rows `r0..r0 + mc` (or fewer at the end) × column groups `groups` of `C`.
-    fn run_task(
-        &self,
-        job: &Job,
-        r0: usize,
-        groups: std::ops::Range<usize>,
-        out: SendPtr,
-        buffer: &mut [f32],
-    ) {
-        let Job { isa, mr, m, k, n, kc, mc, a } = *job;
+    fn run_task(&self, job: &Job, r0: usize, groups: std::ops::Range<usize>, out: SendPtr) {
+        let Job { isa, mr, m, k, n, kc, mc, padded_rows, packed } = *job;
         let rows = mc.min(m - r0);
         let row_panels = rows.div_ceil(NR);
         let mut k0 = 0;
         while k0 < k {
             let kcv = kc.min(k - k0);
-            let packed = &mut buffer[..row_panels * kcv * NR];
-            pack_rows(a, k, r0, rows, k0, kcv, packed);
+            // This slice's panels of this task's rows (r0 is a multiple of NR).
+            let slice = &packed[k0 * padded_rows + r0 * kcv..][..row_panels * kcv * NR];
             for group in groups.clone() {
                 let col0 = group * mr;
                 let cols = mr.min(n - col0);
@@ -286,7 +295,7 @@ impl PackedMatrix {
                 for panel in 0..row_panels {
                     let tile = Tile { rows: NR.min(rows - panel * NR), cols, ldc: n, start };
                     let c = out.offset((r0 + panel * NR) * n + col0);
-                    let scalars = packed[panel * kcv * NR..].as_ptr();
+                    let scalars = slice[panel * kcv * NR..].as_ptr();
                     // SAFETY: `c` is this task's rectangle (rows r0 + panel·NR.., < m; columns
                     // col0..+cols, ≤ n) of the m×n output, which no other task writes and which
                     // outlives the parallel loop. The vector operand: `pieces` 16-column pieces
@@ -319,32 +328,25 @@ struct Job<'a> {
     n: usize,
     kc: usize,
     mc: usize,
-    a: &'a [f32],
+    /// Rows of the packed `A`, rounded up to whole panels.
+    padded_rows: usize,
+    /// `A` packed by [`pack_panel`], slice after slice.
+    packed: &'a [f32],
 }
 
-/// Packs `a[r0..r0 + rows][k0..k0 + kcv]` into panels `[rows/NR][kcv][NR]`, zero rows past
-/// `rows`.
-fn pack_rows(
-    a: &[f32],
-    k: usize,
-    r0: usize,
-    rows: usize,
-    k0: usize,
-    kcv: usize,
-    packed: &mut [f32],
-) {
-    for (panel, dst) in packed.chunks_exact_mut(kcv * NR).enumerate() {
-        for r in 0..NR {
-            let row = panel * NR + r;
-            if row < rows {
-                let src = &a[(r0 + row) * k + k0..][..kcv];
-                for (kk, &value) in src.iter().enumerate() {
-                    dst[kk * NR + r] = value;
-                }
-            } else {
-                for kk in 0..kcv {
-                    dst[kk * NR + r] = 0.0;
-                }
+/// Packs rows `r0..r0 + NR` of `a` (`m`×`k`), columns `k0..k0 + kcv`, into one panel
+/// `[kcv][NR]`, zeros for rows past `m`.
+fn pack_panel(a: &[f32], m: usize, k: usize, r0: usize, k0: usize, kcv: usize, dst: &mut [f32]) {
+    for r in 0..NR {
+        let row = r0 + r;
+        if row < m {
+            let src = &a[row * k + k0..][..kcv];
+            for (kk, &value) in src.iter().enumerate() {
+                dst[kk * NR + r] = value;
+            }
+        } else {
+            for kk in 0..kcv {
+                dst[kk * NR + r] = 0.0;
             }
         }
     }
