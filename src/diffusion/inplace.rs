@@ -1,4 +1,4 @@
-//! Element-wise additions written over a tensor that was just made (a GEMM's output, a layer's
+//! Element-wise additions (and GEGLU's product) written over a tensor that was just made (a GEMM's output, a layer's
 //! result) instead of into a new one: on the CPU in f32, one parallel pass on rayon's pool
 //! (where the GEMMs run) with no allocation. candle's `+` allocates the result and runs on its
 //! own spinning thread pool; in an SDXL UNet step the bias and residual additions were a sixth of
@@ -37,6 +37,19 @@ pub fn add_bias(fresh: Tensor, bias: &Tensor) -> Result<Tensor> {
         Ok(fresh)
     } else {
         fresh.broadcast_add(bias)
+    }
+}
+
+/// `fresh · gelu(gate)` (GELU with erf, as diffusers' `GEGLU`), over `fresh`.
+///
+/// # Errors
+/// Shape mismatches.
+pub fn mul_gelu(fresh: Tensor, gate: &Tensor) -> Result<Tensor> {
+    if fast_path(&fresh, gate) && fresh.shape() == gate.shape() {
+        fresh.inplace_op2(gate, &MulGelu)?;
+        Ok(fresh)
+    } else {
+        fresh * gate.gelu_erf()?
     }
 }
 
@@ -93,6 +106,26 @@ impl InplaceOp2 for AddAssign {
                 }
             });
         Ok(())
+    }
+}
+
+struct MulGelu;
+
+impl InplaceOp2 for MulGelu {
+    fn name(&self) -> &'static str {
+        "imagelab-mul-gelu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<()> {
+        let (dst, gate) = slices(self.name(), s1, l1, s2, l2)?;
+        imagelab_kernels::activation::mul_gelu(dst, gate)
+            .map_err(|err| candle_core::Error::Msg(err.to_string()))
     }
 }
 
@@ -158,6 +191,25 @@ mod tests {
                 want.to_vec1::<f32>().expect("vec")
             );
         }
+    }
+
+    /// The fused GEGLU product against candle's `gelu_erf` (libm's erf) computed in f64.
+    #[test]
+    fn mul_gelu_matches_candles_gelu_erf() {
+        let hidden =
+            Tensor::from_vec(ramp(3 * 20_000, 0.07), (3, 20_000), &Device::Cpu).expect("h");
+        let gate = Tensor::from_vec(ramp(3 * 20_000, -0.09), (3, 20_000), &Device::Cpu).expect("g");
+        let want = (hidden.to_dtype(DType::F64).expect("f64")
+            * gate.to_dtype(DType::F64).expect("f64").gelu_erf().expect("gelu"))
+        .expect("product");
+        let got = mul_gelu(hidden.copy().expect("copy"), &gate).expect("mul_gelu");
+        let difference = (got.to_dtype(DType::F64).expect("f64") - &want)
+            .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>())
+            .expect("difference");
+        assert!(difference < 2e-6, "max |ours − candle f64| = {difference}");
+        // A shape the fast path does not take: candle's operators.
+        let column = Tensor::from_vec(ramp(3, 1.0), (3, 1), &Device::Cpu).expect("column");
+        assert!(mul_gelu(hidden, &column).is_err(), "shapes differ");
     }
 
     #[test]

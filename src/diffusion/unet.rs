@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::{DiffusionError, Result, read_json};
-use super::inplace::add;
+use super::inplace::{add, mul_gelu};
 use super::layers::{
     Attention, Conv, Dense, Downsample, GroupNorm, ResnetBlock, ResnetShape, Upsample, conv_same,
     conv2d, group_norm, timestep_embedding,
@@ -236,8 +236,8 @@ impl TransformerBlock {
         // GEGLU: hidden · gelu(gate), the projection's two halves.
         let normed = self.norm3.forward(&x)?;
         let hidden = self.ff_value.forward(&normed)?;
-        let gate = self.ff_gate.forward(&normed)?.gelu_erf()?;
-        let fed = self.ff_out.forward(&(hidden * gate)?)?;
+        let gate = self.ff_gate.forward(&normed)?;
+        let fed = self.ff_out.forward(&mul_gelu(hidden, &gate)?)?;
         Ok(add(fed, &x)?)
     }
 }

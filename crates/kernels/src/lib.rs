@@ -6,9 +6,13 @@
 //!   epilogue, and the output tiles run in parallel on rayon.
 //! - [`norm::group_norm`]: GroupNorm with an optional fused SiLU, statistics in `f64`, one pass
 //!   over memory for the output.
+//! - [`gemm::PackedMatrix`]: a matrix product with the right-hand side (a linear layer's weight)
+//!   packed once, on the same micro-kernel as the convolution.
+//! - [`activation::mul_gelu`]: GEGLU's `hidden · gelu(gate)` in one pass.
 //!
 //! The instruction set is chosen at run time ([`isa::Isa`]): AVX-512, AVX2+FMA, or portable Rust.
 
+pub mod activation;
 pub mod conv;
 pub mod gemm;
 pub mod isa;
