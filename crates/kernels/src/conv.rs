@@ -16,7 +16,7 @@
 use rayon::prelude::*;
 
 use crate::isa::{self, Isa};
-use crate::micro::{AlignedVec, LANES, Start, Tile, Vectors, micro_width, tile_product};
+use crate::micro::{AlignedVec, LANES, SendPtr, Start, Tile, Vectors, micro_width, tile_product};
 use crate::{Result, bail};
 
 /// Output channels per micro-kernel tile (and per packed weight panel).
@@ -337,22 +337,6 @@ struct Geometry {
     kc: usize,
 }
 
-/// The output pointer shared by the tasks (each writes its own rectangle).
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-
-// SAFETY: the tasks write disjoint parts of the buffer behind the pointer (see `run_task`), which
-// outlives them; the pointer is only an address until then.
-unsafe impl Send for SendPtr {}
-// SAFETY: as for Send.
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    fn offset(self, elements: usize) -> SendPtr {
-        SendPtr(self.0.wrapping_add(elements))
-    }
-}
-
 /// One im2col row `kk` of a block, written straight into the panels `[panel][kcv][mr]`:
 /// position `j` of the block goes to panel `j / mr`, lane `j % mr`.
 struct PanelRow<'a> {
@@ -483,22 +467,7 @@ fn fill_row(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::isa::set_avx512_allowed;
-
-    /// Deterministic values in [−1, 1).
-    fn values(count: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..count)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                #[allow(clippy::cast_possible_truncation, reason = "24 random bits")]
-                let bits = (state >> 40) as u32;
-                bits as f32 / 8_388_608.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::testing::{on_each_isa, values};
 
     /// The definition, in f64.
     fn reference(
@@ -573,16 +542,6 @@ mod tests {
             kernel_w: kernel,
             stride,
             padding,
-        }
-    }
-
-    /// Every case on every instruction set this CPU has (AVX-512, then AVX2, through the switch).
-    fn on_each_isa(cases: impl Fn()) {
-        cases();
-        if Isa::detect() == Isa::Avx512 {
-            set_avx512_allowed(false);
-            cases();
-            set_avx512_allowed(true);
         }
     }
 

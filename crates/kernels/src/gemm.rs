@@ -19,7 +19,9 @@
 use rayon::prelude::*;
 
 use crate::isa::{self, Isa};
-use crate::micro::{AlignedVec, LANES, NR, Start, Tile, Vectors, micro_width, tile_product};
+use crate::micro::{
+    AlignedVec, LANES, NR, SendPtr, Start, Tile, Vectors, micro_width, tile_product,
+};
 use crate::{Result, bail};
 
 /// Cache blocking of [`PackedMatrix::matmul_into`].
@@ -352,41 +354,11 @@ fn pack_panel(a: &[f32], m: usize, k: usize, r0: usize, k0: usize, kcv: usize, d
     }
 }
 
-/// The output pointer shared by the tasks (each writes its own rectangle).
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-
-// SAFETY: the tasks write disjoint parts of the buffer behind the pointer (see `run_task`), which
-// outlives them; the pointer is only an address until then.
-unsafe impl Send for SendPtr {}
-// SAFETY: as for Send.
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    fn offset(self, elements: usize) -> SendPtr {
-        SendPtr(self.0.wrapping_add(elements))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::isa::set_avx512_allowed;
-
-    /// Deterministic values in [−1, 1).
-    fn values(count: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..count)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                #[allow(clippy::cast_possible_truncation, reason = "24 random bits")]
-                let bits = (state >> 40) as u32;
-                bits as f32 / 8_388_608.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::testing::{on_each_isa, values};
 
     /// `a·wᵀ + bias` by the definition, in f64.
     fn reference(
@@ -435,16 +407,6 @@ mod tests {
                     i % n
                 );
             }
-        }
-    }
-
-    /// Every case on every instruction set this CPU has (AVX-512, then AVX2, through the switch).
-    fn on_each_isa(cases: impl Fn()) {
-        cases();
-        if Isa::detect() == Isa::Avx512 {
-            set_avx512_allowed(false);
-            cases();
-            set_avx512_allowed(true);
         }
     }
 

@@ -18,6 +18,8 @@ pub mod gemm;
 pub mod isa;
 mod micro;
 pub mod norm;
+#[cfg(test)]
+mod testing;
 
 use std::fmt;
 

@@ -61,6 +61,22 @@ impl AlignedVec {
     }
 }
 
+/// The output pointer shared by the tasks (each writes its own rectangle).
+#[derive(Clone, Copy)]
+pub struct SendPtr(pub *mut f32);
+
+// SAFETY: the tasks write disjoint parts of the buffer behind the pointer (see `run_task`), which
+// outlives them; the pointer is only an address until then.
+unsafe impl Send for SendPtr {}
+// SAFETY: as for Send.
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    pub fn offset(self, elements: usize) -> SendPtr {
+        SendPtr(self.0.wrapping_add(elements))
+    }
+}
+
 /// The vector operand of one tile.
 #[derive(Debug, Clone, Copy)]
 pub struct Vectors {
