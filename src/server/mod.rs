@@ -18,6 +18,7 @@ pub mod errors;
 pub mod events;
 mod lenient;
 pub mod openapi;
+mod oversize;
 pub mod paths;
 pub mod service;
 pub mod stdio;
@@ -146,6 +147,7 @@ pub fn router(service: Arc<Service>, options: &HttpOptions) -> axum::Router {
     }
     routes
         .layer(axum::extract::DefaultBodyLimit::max(options.body_limit_bytes))
+        .layer(axum::middleware::from_fn_with_state(options.body_limit_bytes, oversize::refuse))
         .layer(axum::middleware::from_fn_with_state(options.credentials.clone(), auth::require))
         .with_state(AppState { service })
 }
