@@ -18,16 +18,18 @@
 //! calls [`set_override`]); by default flash is used where it applies and chunked otherwise.
 //!
 //! Copies: on a GPU, splitting heads needs one contiguous copy of each of Q, K, V ((B, L, H·D) →
-//! (B, H, L, D); cuBLAS needs one batch stride). On the CPU, one batch item at a time, the GEMM
-//! reads the (1, H, L, D) views of the projections as they are (no copy), the scores of a block
-//! stay in the last-level cache ([`CPU_SCORE_BUDGET`]), and the softmax (scale folded in) runs
-//! in place over them. Kᵀ is a stride view (the GEMMs take a transposed operand), a query block
-//! is a `narrow` view (no copy), and each block's output is written once into the final
-//! (B, L, H·D) layout.
+//! (B, H, L, D); cuBLAS needs one batch stride). On the CPU in f32, our GEMM packs each batch
+//! item's and head's keys and values once, straight out of the projections (row stride H·D), and
+//! the tasks are blocks of one head's query rows, each on one thread (read in place; the scores,
+//! under [`CPU_SCORE_BUDGET`], in cache; the softmax, scale folded in, in place over them), with
+//! the heads-first result copied once into the (B, L, H·D) layout. Small heads (SDXL's 64 wide)
+//! would leave a GEMM split across threads mostly waiting. In half precision on the CPU,
+//! candle's matmul reads (1, H, L, D) views of the projections one batch item at a time.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Result, Tensor};
+use imagelab_kernels::gemm::PackedMatrix;
 use imagelab_kernels::norm::exp;
 use rayon::prelude::*;
 
@@ -35,10 +37,10 @@ use rayon::prelude::*;
 /// 2²⁶, 128 MiB in f16.
 pub const SCORE_BUDGET: usize = 1 << 26;
 
-/// The CPU's score budget per batch item (f32): 2²², 16 MiB, so that a block's scores stay in
-/// the last-level cache between the GEMM that writes them, the softmax and the GEMM that reads
-/// them.
-pub const CPU_SCORE_BUDGET: usize = 1 << 22;
+/// The CPU's score budget per block of one head's query rows (f32): 2²⁰, 4 MiB, so that a
+/// block's scores stay in cache between the GEMM that writes them, the softmax and the GEMM that
+/// reads them (2¹⁸ to 2²² measured within noise of each other at 512², docs/PERFORMANCE.md).
+pub const CPU_SCORE_BUDGET: usize = 1 << 20;
 
 /// Which attention implementation runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,6 +280,14 @@ pub fn chunked(
     budget: usize,
 ) -> Result<Tensor> {
     if query.device().is_cpu() {
+        if [query, key, value].iter().all(|t| t.dtype() == DType::F32) {
+            let op = CpuAttention { heads, budget };
+            return query.contiguous()?.apply_op3_no_bwd(
+                &key.contiguous()?,
+                &value.contiguous()?,
+                &op,
+            );
+        }
         return chunked_cpu(query, key, value, heads, budget);
     }
     let Split { batch, query_len, key_len, head_dim, scale } =
@@ -304,7 +314,129 @@ pub fn chunked(
     out.reshape((batch, query_len, heads * head_dim))
 }
 
-/// [`chunked`] on the CPU: one batch item at a time, so that Q, K and V are read through
+/// [`chunked`] on the CPU in f32, on our GEMM (`imagelab_kernels::gemm`), which then follows
+/// `IMAGELAB_CPU_ISA` like the rest of the step: per batch item and head, that head's keys and
+/// values are packed once straight out of the (B, S, H·D) projections (a row stride of H·D, no
+/// head copies); then one task per block of one head's query rows, on one thread: the scores
+/// (≤ `budget`, in cache) are one GEMM, the softmax runs over them in place with the scale
+/// folded in, and the second GEMM writes the block into a heads-first (B, H, L, D) buffer, copied
+/// once into the (B, L, H·D) result.
+struct CpuAttention {
+    heads: usize,
+    budget: usize,
+}
+
+impl candle_core::CustomOp3 for CpuAttention {
+    fn name(&self) -> &'static str {
+        "imagelab-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        q_storage: &CpuStorage,
+        q_layout: &Layout,
+        k_storage: &CpuStorage,
+        k_layout: &Layout,
+        v_storage: &CpuStorage,
+        v_layout: &Layout,
+    ) -> Result<(CpuStorage, candle_core::Shape)> {
+        let kernel_error =
+            |err: imagelab_kernels::KernelError| candle_core::Error::Msg(err.to_string());
+        let (batch, query_len, inner) = q_layout.shape().dims3()?;
+        let (key_batch, key_len, key_inner) = k_layout.shape().dims3()?;
+        let heads = self.heads;
+        if heads == 0 || inner % heads != 0 || key_inner != inner || key_batch != batch {
+            candle_core::bail!(
+                "attention: query {:?}, key {:?} do not split into {heads} heads",
+                q_layout.shape(),
+                k_layout.shape()
+            );
+        }
+        if v_layout.shape() != k_layout.shape() {
+            candle_core::bail!(
+                "attention: value {:?} differs from key {:?}",
+                v_layout.shape(),
+                k_layout.shape()
+            );
+        }
+        let (q, k, v) = (
+            f32_slice(q_storage, q_layout)?,
+            f32_slice(k_storage, k_layout)?,
+            f32_slice(v_storage, v_layout)?,
+        );
+        let head_dim = inner / heads;
+        #[allow(
+            clippy::cast_possible_truncation,
+            reason = "1/√d of a head width is an ordinary f32"
+        )]
+        let scale = (1.0 / (head_dim as f64).sqrt()) as f32;
+        let rows = chunk_rows(1, 1, query_len, key_len, self.budget);
+        // Every (item, head)'s keys and values packed once, straight out of the projections.
+        let packed = (0..batch * heads)
+            .into_par_iter()
+            .map(|pair| {
+                let (item, head) = (pair / heads, pair % heads);
+                let at = item * key_len * inner + head * head_dim;
+                let keys =
+                    PackedMatrix::from_linear_strided(&k[at..], key_len, head_dim, inner, None)?;
+                let values =
+                    PackedMatrix::from_row_major_strided(&v[at..], key_len, head_dim, inner, None)?;
+                Ok((keys, values))
+            })
+            .collect::<std::result::Result<Vec<_>, imagelab_kernels::KernelError>>()
+            .map_err(kernel_error)?;
+        // Heads first, (B, H, L, D): one task per block of one head's query rows, each on one
+        // thread with its scores in cache.
+        let mut by_head = vec![0f32; batch * heads * query_len * head_dim];
+        by_head
+            .par_chunks_mut(query_len * head_dim)
+            .zip(packed.par_iter())
+            .enumerate()
+            .try_for_each(|(pair, (out, (keys, values)))| {
+                let (item, head) = (pair / heads, pair % heads);
+                let q = &q[item * query_len * inner + head * head_dim..];
+                out.par_chunks_mut(rows * head_dim).enumerate().try_for_each(|(block, out)| {
+                    let (start, len) = (block * rows, out.len() / head_dim);
+                    let mut scores = vec![0f32; len * key_len];
+                    keys.matmul_strided_serial_into(
+                        &q[start * inner..],
+                        inner,
+                        len,
+                        &mut scores,
+                        key_len,
+                    )?;
+                    for row in scores.chunks_exact_mut(key_len) {
+                        softmax_row(row, scale);
+                    }
+                    values.matmul_strided_serial_into(&scores, key_len, len, out, head_dim)
+                })
+            })
+            .map_err(kernel_error)?;
+        // (B, H, L, D) → (B, L, H·D).
+        let mut out = vec![0f32; batch * query_len * inner];
+        out.par_chunks_mut(inner).enumerate().for_each(|(position, row)| {
+            let (item, token) = (position / query_len, position % query_len);
+            for (head, dst) in row.chunks_exact_mut(head_dim).enumerate() {
+                let at = ((item * heads + head) * query_len + token) * head_dim;
+                dst.copy_from_slice(&by_head[at..][..head_dim]);
+            }
+        });
+        Ok((CpuStorage::F32(out), candle_core::Shape::from((batch, query_len, inner))))
+    }
+}
+
+/// The contiguous f32 values of a CPU tensor.
+fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        candle_core::bail!("attention: f32 only");
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("attention: needs contiguous tensors");
+    };
+    Ok(&data[start..end])
+}
+
+/// [`chunked`] on the CPU in half precision: one batch item at a time, so that Q, K and V are read through
 /// (1, H, L, D) views of the projections (a head stride of D, a row stride of H·D, which the
 /// CPU GEMM takes as they are) instead of being copied heads-first; blocks of query rows under
 /// `budget` scores per item.

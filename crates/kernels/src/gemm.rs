@@ -66,21 +66,37 @@ impl PackedMatrix {
         in_features: usize,
         bias: Option<&[f32]>,
     ) -> Result<Self> {
-        let (k, n) = (in_features, out_features);
-        if weight.len() != n * k {
+        if weight.len() != out_features * in_features {
             return bail(format!(
                 "linear: weight has {} values, {out_features}x{in_features} needs {}",
                 weight.len(),
-                n * k
+                out_features * in_features
             ));
         }
+        Self::from_linear_strided(weight, out_features, in_features, in_features, bias)
+    }
+
+    /// As [`PackedMatrix::from_linear`], with row `j` of the weight at `weight[j·row_stride..]`
+    /// (e.g. one head's keys inside (tokens, heads × head dim) projections).
+    ///
+    /// # Errors
+    /// A stride below `in_features`, or a slice too short for the rows.
+    pub fn from_linear_strided(
+        weight: &[f32],
+        out_features: usize,
+        in_features: usize,
+        row_stride: usize,
+        bias: Option<&[f32]>,
+    ) -> Result<Self> {
+        let (k, n) = (in_features, out_features);
+        check_rows("linear: weight", weight.len(), n, k, row_stride)?;
         Self::pack(k, n, bias, |panel, width, dst| {
             for j in 0..width {
                 let column = panel * width + j;
                 if column >= n {
                     break;
                 }
-                for (kk, &value) in weight[column * k..][..k].iter().enumerate() {
+                for (kk, &value) in weight[column * row_stride..][..k].iter().enumerate() {
                     dst[kk * width + j] = value;
                 }
             }
@@ -99,6 +115,21 @@ impl PackedMatrix {
                 k * n
             ));
         }
+        Self::from_row_major_strided(b, k, n, n, bias)
+    }
+
+    /// As [`PackedMatrix::from_row_major`], with row `kk` of `b` at `b[kk·row_stride..]`.
+    ///
+    /// # Errors
+    /// A stride below `n`, or a slice too short for the rows.
+    pub fn from_row_major_strided(
+        b: &[f32],
+        k: usize,
+        n: usize,
+        row_stride: usize,
+        bias: Option<&[f32]>,
+    ) -> Result<Self> {
+        check_rows("matmul: right-hand side", b.len(), k, n, row_stride)?;
         Self::pack(k, n, bias, |panel, width, dst| {
             let first = panel * width;
             if first >= n {
@@ -106,7 +137,7 @@ impl PackedMatrix {
             }
             let valid = width.min(n - first);
             for (kk, row) in dst.chunks_exact_mut(width).enumerate() {
-                row[..valid].copy_from_slice(&b[kk * n + first..][..valid]);
+                row[..valid].copy_from_slice(&b[kk * row_stride + first..][..valid]);
             }
         })
     }
@@ -209,12 +240,60 @@ impl PackedMatrix {
         if c.len() != m * n {
             return bail(format!("matmul: output has {} values, {m}x{n} needs {}", c.len(), m * n));
         }
+        self.matmul_strided_into(a, k, m, c, n)
+    }
+
+    /// As [`PackedMatrix::matmul_into`] with row `i` of `a` at `a[i·lda..]` and of `c` at
+    /// `c[i·ldc..]` (only the `n` values of each output row are written).
+    ///
+    /// # Errors
+    /// Strides below the row lengths, or slices too short for the rows.
+    pub fn matmul_strided_into(
+        &self,
+        a: &[f32],
+        lda: usize,
+        m: usize,
+        c: &mut [f32],
+        ldc: usize,
+    ) -> Result<()> {
+        self.product(a, lda, m, c, ldc, true)
+    }
+
+    /// As [`PackedMatrix::matmul_strided_into`], all on the calling thread: for callers that
+    /// run many small products side by side (attention's heads), where splitting each one
+    /// across the threads would cost more than it gains.
+    ///
+    /// # Errors
+    /// As [`PackedMatrix::matmul_strided_into`].
+    pub fn matmul_strided_serial_into(
+        &self,
+        a: &[f32],
+        lda: usize,
+        m: usize,
+        c: &mut [f32],
+        ldc: usize,
+    ) -> Result<()> {
+        self.product(a, lda, m, c, ldc, false)
+    }
+
+    fn product(
+        &self,
+        a: &[f32],
+        lda: usize,
+        m: usize,
+        c: &mut [f32],
+        ldc: usize,
+        parallel: bool,
+    ) -> Result<()> {
+        let (k, n) = (self.k, self.n);
+        check_rows("matmul: left-hand side", a.len(), m, k, lda)?;
+        check_rows("matmul: output", c.len(), m, n, ldc)?;
         if m == 0 || n == 0 {
             return Ok(());
         }
         if k == 0 {
-            for row in c.chunks_exact_mut(n) {
-                row.copy_from_slice(&self.bias[..n]);
+            for row in 0..m {
+                c[row * ldc..][..n].copy_from_slice(&self.bias[..n]);
             }
             return Ok(());
         }
@@ -226,7 +305,7 @@ impl PackedMatrix {
         let groups = n.div_ceil(mr);
         // Enough tasks for every thread (8 each, for balance: `A` is packed already, so a task
         // costs only its tiles), splitting the columns when there are few row blocks.
-        let wanted = 8 * rayon::current_num_threads();
+        let wanted = if parallel { 8 * rayon::current_num_threads() } else { 1 };
         let chunks = wanted.div_ceil(row_blocks).min(groups);
         let per_chunk = groups.div_ceil(chunks.max(1));
         let chunks = groups.div_ceil(per_chunk);
@@ -236,19 +315,29 @@ impl PackedMatrix {
         let mut k0 = 0;
         while k0 < k {
             let kcv = kc.min(k - k0);
-            packed.as_mut_slice()[k0 * padded_rows..][..padded_rows * kcv]
-                .par_chunks_mut(kcv * NR)
-                .enumerate()
-                .for_each(|(panel, dst)| pack_panel(a, m, k, panel * NR, k0, kcv, dst));
+            let slice = &mut packed.as_mut_slice()[k0 * padded_rows..][..padded_rows * kcv];
+            let pack = |(panel, dst): (usize, &mut [f32])| {
+                pack_panel(a, lda, m, panel * NR, k0, kcv, dst);
+            };
+            if parallel {
+                slice.par_chunks_mut(kcv * NR).enumerate().for_each(pack);
+            } else {
+                slice.chunks_mut(kcv * NR).enumerate().for_each(pack);
+            }
             k0 += kcv;
         }
         let out = SendPtr(c.as_mut_ptr());
-        let job = Job { isa, mr, m, k, n, kc, mc, padded_rows, packed: packed.as_slice() };
-        (0..row_blocks * chunks).into_par_iter().for_each(|task| {
+        let job = Job { isa, mr, m, k, n, ldc, kc, mc, padded_rows, packed: packed.as_slice() };
+        let task = |task: usize| {
             let (block, chunk) = (task / chunks, task % chunks);
             let group_range = chunk * per_chunk..((chunk + 1) * per_chunk).min(groups);
             self.run_task(&job, block * mc, group_range, out);
-        });
+        };
+        if parallel {
+            (0..row_blocks * chunks).into_par_iter().for_each(task);
+        } else {
+            (0..row_blocks * chunks).for_each(task);
+        }
         Ok(())
     }
 
@@ -277,7 +366,7 @@ impl PackedMatrix {
 
     /// Rows `r0..r0 + mc` (or fewer at the end) × column groups `groups` of `C`.
     fn run_task(&self, job: &Job, r0: usize, groups: std::ops::Range<usize>, out: SendPtr) {
-        let Job { isa, mr, m, k, n, kc, mc, padded_rows, packed } = *job;
+        let Job { isa, mr, m, k, n, ldc, kc, mc, padded_rows, packed } = *job;
         let rows = mc.min(m - r0);
         let row_panels = rows.div_ceil(NR);
         let mut k0 = 0;
@@ -295,12 +384,12 @@ impl PackedMatrix {
                     Start::Output
                 };
                 for panel in 0..row_panels {
-                    let tile = Tile { rows: NR.min(rows - panel * NR), cols, ldc: n, start };
-                    let c = out.offset((r0 + panel * NR) * n + col0);
+                    let tile = Tile { rows: NR.min(rows - panel * NR), cols, ldc, start };
+                    let c = out.offset((r0 + panel * NR) * ldc + col0);
                     let scalars = slice[panel * kcv * NR..].as_ptr();
-                    // SAFETY: `c` is this task's rectangle (rows r0 + panel·NR.., < m; columns
-                    // col0..+cols, ≤ n) of the m×n output, which no other task writes and which
-                    // outlives the parallel loop. The vector operand: `pieces` 16-column pieces
+                    // SAFETY: `c` is this task's rectangle (rows r0 + panel·NR.., < m, at stride
+                    // ldc; columns col0..+cols, ≤ n ≤ ldc) of the output, checked to hold m rows,
+                    // which no other task writes and which outlives the parallel loop. The vector operand: `pieces` 16-column pieces
                     // from col0, all packed (see `vectors`), steps k0..k0 + kcv ≤ k; the
                     // scalars: kcv·NR packed values; the column bias: pieces·16 values from
                     // col0, inside the bias padded to whole panels.
@@ -328,6 +417,8 @@ struct Job<'a> {
     m: usize,
     k: usize,
     n: usize,
+    /// Output row stride.
+    ldc: usize,
     kc: usize,
     mc: usize,
     /// Rows of the packed `A`, rounded up to whole panels.
@@ -336,13 +427,13 @@ struct Job<'a> {
     packed: &'a [f32],
 }
 
-/// Packs rows `r0..r0 + NR` of `a` (`m`×`k`), columns `k0..k0 + kcv`, into one panel
-/// `[kcv][NR]`, zeros for rows past `m`.
-fn pack_panel(a: &[f32], m: usize, k: usize, r0: usize, k0: usize, kcv: usize, dst: &mut [f32]) {
+/// Packs rows `r0..r0 + NR` of `a` (`m` rows at stride `lda`), columns `k0..k0 + kcv`, into
+/// one panel `[kcv][NR]`, zeros for rows past `m`.
+fn pack_panel(a: &[f32], lda: usize, m: usize, r0: usize, k0: usize, kcv: usize, dst: &mut [f32]) {
     for r in 0..NR {
         let row = r0 + r;
         if row < m {
-            let src = &a[row * k + k0..][..kcv];
+            let src = &a[row * lda + k0..][..kcv];
             for (kk, &value) in src.iter().enumerate() {
                 dst[kk * NR + r] = value;
             }
@@ -352,6 +443,20 @@ fn pack_panel(a: &[f32], m: usize, k: usize, r0: usize, k0: usize, kcv: usize, d
             }
         }
     }
+}
+
+/// That `len` values hold `rows` rows of `width` at stride `stride`.
+fn check_rows(what: &str, len: usize, rows: usize, width: usize, stride: usize) -> Result<()> {
+    if stride < width {
+        return bail(format!("{what}: row stride {stride} is below the row length {width}"));
+    }
+    let needed = if rows == 0 { 0 } else { (rows - 1) * stride + width };
+    if len < needed {
+        return bail(format!(
+            "{what} has {len} values, {rows} rows of {width} at stride {stride} need {needed}"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -455,6 +560,63 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Strided operands, as attention reads one head of (tokens, heads × head dim) projections and
+    /// writes its output into the same layout: only that head's columns of `c` change.
+    #[test]
+    fn strided_operands_and_output() {
+        let (m, k, n, stride) = (13, 7, 19, 30);
+        let a_wide = values(m * stride, 12);
+        let w_wide = values(n * stride, 13);
+        let offset = 5;
+        // The dense copies the strided views stand for.
+        let a: Vec<f32> =
+            (0..m).flat_map(|i| a_wide[i * stride + offset..][..k].to_vec()).collect();
+        let w: Vec<f32> =
+            (0..n).flat_map(|j| w_wide[j * stride + offset..][..k].to_vec()).collect();
+        let expected = reference(&a, &w, None, m, k, n);
+        on_each_isa(|| {
+            let packed =
+                PackedMatrix::from_linear_strided(&w_wide[offset..], n, k, stride, None).unwrap();
+            let mut c = vec![7.0f32; m * 40];
+            let mut serial = c.clone();
+            packed.matmul_strided_into(&a_wide[offset..], stride, m, &mut c[3..], 40).unwrap();
+            packed
+                .matmul_strided_serial_into(&a_wide[offset..], stride, m, &mut serial[3..], 40)
+                .unwrap();
+            assert_eq!(c, serial, "one thread or many, the same sums");
+            for i in 0..m {
+                for j in 0..40 {
+                    let got = c[i * 40 + j];
+                    if (3..3 + n).contains(&j) {
+                        let e = expected[i * n + j - 3];
+                        assert!(
+                            (got - e).abs() <= 1e-5 * (1.0 + e.abs()),
+                            "c[{i}][{j}] = {got}, expected {e}"
+                        );
+                    } else {
+                        assert!((got - 7.0).abs() <= 0.0, "c[{i}][{j}] outside the output changed");
+                    }
+                }
+            }
+            // The same matrix given row-major (k×n) through a stride.
+            let mut b_wide = vec![0f32; k * 25];
+            for kk in 0..k {
+                for j in 0..n {
+                    b_wide[kk * 25 + j] = w[j * k + kk];
+                }
+            }
+            let row_major = PackedMatrix::from_row_major_strided(&b_wide, k, n, 25, None).unwrap();
+            assert_eq!(row_major.linear_weight(), w);
+        });
+        let packed = PackedMatrix::from_linear(&values(6, 1), 3, 2, None).unwrap();
+        let mut c = vec![0f32; 10];
+        let err = packed.matmul_strided_into(&[0.0; 4], 1, 2, &mut c, 3).unwrap_err();
+        assert!(err.0.contains("row stride 1 is below the row length 2"), "{}", err.0);
+        let err = packed.matmul_strided_into(&[0.0; 4], 2, 2, &mut c[..4], 3).unwrap_err();
+        assert!(err.0.contains("output has 4 values"), "{}", err.0);
+        assert!(PackedMatrix::from_linear_strided(&[0.0; 5], 3, 2, 2, None).is_err());
     }
 
     #[test]
