@@ -8,10 +8,9 @@
 //! cargo run --release --example bench_unet -- /tmp/sdxl_unet 256,512 3 cpu f32 /tmp/sdxl_vae
 //! ```
 //!
-//! Prints one JSON line. `kernels` says which instruction set our kernels ran (convolutions,
-//! linear layers, GroupNorm: the CPU, capped by `IMAGELAB_CPU_ISA` and the `avx512` feature),
-//! `matmul` which gemm micro-kernels candle's matmul ran inside attention (the `avx512` feature
-//! and the CPU decide); `peak_rss_mib` is the process's high-water mark (`VmHWM`, which counts the
+//! Prints one JSON line. `kernels` says which instruction set our kernels ran (everything in an
+//! f32 step on the CPU: convolutions, linear layers, attention, GroupNorm; the CPU decides,
+//! capped by `IMAGELAB_CPU_ISA`); `peak_rss_mib` is the process's high-water mark (`VmHWM`, which counts the
 //! mmap'd weight pages it touched); `rss_mib` after each phase shows where it was reached.
 
 use std::path::PathBuf;
@@ -20,9 +19,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use imagelab::app::config::FrontEndConfig;
-use imagelab::diffusion::device::{
-    cpu_matmul_kernels, cpu_threads, device_label, select_device, select_dtype,
-};
+use imagelab::diffusion::device::{cpu_threads, device_label, select_device, select_dtype};
 use imagelab::diffusion::unet::{PerBlock, UNet2DConditionModel, UNetConditioning};
 use imagelab::diffusion::vae::AutoencoderKl;
 use imagelab::vocab::{DeviceChoice, Precision};
@@ -145,7 +142,6 @@ fn run() -> anyhow::Result<()> {
     };
     let summary = json!({
         "impl": "imagelab",
-        "matmul": cpu_matmul_kernels(),
         "kernels": imagelab_kernels::isa::current().name(),
         "threads": cpu_threads(),
         "device": device_label(&device),

@@ -137,31 +137,6 @@ pub fn device_label(device: &Device) -> String {
     }
 }
 
-/// The micro-kernels candle's CPU matmul (the `gemm` crate) runs in this process, as gemm
-/// chooses them (once, by CPU detection): `avx512` where this build has the `avx512` feature
-/// (gemm's `x86-v4`) and the CPU has AVX-512F, else `avx2-fma` where the CPU has FMA, else
-/// `scalar`. Benchmarks record it next to their figures.
-pub fn cpu_matmul_kernels() -> &'static str {
-    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-    {
-        if cfg!(feature = "avx512") && std::arch::is_x86_feature_detected!("avx512f") {
-            return "avx512";
-        }
-        if std::arch::is_x86_feature_detected!("fma") {
-            return "avx2-fma";
-        }
-        "scalar"
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
-        "neon"
-    }
-    #[cfg(not(any(target_arch = "x86", target_arch = "x86_64", target_arch = "aarch64")))]
-    {
-        "scalar"
-    }
-}
-
 /// Threads candle's CPU kernels use: `RAYON_NUM_THREADS` when set, else the physical cores
 /// (or the CPUs this process may run on, when fewer).
 pub fn cpu_threads() -> usize {

@@ -20,8 +20,8 @@ def label(run: dict) -> str:
     if run["impl"] == "diffusers":
         capped = ", torch capped at AVX2" if run.get("build") == "avx2" else ""
         return f"diffusers (torch {run.get('torch', '?')}{capped}, {run.get('threads', '?')} threads)"
-    return (f"imagelab {run.get('build', '')} build (kernels {run.get('kernels', '?')}, "
-            f"attention matmul {run.get('matmul', '?')}, {run.get('threads', '?')} threads)")
+    return (f"imagelab IMAGELAB_CPU_ISA={run.get('build', '')} (kernels {run.get('kernels', '?')}, "
+            f"{run.get('threads', '?')} threads)")
 
 
 def main() -> None:

@@ -86,7 +86,7 @@ pub fn set_avx512_allowed(allowed: bool) {
 }
 
 /// The instruction set the kernels use now: [`Isa::detect`], capped by [`set_cap`], and at AVX2
-/// when [`set_avx512_allowed`]`(false)` was called or the crate is built without `x86-v4`.
+/// when [`set_avx512_allowed`]`(false)` was called. Every path is compiled into every build.
 pub fn current() -> Isa {
     let detected = match DETECTED.load(Ordering::Relaxed) {
         0 => {
@@ -99,9 +99,7 @@ pub fn current() -> Isa {
         _ => Isa::Avx512,
     };
     let detected = cap().map_or(detected, |cap| detected.min(cap));
-    if detected == Isa::Avx512
-        && (!cfg!(feature = "x86-v4") || !AVX512_ALLOWED.load(Ordering::Relaxed))
-    {
+    if detected == Isa::Avx512 && !AVX512_ALLOWED.load(Ordering::Relaxed) {
         Isa::Avx2
     } else {
         detected
