@@ -21,8 +21,8 @@
 //! (B, H, L, D); cuBLAS needs one batch stride). On the CPU in f32, our GEMM packs each batch
 //! item's and head's keys and values once, straight out of the projections (row stride H·D), and
 //! the tasks are blocks of one head's query rows, each on one thread (read in place; the scores,
-//! under [`CPU_SCORE_BUDGET`], in cache; the softmax, scale folded in, in place over them), with
-//! the heads-first result copied once into the (B, L, H·D) layout. Small heads (SDXL's 64 wide)
+//! under [`CPU_SCORE_BUDGET`], in cache; the softmax, `imagelab_kernels::softmax`, scale folded
+//! in, in place over them), with the heads-first result copied once into the (B, L, H·D) layout. Small heads (SDXL's 64 wide)
 //! would leave a GEMM split across threads mostly waiting. In half precision on the CPU,
 //! candle's matmul reads (1, H, L, D) views of the projections one batch item at a time.
 
@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Result, Tensor};
 use imagelab_kernels::gemm::PackedMatrix;
-use imagelab_kernels::norm::exp;
+use imagelab_kernels::softmax::scaled_softmax_row;
 use rayon::prelude::*;
 
 /// Largest number of score elements (batch × heads × query rows × keys) one block may hold:
@@ -225,34 +225,8 @@ impl InplaceOp1 for CpuScaledSoftmax {
         };
         let width = layout.dims().last().copied().unwrap_or(1).max(1);
         let scale = self.scale;
-        data[start..end].par_chunks_mut(width).for_each(|row| softmax_row(row, scale));
+        data[start..end].par_chunks_mut(width).for_each(|row| scaled_softmax_row(row, scale));
         Ok(())
-    }
-}
-
-/// One row of `softmax(scale · x)`, in torch's order: `exp(scale·x − scale·max)`, divided by the
-/// sum (accumulated in 16 lanes, then added up).
-fn softmax_row(row: &mut [f32], scale: f32) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let shift = max * scale;
-    let mut lanes = [0f32; 16];
-    let mut chunks = row.chunks_exact_mut(16);
-    for chunk in &mut chunks {
-        for (value, lane) in chunk.iter_mut().zip(&mut lanes) {
-            let e = exp(*value * scale - shift);
-            *value = e;
-            *lane += e;
-        }
-    }
-    let mut sum = 0f32;
-    for value in chunks.into_remainder() {
-        *value = exp(*value * scale - shift);
-        sum += *value;
-    }
-    sum += lanes.iter().sum::<f32>();
-    let inverse = 1.0 / sum;
-    for value in row.iter_mut() {
-        *value *= inverse;
     }
 }
 
@@ -406,7 +380,7 @@ impl candle_core::CustomOp3 for CpuAttention {
                         key_len,
                     )?;
                     for row in scores.chunks_exact_mut(key_len) {
-                        softmax_row(row, scale);
+                        scaled_softmax_row(row, scale);
                     }
                     values.matmul_strided_serial_into(&scores, key_len, len, out, head_dim)
                 })
@@ -515,6 +489,7 @@ fn flash(query: &Tensor, key: &Tensor, value: &Tensor, heads: usize) -> Result<T
 #[cfg(test)]
 mod tests {
     use super::*;
+    use imagelab_kernels::norm::exp;
 
     fn inputs(
         batch: usize,

@@ -18,6 +18,7 @@ pub mod gemm;
 pub mod isa;
 mod micro;
 pub mod norm;
+pub mod softmax;
 #[cfg(test)]
 mod testing;
 
