@@ -259,8 +259,9 @@ impl ReadSafetensors {
             .map_err(|_| candle_core::Error::Msg("a weights reader panicked".to_owned()))?;
         file.seek(SeekFrom::Start(stored.start)).map_err(read_error)?;
         let tensor = if dtype == DType::F32 {
-            // Straight into the f32 buffer the tensor keeps (no second copy).
-            let mut values = vec![0f32; stored.bytes / 4];
+            // Straight into the f32 buffer the tensor keeps (no second copy); huge pages where
+            // the kernel offers them, as for the packed weights.
+            let mut values = imagelab_kernels::zeroed(stored.bytes / 4);
             file.read_exact(bytemuck::cast_slice_mut(&mut values)).map_err(read_error)?;
             Tensor::from_vec(values, stored.shape.as_slice(), &Device::Cpu)?
         } else {

@@ -16,7 +16,9 @@
 use rayon::prelude::*;
 
 use crate::isa::{self, Isa};
-use crate::micro::{AlignedVec, LANES, SendPtr, Start, Tile, Vectors, micro_width, tile_product};
+use crate::micro::{
+    AlignedVec, LANES, SendPtr, Start, Tile, Vectors, micro_width, tile_product, zeroed,
+};
 use crate::{Result, bail};
 
 /// Output channels per micro-kernel tile (and per packed weight panel).
@@ -131,7 +133,7 @@ impl PackedConv2d {
             ));
         }
         let panel_count = shape.out_channels.div_ceil(NR);
-        let mut panels = vec![0f32; panel_count * k * NR];
+        let mut panels = zeroed(panel_count * k * NR);
         panels.par_chunks_mut(k * NR).enumerate().for_each(|(panel, dst)| {
             for r in 0..NR {
                 let co = panel * NR + r;

@@ -19,6 +19,8 @@ pub mod isa;
 mod micro;
 pub mod norm;
 pub mod softmax;
+
+pub use micro::zeroed;
 #[cfg(test)]
 mod testing;
 

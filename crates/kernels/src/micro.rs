@@ -45,7 +45,7 @@ pub struct AlignedVec {
 impl AlignedVec {
     /// `len` zeros.
     pub fn zeros(len: usize) -> Self {
-        let storage = vec![0f32; len + 16];
+        let storage = zeroed(len + 16);
         let start = storage.as_ptr().align_offset(64).min(16);
         AlignedVec { storage, start, len }
     }
@@ -58,6 +58,36 @@ impl AlignedVec {
     /// The values, writable.
     pub fn as_mut_slice(&mut self) -> &mut [f32] {
         &mut self.storage[self.start..][..self.len]
+    }
+}
+
+/// `len` zeros. On Linux a buffer of 8 MiB or more is offered transparent huge pages
+/// (`MADV_HUGEPAGE`, which is what THP's usual `madvise` mode waits for): SDXL's 9.6 GiB of
+/// packed weights then fault in 2 MiB at a time instead of 4 KiB (the kernel's page zeroing was
+/// most of a UNet load), and the GEMMs stream them with 512 times fewer TLB entries.
+pub fn zeroed(len: usize) -> Vec<f32> {
+    let values = vec![0f32; len];
+    #[cfg(target_os = "linux")]
+    advise_huge_pages(&values);
+    values
+}
+
+#[cfg(target_os = "linux")]
+fn advise_huge_pages(values: &[f32]) {
+    const HUGE: usize = 2 << 20;
+    let bytes = std::mem::size_of_val(values);
+    if bytes < 4 * HUGE {
+        return;
+    }
+    let start = values.as_ptr() as usize;
+    let (first, end) = (start.next_multiple_of(HUGE), (start + bytes) / HUGE * HUGE);
+    if end > first {
+        // SAFETY: advice only (the contents and the mapping stay as they are); the range is
+        // whole huge pages inside `values`' own allocation. A kernel without THP answers EINVAL,
+        // which changes nothing and is ignored.
+        unsafe {
+            libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE);
+        }
     }
 }
 
@@ -355,6 +385,26 @@ mod x86 {
                     _mm256_storeu_ps(c.add(r * ldc + i * 8), *sum);
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zeroed_buffers_small_and_large_are_zeros_and_writable() {
+        for len in [0, 1, 1000, (9 << 20) / 4 + 3] {
+            let mut values = zeroed(len);
+            assert_eq!(values.len(), len);
+            assert!(values.iter().all(|&v| v == 0.0));
+            if let Some(last) = values.last_mut() {
+                *last = 1.0;
+            }
+            let aligned = AlignedVec::zeros(len);
+            assert_eq!(aligned.as_slice().len(), len);
+            assert_eq!(aligned.as_slice().as_ptr() as usize % 64, 0);
         }
     }
 }
