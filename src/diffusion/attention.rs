@@ -29,7 +29,7 @@
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use candle_core::{CpuStorage, DType, Device, InplaceOp1, Layout, Result, Tensor};
-use imagelab_kernels::gemm::PackedMatrix;
+use imagelab_kernels::gemm::{PackedMatrix, Threads};
 use imagelab_kernels::softmax::scaled_softmax_row;
 use rayon::prelude::*;
 
@@ -146,21 +146,25 @@ struct Split {
 }
 
 fn split_shapes(query: &Tensor, key: &Tensor, value: &Tensor, heads: usize) -> Result<Split> {
+    split_dims(query.shape(), key.shape(), value.shape(), heads)
+}
+
+/// The attention's sizes from (B, L, H·D) queries and (B, S, H·D) keys and values.
+fn split_dims(
+    query: &candle_core::Shape,
+    key: &candle_core::Shape,
+    value: &candle_core::Shape,
+    heads: usize,
+) -> Result<Split> {
     let (batch, query_len, inner) = query.dims3()?;
     let (key_batch, key_len, key_inner) = key.dims3()?;
     if heads == 0 || inner % heads != 0 || key_inner != inner || key_batch != batch {
         candle_core::bail!(
-            "attention: query {:?}, key {:?} do not split into {heads} heads",
-            query.shape(),
-            key.shape()
+            "attention: query {query:?}, key {key:?} do not split into {heads} heads"
         );
     }
-    if value.dims() != key.dims() {
-        candle_core::bail!(
-            "attention: value {:?} differs from key {:?}",
-            value.shape(),
-            key.shape()
-        );
+    if value != key {
+        candle_core::bail!("attention: value {value:?} differs from key {key:?}");
     }
     let head_dim = inner / heads;
     let scale = 1.0 / (head_dim as f64).sqrt();
@@ -316,34 +320,20 @@ impl candle_core::CustomOp3 for CpuAttention {
     ) -> Result<(CpuStorage, candle_core::Shape)> {
         let kernel_error =
             |err: imagelab_kernels::KernelError| candle_core::Error::Msg(err.to_string());
-        let (batch, query_len, inner) = q_layout.shape().dims3()?;
-        let (key_batch, key_len, key_inner) = k_layout.shape().dims3()?;
         let heads = self.heads;
-        if heads == 0 || inner % heads != 0 || key_inner != inner || key_batch != batch {
-            candle_core::bail!(
-                "attention: query {:?}, key {:?} do not split into {heads} heads",
-                q_layout.shape(),
-                k_layout.shape()
-            );
-        }
-        if v_layout.shape() != k_layout.shape() {
-            candle_core::bail!(
-                "attention: value {:?} differs from key {:?}",
-                v_layout.shape(),
-                k_layout.shape()
-            );
-        }
+        let Split { batch, query_len, key_len, head_dim, scale } =
+            split_dims(q_layout.shape(), k_layout.shape(), v_layout.shape(), heads)?;
+        let inner = heads * head_dim;
         let (q, k, v) = (
             f32_slice(q_storage, q_layout)?,
             f32_slice(k_storage, k_layout)?,
             f32_slice(v_storage, v_layout)?,
         );
-        let head_dim = inner / heads;
         #[allow(
             clippy::cast_possible_truncation,
             reason = "1/√d of a head width is an ordinary f32"
         )]
-        let scale = (1.0 / (head_dim as f64).sqrt()) as f32;
+        let scale = scale as f32;
         let rows = chunk_rows(1, 1, query_len, key_len, self.budget);
         // Every (item, head)'s keys and values packed once, straight out of the projections.
         let packed = (0..batch * heads)
@@ -372,17 +362,25 @@ impl candle_core::CustomOp3 for CpuAttention {
                 out.par_chunks_mut(rows * head_dim).enumerate().try_for_each(|(block, out)| {
                     let (start, len) = (block * rows, out.len() / head_dim);
                     let mut scores = vec![0f32; len * key_len];
-                    keys.matmul_strided_serial_into(
+                    keys.matmul_strided_into(
                         &q[start * inner..],
                         inner,
                         len,
                         &mut scores,
                         key_len,
+                        Threads::Caller,
                     )?;
                     for row in scores.chunks_exact_mut(key_len) {
                         scaled_softmax_row(row, scale);
                     }
-                    values.matmul_strided_serial_into(&scores, key_len, len, out, head_dim)
+                    values.matmul_strided_into(
+                        &scores,
+                        key_len,
+                        len,
+                        out,
+                        head_dim,
+                        Threads::Caller,
+                    )
                 })
             })
             .map_err(kernel_error)?;

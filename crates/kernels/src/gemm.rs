@@ -244,11 +244,11 @@ impl PackedMatrix {
         if c.len() != m * n {
             return bail(format!("matmul: output has {} values, {m}x{n} needs {}", c.len(), m * n));
         }
-        self.matmul_strided_into(a, k, m, c, n)
+        self.matmul_strided_into(a, k, m, c, n, Threads::Pool)
     }
 
     /// As [`PackedMatrix::matmul_into`] with row `i` of `a` at `a[i·lda..]` and of `c` at
-    /// `c[i·ldc..]` (only the `n` values of each output row are written).
+    /// `c[i·ldc..]` (only the `n` values of each output row are written), on `threads`.
     ///
     /// # Errors
     /// Strides below the row lengths, or slices too short for the rows.
@@ -259,36 +259,9 @@ impl PackedMatrix {
         m: usize,
         c: &mut [f32],
         ldc: usize,
+        threads: Threads,
     ) -> Result<()> {
-        self.product(a, lda, m, c, ldc, true)
-    }
-
-    /// As [`PackedMatrix::matmul_strided_into`], all on the calling thread: for callers that
-    /// run many small products side by side (attention's heads), where splitting each one
-    /// across the threads would cost more than it gains.
-    ///
-    /// # Errors
-    /// As [`PackedMatrix::matmul_strided_into`].
-    pub fn matmul_strided_serial_into(
-        &self,
-        a: &[f32],
-        lda: usize,
-        m: usize,
-        c: &mut [f32],
-        ldc: usize,
-    ) -> Result<()> {
-        self.product(a, lda, m, c, ldc, false)
-    }
-
-    fn product(
-        &self,
-        a: &[f32],
-        lda: usize,
-        m: usize,
-        c: &mut [f32],
-        ldc: usize,
-        parallel: bool,
-    ) -> Result<()> {
+        let parallel = threads == Threads::Pool;
         let (k, n) = (self.k, self.n);
         check_rows("matmul: left-hand side", a.len(), m, k, lda)?;
         check_rows("matmul: output", c.len(), m, n, ldc)?;
@@ -411,6 +384,16 @@ impl PackedMatrix {
 /// same L1 sets.
 fn panel_stride(k: usize, width: usize) -> usize {
     k * width + LANES
+}
+
+/// Where a product runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threads {
+    /// Split across rayon's pool.
+    Pool,
+    /// All on the calling thread: for callers that run many small products side by side
+    /// (attention's heads), where splitting each one would cost more than it gains.
+    Caller,
 }
 
 /// What every task of one product shares.
@@ -595,9 +578,18 @@ mod tests {
                 PackedMatrix::from_linear_strided(&w_wide[offset..], n, k, stride, None).unwrap();
             let mut c = vec![7.0f32; m * 40];
             let mut serial = c.clone();
-            packed.matmul_strided_into(&a_wide[offset..], stride, m, &mut c[3..], 40).unwrap();
             packed
-                .matmul_strided_serial_into(&a_wide[offset..], stride, m, &mut serial[3..], 40)
+                .matmul_strided_into(&a_wide[offset..], stride, m, &mut c[3..], 40, Threads::Pool)
+                .unwrap();
+            packed
+                .matmul_strided_into(
+                    &a_wide[offset..],
+                    stride,
+                    m,
+                    &mut serial[3..],
+                    40,
+                    Threads::Caller,
+                )
                 .unwrap();
             assert_eq!(c, serial, "one thread or many, the same sums");
             for i in 0..m {
@@ -626,9 +618,11 @@ mod tests {
         });
         let packed = PackedMatrix::from_linear(&values(6, 1), 3, 2, None).unwrap();
         let mut c = vec![0f32; 10];
-        let err = packed.matmul_strided_into(&[0.0; 4], 1, 2, &mut c, 3).unwrap_err();
+        let err =
+            packed.matmul_strided_into(&[0.0; 4], 1, 2, &mut c, 3, Threads::Pool).unwrap_err();
         assert!(err.0.contains("row stride 1 is below the row length 2"), "{}", err.0);
-        let err = packed.matmul_strided_into(&[0.0; 4], 2, 2, &mut c[..4], 3).unwrap_err();
+        let err =
+            packed.matmul_strided_into(&[0.0; 4], 2, 2, &mut c[..4], 3, Threads::Pool).unwrap_err();
         assert!(err.0.contains("output has 4 values"), "{}", err.0);
         assert!(PackedMatrix::from_linear_strided(&[0.0; 5], 3, 2, 2, None).is_err());
     }
