@@ -366,10 +366,11 @@ impl PackedMatrix {
                     let scalars = slice[panel * kcv * NR..].as_ptr();
                     // SAFETY: `c` is this task's rectangle (rows r0 + panel·NR.., < m, at stride
                     // ldc; columns col0..+cols, ≤ n ≤ ldc) of the output, checked to hold m rows,
-                    // which no other task writes and which outlives the parallel loop. The vector operand: `pieces` 16-column pieces
-                    // from col0, all packed (see `vectors`), steps k0..k0 + kcv ≤ k; the
-                    // scalars: kcv·NR packed values; the column bias: pieces·16 values from
-                    // col0, inside the bias padded to whole panels.
+                    // which no other task writes and which outlives the loop over the tasks.
+                    // The vector operand: `pieces` 16-column pieces from col0, all packed (see
+                    // `vectors`), steps k0..k0 + kcv ≤ k; the scalars: kcv·NR packed values;
+                    // the column bias: pieces·16 values from col0, inside the bias padded to
+                    // whole panels.
                     unsafe { tile_product(isa, kcv, vectors, scalars, c.0, tile) };
                 }
             }
