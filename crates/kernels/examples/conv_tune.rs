@@ -1,4 +1,5 @@
-//! Tuning aid (not a test): GFLOP/s of `PackedConv2d` on one shape for a few blockings.
+//! Tuning aid (not a test): GFLOP/s of `PackedConv2d` on one shape for a few blockings, im2col
+//! and Winograd (counted as the direct convolution's multiply-adds).
 //!
 //! ```text
 //! cargo run --release -p imagelab-kernels --example conv_tune -- BATCH CIN COUT K STRIDE PAD H W [MC KC]...
@@ -6,7 +7,7 @@
 
 use std::time::Instant;
 
-use imagelab_kernels::conv::{Blocking, Conv2dShape, PackedConv2d};
+use imagelab_kernels::conv::{Algorithm, Blocking, Conv2dShape, PackedConv2d};
 use imagelab_kernels::isa;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -35,17 +36,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut out = vec![0f32; batch * cout * oh * ow];
     for allow in [true, false] {
         isa::set_avx512_allowed(allow);
-        for &blocking in &list {
-            let conv = PackedConv2d::new(shape, &weight, Some(&bias))?.with_blocking(blocking);
+        for (&blocking, algorithm) in
+            list.iter().flat_map(|b| [Algorithm::Im2col, Algorithm::Winograd].map(|a| (b, a)))
+        {
+            let conv = PackedConv2d::new(shape, &weight, Some(&bias))?
+                .with_blocking(blocking)
+                .with_algorithm(algorithm);
             conv.forward_into(&input, batch, h, w, &mut out)?;
             let mut best = f64::INFINITY;
-            for _ in 0..3 {
+            for _ in 0..10 {
                 let started = Instant::now();
                 conv.forward_into(&input, batch, h, w, &mut out)?;
                 best = best.min(started.elapsed().as_secs_f64());
             }
             println!(
-                "{} mc {} kc {}: {:.1} ms, {:.0} GFLOP/s",
+                "{} {algorithm:?} mc {} kc {}: {:.1} ms, {:.0} GFLOP/s (direct-equivalent)",
                 isa::current().name(),
                 blocking.mc,
                 blocking.kc,

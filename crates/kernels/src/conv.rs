@@ -12,6 +12,9 @@
 //!
 //! Parallelism: rayon tasks over (image, block of positions, range of output-channel panels);
 //! each task writes a disjoint rectangle of the output.
+//!
+//! 3×3 stride-1 convolutions large enough to repay a per-call weight transform run as Winograd
+//! F(2×2, 3×3) instead (`crate::winograd`, [`Algorithm`]), from the same packed weights.
 
 use rayon::prelude::*;
 
@@ -19,7 +22,7 @@ use crate::isa::{self, Isa};
 use crate::micro::{
     AlignedVec, LANES, SendPtr, Start, Tile, Vectors, micro_width, tile_product, zeroed,
 };
-use crate::{Result, bail};
+use crate::{Result, bail, winograd};
 
 /// Output channels per micro-kernel tile (and per packed weight panel).
 pub use crate::micro::NR;
@@ -94,6 +97,34 @@ impl Default for Blocking {
     }
 }
 
+/// How [`PackedConv2d::forward`] computes a convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Winograd F(2×2, 3×3) for 3×3 stride-1 convolutions with enough channels and output
+    /// tiles to repay the per-call weight transform ([`winograd_pays`]); im2col otherwise.
+    Auto,
+    /// Always the blocked im2col.
+    Im2col,
+    /// Winograd F(2×2, 3×3) wherever it applies (3×3, stride 1), im2col elsewhere.
+    Winograd,
+}
+
+/// Fewest output tiles (2×2 outputs each, over the batch) for which [`Algorithm::Auto`] takes
+/// Winograd: below this the per-call weight transform costs more than the products save
+/// (measured with `examples/conv_tune` on SDXL's 3×3 shapes).
+pub const WINOGRAD_MIN_TILES: usize = 256;
+/// Fewest input and output channels for which [`Algorithm::Auto`] takes Winograd.
+pub const WINOGRAD_MIN_CHANNELS: usize = 64;
+
+/// Whether [`Algorithm::Auto`] runs `shape` on `batch` images of `height`×`width` as Winograd.
+pub fn winograd_pays(shape: Conv2dShape, batch: usize, height: usize, width: usize) -> bool {
+    let Ok((oh, ow)) = shape.output_size(height, width) else { return false };
+    winograd::applies(shape)
+        && shape.in_channels >= WINOGRAD_MIN_CHANNELS
+        && shape.out_channels >= WINOGRAD_MIN_CHANNELS
+        && winograd::tiles(batch, oh, ow) >= WINOGRAD_MIN_TILES
+}
+
 /// A convolution with its weights packed for the micro-kernels (done once, at load).
 #[derive(Debug, Clone)]
 pub struct PackedConv2d {
@@ -104,6 +135,7 @@ pub struct PackedConv2d {
     bias: Vec<f32>,
     has_bias: bool,
     blocking: Blocking,
+    algorithm: Algorithm,
 }
 
 impl PackedConv2d {
@@ -155,6 +187,7 @@ impl PackedConv2d {
             bias: padded_bias,
             has_bias: bias.is_some(),
             blocking: Blocking::default(),
+            algorithm: Algorithm::Auto,
         })
     }
 
@@ -168,6 +201,22 @@ impl PackedConv2d {
     pub fn with_blocking(mut self, blocking: Blocking) -> Self {
         self.blocking = Blocking { mc: blocking.mc.max(1), kc: blocking.kc.max(1) };
         self
+    }
+
+    /// Changes the algorithm (benchmarks and tests; results do not change beyond rounding).
+    #[must_use]
+    pub fn with_algorithm(mut self, algorithm: Algorithm) -> Self {
+        self.algorithm = algorithm;
+        self
+    }
+
+    /// Whether a forward pass over `batch` images of `height`×`width` runs as Winograd.
+    pub fn uses_winograd(&self, batch: usize, height: usize, width: usize) -> bool {
+        match self.algorithm {
+            Algorithm::Auto => winograd_pays(self.shape, batch, height, width),
+            Algorithm::Im2col => false,
+            Algorithm::Winograd => winograd::applies(self.shape),
+        }
     }
 
     /// The weights back in `[out][in][kh][kw]` layout.
@@ -241,6 +290,26 @@ impl PackedConv2d {
         }
         let isa = isa::current();
         let mr = micro_width(isa);
+        if self.uses_winograd(batch, height, width) {
+            // A tile is 4 output positions; the blocking's positions per task become tiles.
+            let tiles = winograd::tiles(batch, oh, ow);
+            let block = (self.blocking.mc / 4).clamp(1, tiles).div_ceil(mr) * mr;
+            let kc = self.blocking.kc.min(shape.in_channels);
+            let plan = winograd::Plan {
+                isa,
+                shape,
+                batch,
+                height,
+                width,
+                out_h: oh,
+                out_w: ow,
+                mr,
+                block,
+                kc,
+            };
+            winograd::forward(&plan, &self.panels, &self.bias, input, out);
+            return Ok(());
+        }
         let k = shape.reduction();
         let mc = self.blocking.mc.min(positions).div_ceil(mr) * mr;
         let kc = self.blocking.kc.min(k);
@@ -519,9 +588,14 @@ mod tests {
         let bias = with_bias.then(|| values(shape.out_channels, 3));
         let expected = reference(shape, &input, &weight, bias.as_deref(), batch, height, width);
         // Small blocks too, so that several kc slices, position blocks and edge tiles occur.
-        for blocking in [Blocking::default(), Blocking { mc: 40, kc: 7 }] {
-            let conv =
-                PackedConv2d::new(shape, &weight, bias.as_deref()).unwrap().with_blocking(blocking);
+        let blockings = [Blocking::default(), Blocking { mc: 40, kc: 7 }];
+        let algorithms = [Algorithm::Im2col, Algorithm::Winograd];
+        for (blocking, algorithm) in blockings.into_iter().flat_map(|b| algorithms.map(|a| (b, a)))
+        {
+            let conv = PackedConv2d::new(shape, &weight, bias.as_deref())
+                .unwrap()
+                .with_blocking(blocking)
+                .with_algorithm(algorithm);
             let (got, (oh, ow)) = conv.forward(&input, batch, height, width).unwrap();
             assert_eq!((oh, ow), shape.output_size(height, width).unwrap());
             assert_eq!(got.len(), expected.len());
@@ -529,7 +603,7 @@ mod tests {
             for (i, (&g, &e)) in got.iter().zip(&expected).enumerate() {
                 assert!(
                     (g - e).abs() <= tolerance * (1.0 + e.abs()),
-                    "{shape:?} b{batch} {height}x{width} {blocking:?} isa {}: out[{i}] = {g}, expected {e}",
+                    "{shape:?} b{batch} {height}x{width} {blocking:?} {algorithm:?} isa {}: out[{i}] = {g}, expected {e}",
                     isa::current().name()
                 );
             }
@@ -555,6 +629,32 @@ mod tests {
             check(shape(4, 320, 3, 1, 1), 1, 9, 8, true);
             check(shape(20, 7, 3, 1, 1), 3, 1, 1, false);
         });
+    }
+
+    #[test]
+    fn three_by_three_other_paddings_and_wide_rows() {
+        on_each_isa(|| {
+            // Padding 0 and 2, odd and even outputs, tile rows longer than one transform chunk
+            // and than one vector panel, tiles of both images in one block.
+            check(shape(5, 8, 3, 1, 0), 1, 7, 6, true);
+            check(shape(4, 6, 3, 1, 2), 2, 5, 8, false);
+            check(shape(8, 13, 3, 1, 1), 2, 9, 41, true);
+            check(shape(3, 7, 3, 1, 1), 3, 2, 150, true);
+        });
+    }
+
+    #[test]
+    fn auto_takes_winograd_only_where_it_pays() {
+        let big = shape(320, 320, 3, 1, 1);
+        assert!(winograd_pays(big, 2, 64, 64));
+        assert!(!winograd_pays(big, 1, 8, 8), "too few tiles");
+        assert!(!winograd_pays(shape(4, 320, 3, 1, 1), 2, 64, 64), "too few input channels");
+        assert!(!winograd_pays(shape(320, 320, 3, 2, 1), 2, 64, 64), "stride 2");
+        assert!(!winograd_pays(shape(320, 320, 1, 1, 0), 2, 64, 64), "1x1");
+        let conv = PackedConv2d::new(big, &vec![0.0; 320 * 320 * 9], None).unwrap();
+        assert!(conv.uses_winograd(2, 64, 64));
+        assert!(!conv.clone().with_algorithm(Algorithm::Im2col).uses_winograd(2, 64, 64));
+        assert!(conv.with_algorithm(Algorithm::Winograd).uses_winograd(1, 2, 2));
     }
 
     #[test]

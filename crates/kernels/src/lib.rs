@@ -3,7 +3,8 @@
 //! - [`conv::PackedConv2d`]: a 2-D convolution (NCHW in and out, like candle and torch) as a
 //!   blocked im2col: tiles of output positions are packed straight into the micro-kernel's panels
 //!   (no full im2col buffer), the weights are packed once at load time, the bias is added in the
-//!   epilogue, and the output tiles run in parallel on rayon.
+//!   epilogue, and the output tiles run in parallel on rayon; large 3×3 stride-1 convolutions
+//!   run as Winograd F(2×2, 3×3) on the same micro-kernel.
 //! - [`norm::group_norm`]: GroupNorm with an optional fused SiLU, statistics in `f64`, one pass
 //!   over memory for the output.
 //! - [`gemm::PackedMatrix`]: a matrix product with the right-hand side (a linear layer's weight)
@@ -19,6 +20,7 @@ pub mod isa;
 mod micro;
 pub mod norm;
 pub mod softmax;
+mod winograd;
 
 pub use micro::zeroed;
 #[cfg(test)]
