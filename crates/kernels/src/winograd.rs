@@ -87,7 +87,12 @@ pub(crate) fn forward(plan: &Plan, panels: &[f32], bias: &[f32], input: &[f32], 
         Some(kept) if kept.as_slice().len() >= panel_count * per_panel => kept,
         _ => AlignedVec::zeros(panel_count * per_panel),
     };
-    transform_weights(cin, panels, &mut weights.as_mut_slice()[..panel_count * per_panel]);
+    transform_weights(
+        plan.isa,
+        cin,
+        panels,
+        &mut weights.as_mut_slice()[..panel_count * per_panel],
+    );
     let weights_slice = &weights.as_slice()[..panel_count * per_panel];
 
     let tiles = tiles(batch, plan.out_h, plan.out_w);
@@ -138,29 +143,75 @@ impl Scratch {
 
 /// `U = G g Gᵀ` for every (output channel, input channel): `panels` `[panel][ci·9 + tap][NR]`
 /// into `dst` `[panel][ξ][ci][NR]`.
-fn transform_weights(cin: usize, panels: &[f32], dst: &mut [f32]) {
+fn transform_weights(isa: Isa, cin: usize, panels: &[f32], dst: &mut [f32]) {
     let k = cin * 9;
     dst.par_chunks_mut(XI * cin * NR).enumerate().for_each(|(panel, dst)| {
         let src = &panels[panel * k * NR..][..k * NR];
-        for ci in 0..cin {
-            let g = &src[ci * 9 * NR..][..9 * NR];
-            for r in 0..NR {
-                let tap = |ky: usize, kx: usize| g[(ky * 3 + kx) * NR + r];
-                // G g (4×3), held by columns, then (G g) Gᵀ (4×4) row by row.
-                let columns: [[f32; 4]; 3] =
-                    std::array::from_fn(|kx| g_rows([tap(0, kx), tap(1, kx), tap(2, kx)]));
-                for a in 0..4 {
-                    let row = g_rows(columns.map(|column| column[a]));
-                    for (b, value) in row.into_iter().enumerate() {
-                        dst[((a * 4 + b) * cin + ci) * NR + r] = value;
-                    }
-                }
-            }
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `isa::current` reports AVX-512F only where the CPU has it.
+            Isa::Avx512 => unsafe { transform_panel_avx512(cin, src, dst) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `isa::current` reports AVX2 only where the CPU has AVX2 and FMA.
+            Isa::Avx2 => unsafe { transform_panel_avx2(cin, src, dst) },
+            _ => transform_panel(cin, src, dst),
         }
     });
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn transform_panel_avx512(cin: usize, src: &[f32], dst: &mut [f32]) {
+    transform_panel(cin, src, dst);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn transform_panel_avx2(cin: usize, src: &[f32], dst: &mut [f32]) {
+    transform_panel(cin, src, dst);
+}
+
+/// Input channels transformed together: their NR output channels each are the lanes.
+const WEIGHT_CHANNELS: usize = 8;
+
+/// One panel's `U`, [`WEIGHT_CHANNELS`] input channels at a time: each tap gathered into
+/// lanes `(ci, r)`, the transform run across the lanes, each ξ written as one run.
+#[allow(clippy::inline_always, reason = "inlined into each instruction set's copy")]
+#[inline(always)]
+fn transform_panel(cin: usize, src: &[f32], dst: &mut [f32]) {
+    const L: usize = WEIGHT_CHANNELS * NR;
+    let mut ci0 = 0;
+    while ci0 < cin {
+        let n = WEIGHT_CHANNELS.min(cin - ci0);
+        let mut taps = [[0f32; L]; 9];
+        for c in 0..n {
+            for (t, lanes) in taps.iter_mut().enumerate() {
+                lanes[c * NR..][..NR].copy_from_slice(&src[((ci0 + c) * 9 + t) * NR..][..NR]);
+            }
+        }
+        let mut u = [[0f32; L]; XI];
+        for l in 0..L {
+            let tap = |ky: usize, kx: usize| taps[ky * 3 + kx][l];
+            // G g (4×3), held by columns, then (G g) Gᵀ (4×4) row by row.
+            let columns: [[f32; 4]; 3] =
+                std::array::from_fn(|kx| g_rows([tap(0, kx), tap(1, kx), tap(2, kx)]));
+            for a in 0..4 {
+                let row = g_rows(columns.map(|column| column[a]));
+                for (b, value) in row.into_iter().enumerate() {
+                    u[a * 4 + b][l] = value;
+                }
+            }
+        }
+        for (xi, lanes) in u.iter().enumerate() {
+            dst[(xi * cin + ci0) * NR..][..n * NR].copy_from_slice(&lanes[..n * NR]);
+        }
+        ci0 += n;
+    }
+}
+
 /// `G x` for one 3-vector: G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]].
+#[allow(clippy::inline_always, reason = "inlined into each instruction set's copy")]
+#[inline(always)]
 fn g_rows([x0, x1, x2]: [f32; 3]) -> [f32; 4] {
     [x0, 0.5 * (x0 + x1 + x2), 0.5 * (x0 - x1 + x2), x2]
 }
