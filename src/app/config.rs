@@ -40,6 +40,8 @@ pub const MEMORY_BUDGET_MB_VAR: &str = "IMAGELAB_MEMORY_BUDGET_MB";
 pub const ATTENTION_VAR: &str = "IMAGELAB_ATTENTION";
 /// Caps the CPU kernels' instruction set, `avx512|avx2|portable` (unset: the best the CPU has).
 pub const CPU_ISA_VAR: &str = imagelab_kernels::isa::CAP_VAR;
+/// The CPU convolutions' algorithm, `auto|im2col|winograd` (unset: auto, by size).
+pub const CPU_CONV_VAR: &str = imagelab_kernels::conv::ALGORITHM_VAR;
 /// Mock backend: delay per step in milliseconds.
 pub const MOCK_STEP_MS_VAR: &str = "IMAGELAB_MOCK_STEP_MS";
 /// Mock backend: the display name of a model whose load fails.
@@ -73,6 +75,7 @@ pub const VARIABLES: &[&str] = &[
     MODEL_CACHE_MB_VAR,
     MEMORY_BUDGET_MB_VAR,
     CPU_ISA_VAR,
+    CPU_CONV_VAR,
     MOCK_STEP_MS_VAR,
     MOCK_FAIL_MODEL_VAR,
     MOCK_FAIL_PROMPT_VAR,
@@ -378,6 +381,22 @@ impl FrontEndConfig {
         })
     }
 
+    /// `IMAGELAB_CPU_CONV`, when set: the algorithm of the CPU convolutions
+    /// (`imagelab_kernels::conv::set_override`).
+    ///
+    /// # Errors
+    /// A value that is not `auto`, `im2col` or `winograd`.
+    pub fn cpu_conv(&self) -> Result<Option<imagelab_kernels::conv::Algorithm>, ConfigError> {
+        self.non_empty(CPU_CONV_VAR).map_or(Ok(None), |text| {
+            imagelab_kernels::conv::Algorithm::parse(&text).map(Some).ok_or_else(|| ConfigError {
+                variable: CPU_CONV_VAR,
+                message: format!(
+                    "{text:?} is not a convolution algorithm; valid: auto, im2col, winograd"
+                ),
+            })
+        })
+    }
+
     /// `RUST_LOG`, when set.
     pub fn log_filter(&self) -> Option<String> {
         self.var(LOG_FILTER_VAR)
@@ -431,6 +450,14 @@ mod tests {
         let bad_isa = config(&[(CPU_ISA_VAR, "avx10")]).cpu_isa().expect_err("bad");
         assert_eq!(bad_isa.variable, CPU_ISA_VAR);
         assert!(bad_isa.message.contains("avx512, avx2, portable"), "{}", bad_isa.message);
+        assert_eq!(empty.cpu_conv(), Ok(None));
+        assert_eq!(
+            config(&[(CPU_CONV_VAR, "Im2col")]).cpu_conv(),
+            Ok(Some(imagelab_kernels::conv::Algorithm::Im2col))
+        );
+        let bad_conv = config(&[(CPU_CONV_VAR, "fft")]).cpu_conv().expect_err("bad");
+        assert_eq!(bad_conv.variable, CPU_CONV_VAR);
+        assert!(bad_conv.message.contains("auto, im2col, winograd"), "{}", bad_conv.message);
         let set = config(&[
             (OUTPUT_DIR_VAR, "/tmp/out"),
             (BACKEND_VAR, "Mock"),

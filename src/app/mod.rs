@@ -139,6 +139,7 @@ pub fn make_backend(
         BackendChoice::Candle => {
             crate::diffusion::attention::set_override(config.attention()?);
             imagelab_kernels::isa::set_cap(config.cpu_isa()?);
+            imagelab_kernels::conv::set_override(config.cpu_conv()?);
             Ok(Box::new(
                 CandleBackend::new(Some(hub_resolver(config.hub())))
                     .with_model_checks(config.hub(), preferred_weight_variant())

@@ -671,6 +671,16 @@ fn cases(f: &Fixtures) -> Vec<Case> {
         &["IMAGELAB_CPU_ISA", "avx512, avx2, portable"],
     );
     add(
+        "env IMAGELAB_CPU_CONV=fft with the candle backend",
+        vec![],
+        vec![
+            ("PROMPT", os("x")),
+            ("IMAGELAB_BACKEND", os("candle")),
+            ("IMAGELAB_CPU_CONV", os("fft")),
+        ],
+        &["IMAGELAB_CPU_CONV", "auto, im2col, winograd"],
+    );
+    add(
         "env both sweeps",
         vec![],
         env_case(vec![("RUN_ALL_PROFILES", os("1")), ("RUN_ALL_MODELS", os("yes"))]),

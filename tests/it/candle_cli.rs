@@ -27,6 +27,11 @@ fn rel_l2(ours: &[f32], reference: &[f32]) -> f64 {
 }
 
 fn check_pipeline(name: &str) -> usize {
+    check_pipeline_with(name, &[])
+}
+
+/// Every run of `name`'s references through the CLI, with `env` set, against diffusers.
+fn check_pipeline_with(name: &str, env: &[(&str, &str)]) -> usize {
     let root = crate::util::repo_root().join("tests/fixtures/diffusion");
     let folder = root.join(name);
     let refs = root.join("refs").join(name);
@@ -45,6 +50,7 @@ fn check_pipeline(name: &str) -> usize {
         let text = |field: &str| run[field].as_str().unwrap_or_default().to_owned();
         let number = |field: &str| run[field].as_f64().map(|v| v.to_string()).expect(field);
         let mut command = imagelab();
+        command.envs(env.iter().copied());
         command
             .args([
                 "generate",
@@ -113,6 +119,13 @@ fn sdxl_two_levels_matches_diffusers_from_the_cli() {
 #[test]
 fn sdxl_three_levels_matches_diffusers_from_the_cli() {
     assert!(check_pipeline("sdxl_tiny_3lvl") >= 5);
+}
+
+/// Winograd on every 3×3 stride-1 convolution (the tiny models' are below the size where
+/// `auto` takes it): the same tolerances against diffusers as im2col.
+#[test]
+fn sdxl_three_levels_matches_diffusers_with_winograd_convolutions() {
+    assert!(check_pipeline_with("sdxl_tiny_3lvl", &[("IMAGELAB_CPU_CONV", "winograd")]) >= 5);
 }
 
 #[test]

@@ -24,6 +24,7 @@ pub fn imagelab() -> Command {
         "IMAGELAB_MODEL_CACHE_MB",
         "IMAGELAB_ATTENTION",
         "IMAGELAB_CPU_ISA",
+        "IMAGELAB_CPU_CONV",
     ];
     for var in imagelab::cli::env_mode::VARIABLES.iter().chain(&mock_vars) {
         command.env_remove(var);

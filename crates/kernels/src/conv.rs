@@ -16,6 +16,8 @@
 //! 3×3 stride-1 convolutions large enough to repay a per-call weight transform run as Winograd
 //! F(2×2, 3×3) instead (`crate::winograd`, [`Algorithm`]), from the same packed weights.
 
+use std::sync::atomic::{AtomicU8, Ordering};
+
 use rayon::prelude::*;
 
 use crate::isa::{self, Isa};
@@ -100,13 +102,60 @@ impl Default for Blocking {
 /// How [`PackedConv2d::forward`] computes a convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
-    /// Winograd F(2×2, 3×3) for 3×3 stride-1 convolutions with enough channels and output
-    /// tiles to repay the per-call weight transform ([`winograd_pays`]); im2col otherwise.
+    /// What [`set_override`] chose; without one, Winograd F(2×2, 3×3) for 3×3 stride-1
+    /// convolutions with enough channels and output tiles to repay the per-call weight
+    /// transform ([`winograd_pays`]), im2col otherwise.
     Auto,
     /// Always the blocked im2col.
     Im2col,
     /// Winograd F(2×2, 3×3) wherever it applies (3×3, stride 1), im2col elsewhere.
     Winograd,
+}
+
+impl Algorithm {
+    /// The name [`Algorithm::parse`] reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Auto => "auto",
+            Algorithm::Im2col => "im2col",
+            Algorithm::Winograd => "winograd",
+        }
+    }
+
+    /// An algorithm by name (`auto`, `im2col`, `winograd`, any case); `None` for anything else.
+    pub fn parse(text: &str) -> Option<Algorithm> {
+        [Algorithm::Auto, Algorithm::Im2col, Algorithm::Winograd]
+            .into_iter()
+            .find(|algorithm| text.trim().eq_ignore_ascii_case(algorithm.name()))
+    }
+}
+
+/// The environment variable the front ends read into [`set_override`]: `auto`, `im2col` or
+/// `winograd`. `im2col` gives the bits of releases before Winograd (the two differ by
+/// rounding only).
+pub const ALGORITHM_VAR: &str = "IMAGELAB_CPU_CONV";
+
+/// 0: none (by size); else `Algorithm as u8`.
+static OVERRIDE: AtomicU8 = AtomicU8::new(0);
+
+/// Makes every [`Algorithm::Auto`] convolution use `algorithm` (`None` or `Some(Auto)`: choose
+/// by size again). Takes effect for the next call.
+pub fn set_override(algorithm: Option<Algorithm>) {
+    let value = match algorithm {
+        None | Some(Algorithm::Auto) => 0,
+        Some(Algorithm::Im2col) => 1,
+        Some(Algorithm::Winograd) => 2,
+    };
+    OVERRIDE.store(value, Ordering::Relaxed);
+}
+
+/// The algorithm [`set_override`] set, if any.
+pub fn override_algorithm() -> Option<Algorithm> {
+    match OVERRIDE.load(Ordering::Relaxed) {
+        1 => Some(Algorithm::Im2col),
+        2 => Some(Algorithm::Winograd),
+        _ => None,
+    }
 }
 
 /// Fewest output tiles (2×2 outputs each, over the batch) for which [`Algorithm::Auto`] takes
@@ -213,10 +262,12 @@ impl PackedConv2d {
 
     /// Whether a forward pass over `batch` images of `height`×`width` runs as Winograd.
     pub fn uses_winograd(&self, batch: usize, height: usize, width: usize) -> bool {
-        match self.algorithm {
-            Algorithm::Auto => winograd_pays(self.shape, batch, height, width),
-            Algorithm::Im2col => false,
-            Algorithm::Winograd => winograd::applies(self.shape),
+        match (self.algorithm, override_algorithm()) {
+            (Algorithm::Im2col, _) | (Algorithm::Auto, Some(Algorithm::Im2col)) => false,
+            (Algorithm::Winograd, _) | (Algorithm::Auto, Some(Algorithm::Winograd)) => {
+                winograd::applies(self.shape)
+            }
+            (Algorithm::Auto, _) => winograd_pays(self.shape, batch, height, width),
         }
     }
 
@@ -656,6 +707,16 @@ mod tests {
         assert!(conv.uses_winograd(2, 64, 64));
         assert!(!conv.clone().with_algorithm(Algorithm::Im2col).uses_winograd(2, 64, 64));
         assert!(conv.with_algorithm(Algorithm::Winograd).uses_winograd(1, 2, 2));
+    }
+
+    #[test]
+    fn algorithm_names_round_trip() {
+        for algorithm in [Algorithm::Auto, Algorithm::Im2col, Algorithm::Winograd] {
+            assert_eq!(Algorithm::parse(algorithm.name()), Some(algorithm));
+        }
+        assert_eq!(Algorithm::parse(" WinoGrad "), Some(Algorithm::Winograd));
+        assert_eq!(Algorithm::parse("fft"), None);
+        assert_eq!(Algorithm::parse(""), None);
     }
 
     #[test]
