@@ -2,6 +2,8 @@
 //! paths) against candle's conv2d and torch's (`tools/reference/bench_kernels.py`, run in the
 //! same run when a Python is given), on SDXL's convolution shapes, plus GroupNorm+SiLU and an
 //! sgemm 2048³ (candle's matmul, i.e. the `gemm` crate) for reference. Prints a Markdown table.
+//! Ours runs as `Algorithm::Auto` (Winograd where it pays) and as im2col alone; GFLOP/s count
+//! the direct convolution's multiply-adds for every column.
 //!
 //! ```text
 //! cargo run --release --example bench_kernels -- [--python PATH] [--reps N] [--mc N --kc N]
@@ -13,7 +15,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig};
-use imagelab_kernels::conv::{Blocking, Conv2dShape, PackedConv2d};
+use imagelab_kernels::conv::{Algorithm, Blocking, Conv2dShape, PackedConv2d};
 use imagelab_kernels::isa::{self, Isa};
 use imagelab_kernels::norm::{GroupNormSpec, group_norm};
 
@@ -87,8 +89,10 @@ fn main() -> anyhow::Result<()> {
         blocking.kc,
         torch_time("threads").map_or_else(|| "–".to_owned(), |t| t.to_string())
     );
-    println!("| kernel | ours AVX-512 | ours AVX2 | candle 0.11 | torch |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| kernel | ours AVX-512 | ours AVX2 | ours im2col AVX-512 | ours im2col AVX2 | candle 0.11 | torch |"
+    );
+    println!("|---|---|---|---|---|---|---|");
 
     let size = 2048;
     let lhs = Tensor::randn(0f32, 1.0, (size, size), &device)?;
@@ -96,7 +100,7 @@ fn main() -> anyhow::Result<()> {
     let gemm_s = best(reps, || Ok(lhs.matmul(&rhs)?))?;
     let flops = 2.0 * (size * size * size) as f64;
     println!(
-        "| sgemm 2048³ (candle = gemm crate) | – | – | {} | {} |",
+        "| sgemm 2048³ (candle = gemm crate) | – | – | – | – | {} | {} |",
         cell(flops, Some(gemm_s)),
         cell(flops, torch_time("sgemm 2048^3"))
     );
@@ -123,24 +127,33 @@ fn main() -> anyhow::Result<()> {
         let input = x.flatten_all()?.to_vec1::<f32>()?;
         let (oh, ow) = shape.output_size(h, w)?;
         let mut out = vec![0f32; batch * cout * oh * ow];
-        let mut ours = |allow_avx512: bool| -> anyhow::Result<Option<f64>> {
+        let mut ours = |allow_avx512: bool, algorithm: Algorithm| -> anyhow::Result<Option<f64>> {
             isa::set_avx512_allowed(allow_avx512);
             if allow_avx512 && isa::current() != Isa::Avx512 {
                 return Ok(None);
             }
-            let seconds = best(reps, || Ok(packed.forward_into(&input, batch, h, w, &mut out)?))?;
+            let conv = packed.clone().with_algorithm(algorithm);
+            let seconds = best(reps, || Ok(conv.forward_into(&input, batch, h, w, &mut out)?))?;
             isa::set_avx512_allowed(true);
             Ok(Some(seconds))
         };
-        let avx512 = ours(true)?;
-        let avx2 = ours(false)?;
+        // A throwaway round first: the first shape's first timings after the last shape's
+        // buffers were freed ran up to 1.7x slower (8x8: the whole best-of-5), whichever
+        // column came first.
+        ours(true, Algorithm::Im2col)?;
+        let avx512 = ours(true, Algorithm::Auto)?;
+        let avx2 = ours(false, Algorithm::Auto)?;
+        let im2col_avx512 = ours(true, Algorithm::Im2col)?;
+        let im2col_avx2 = ours(false, Algorithm::Im2col)?;
         let config = Conv2dConfig { padding, stride, ..Conv2dConfig::default() };
         let candle_conv = Conv2d::new(weight, Some(bias), config);
         let candle = best(reps, || Ok(candle_conv.forward(&x)?))?;
         println!(
-            "| conv {name} | {} | {} | {} | {} |",
+            "| conv {name} | {} | {} | {} | {} | {} | {} |",
             cell(flops, avx512),
             cell(flops, avx2),
+            cell(flops, im2col_avx512),
+            cell(flops, im2col_avx2),
             cell(flops, Some(candle)),
             cell(flops, torch_time(name))
         );
@@ -160,7 +173,7 @@ fn main() -> anyhow::Result<()> {
     let candle = best(reps, || Ok(candle_nn::ops::silu(&candle_norm.forward(&activations)?)?))?;
     let ms = |s: Option<f64>| s.map_or_else(|| "–".to_owned(), |s| format!("{:.2} ms", s * 1e3));
     println!(
-        "| {name} (time) | {} | – | {} | {} |",
+        "| {name} (time) | {} | – | – | – | {} | {} |",
         ms(Some(ours)),
         ms(Some(candle)),
         ms(torch_time(name))
