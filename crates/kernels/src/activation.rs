@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use crate::isa::{self, Isa};
+use crate::isa;
 use crate::norm::exp;
 use crate::{Result, bail};
 
@@ -58,35 +58,7 @@ pub fn mul_gelu(hidden: &mut [f32], gate: &[f32]) -> Result<()> {
     Ok(())
 }
 
-fn run(isa: Isa, hidden: &mut [f32], gate: &[f32]) {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => {
-            // SAFETY: `isa` says this CPU has AVX-512F.
-            unsafe { block_avx512(hidden, gate) }
-        }
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => {
-            // SAFETY: `isa` says this CPU has AVX2 and FMA.
-            unsafe { block_avx2(hidden, gate) }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        Isa::Avx512 | Isa::Avx2 => block(hidden, gate),
-        Isa::Portable => block(hidden, gate),
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn block_avx512(hidden: &mut [f32], gate: &[f32]) {
-    block(hidden, gate);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn block_avx2(hidden: &mut [f32], gate: &[f32]) {
-    block(hidden, gate);
-}
+isa::per_isa!(fn run(hidden: &mut [f32], gate: &[f32]) => block);
 
 #[allow(clippy::inline_always, reason = "inlined into each instruction set's copy")]
 #[inline(always)]

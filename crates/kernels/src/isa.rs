@@ -106,6 +106,41 @@ pub fn current() -> Isa {
     }
 }
 
+/// Defines `fn $name(isa: Isa, args…)` that runs `$body(args…)` compiled for `isa`: the body
+/// (an `#[inline(always)]` function) is inlined into one `#[target_feature]` copy per instruction
+/// set, so the compiler vectorises its loops as wide as the CPU allows (the crate itself is built
+/// for baseline x86-64). `isa` must come from [`current`], which reports only what the CPU has.
+macro_rules! per_isa {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) => $body:path) => {
+        $(#[$meta])*
+        $vis fn $name(isa: $crate::isa::Isa, $($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f")]
+            fn avx512($($arg: $ty),*) {
+                $body($($arg),*);
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            fn avx2($($arg: $ty),*) {
+                $body($($arg),*);
+            }
+            match isa {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `isa` comes from `isa::current`, which reports AVX-512F only where the
+                // CPU has it.
+                $crate::isa::Isa::Avx512 => unsafe { avx512($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above, AVX2 and FMA.
+                $crate::isa::Isa::Avx2 => unsafe { avx2($($arg),*) },
+                #[cfg(not(target_arch = "x86_64"))]
+                $crate::isa::Isa::Avx512 | $crate::isa::Isa::Avx2 => $body($($arg),*),
+                $crate::isa::Isa::Portable => $body($($arg),*),
+            }
+        }
+    };
+}
+pub(crate) use per_isa;
+
 /// Threads the kernels run on (rayon's global pool: `RAYON_NUM_THREADS`, else the CPUs).
 pub fn threads() -> usize {
     rayon::current_num_threads()

@@ -6,7 +6,7 @@
 
 use rayon::prelude::*;
 
-use crate::isa::{self, Isa};
+use crate::isa;
 use crate::{Result, bail};
 
 /// GroupNorm's parameters.
@@ -84,35 +84,7 @@ struct Affine<'a> {
     silu: bool,
 }
 
-fn run_block(isa: Isa, x: &[f32], out: &mut [f32], affine: &Affine) {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => {
-            // SAFETY: `isa` says this CPU has AVX-512F.
-            unsafe { block_avx512(x, out, affine) }
-        }
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => {
-            // SAFETY: `isa` says this CPU has AVX2 and FMA.
-            unsafe { block_avx2(x, out, affine) }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        Isa::Avx512 | Isa::Avx2 => block(x, out, affine),
-        Isa::Portable => block(x, out, affine),
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn block_avx512(x: &[f32], out: &mut [f32], affine: &Affine) {
-    block(x, out, affine);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn block_avx2(x: &[f32], out: &mut [f32], affine: &Affine) {
-    block(x, out, affine);
-}
+isa::per_isa!(fn run_block(x: &[f32], out: &mut [f32], affine: &Affine) => block);
 
 const LANES: usize = 16;
 

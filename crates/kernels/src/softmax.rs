@@ -6,37 +6,17 @@
 //! each value multiplied by the sum's inverse. The arithmetic is the same on every path (no
 //! contraction into FMAs), so every instruction set gives the same bits.
 
-use crate::isa::{self, Isa};
+use crate::isa;
 use crate::norm::exp;
 
 const LANES: usize = 16;
 
 /// `row ← softmax(scale · row)`.
 pub fn scaled_softmax_row(row: &mut [f32], scale: f32) {
-    match isa::current() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `isa::current` reports AVX-512F only where the CPU has it.
-        Isa::Avx512 => unsafe { row_avx512(row, scale) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `isa::current` reports AVX2 only where the CPU has AVX2 and FMA.
-        Isa::Avx2 => unsafe { row_avx2(row, scale) },
-        #[cfg(not(target_arch = "x86_64"))]
-        Isa::Avx512 | Isa::Avx2 => row_portable(row, scale),
-        Isa::Portable => row_portable(row, scale),
-    }
+    row_on(isa::current(), row, scale);
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn row_avx512(row: &mut [f32], scale: f32) {
-    row_portable(row, scale);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn row_avx2(row: &mut [f32], scale: f32) {
-    row_portable(row, scale);
-}
+isa::per_isa!(fn row_on(row: &mut [f32], scale: f32) => row_portable);
 
 #[allow(clippy::inline_always, reason = "inlined into each instruction set's copy")]
 #[inline(always)]

@@ -27,7 +27,7 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 
 use crate::conv::Conv2dShape;
-use crate::isa::Isa;
+use crate::isa::{self, Isa};
 use crate::micro::{AlignedVec, LANES, NR, SendPtr, Start, Tile, Vectors, tile_product};
 
 /// Positions of a transformed tile (4×4).
@@ -149,29 +149,11 @@ fn transform_weights(isa: Isa, cin: usize, panels: &[f32], dst: &mut [f32]) {
     let k = cin * 9;
     dst.par_chunks_mut(XI * cin * NR).enumerate().for_each(|(panel, dst)| {
         let src = &panels[panel * k * NR..][..k * NR];
-        match isa {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `isa::current` reports AVX-512F only where the CPU has it.
-            Isa::Avx512 => unsafe { transform_panel_avx512(cin, src, dst) },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `isa::current` reports AVX2 only where the CPU has AVX2 and FMA.
-            Isa::Avx2 => unsafe { transform_panel_avx2(cin, src, dst) },
-            _ => transform_panel(cin, src, dst),
-        }
+        transform_panel_on(isa, cin, src, dst);
     });
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn transform_panel_avx512(cin: usize, src: &[f32], dst: &mut [f32]) {
-    transform_panel(cin, src, dst);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn transform_panel_avx2(cin: usize, src: &[f32], dst: &mut [f32]) {
-    transform_panel(cin, src, dst);
-}
+isa::per_isa!(fn transform_panel_on(cin: usize, src: &[f32], dst: &mut [f32]) => transform_panel);
 
 /// Input channels transformed together: their NR output channels each are the lanes.
 const WEIGHT_CHANNELS: usize = 8;
@@ -244,7 +226,7 @@ fn run_task(
         let kcv = kc.min(cin - c0);
         let xi_stride = tile_panels * kcv * mr;
         let v = &mut scratch.v.as_mut_slice()[..XI * xi_stride];
-        transform_input(plan, input, t0, count, c0, kcv, v);
+        transform_input(isa, plan, input, t0, count, c0, kcv, v);
         let start = if c0 == 0 { Start::RowBias(zeros.as_ptr()) } else { Start::Output };
         for xi in 0..XI {
             for (local, panel) in range.clone().enumerate() {
@@ -267,59 +249,22 @@ fn run_task(
         }
         c0 += kcv;
     }
-    transform_output(plan, m, co_rows, ldm, bias, t0, count, range, out, out_len);
+    transform_output(isa, plan, m, co_rows, ldm, bias, t0, count, range, out, out_len);
 }
 
-/// `V = Bᵀ d B` of tiles `t0..t0 + count`, input channels `c0..c0 + kcv`, into
-/// `v[ξ][tile panel][kk][mr]`, compiled for the instruction set that runs (the crate is built
-/// for baseline x86-64, four lanes wide).
-fn transform_input(
-    plan: &Plan,
-    input: &[f32],
-    t0: usize,
-    count: usize,
-    c0: usize,
-    kcv: usize,
-    v: &mut [f32],
-) {
-    match plan.isa {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `isa::current` reports AVX-512F only where the CPU has it.
-        Isa::Avx512 => unsafe { transform_input_avx512(plan, input, t0, count, c0, kcv, v) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `isa::current` reports AVX2 only where the CPU has AVX2 and FMA.
-        Isa::Avx2 => unsafe { transform_input_avx2(plan, input, t0, count, c0, kcv, v) },
-        _ => transform_input_portable(plan, input, t0, count, c0, kcv, v),
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn transform_input_avx512(
-    plan: &Plan,
-    input: &[f32],
-    t0: usize,
-    count: usize,
-    c0: usize,
-    kcv: usize,
-    v: &mut [f32],
-) {
-    transform_input_portable(plan, input, t0, count, c0, kcv, v);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn transform_input_avx2(
-    plan: &Plan,
-    input: &[f32],
-    t0: usize,
-    count: usize,
-    c0: usize,
-    kcv: usize,
-    v: &mut [f32],
-) {
-    transform_input_portable(plan, input, t0, count, c0, kcv, v);
-}
+isa::per_isa!(
+    /// `V = Bᵀ d B` of tiles `t0..t0 + count`, input channels `c0..c0 + kcv`, into
+    /// `v[ξ][tile panel][kk][mr]`.
+    fn transform_input(
+        plan: &Plan,
+        input: &[f32],
+        t0: usize,
+        count: usize,
+        c0: usize,
+        kcv: usize,
+        v: &mut [f32],
+    ) => transform_input_portable
+);
 
 #[allow(clippy::inline_always, reason = "inlined into each instruction set's copy")]
 #[inline(always)]
@@ -425,68 +370,22 @@ fn a_rows([x0, x1, x2, x3]: [f32; 4]) -> [f32; 2] {
     [x0 + x1 + x2, x1 - x2 - x3]
 }
 
-/// `Aᵀ M A` plus the bias for output channels of `range`, tiles `t0..t0 + count`, into the
-/// output pixels that exist (the last tile row or column may cover one).
-fn transform_output(
-    plan: &Plan,
-    m: &[f32],
-    co_rows: usize,
-    ldm: usize,
-    bias: &[f32],
-    t0: usize,
-    count: usize,
-    range: std::ops::Range<usize>,
-    out: SendPtr,
-    out_len: usize,
-) {
-    match plan.isa {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `isa::current` reports AVX-512F only where the CPU has it.
-        Isa::Avx512 => unsafe {
-            transform_output_avx512(plan, m, co_rows, ldm, bias, t0, count, range, out, out_len);
-        },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `isa::current` reports AVX2 only where the CPU has AVX2 and FMA.
-        Isa::Avx2 => unsafe {
-            transform_output_avx2(plan, m, co_rows, ldm, bias, t0, count, range, out, out_len);
-        },
-        _ => transform_output_portable(plan, m, co_rows, ldm, bias, t0, count, range, out, out_len),
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn transform_output_avx512(
-    plan: &Plan,
-    m: &[f32],
-    co_rows: usize,
-    ldm: usize,
-    bias: &[f32],
-    t0: usize,
-    count: usize,
-    range: std::ops::Range<usize>,
-    out: SendPtr,
-    out_len: usize,
-) {
-    transform_output_portable(plan, m, co_rows, ldm, bias, t0, count, range, out, out_len);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn transform_output_avx2(
-    plan: &Plan,
-    m: &[f32],
-    co_rows: usize,
-    ldm: usize,
-    bias: &[f32],
-    t0: usize,
-    count: usize,
-    range: std::ops::Range<usize>,
-    out: SendPtr,
-    out_len: usize,
-) {
-    transform_output_portable(plan, m, co_rows, ldm, bias, t0, count, range, out, out_len);
-}
+isa::per_isa!(
+    /// `Aᵀ M A` plus the bias for output channels of `range`, tiles `t0..t0 + count`, into the
+    /// output pixels that exist (the last tile row or column may cover one).
+    fn transform_output(
+        plan: &Plan,
+        m: &[f32],
+        co_rows: usize,
+        ldm: usize,
+        bias: &[f32],
+        t0: usize,
+        count: usize,
+        range: std::ops::Range<usize>,
+        out: SendPtr,
+        out_len: usize,
+    ) => transform_output_portable
+);
 
 #[allow(clippy::inline_always, reason = "inlined into each instruction set's copy")]
 #[inline(always)]
