@@ -226,7 +226,7 @@ fn run_task(
         let kcv = kc.min(cin - c0);
         let xi_stride = tile_panels * kcv * mr;
         let v = &mut scratch.v.as_mut_slice()[..XI * xi_stride];
-        transform_input(isa, plan, input, t0, count, c0, kcv, v);
+        transform_input(isa, &InputJob { plan, input, t0, count, c0, kcv }, v);
         let start = if c0 == 0 { Start::RowBias(zeros.as_ptr()) } else { Start::Output };
         for xi in 0..XI {
             for (local, panel) in range.clone().enumerate() {
@@ -249,34 +249,31 @@ fn run_task(
         }
         c0 += kcv;
     }
-    transform_output(isa, plan, m, co_rows, ldm, bias, t0, count, range, out, out_len);
+    let job = OutputJob { plan, m, co_rows, ldm, bias, t0, count, range, out, out_len };
+    transform_output(isa, &job);
+}
+
+/// One slice of a task's input transform.
+struct InputJob<'a> {
+    plan: &'a Plan,
+    input: &'a [f32],
+    /// Tiles `t0..t0 + count`.
+    t0: usize,
+    count: usize,
+    /// Input channels `c0..c0 + kcv`.
+    c0: usize,
+    kcv: usize,
 }
 
 isa::per_isa!(
-    /// `V = Bᵀ d B` of tiles `t0..t0 + count`, input channels `c0..c0 + kcv`, into
-    /// `v[ξ][tile panel][kk][mr]`.
-    fn transform_input(
-        plan: &Plan,
-        input: &[f32],
-        t0: usize,
-        count: usize,
-        c0: usize,
-        kcv: usize,
-        v: &mut [f32],
-    ) => transform_input_portable
+    /// `V = Bᵀ d B` of the job's tiles and input channels into `v[ξ][tile panel][kk][mr]`.
+    fn transform_input(job: &InputJob, v: &mut [f32]) => transform_input_portable
 );
 
 #[allow(clippy::inline_always, reason = "inlined into each instruction set's copy")]
 #[inline(always)]
-fn transform_input_portable(
-    plan: &Plan,
-    input: &[f32],
-    t0: usize,
-    count: usize,
-    c0: usize,
-    kcv: usize,
-    v: &mut [f32],
-) {
+fn transform_input_portable(job: &InputJob, v: &mut [f32]) {
+    let InputJob { plan, input, t0, count, c0, kcv } = *job;
     let Plan { shape, height, width, mr, .. } = *plan;
     let pad = shape.padding;
     let tiles_x = plan.tiles_x();
@@ -370,37 +367,33 @@ fn a_rows([x0, x1, x2, x3]: [f32; 4]) -> [f32; 2] {
     [x0 + x1 + x2, x1 - x2 - x3]
 }
 
+/// A task's output transform.
+struct OutputJob<'a> {
+    plan: &'a Plan,
+    /// The accumulator `[ξ][co_rows][ldm]`.
+    m: &'a [f32],
+    co_rows: usize,
+    ldm: usize,
+    bias: &'a [f32],
+    /// Tiles `t0..t0 + count`, output-channel panels `range`.
+    t0: usize,
+    count: usize,
+    range: std::ops::Range<usize>,
+    /// The whole output, `out_len` values.
+    out: SendPtr,
+    out_len: usize,
+}
+
 isa::per_isa!(
-    /// `Aᵀ M A` plus the bias for output channels of `range`, tiles `t0..t0 + count`, into the
-    /// output pixels that exist (the last tile row or column may cover one).
-    fn transform_output(
-        plan: &Plan,
-        m: &[f32],
-        co_rows: usize,
-        ldm: usize,
-        bias: &[f32],
-        t0: usize,
-        count: usize,
-        range: std::ops::Range<usize>,
-        out: SendPtr,
-        out_len: usize,
-    ) => transform_output_portable
+    /// `Aᵀ M A` plus the bias for the job's output channels and tiles, into the output pixels
+    /// that exist (the last tile row or column may cover one).
+    fn transform_output(job: &OutputJob) => transform_output_portable
 );
 
 #[allow(clippy::inline_always, reason = "inlined into each instruction set's copy")]
 #[inline(always)]
-fn transform_output_portable(
-    plan: &Plan,
-    m: &[f32],
-    co_rows: usize,
-    ldm: usize,
-    bias: &[f32],
-    t0: usize,
-    count: usize,
-    range: std::ops::Range<usize>,
-    out: SendPtr,
-    out_len: usize,
-) {
+fn transform_output_portable(job: &OutputJob) {
+    let OutputJob { plan, m, co_rows, ldm, bias, t0, count, ref range, out, out_len } = *job;
     let Plan { shape, out_h, out_w, .. } = *plan;
     let cout = shape.out_channels;
     let tiles_x = plan.tiles_x();
