@@ -1,10 +1,7 @@
 //! ComfyUI `prompt` graphs: cycles, dangling links, odd types, deep nesting.
 #![no_main]
-use imagelab::storage::metadata::{comfyui, format_human};
-use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|text: &str| {
-    if let Ok(found) = comfyui::recover_from_prompt(text) {
-        let _ = format_human(&found);
-    }
-});
+#[path = "../checks/comfyui_graph.rs"]
+mod check;
+
+libfuzzer_sys::fuzz_target!(|text: &str| check::check(text));

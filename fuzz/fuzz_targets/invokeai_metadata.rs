@@ -1,10 +1,7 @@
 //! InvokeAI `invokeai_metadata` JSON.
 #![no_main]
-use imagelab::storage::metadata::{format_human, invokeai};
-use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|text: &str| {
-    if let Ok(found) = invokeai::recover_from_metadata(text) {
-        let _ = format_human(&found);
-    }
-});
+#[path = "../checks/invokeai_metadata.rs"]
+mod check;
+
+libfuzzer_sys::fuzz_target!(|text: &str| check::check(text));

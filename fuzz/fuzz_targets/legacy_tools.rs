@@ -1,17 +1,7 @@
 //! InvokeAI 2.x (`Dream` command lines, `sd-metadata` JSON) and NovelAI (`Comment` JSON) text.
 #![no_main]
-use imagelab::storage::metadata::{format_human, invokeai_legacy, novelai};
-use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|text: &str| {
-    if let Ok(found) = invokeai_legacy::recover_from_dream(text) {
-        let _ = format_human(&found);
-    }
-    if let Ok(found) = invokeai_legacy::recover_from_sd_metadata(text) {
-        let _ = format_human(&found);
-    }
-    if let Ok(found) = novelai::recover(text, Some(text), Some(text), Some((64, 64))) {
-        let _ = format_human(&found);
-    }
-    let _ = invokeai_legacy::split_negative(text);
-});
+#[path = "../checks/legacy_tools.rs"]
+mod check;
+
+libfuzzer_sys::fuzz_target!(|text: &str| check::check(text));

@@ -1,15 +1,8 @@
 //! Any bytes as a PNG, JPEG or WebP: container walkers (JPEG segments, RIFF chunks, EXIF IFDs,
 //! XMP, stealth bits), every settings parser and `format_human`; never a panic.
 #![no_main]
-use imagelab::storage::metadata::{containers, format_human, recover_from_chunks};
-use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(text) = containers::read_image_text(data) {
-        let _ = text.to_png_text();
-        if let Ok(found) = recover_from_chunks(&text.to_png_text()) {
-            let _ = format_human(&found);
-            let _ = serde_json::to_string(&found);
-        }
-    }
-});
+#[path = "../checks/recover_image.rs"]
+mod check;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| check::check(data));

@@ -1,16 +1,7 @@
 //! Styles files (A1111 CSV, Fooocus JSON), applied to a prompt and extracted back.
 #![no_main]
-use imagelab::storage::styles;
-use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(file) = styles::parse_styles(data) {
-        let mut texts = Vec::new();
-        for style in &file.styles {
-            assert!(!style.name.trim().is_empty());
-            let (prompt, negative) = style.apply("a cat", "blurry");
-            texts.push((style.name.as_str(), style.prompt.as_str(), style.negative.as_str()));
-            let _ = styles::a1111_extract_styles(&texts, &prompt, &negative);
-        }
-    }
-});
+#[path = "../checks/styles_file.rs"]
+mod check;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| check::check(data));

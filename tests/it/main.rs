@@ -16,6 +16,7 @@ mod crash;
 mod diffusion;
 mod engine;
 mod favorites;
+mod fuzz_corpus;
 mod lora;
 mod models;
 mod models_dirs;
