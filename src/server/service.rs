@@ -24,8 +24,8 @@ use super::paths::AllowedRoots;
 use super::stop::StopToken;
 use crate::app::Wiring;
 use crate::engine::{
-    Capabilities, Engine, EngineError, Event, JobId, JobSummary, QueueStats, StopMode, no_waker,
-    prepare_plan,
+    Capabilities, Engine, EngineError, Event, JobId, JobSummary, QueueStats, ResumeOptions,
+    Resumed, StopMode, no_waker, prepare_plan,
 };
 use crate::models::catalog::{Catalog, EntryKind, ModelRef};
 use crate::models::hub::HubConfig;
@@ -536,36 +536,57 @@ impl Service {
     ) -> Result<JobId, ServiceError> {
         let mut state = lock(&self.shared.state);
         self.refuse_when_full(&state)?;
-        let label =
-            if submission.label.is_empty() { describe(&plan.request) } else { submission.label };
-        let model =
-            plan.items.first().map(|item| item.model.display_name.clone()).unwrap_or_default();
-        let items = plan.items.len();
-        let images = plan.image_count();
-        let mut request = plan.request.clone();
-        request.seed = Some(plan.seed_base);
-        let mode = Some(request.mode());
+        let planned = Planned::of(&plan, submission);
         let job = {
             let engine = lock(&self.engine);
             let engine = engine.as_ref().ok_or(ServiceError::Stopping)?;
             engine.submit(plan)?
         };
         on_accepted(job);
-        state.jobs.insert(
-            job,
-            new_entry(
-                job,
-                submission.origin,
-                JobKind::Generate,
-                label,
-                model,
-                mode,
-                items,
-                images,
-                Some(request),
-            ),
-        );
+        state.jobs.insert(job, planned.entry(job));
         Ok(job)
+    }
+
+    /// Replaces waiting job `job` with `plan` (the window's edit of a queued job), as
+    /// `Engine::replace` does; the new job is in the job table like a submitted one, so
+    /// `GET /jobs` and the event streams show it.
+    ///
+    /// # Errors
+    /// The engine's refusal (a job that is not waiting), or a stopping service.
+    pub fn replace(
+        &self,
+        job: JobId,
+        plan: Plan,
+        submission: Submission,
+    ) -> Result<JobId, ServiceError> {
+        // The job table stays locked until the new job is in it: the dispatcher drops events
+        // of jobs the table does not know.
+        let mut state = lock(&self.shared.state);
+        let planned = Planned::of(&plan, submission);
+        let new_job = self.engine_do(|engine| engine.replace(job, plan))?;
+        state.jobs.insert(new_job, planned.entry(new_job));
+        Ok(new_job)
+    }
+
+    /// Takes unfinished job `id` of the persistent queue back into the queue (the window's
+    /// resume offer), as `Engine::resume` does, into the job table like a submitted one.
+    ///
+    /// # Errors
+    /// A full queue, the engine's refusal, or a stopping service.
+    pub fn resume(
+        &self,
+        id: &str,
+        options: ResumeOptions,
+        submission: Submission,
+    ) -> Result<Option<Resumed>, ServiceError> {
+        let mut state = lock(&self.shared.state);
+        self.refuse_when_full(&state)?;
+        let resumed = self.engine_do(|engine| engine.resume(id, options))?;
+        if let Some(resumed) = &resumed {
+            let planned = Planned::of(&resumed.plan, submission);
+            state.jobs.insert(resumed.job, planned.entry(resumed.job));
+        }
+        Ok(resumed)
     }
 
     /// Queues a model load (FIFO) so the jobs behind it find the model ready.
@@ -863,6 +884,53 @@ impl Service {
 impl Drop for Service {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// What the job table keeps of a plan queued by a front end.
+struct Planned {
+    origin: Origin,
+    label: String,
+    model: String,
+    mode: Option<Mode>,
+    items: usize,
+    images: usize,
+    request: Request,
+}
+
+impl Planned {
+    fn of(plan: &Plan, submission: Submission) -> Self {
+        let label =
+            if submission.label.is_empty() { describe(&plan.request) } else { submission.label };
+        let mut request = plan.request.clone();
+        request.seed = Some(plan.seed_base);
+        Planned {
+            origin: submission.origin,
+            label,
+            model: plan
+                .items
+                .first()
+                .map(|item| item.model.display_name.clone())
+                .unwrap_or_default(),
+            mode: Some(request.mode()),
+            items: plan.items.len(),
+            images: plan.image_count(),
+            request,
+        }
+    }
+
+    fn entry(self, job: JobId) -> JobEntry {
+        new_entry(
+            job,
+            self.origin,
+            JobKind::Generate,
+            self.label,
+            self.model,
+            self.mode,
+            self.items,
+            self.images,
+            Some(self.request),
+        )
     }
 }
 

@@ -12,7 +12,7 @@ use crossbeam_channel::{Receiver, SendTimeoutError, TrySendError};
 
 use crate::app::StopSignals;
 use crate::engine::{
-    Backend, Engine, EngineConfig, EngineError, Event, JobId, ResumeOptions, StopMode,
+    Backend, Engine, EngineConfig, EngineError, Event, JobId, ResumeOptions, Resumed, StopMode,
     UnfinishedJob, relative_path,
 };
 use crate::models::catalog::Catalog;
@@ -172,6 +172,32 @@ impl EngineLink {
                     plan,
                     Submission { origin: Origin::Window, label: label.to_owned() },
                     |_| {},
+                )
+                .map_err(|err| err.to_string()),
+        }
+    }
+
+    /// Replaces waiting job `job` with `plan` (a server's job table learns of the new job).
+    fn replace(&self, job: JobId, plan: Plan, label: &str) -> Result<JobId, String> {
+        match self {
+            Self::Own(engine) => engine.replace(job, plan).map_err(|err| err.to_string()),
+            Self::Shared { service, .. } => service
+                .replace(job, plan, Submission { origin: Origin::Window, label: label.to_owned() })
+                .map_err(|err| err.to_string()),
+        }
+    }
+
+    /// Takes unfinished job `id` back into the queue (a server's job table learns of it).
+    fn resume(&self, id: &str, label: &str) -> Result<Option<Resumed>, String> {
+        match self {
+            Self::Own(engine) => {
+                engine.resume(id, ResumeOptions::default()).map_err(|err| err.to_string())
+            }
+            Self::Shared { service, .. } => service
+                .resume(
+                    id,
+                    ResumeOptions::default(),
+                    Submission { origin: Origin::Window, label: label.to_owned() },
                 )
                 .map_err(|err| err.to_string()),
         }
@@ -598,9 +624,9 @@ impl LabApp {
         };
         let images = plan.image_count();
         let planned = plan.request.clone();
-        match engine.with_engine(|engine| engine.replace(job, plan)) {
+        let label = label_of(&request);
+        match engine.replace(job, plan, &label) {
             Ok(copy) => {
-                let label = label_of(&request);
                 self.job_labels.insert(copy, label.clone());
                 self.job_requests.insert(copy, planned);
                 let entry = QueuedJob { job: copy, label, images, state: JobState::Pending };
@@ -632,7 +658,7 @@ impl LabApp {
                 }
                 continue;
             }
-            match engine.with_engine(|engine| engine.resume(&job.id, ResumeOptions::default())) {
+            match engine.resume(&job.id, &job.label) {
                 Ok(Some(resumed)) => {
                     for note in resumed.notes {
                         self.log.push(Severity::Info, note);

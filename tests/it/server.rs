@@ -1024,3 +1024,81 @@ fn candle_serves_the_tiny_pipeline_as_diffusers_made_it() {
         ours.as_raw().iter().zip(theirs.data()).map(|(a, b)| a.abs_diff(*b)).max().unwrap_or(0);
     assert!(worst <= 1, "pixels differ by {worst} levels from diffusers");
 }
+
+/// The window of `gui --serve` edits a queued job and resumes an unfinished one through the
+/// shared service: both jobs are in the job table (`GET /jobs`), from the window, and their
+/// events reach it, so they end there as done.
+#[test]
+fn jobs_the_window_edits_or_resumes_on_a_shared_engine_are_in_the_job_table() {
+    use imagelab::app::Wiring;
+    use imagelab::engine::mock::MockBackend;
+    use imagelab::engine::{Engine, EngineConfig, ResumeOptions, no_waker, prepare_plan};
+    use imagelab::models::Catalog;
+    use imagelab::models::hub::HubConfig;
+    use imagelab::request::{Profiles, Request};
+    use imagelab::server::service::Submission;
+    use imagelab::server::{Origin, Service, ServiceConfig, StopToken};
+
+    let out = tempfile::tempdir().expect("tempdir");
+    let config = || EngineConfig {
+        output_root: out.path().to_path_buf(),
+        instance_id: None,
+        previews: false,
+    };
+    let plan = |prompt: &str| {
+        let request = Request {
+            prompt: prompt.into(),
+            width: Some(64),
+            height: Some(64),
+            seed: Some(5),
+            ..Request::default()
+        };
+        let caps = imagelab::engine::Backend::capabilities(&MockBackend::new());
+        prepare_plan(&request, &Profiles::builtin(), &Catalog::builtin(), &caps).expect("plan")
+    };
+    // An earlier process queued a job and stopped before running it: unfinished in the journal.
+    let earlier =
+        Engine::spawn(Box::new(MockBackend::new()), config(), no_waker()).expect("engine");
+    earlier.pause(true).expect("pause");
+    earlier.submit(plan("a lighthouse")).expect("submit");
+    drop(earlier.shutdown());
+
+    let wiring = Wiring { backend: Box::new(MockBackend::new()), engine: config(), notice: None };
+    let hub = HubConfig::offline_at(out.path().join("hub"));
+    let service =
+        Service::start(wiring, ServiceConfig::new(Profiles::builtin(), hub), StopToken::new())
+            .expect("service");
+    let window = |label: &str| Submission { origin: Origin::Window, label: label.to_owned() };
+    service.engine_do(|engine| engine.pause(true)).expect("pause");
+    let first = service.submit(plan("a fox"), window("a fox"), |_| {}).expect("submit");
+    let edited = service.replace(first, plan("a red fox"), window("a red fox")).expect("replace");
+    let unfinished = service.engine_do(Engine::unfinished_jobs).expect("unfinished");
+    let idle: Vec<_> = unfinished.iter().filter(|job| !job.live).collect();
+    let [lighthouse] = idle.as_slice() else {
+        panic!("only the earlier process's job is unfinished and idle: {unfinished:?}")
+    };
+    let resumed = service
+        .resume(&lighthouse.id, ResumeOptions::default(), window("a lighthouse"))
+        .expect("resume")
+        .expect("work left");
+    service.engine_do(|engine| engine.pause(false)).expect("unpause");
+
+    let view =
+        |job| serde_json::to_value(service.job(job).expect("in the job table")).expect("json");
+    let deadline = Instant::now() + Duration::from_mins(1);
+    for (job, label) in [(edited, "a red fox"), (resumed.job, "a lighthouse")] {
+        while view(job)["state"] != "done" {
+            assert!(Instant::now() < deadline, "job {job}: {}", view(job));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let shown = view(job);
+        assert_eq!(
+            (shown["origin"].as_str(), shown["label"].as_str()),
+            (Some("window"), Some(label))
+        );
+        assert_eq!(shown["saved"].as_array().map(Vec::len), Some(1), "{shown}");
+    }
+    let listed: Vec<u64> = service.jobs().iter().map(|view| view.job).collect();
+    assert!(listed.contains(&edited) && listed.contains(&resumed.job), "{listed:?}");
+    service.shutdown();
+}
